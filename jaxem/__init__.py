@@ -1,0 +1,46 @@
+"""jaxem: batched Expectation-Maximization in JAX.
+
+Every model's E and M steps are pure functions in log space; :func:`fit` runs
+many random restarts at once in one compiled ``lax.while_loop`` and keeps the best.
+"""
+
+from jaxem import families, models, ops
+from jaxem._iterate import Chunks
+from jaxem.engine import (
+    CONVERGED,
+    MAX_ITER,
+    NON_FINITE,
+    RUNNING,
+    STATUS_MESSAGES,
+    FitResult,
+    RestartSummary,
+    fit,
+)
+from jaxem.families import Gaussian, GaussianParams, gaussian
+from jaxem.models import KMeans, KMeansParams, Mixture, MixtureParams, kmeans, mixture
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "families",
+    "models",
+    "ops",
+    "fit",
+    "FitResult",
+    "RestartSummary",
+    "Chunks",
+    "RUNNING",
+    "CONVERGED",
+    "MAX_ITER",
+    "NON_FINITE",
+    "STATUS_MESSAGES",
+    "gaussian",
+    "Gaussian",
+    "GaussianParams",
+    "mixture",
+    "Mixture",
+    "MixtureParams",
+    "kmeans",
+    "KMeans",
+    "KMeansParams",
+]

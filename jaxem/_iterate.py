@@ -1,0 +1,196 @@
+"""The batched EM iteration: chunked statistics and one ``lax.while_loop``.
+
+This is the traceable core of the engine. It knows the model contract (see
+:mod:`jaxem.engine`) but no particular model, so models may reuse it inside their
+own initialisation (the Gaussian mixture's "kmeans" init runs k-means through it).
+The host-side API, restart keys and best-restart selection live in the engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxem import ops
+
+__all__ = [
+    "Chunks",
+    "LoopState",
+    "RUNNING",
+    "CONVERGED",
+    "MAX_ITER",
+    "NON_FINITE",
+    "STATUS_MESSAGES",
+    "make_chunks",
+    "chunked_sum",
+    "batched_statistics",
+    "run_em",
+]
+
+RUNNING, CONVERGED, MAX_ITER, NON_FINITE = 0, 1, 2, 3
+STATUS_MESSAGES = {
+    RUNNING: "running",
+    CONVERGED: "converged",
+    MAX_ITER: "reached max_iter before converging",
+    NON_FINITE: "non-finite log-likelihood or parameters",
+}
+
+
+class Chunks(NamedTuple):
+    """Data cut into equal chunks along its first axis.
+
+    ``x`` is any pytree whose leaves have shape ``(n_chunks, chunk_size, ...)``;
+    ``weights`` has shape ``(n_chunks, chunk_size)``. Padding rows have weight 0.
+    """
+
+    x: Any
+    weights: jax.Array
+
+    @property
+    def n_chunks(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def chunk_size(self) -> int:
+        return self.weights.shape[1]
+
+    def flat(self):
+        """``(x, weights)`` with the chunk axes merged (a reshape, no copy)."""
+        merge = lambda leaf: leaf.reshape((-1,) + leaf.shape[2:])  # noqa: E731
+        return jax.tree.map(merge, self.x), self.weights.reshape(-1)
+
+
+def make_chunks(x, weights, chunk_size: int) -> Chunks:
+    """Pad rows to a multiple of ``chunk_size`` with zero weight and reshape."""
+    n_rows = weights.shape[0]
+    n_chunks = max(1, -(-n_rows // chunk_size))
+    padding = n_chunks * chunk_size - n_rows
+
+    def cut(leaf):
+        leaf = jnp.pad(leaf, [(0, padding)] + [(0, 0)] * (leaf.ndim - 1))
+        return leaf.reshape((n_chunks, chunk_size) + leaf.shape[1:])
+
+    return Chunks(jax.tree.map(cut, x), cut(weights))
+
+
+def chunked_sum(fn, chunks: Chunks, combine=ops.tree_add):
+    """``combine`` of ``fn(x_chunk, weights_chunk)`` over all chunks, by ``lax.scan``.
+
+    Only one chunk's intermediates are alive at a time, so memory is
+    O(chunk_size × whatever ``fn`` makes per row), never O(n_rows × ...).
+    """
+    first = jax.tree.map(lambda leaf: leaf[0], chunks)
+    total = fn(first.x, first.weights)
+    if chunks.n_chunks == 1:
+        return total
+    rest = jax.tree.map(lambda leaf: leaf[1:], chunks)
+
+    def body(accumulated, chunk):
+        return combine(accumulated, fn(chunk.x, chunk.weights)), None
+
+    total, _ = jax.lax.scan(body, total, rest)
+    return total
+
+
+def batched_statistics(model, params, chunks: Chunks, hyper):
+    """Statistics and summed log-likelihood of every restart in ``params``.
+
+    Each chunk is read once and shared by all restarts (``vmap`` over the
+    parameters only).
+    """
+    e_step = jax.vmap(model.e_step, in_axes=(0, None, None, None))
+    combine = getattr(model, "combine_stats", None)
+    if combine is None:
+        return chunked_sum(lambda x, w: e_step(params, x, w, hyper), chunks)
+    batched_combine = jax.vmap(lambda a, b: (combine(a[0], b[0]), a[1] + b[1]))
+    return chunked_sum(lambda x, w: e_step(params, x, w, hyper), chunks, batched_combine)
+
+
+class LoopState(NamedTuple):
+    """Carry of the batched EM loop; every field has a leading restart axis.
+
+    ``log_likelihood`` is the mean per-sample log-likelihood of the last E-step
+    (of the parameters before the last M-step, as scikit-learn's ``lower_bound_``);
+    ``trace`` holds one such value per iteration, NaN after a restart stopped.
+    """
+
+    params: Any
+    log_likelihood: jax.Array
+    previous_log_likelihood: jax.Array
+    n_iter: jax.Array
+    status: jax.Array
+    trace: jax.Array
+
+
+def _default_converged(old_params, new_params, log_likelihood, previous, tol):
+    del old_params, new_params
+    return jnp.abs(log_likelihood - previous) < tol
+
+
+def run_em(model, params, chunks: Chunks, hyper, *, max_iter: int, tol) -> LoopState:
+    """Iterate E and M steps for all restarts until each converges or fails.
+
+    Parameters
+    ----------
+    model : model obeying the contract of :mod:`jaxem.engine`.
+    params : pytree with a leading restart axis ``R``.
+    chunks : the data, see :func:`make_chunks`.
+    hyper : numeric hyperparameters of the model (a pytree of arrays).
+    max_iter : static iteration cap (the trace has this many columns).
+    tol : convergence tolerance (array or float; traced, so no recompile).
+
+    A restart stops on its own tolerance: its parameters are frozen with
+    ``jnp.where`` while the others go on. A restart whose log-likelihood or new
+    parameters are not finite keeps its last finite parameters and the status
+    ``NON_FINITE``; it never aborts the batch.
+    """
+    n_restarts = jax.tree.leaves(params)[0].shape[0]
+    dtype = chunks.weights.dtype
+    total_weight = jnp.sum(chunks.weights)
+    converged_fn = getattr(model, "converged", None) or _default_converged
+    converged_fn = jax.vmap(converged_fn, in_axes=(0, 0, 0, 0, None))
+    m_step = jax.vmap(model.m_step, in_axes=(0, 0, None))
+
+    def cond(carry):
+        iteration, state = carry
+        return (iteration < max_iter) & jnp.any(state.status == RUNNING)
+
+    def body(carry):
+        iteration, state = carry
+        stats, log_likelihood_sum = batched_statistics(model, state.params, chunks, hyper)
+        log_likelihood = log_likelihood_sum / total_weight
+        new_params = m_step(stats, state.params, hyper)
+        running = state.status == RUNNING
+        finite = jnp.isfinite(log_likelihood) & ops.tree_all_finite(new_params, batch_ndim=1)
+        converged = converged_fn(
+            state.params, new_params, log_likelihood, state.log_likelihood, tol
+        )
+        n_iter = state.n_iter + 1
+        status = jnp.where(
+            ~finite,
+            NON_FINITE,
+            jnp.where(converged, CONVERGED, jnp.where(n_iter >= max_iter, MAX_ITER, RUNNING)),
+        )
+        return iteration + 1, LoopState(
+            params=ops.tree_where(running & finite, new_params, state.params),
+            log_likelihood=jnp.where(running, log_likelihood, state.log_likelihood),
+            previous_log_likelihood=jnp.where(
+                running, state.log_likelihood, state.previous_log_likelihood
+            ),
+            n_iter=jnp.where(running, n_iter, state.n_iter),
+            status=jnp.where(running, status, state.status).astype(jnp.int32),
+            trace=state.trace.at[:, iteration].set(jnp.where(running, log_likelihood, jnp.nan)),
+        )
+
+    start = LoopState(
+        params=params,
+        log_likelihood=jnp.full((n_restarts,), -jnp.inf, dtype),
+        previous_log_likelihood=jnp.full((n_restarts,), -jnp.inf, dtype),
+        n_iter=jnp.zeros((n_restarts,), jnp.int32),
+        status=jnp.full((n_restarts,), RUNNING if max_iter > 0 else MAX_ITER, jnp.int32),
+        trace=jnp.full((n_restarts, max(max_iter, 1)), jnp.nan, dtype),
+    )
+    _, state = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), start))
+    return state

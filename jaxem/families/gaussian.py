@@ -1,0 +1,217 @@
+"""Multivariate Gaussian components: full, tied, diagonal and spherical covariances.
+
+Parameters follow scikit-learn: means and the Cholesky factor of the precision
+(``precisions_cholesky_``), upper triangular for full and tied, ``1/σ`` for diag
+and spherical. The log-density is written in natural-parameter form,
+
+    log N(x | μ, Σ) = -½ xᵀPx + xᵀPμ - ½ μᵀPμ + log|U| - D/2 log 2π,   P = U Uᵀ,
+
+so that the densities of all components are one product of the features
+``[vech(x xᵀ), x]`` (full, tied), ``[x², x]`` (diag) or ``[|x|², x]``
+(spherical) with a parameter matrix. In float32 centre the data first (the
+estimators do): the quadratic terms then stay small and cancellation harmless.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import solve_triangular
+
+from jaxem import ops
+
+__all__ = ["Gaussian", "GaussianParams", "GaussianHyper", "gaussian", "COVARIANCE_TYPES"]
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+class GaussianParams(NamedTuple):
+    """Parameters of ``K`` Gaussian components.
+
+    Attributes
+    ----------
+    means : (K, D)
+    precisions_cholesky : (K, D, D) full, (D, D) tied, (K, D) diag, (K,) spherical
+    """
+
+    means: jax.Array
+    precisions_cholesky: jax.Array
+
+
+class GaussianHyper(NamedTuple):
+    """Numeric hyperparameters: ``reg_covar`` is added to every covariance diagonal."""
+
+    reg_covar: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Gaussian:
+    """Gaussian component family.
+
+    Parameters
+    ----------
+    covariance_type : {"full", "tied", "diag", "spherical"}
+    reg_covar : float
+        Non-negative regularisation added to the diagonal of the covariances.
+        Passed to compiled code as an array, so changing it does not recompile.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import jaxem
+    >>> family = jaxem.gaussian("diag")
+    >>> params = jaxem.GaussianParams(means=jnp.zeros((1, 2)), precisions_cholesky=jnp.ones((1, 2)))
+    >>> print(jaxem.families.log_densities(family, params, jnp.zeros((1, 2))).round(4))
+    [[-1.8379]]
+    """
+
+    covariance_type: str = "full"
+    reg_covar: float = dataclasses.field(default=1e-6, compare=False)
+
+    def __post_init__(self):
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(
+                f"covariance_type must be one of {COVARIANCE_TYPES}, got {self.covariance_type!r}."
+            )
+        if not (isinstance(self.reg_covar, (int, float)) and self.reg_covar >= 0):
+            raise ValueError(f"reg_covar must be a non-negative float, got {self.reg_covar!r}.")
+
+    # -- contract ---------------------------------------------------------------------------
+    def hyper(self, dtype) -> GaussianHyper:
+        return GaussianHyper(reg_covar=jnp.asarray(self.reg_covar, dtype))
+
+    def check_data(self, x) -> None:
+        """Gaussian components accept any finite real data."""
+
+    def features(self, x):
+        if self.covariance_type in ("full", "tied"):
+            rows, cols = ops.triu_indices(x.shape[-1])
+            quadratic = x[:, rows] * x[:, cols]
+        elif self.covariance_type == "diag":
+            quadratic = x * x
+        else:
+            quadratic = jnp.sum(x * x, axis=-1, keepdims=True)
+        return jnp.concatenate([quadratic, x], axis=-1)
+
+    def log_base_measure(self, x):
+        return jnp.full(x.shape[:1], -0.5 * x.shape[-1] * ops.LOG_2PI, x.dtype)
+
+    def natural_parameters(self, params: GaussianParams):
+        means, chol = params
+        n_components, n_features = means.shape
+        if self.covariance_type in ("full", "tied"):
+            chol = jnp.broadcast_to(chol, (n_components, n_features, n_features))
+            precision = chol @ jnp.swapaxes(chol, -1, -2)
+            # -½ xᵀPx over the upper triangle: diagonal terms -½P_ii, off-diagonal -P_ij.
+            rows, cols = ops.triu_indices(n_features)
+            scale = jnp.where(rows == cols, -0.5, -1.0).astype(means.dtype)
+            quadratic = precision[:, rows, cols] * scale
+            linear = jnp.einsum("kij,kj->ki", precision, means)
+            log_det = ops.log_det_from_cholesky(chol)
+        else:
+            precision = chol * chol  # (K, D) diag or (K,) spherical
+            if self.covariance_type == "diag":
+                quadratic = -0.5 * precision
+                linear = precision * means
+                log_det = jnp.sum(jnp.log(chol), axis=-1)
+            else:
+                quadratic = -0.5 * precision[:, None]
+                linear = precision[:, None] * means
+                log_det = n_features * jnp.log(chol)
+        bias = -0.5 * jnp.sum(linear * means, axis=-1) + log_det
+        return jnp.concatenate([quadratic, linear], axis=-1), bias
+
+    def m_step(self, feature_sums, counts, hyper: GaussianHyper) -> GaussianParams:
+        n_features = self._n_features(feature_sums)
+        quadratic_sums, linear_sums = feature_sums[:, :-n_features], feature_sums[:, -n_features:]
+        safe_counts = counts + ops.tiny(counts.dtype)
+        means = linear_sums / safe_counts[:, None]
+        reg = hyper.reg_covar
+        if self.covariance_type == "full":
+            second = ops.unvech(quadratic_sums, n_features)
+            # Σ r (x-μ)(x-μ)ᵀ expanded; divided by the floored count as scikit-learn does.
+            cross = linear_sums[:, :, None] * means[:, None, :]
+            scatter = (
+                second
+                - cross
+                - jnp.swapaxes(cross, -1, -2)
+                + counts[:, None, None] * means[:, :, None] * means[:, None, :]
+            )
+            covariance = scatter / safe_counts[:, None, None] + reg * jnp.eye(n_features)
+            return GaussianParams(means, ops.precision_cholesky_from_covariance(covariance))
+        if self.covariance_type == "tied":
+            second = ops.unvech(jnp.sum(quadratic_sums, axis=0), n_features)
+            between = jnp.einsum("k,ki,kj->ij", safe_counts, means, means)
+            covariance = (second - between) / jnp.sum(safe_counts) + reg * jnp.eye(n_features)
+            return GaussianParams(means, ops.precision_cholesky_from_covariance(covariance))
+        if self.covariance_type == "diag":
+            variance = quadratic_sums / safe_counts[:, None] - means * means + reg
+        else:  # spherical: the mean over features of the diagonal variances
+            second = quadratic_sums[:, 0] / safe_counts
+            variance = (second - jnp.sum(means * means, axis=-1)) / n_features + reg
+        # A non-positive variance becomes NaN here: the engine marks the restart non-finite.
+        return GaussianParams(means, jnp.where(variance > 0, jax.lax.rsqrt(variance), jnp.nan))
+
+    def n_parameters(self, n_components: int, n_features: int) -> int:
+        covariance = {
+            "full": n_components * n_features * (n_features + 1) // 2,
+            "tied": n_features * (n_features + 1) // 2,
+            "diag": n_components * n_features,
+            "spherical": n_components,
+        }[self.covariance_type]
+        return covariance + n_components * n_features
+
+    def sample(self, key, params: GaussianParams, labels):
+        means, chol = params
+        noise = jax.random.normal(key, (labels.shape[0], means.shape[1]), means.dtype)
+        if self.covariance_type in ("full", "tied"):
+            chol = jnp.broadcast_to(chol, (means.shape[0],) + chol.shape[-2:])[labels]
+            # Σ = U⁻ᵀ U⁻¹, so U⁻ᵀ z has covariance Σ.
+            steps = solve_triangular(
+                jnp.swapaxes(chol, -1, -2), noise[..., None], lower=True
+            )[..., 0]
+        elif self.covariance_type == "diag":
+            steps = noise / chol[labels]
+        else:
+            steps = noise / chol[labels][:, None]
+        return means[labels] + steps
+
+    # -- conveniences (not part of the contract) -------------------------------------------
+    def covariances(self, params: GaussianParams):
+        """Covariances in scikit-learn's layout for this covariance type."""
+        chol = params.precisions_cholesky
+        if self.covariance_type in ("full", "tied"):
+            return ops.covariance_from_precision_cholesky(chol)
+        return 1.0 / (chol * chol)
+
+    def precisions(self, params: GaussianParams):
+        """Precisions in scikit-learn's layout for this covariance type."""
+        chol = params.precisions_cholesky
+        if self.covariance_type in ("full", "tied"):
+            return chol @ jnp.swapaxes(chol, -1, -2)
+        return chol * chol
+
+    def params_from_covariances(self, means, covariances) -> GaussianParams:
+        """Parameters from means and covariances in scikit-learn's layout."""
+        means = jnp.asarray(means)
+        covariances = jnp.asarray(covariances, means.dtype)
+        if self.covariance_type in ("full", "tied"):
+            return GaussianParams(means, ops.precision_cholesky_from_covariance(covariances))
+        return GaussianParams(means, jax.lax.rsqrt(covariances))
+
+    def _n_features(self, feature_sums) -> int:
+        width = feature_sums.shape[-1]
+        if self.covariance_type in ("full", "tied"):
+            # width = D(D+1)/2 + D  =>  D = (-3 + sqrt(9 + 8 width)) / 2
+            return int(round((-3 + (9 + 8 * width) ** 0.5) / 2))
+        if self.covariance_type == "diag":
+            return width // 2
+        return width - 1
+
+
+def gaussian(covariance_type: str = "full", reg_covar: float = 1e-6) -> Gaussian:
+    """Gaussian component family; see :class:`Gaussian`."""
+    return Gaussian(covariance_type=covariance_type, reg_covar=reg_covar)

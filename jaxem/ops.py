@@ -1,0 +1,120 @@
+"""Log-space, Cholesky and pytree helpers shared by every layer.
+
+Nothing here knows about models: these are the numerical building blocks that
+families, models and the engine import.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import solve_triangular
+
+__all__ = [
+    "LOG_2PI",
+    "tiny",
+    "tree_add",
+    "tree_zeros_like",
+    "tree_where",
+    "tree_all_finite",
+    "precision_cholesky_from_covariance",
+    "covariance_from_precision_cholesky",
+    "log_det_from_cholesky",
+    "triu_indices",
+    "vech",
+    "unvech",
+    "safe_log",
+]
+
+LOG_2PI = 1.8378770664093453
+
+
+def tiny(dtype) -> float:
+    """Ten machine epsilons of ``dtype``: the floor scikit-learn adds to counts."""
+    return 10.0 * jnp.finfo(dtype).eps
+
+
+def safe_log(x):
+    """``log(x)`` that maps zero to ``-inf`` without a floating-point warning."""
+    return jnp.where(x > 0, jnp.log(jnp.where(x > 0, x, 1.0)), -jnp.inf)
+
+
+def tree_add(a, b):
+    """Leafwise sum of two pytrees of equal structure."""
+    return jax.tree.map(jnp.add, a, b)
+
+
+def tree_zeros_like(tree):
+    """A pytree of zeros shaped like ``tree`` (works on ``ShapeDtypeStruct`` leaves)."""
+    return jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), tree)
+
+
+def tree_where(condition, on_true, on_false):
+    """Select whole pytrees per leading index: ``condition`` has shape ``(R,)``."""
+
+    def select(x, y):
+        shaped = jnp.reshape(condition, condition.shape + (1,) * (x.ndim - condition.ndim))
+        return jnp.where(shaped, x, y)
+
+    return jax.tree.map(select, on_true, on_false)
+
+
+def tree_all_finite(tree, batch_ndim: int = 0):
+    """True where every leaf is finite, reducing all but the first ``batch_ndim`` axes."""
+    leaves = jax.tree.leaves(tree)
+    flags = [
+        jnp.all(jnp.isfinite(leaf), axis=tuple(range(batch_ndim, leaf.ndim))) for leaf in leaves
+    ]
+    out = flags[0]
+    for flag in flags[1:]:
+        out = out & flag
+    return out
+
+
+def precision_cholesky_from_covariance(covariance):
+    """Upper-triangular ``U`` with ``U Uᵀ = Σ⁻¹``, as scikit-learn's ``precisions_cholesky_``.
+
+    A non-positive-definite ``covariance`` yields NaN entries, which the engine
+    turns into a non-finite restart status instead of an exception.
+    """
+    lower = jnp.linalg.cholesky(covariance)
+    eye = jnp.broadcast_to(jnp.eye(covariance.shape[-1], dtype=covariance.dtype), covariance.shape)
+    return jnp.swapaxes(solve_triangular(lower, eye, lower=True), -1, -2)
+
+
+def covariance_from_precision_cholesky(precision_cholesky):
+    """Inverse of :func:`precision_cholesky_from_covariance`."""
+    eye = jnp.broadcast_to(
+        jnp.eye(precision_cholesky.shape[-1], dtype=precision_cholesky.dtype),
+        precision_cholesky.shape,
+    )
+    # Σ = (U Uᵀ)⁻¹ = U⁻ᵀ U⁻¹ with U upper triangular.
+    inverse = solve_triangular(precision_cholesky, eye, lower=False)
+    return inverse @ jnp.swapaxes(inverse, -1, -2)
+
+
+def log_det_from_cholesky(cholesky_factor):
+    """``log det`` of ``U`` for a triangular factor (so half the log-det of ``U Uᵀ``)."""
+    return jnp.sum(jnp.log(jnp.diagonal(cholesky_factor, axis1=-2, axis2=-1)), axis=-1)
+
+
+def triu_indices(n_features: int):
+    """Row and column indices of the upper triangle, diagonal included."""
+    return jnp.triu_indices(n_features)
+
+
+def vech(matrix):
+    """Upper triangle (with diagonal) of the last two axes, flattened."""
+    rows, cols = triu_indices(matrix.shape[-1])
+    return matrix[..., rows, cols]
+
+
+def unvech(vector, n_features: int):
+    """Symmetric matrix from its :func:`vech`."""
+    rows, cols = triu_indices(n_features)
+    upper = jnp.zeros(vector.shape[:-1] + (n_features, n_features), vector.dtype)
+    upper = upper.at[..., rows, cols].set(vector)
+    diagonal = jnp.diagonal(upper, axis1=-2, axis2=-1)
+    return upper + jnp.swapaxes(upper, -1, -2) - jnp.eye(n_features, dtype=vector.dtype) * diagonal[
+        ..., None, :
+    ]
