@@ -115,6 +115,8 @@ def unvech(vector, n_features: int):
     upper = jnp.zeros(vector.shape[:-1] + (n_features, n_features), vector.dtype)
     upper = upper.at[..., rows, cols].set(vector)
     diagonal = jnp.diagonal(upper, axis1=-2, axis2=-1)
-    return upper + jnp.swapaxes(upper, -1, -2) - jnp.eye(n_features, dtype=vector.dtype) * diagonal[
-        ..., None, :
-    ]
+    return (
+        upper
+        + jnp.swapaxes(upper, -1, -2)
+        - jnp.eye(n_features, dtype=vector.dtype) * diagonal[..., None, :]
+    )

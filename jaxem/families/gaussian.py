@@ -170,9 +170,9 @@ class Gaussian:
         if self.covariance_type in ("full", "tied"):
             chol = jnp.broadcast_to(chol, (means.shape[0],) + chol.shape[-2:])[labels]
             # Σ = U⁻ᵀ U⁻¹, so U⁻ᵀ z has covariance Σ.
-            steps = solve_triangular(
-                jnp.swapaxes(chol, -1, -2), noise[..., None], lower=True
-            )[..., 0]
+            steps = solve_triangular(jnp.swapaxes(chol, -1, -2), noise[..., None], lower=True)[
+                ..., 0
+            ]
         elif self.covariance_type == "diag":
             steps = noise / chol[labels]
         else:
@@ -201,6 +201,26 @@ class Gaussian:
         if self.covariance_type in ("full", "tied"):
             return GaussianParams(means, ops.precision_cholesky_from_covariance(covariances))
         return GaussianParams(means, jax.lax.rsqrt(covariances))
+
+    def params_at_points(self, points, hyper: GaussianHyper) -> GaussianParams:
+        """Components centred on ``points`` (K, D) with covariance ``reg_covar · I``.
+
+        This is the M-step from one point per component, computed exactly: the
+        moment form would subtract two equal large numbers.
+        """
+        n_components, n_features = points.shape
+        scale = jax.lax.rsqrt(hyper.reg_covar) * jnp.ones((), points.dtype)
+        if self.covariance_type == "full":
+            chol = scale * jnp.broadcast_to(
+                jnp.eye(n_features, dtype=points.dtype), (n_components, n_features, n_features)
+            )
+        elif self.covariance_type == "tied":
+            chol = scale * jnp.eye(n_features, dtype=points.dtype)
+        elif self.covariance_type == "diag":
+            chol = jnp.full((n_components, n_features), scale, points.dtype)
+        else:
+            chol = jnp.full((n_components,), scale, points.dtype)
+        return GaussianParams(points, chol)
 
     def _n_features(self, feature_sums) -> int:
         width = feature_sums.shape[-1]

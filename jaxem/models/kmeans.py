@@ -216,7 +216,7 @@ def kmeans_plusplus(key, x, weights, n_clusters: int, n_local_trials: int | None
     first = jax.random.choice(first_key, x.shape[0], p=weights / weights.sum())
     closest = squared_distances(x, x[first][None])[:, 0]
     centers = jnp.zeros((n_clusters, x.shape[1]), x.dtype).at[0].set(x[first])
-    indices = jnp.zeros((n_clusters,), jnp.int32).at[0].set(first)
+    indices = jnp.zeros((n_clusters,), jnp.int32).at[0].set(first.astype(jnp.int32))
     last_valid = jnp.max(jnp.where(weights > 0, jnp.arange(x.shape[0]), 0))
 
     def step(c, carry):
@@ -231,7 +231,7 @@ def kmeans_plusplus(key, x, weights, n_clusters: int, n_local_trials: int | None
         chosen = candidates[best]
         return (
             centers.at[c].set(x[chosen]),
-            indices.at[c].set(chosen),
+            indices.at[c].set(chosen.astype(jnp.int32)),
             to_candidates[:, best],
         )
 

@@ -115,10 +115,13 @@ class Mixture:
             else:
                 index = random_rows(key, weights, n_components)
             # One-hot responsibilities on the seed rows only, as scikit-learn.
-            stats = MixtureStats(
-                jnp.ones((n_components,), x.dtype), self.family.features(x[index])
-            )
-            return self.m_step(stats, None, hyper)
+            counts = jnp.ones((n_components,), x.dtype)
+            at_points = getattr(self.family, "params_at_points", None)
+            if at_points is not None:  # exact, where moments of one point would cancel
+                return MixtureParams(
+                    jnp.log(counts / n_components), at_points(x[index], hyper.family)
+                )
+            return self.m_step(MixtureStats(counts, self.family.features(x[index])), None, hyper)
 
         if self.init_method == "kmeans":
             seeds, _ = kmeans_plusplus(key, x, weights, n_components)
@@ -147,7 +150,9 @@ class Mixture:
             resp = responsibilities(x_chunk, index) * w_chunk[:, None]
             return MixtureStats(resp.sum(0), resp.T @ self.family.features(x_chunk))
 
-        indexed = _iterate.Chunks((chunks.x, chunks.weights, jnp.arange(chunks.n_chunks)), chunks.weights)
+        indexed = _iterate.Chunks(
+            (chunks.x, chunks.weights, jnp.arange(chunks.n_chunks)), chunks.weights
+        )
         stats = _iterate.chunked_sum(chunk_stats, indexed)
         return self.m_step(stats, None, hyper)
 
@@ -161,9 +166,7 @@ class Mixture:
     # -- derived quantities ------------------------------------------------------------------
     def log_joint(self, params: MixtureParams, x):
         """``(n, K)`` log of ``π_k p_k(x)``."""
-        return self._log_joint(
-            params, self.family.features(x), self.family.log_base_measure(x)
-        )
+        return self._log_joint(params, self.family.features(x), self.family.log_base_measure(x))
 
     def log_responsibilities(self, params: MixtureParams, x):
         """``(n, K)`` log posterior probability of each component."""

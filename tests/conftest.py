@@ -1,0 +1,30 @@
+"""Shared fixtures. x64 is switched on only inside the tests that ask for it."""
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+FAITHFUL = Path(__file__).resolve().parents[1] / "jaxem" / "data" / "faithful.csv"
+
+
+@pytest.fixture
+def x64():
+    """Run the test with JAX's 64-bit mode on, restoring the previous mode after."""
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture(scope="session")
+def faithful():
+    """Old Faithful eruptions as a float64 numpy array of shape (272, 2)."""
+    return np.loadtxt(FAITHFUL, delimiter=",", skiprows=1)
+
+
+def make_blobs(n_samples=300, n_features=2, n_clusters=3, seed=0, spread=4.0):
+    """Small, well-separated Gaussian blobs as float64 numpy data."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=spread, size=(n_clusters, n_features))
+    labels = rng.integers(n_clusters, size=n_samples)
+    return centers[labels] + rng.normal(size=(n_samples, n_features)), labels
