@@ -1,0 +1,415 @@
+"""The ``jaxem`` command line, called in-process through :func:`jaxem.cli.main`.
+
+Most fits use the Old Faithful data with 2 components and 16 restarts, so they
+share one compiled program (jit caches across calls of equal shapes and static
+arguments); error cases fail before anything is compiled.
+"""
+
+import io
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import jaxem
+from jaxem import _io, cli
+from tests.conftest import FAITHFUL
+
+# The classic two-component optimum of Old Faithful (mean log-likelihood per sample).
+FAITHFUL_BEST = -4.1554
+SHARED = ["-k", "2", "--restarts", "16"]  # every fit of the Old Faithful copies uses these
+
+
+def run(capsys, *argv):
+    """``(exit status, stdout, stderr)`` of ``jaxem argv...``."""
+    status = cli.main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def assert_one_line_error(status, out, err, *fragments):
+    assert status == 2
+    assert out == ""
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("jaxem: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def faithful_files(tmp_path_factory):
+    """The Old Faithful data as CSV, .npy and .npz (key X) in a temporary directory."""
+    directory = tmp_path_factory.mktemp("faithful")
+    x = np.loadtxt(FAITHFUL, delimiter=",", skiprows=1)
+    paths = {
+        "csv": directory / "faithful.csv",
+        "npy": directory / "faithful.npy",
+        "npz": directory / "faithful.npz",
+    }
+    paths["csv"].write_text(FAITHFUL.read_text())
+    np.save(paths["npy"], x)
+    np.savez(paths["npz"], X=x, other=x[::-1].copy())
+    return paths
+
+
+# -- help, version, usage -------------------------------------------------------------------
+
+
+def test_version(capsys):
+    status, out, _ = run(capsys, "--version")
+    assert status == 0
+    assert out.strip().startswith(f"jaxem {jaxem.__version__}")
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--help"], ["demo", "fit"]),
+        (["demo", "--help"], ["--restarts", "--components", "--seed", "--progress"]),
+        (
+            ["fit", "--help"],
+            ["FILE", "--covariance-type", "--chunk-size", "--float64", "--labels", "--key"],
+        ),
+    ],
+)
+def test_help(capsys, argv, expected):
+    status, out, _ = run(capsys, *argv)
+    assert status == 0
+    for fragment in expected:
+        assert fragment in out
+
+
+# -- demo -----------------------------------------------------------------------------------
+
+
+def test_demo_reports_the_fit(capsys):
+    status, out, err = run(capsys, "demo", "--restarts", 16)
+    assert status == 0, err
+    for fragment in [
+        "272",
+        "eruptions, waiting",
+        "Old Faithful",
+        "2 components, full covariance",
+        "16 restarts",
+        f"mean log-likelihood per sample  {FAITHFUL_BEST}",
+        "16 of 16 restarts reached the best",
+        "16 converged, 0 reached max_iter, 0 non-finite",
+        "iterations  min",
+        "component 1  weight",
+        "component 2  weight",
+        "covariance",
+        "compile",
+        # the repeat calls reuse the compiled program
+        "no recompilation",
+    ]:
+        assert fragment in out, fragment
+    # The two classic clusters: short eruptions after ~54 min, long ones after ~80 min.
+    assert "2.03" in out and "54.4" in out and "4.28" in out and "79.9" in out
+
+
+def test_python_m_jaxem_demo():
+    completed = subprocess.run(
+        [sys.executable, "-m", "jaxem", "demo", "--restarts", "8", "--seed", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "Traceback" not in completed.stderr
+    for fragment in ["272", "8 of 8 restarts reached the best", "weight", "Timing", "compile"]:
+        assert fragment in completed.stdout, fragment
+
+
+# -- fit --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["csv", "npy", "npz"])
+def test_fit_each_format(capsys, tmp_path, faithful_files, kind):
+    output = tmp_path / "fit.json"
+    status, out, err = run(capsys, "fit", faithful_files[kind], *SHARED, "-o", output)
+    assert status == 0, err
+    assert f"mean log-likelihood per sample  {FAITHFUL_BEST}" in out
+    assert f"wrote {output}" in out
+    names = "eruptions, waiting" if kind == "csv" else "x0, x1"
+    assert names in out
+    saved = json.loads(output.read_text())
+    assert saved["feature_names"] == names.split(", ")
+    assert saved["log_likelihood"] == pytest.approx(FAITHFUL_BEST, abs=1e-4)
+
+
+def test_fit_npz_key(capsys, faithful_files):
+    status, out, err = run(capsys, "fit", faithful_files["npz"], "--key", "other", *SHARED)
+    assert status == 0, err
+    assert "(array 'other')" in out
+    assert "272" in out
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".json"])
+def test_output_round_trip(capsys, tmp_path, faithful_files, suffix):
+    output = tmp_path / f"fit{suffix}"
+    status, _, err = run(capsys, "fit", faithful_files["csv"], *SHARED, "-o", output, "--labels")
+    assert status == 0, err
+    if suffix == ".npz":
+        with np.load(output, allow_pickle=False) as archive:
+            saved = {key: archive[key] for key in archive.files}
+    else:
+        saved = {key: np.asarray(value) for key, value in json.loads(output.read_text()).items()}
+    n_components, n_features, n_restarts = 2, 2, 16
+    weights, means = saved["weights"], saved["means"]
+    covariances, chol = saved["covariances"], saved["precisions_cholesky"]
+    assert weights.shape == (n_components,)
+    assert weights.sum() == pytest.approx(1.0, abs=1e-5)
+    assert means.shape == (n_components, n_features)
+    assert covariances.shape == chol.shape == (n_components, n_features, n_features)
+    for covariance, factor in zip(covariances, chol):
+        np.testing.assert_allclose(covariance, covariance.T, rtol=1e-6)
+        assert np.all(np.linalg.eigvalsh(covariance) > 0)
+        # precision = U Uᵀ is the inverse of the covariance
+        np.testing.assert_allclose(covariance @ factor @ factor.T, np.eye(2), atol=1e-3)
+    # Means are in the original (uncentred) coordinates.
+    np.testing.assert_allclose(np.sort(means[:, 1]), [54.48, 79.97], atol=0.05)
+    assert str(saved["covariance_type"]) == "full"
+    assert float(saved["log_likelihood"]) == pytest.approx(FAITHFUL_BEST, abs=1e-4)
+    assert bool(saved["converged"])
+    assert int(saved["n_iter"]) >= 1
+    for key in ("restart_log_likelihood", "restart_n_iter", "restart_status"):
+        assert saved[key].shape == (n_restarts,)
+    best = int(saved["best_restart"])
+    assert saved["restart_log_likelihood"][best] == pytest.approx(float(saved["log_likelihood"]))
+    assert saved["restart_n_iter"][best] == int(saved["n_iter"])
+    assert list(saved["status_names"]) == ["running", "converged", "max_iter", "non_finite"]
+    assert set(saved["restart_status"].tolist()) <= {jaxem.CONVERGED, jaxem.MAX_ITER}
+    labels = saved["labels"]
+    assert labels.shape == (272,)
+    assert set(labels.tolist()) == {0, 1}
+    # The heavier component holds the majority of rows.
+    assert np.bincount(labels)[np.argmax(weights)] > 136
+
+
+def test_output_without_labels(capsys, tmp_path, faithful_files):
+    output = tmp_path / "fit.npz"
+    status, _, err = run(capsys, "fit", faithful_files["npy"], *SHARED, "-o", output)
+    assert status == 0, err
+    with np.load(output) as archive:
+        assert "labels" not in archive.files
+        assert "weights" in archive.files
+
+
+def test_fit_float64_tied_many_features(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    centers = np.repeat(np.eye(2) * 8.0, 4, axis=1)[:, :7]
+    x = centers[rng.integers(2, size=120)] + rng.normal(size=(120, 7))
+    path = tmp_path / "wide.npy"
+    np.save(path, x)
+    output = tmp_path / "wide.json"
+    status, out, err = run(
+        capsys,
+        "fit",
+        path,
+        "-k",
+        2,
+        "--covariance-type",
+        "tied",
+        "--restarts",
+        4,
+        "--float64",
+        "--init",
+        "k-means++",
+        "--chunk-size",
+        50,
+        "-o",
+        output,
+    )
+    assert status == 0, err
+    assert "float64" in out
+    assert "covariance shared by all components" in out
+    assert "diagonals shown: 7 features" in out
+    saved = json.loads(output.read_text())
+    assert np.asarray(saved["covariances"]).shape == (7, 7)
+    assert np.asarray(saved["means"]).shape == (2, 7)
+
+
+def test_every_restart_failing_exits_1(capsys, tmp_path):
+    # The eruptions column twice and no regularisation: every covariance is singular.
+    # (Same shapes as the other fits, and reg_covar is traced: no new compile.)
+    eruptions = np.loadtxt(FAITHFUL, delimiter=",", skiprows=1)[:, :1]
+    path = tmp_path / "singular.npy"
+    np.save(path, np.hstack([eruptions, eruptions]))
+    status, out, err = run(capsys, "fit", path, *SHARED, "--reg-covar", 0)
+    assert status == 1
+    assert out == ""
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("jaxem: error: fit failed: All 16 restarts")
+    assert "--reg-covar" in err
+
+
+# -- errors: one line on stderr, exit status 2 ---------------------------------------------
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "name, content, fragments",
+    [
+        ("bad.csv", "a,b\n1,2\n3,x\n", ["line 3, column 2 ('b'): 'x' is not a number"]),
+        ("hole.csv", "a,b\n1,2\n3,\n", ["line 3", "empty cell"]),
+        ("ragged.csv", "a,b\n1,2\n3,4,5\n", ["line 3 has 3 fields"]),
+        ("nan.csv", "a,b\n1,2\n3,nan\n", ["non-finite", "line 3"]),
+        ("inf.csv", "a,b\n1,inf\n3,4\n", ["non-finite", "row 1"]),
+        ("header.csv", "a,b\n", ["no data rows"]),
+        ("empty.csv", "", ["empty file"]),
+        ("noheader.csv", "1,2\n3,4\n", ["looks like data", "--no-header"]),
+        ("mismatch.csv", "a,b,c\n1,2\n3,4\n", ["header names 3"]),
+        ("data.txt", "a,b\n1,2\n", ["unknown file type '.txt'"]),
+        ("junk.npy", "not numpy", ["not a .npy file"]),
+        ("junk.npz", "not numpy", ["not a .npz file"]),
+    ],
+)
+def test_bad_text_files(capsys, tmp_path, name, content, fragments):
+    path = _write(tmp_path / name, content)
+    assert_one_line_error(*run(capsys, "fit", path), *fragments)
+
+
+@pytest.mark.parametrize(
+    "array, fragments",
+    [
+        (np.array(["a", "b"]), ["expected numbers"]),
+        (np.array([{}], dtype=object), ["Object arrays"]),
+        (np.zeros((0, 3)), ["no data"]),
+        (np.zeros((2, 2, 2)), ["expected a 2-D table"]),
+        (np.array([[1.0, np.nan]]), ["non-finite"]),
+    ],
+)
+def test_bad_npy(capsys, tmp_path, array, fragments):
+    path = tmp_path / "bad.npy"
+    np.save(path, array, allow_pickle=True)
+    assert_one_line_error(*run(capsys, "fit", path), *fragments)
+
+
+def test_bad_npz_keys(capsys, tmp_path):
+    path = tmp_path / "two.npz"
+    np.savez(path, a=np.ones((3, 2)), b=np.ones((3, 2)))
+    assert_one_line_error(*run(capsys, "fit", path), "no array named 'X'", "--key")
+    assert_one_line_error(*run(capsys, "fit", path, "--key", "zz"), "no array named 'zz'")
+    empty = tmp_path / "empty.npz"
+    np.savez(empty)
+    assert_one_line_error(*run(capsys, "fit", empty), "holds no arrays")
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (["-k", "0"], ["--components", ">= 1"]),
+        (["--restarts", "many"], ["--restarts", "expected an integer"]),
+        (["--tol", "-1"], ["--tol"]),
+        (["--reg-covar", "nan"], ["--reg-covar"]),
+        (["--max-iter", "0"], ["--max-iter"]),
+        (["--chunk-size", "0"], ["--chunk-size"]),
+        (["--seed", "-3"], ["--seed"]),
+        (["--covariance-type", "round"], ["invalid choice"]),
+        (["--init", "psychic"], ["invalid choice"]),
+        (["--labels"], ["--labels needs --output"]),
+        (["-o", "fit.txt"], ["unknown file type '.txt'"]),
+        (["-o", "no/such/dir/fit.npz"], ["does not exist"]),
+        (["--key", "X"], [".npz files only"]),
+        (["-k", "300"], ["too few for 300 components"]),
+    ],
+)
+def test_bad_options(capsys, faithful_files, extra, fragments):
+    assert_one_line_error(*run(capsys, "fit", faithful_files["csv"], *extra), *fragments)
+
+
+def test_missing_file(capsys, tmp_path):
+    assert_one_line_error(*run(capsys, "fit", tmp_path / "absent.csv"), "no such file")
+
+
+def test_directory_as_file(capsys, tmp_path):
+    folder = tmp_path / "folder.csv"
+    folder.mkdir()
+    assert_one_line_error(*run(capsys, "fit", folder), "is a directory")
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        ([], "choose a command"),
+        (["frobnicate"], "invalid choice"),
+        (["fit"], "required: FILE"),
+        (["demo", "--restarts", "0"], "--restarts"),
+    ],
+)
+def test_usage_errors(capsys, argv, fragment):
+    assert_one_line_error(*run(capsys, *argv), fragment)
+
+
+# -- pieces -----------------------------------------------------------------------------------
+
+
+def test_load_csv_without_header(tmp_path):
+    path = _write(tmp_path / "plain.csv", "1;2\n3;4\n5;6\n")
+    data = _io.load(path, delimiter=";", header=False)
+    assert data.x.shape == (3, 2)
+    assert data.feature_names == ("x0", "x1")
+
+
+def test_load_one_dimensional_npy_is_one_feature(tmp_path):
+    path = tmp_path / "line.npy"
+    np.save(path, np.arange(5.0))
+    assert _io.load(path).x.shape == (5, 1)
+
+
+def test_json_value_maps_non_finite_to_null():
+    assert cli._json_value(np.array([1.5, np.nan, -np.inf])) == [1.5, None, None]
+    assert cli._json_value(np.str_("full")) == "full"
+
+
+def test_distinct_optima_groups_within_tolerance():
+    optima = cli.distinct_optima([-4.0, -4.0005, -4.2, -4.2, -4.0009, -5.0])
+    assert optima == [(-4.0, 3), (-4.2, 2), (-5.0, 1)]
+
+
+def test_progress_modes():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert cli._progress_mode(None, io.StringIO()) is None
+    assert cli._progress_mode(True, io.StringIO()) == "lines"
+    assert cli._progress_mode(None, Terminal()) == "tty"
+    assert cli._progress_mode(False, Terminal()) is None
+
+
+@pytest.mark.parametrize("mode", ["lines", "tty"])
+def test_progress_display(mode):
+    stream = io.StringIO()
+    with cli._Progress(stream, mode, delay=0.0) as progress:
+        progress.stage("fitting 4 restarts")
+        time.sleep(0.35)
+    text = stream.getvalue()
+    assert "fitting 4 restarts…" in text
+    if mode == "lines":
+        assert text.splitlines()[-1].startswith("jaxem: done in")
+    else:
+        assert text.endswith("\r\x1b[K")  # the spinner line is cleared
+
+
+def test_progress_shows_compiling_while_jax_compiles():
+    stream = io.StringIO()
+    progress = cli._Progress(stream, "lines")
+    meter = cli._CompileMeter()
+    progress._meter = meter
+    progress.stage("fitting")
+    assert progress.label() == "fitting"
+    meter.started, meter.in_progress = 1, 1
+    assert progress.label() == "compiling"
+    meter.finished, meter.in_progress = 1, 0
+    assert progress.label() == "fitting"
