@@ -24,6 +24,7 @@ __all__ = [
     "vech",
     "unvech",
     "safe_log",
+    "softmax_and_logsumexp",
 ]
 
 LOG_2PI = 1.8378770664093453
@@ -90,7 +91,7 @@ def covariance_from_precision_cholesky(precision_cholesky):
     )
     # Σ = (U Uᵀ)⁻¹ = U⁻ᵀ U⁻¹ with U upper triangular.
     inverse = solve_triangular(precision_cholesky, eye, lower=False)
-    return inverse @ jnp.swapaxes(inverse, -1, -2)
+    return jnp.swapaxes(inverse, -1, -2) @ inverse
 
 
 def log_det_from_cholesky(cholesky_factor):
@@ -120,3 +121,22 @@ def unvech(vector, n_features: int):
         + jnp.swapaxes(upper, -1, -2)
         - jnp.eye(n_features, dtype=vector.dtype) * diagonal[..., None, :]
     )
+
+
+def softmax_and_logsumexp(log_values, axis: int = -1, scale=None):
+    """``(scale · softmax(log_values), logsumexp(log_values))`` with one ``exp`` pass.
+
+    The E-step needs both; computing them separately costs two exponentials per
+    entry, a large share of a mixture E-step on a CPU. ``scale`` (shaped like the
+    normaliser, e.g. per-row weights) multiplies the probabilities in the same
+    pass. Rows that are all ``-inf`` give zero probabilities and a ``-inf``
+    normaliser, not NaN.
+    """
+    peak = jnp.max(log_values, axis=axis, keepdims=True)
+    peak = jax.lax.stop_gradient(jnp.where(jnp.isfinite(peak), peak, 0.0))
+    unnormalised = jnp.exp(log_values - peak)
+    total = jnp.sum(unnormalised, axis=axis, keepdims=True)
+    factor = 1.0 / jnp.where(total > 0, total, 1.0)
+    if scale is not None:
+        factor = factor * jnp.expand_dims(scale, axis)
+    return unnormalised * factor, jnp.squeeze(jnp.log(total) + peak, axis=axis)

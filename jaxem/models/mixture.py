@@ -93,8 +93,7 @@ class Mixture:
     def e_step(self, params: MixtureParams, x, weights, hyper):
         features = self.family.features(x)
         log_joint = self._log_joint(params, features, self.family.log_base_measure(x))
-        log_norm = jax.nn.logsumexp(log_joint, axis=1)
-        resp = jnp.exp(log_joint - log_norm[:, None]) * weights[:, None]
+        resp, log_norm = ops.softmax_and_logsumexp(log_joint, axis=1, scale=weights)
         stats = MixtureStats(resp.sum(0), resp.T @ features)
         # where() keeps 0 * -inf of padding rows from turning the sum into NaN.
         return stats, jnp.sum(jnp.where(weights > 0, weights * log_norm, 0.0))
