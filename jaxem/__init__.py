@@ -16,12 +16,14 @@ from jaxem.engine import (
     RestartSummary,
     fit,
 )
+from jaxem.estimators import GaussianMixture
 from jaxem.families import Gaussian, GaussianParams, gaussian
 from jaxem.models import KMeans, KMeansParams, Mixture, MixtureParams, kmeans, mixture
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GaussianMixture",
     "families",
     "models",
     "ops",

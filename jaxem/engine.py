@@ -215,7 +215,10 @@ def select_best(state: _iterate.LoopState) -> FitResult:
     """Pick the restart with the highest finite log-likelihood (ties to the lowest index)."""
     log_likelihood = np.asarray(state.log_likelihood)
     status = np.asarray(state.status)
-    usable = (status != NON_FINITE) & np.isfinite(log_likelihood)
+    # A restart that never iterated (max_iter=0) keeps its initial parameters and a
+    # log-likelihood of -inf; it is usable, not failed.
+    never_iterated = np.asarray(state.n_iter) == 0
+    usable = (status != NON_FINITE) & (np.isfinite(log_likelihood) | never_iterated)
     if not usable.any():
         raise ValueError(
             f"All {len(status)} restarts ended with non-finite log-likelihood or parameters. "

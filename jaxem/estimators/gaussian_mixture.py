@@ -1,0 +1,694 @@
+"""``jaxem.GaussianMixture``: a drop-in for :class:`sklearn.mixture.GaussianMixture`.
+
+The estimator validates numpy input, builds a :func:`jaxem.mixture` over a
+:func:`jaxem.gaussian` family, runs all ``n_init`` initialisations as batched
+restarts of :func:`jaxem.fit`, and stores scikit-learn's fitted attributes.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+import warnings
+from numbers import Integral, Real
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.base import BaseEstimator, DensityMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_array, check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from jaxem import _iterate, engine
+from jaxem.engine import CONVERGED
+from jaxem.estimators import _validation
+from jaxem.families.gaussian import GaussianParams, gaussian
+from jaxem.models.mixture import MixtureParams, mixture
+
+__all__ = ["GaussianMixture"]
+
+_CONVERGENCE_MESSAGE = (
+    "Best performing initialization did not converge. "
+    "Try different init parameters, or increase max_iter, "
+    "tol, or check for degenerate data."
+)
+
+
+class GaussianMixture(DensityMixin, BaseEstimator):
+    """Gaussian mixture fitted by batched EM; a drop-in for scikit-learn's.
+
+    Same parameters, defaults, fitted attributes, methods, warnings and error
+    messages as :class:`sklearn.mixture.GaussianMixture`; the ``n_init``
+    initialisations run at once as batched restarts of one compiled program
+    (:func:`jaxem.fit`), on CPU, GPU or TPU.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        The number of mixture components.
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
+        Each component has its own general covariance matrix ('full'), all share
+        one ('tied'), each has its own diagonal ('diag') or single variance
+        ('spherical').
+    tol : float, default=1e-3
+        EM stops when the change of the mean per-sample log-likelihood is below
+        ``tol``.
+    reg_covar : float, default=1e-6
+        Non-negative regularisation added to the diagonal of the covariances.
+    max_iter : int, default=100
+        EM iterations per initialisation. 0 returns the initial parameters.
+    n_init : int, default=1
+        Number of initialisations, run as batched restarts; the best is kept.
+    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, \
+default='kmeans'
+        Initial responsibilities: from a k-means fit, one-hot on k-means++ seeds,
+        uniform random, or one-hot on random distinct rows.
+    weights_init : array-like of shape (n_components,), default=None
+        User-provided initial weights.
+    means_init : array-like of shape (n_components, n_features), default=None
+        User-provided initial means.
+    precisions_init : array-like, default=None
+        User-provided initial precisions (inverse covariances), shaped
+        ``(n_components,)`` spherical, ``(n_features, n_features)`` tied,
+        ``(n_components, n_features)`` diag, ``(n_components, n_features,
+        n_features)`` full. When only some of the three ``*_init`` are given, the
+        others come from the ``init_params`` responsibilities, as scikit-learn
+        (for example with ``means_init`` alone the weights and covariances are
+        the M-step of those responsibilities, the covariances around their own
+        means); when all three are given no initialisation runs and the
+        ``n_init`` identical restarts are run once.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation (a JAX key is drawn from
+        ``check_random_state(random_state)``) and :meth:`sample`.
+    warm_start : bool, default=False
+        If True, each fit after the first starts from the previous solution and
+        ``n_init`` is ignored.
+    verbose : int, default=0
+        1 prints each initialisation and iteration, 2 also the log-likelihood
+        changes. Printed after the batched run, from its trace.
+    verbose_interval : int, default=10
+        Iterations between printed lines.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+    means_ : ndarray of shape (n_components, n_features)
+    covariances_ : ndarray
+        Shaped as ``precisions_init`` above.
+    precisions_ : ndarray
+        Inverse of ``covariances_``, same shape.
+    precisions_cholesky_ : ndarray
+        Upper-triangular ``U`` with ``U Uᵀ = precision`` ('full', 'tied') or
+        ``1/σ`` ('diag', 'spherical'), same shape.
+    converged_ : bool
+        Whether the best initialisation converged.
+    n_iter_ : int
+        EM iterations of the best initialisation.
+    lower_bound_ : float
+        Mean per-sample log-likelihood of the best initialisation at its last
+        E-step.
+    lower_bounds_ : list of float
+        That value at every iteration of the best initialisation.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when ``X`` has string column names.
+
+    Notes
+    -----
+    **Precision.** jaxem computes in float64 only when ``X`` is float64 *and* JAX's
+    64-bit mode is on; otherwise it computes in float32 (the default: JAX starts
+    with 64-bit mode off), and the fitted arrays are float32. It never changes
+    that global flag itself. scikit-learn computes in float64, so for results that
+    match scikit-learn's to about 1e-6, switch 64-bit mode on at program start,
+    ``jax.config.update("jax_enable_x64", True)`` (or set ``JAX_ENABLE_X64=1``),
+    and pass float64 data. In float32 the data is centred (its mean subtracted)
+    before fitting and the mean added back to ``means_``, which keeps the
+    natural-parameter log-densities accurate; :meth:`predict` and :meth:`score`
+    centre with the same offset.
+
+    **Compilation.** The first fit for a given structure (covariance type,
+    ``n_components``, ``init_params``, ``n_init``, ``max_iter``, features, dtype)
+    compiles; refits reuse the program. Rows are padded with zero-weight rows to
+    a bucketed count (the next power of two up to 2048 rows, within 6.25 %
+    beyond), so data sets of nearby sizes share one program; padding changes no
+    result.
+
+    **Differences from scikit-learn.** Random initialisations use JAX's random
+    generator, so for a given ``random_state`` they differ from scikit-learn's
+    (fits from the same ``*_init`` parameters agree). A restart whose
+    parameters become non-finite is dropped instead of raising; if every
+    restart does, a ``ValueError`` names the fixes. :meth:`sample` returns the
+    dtype of ``means_``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from jaxem import GaussianMixture
+    >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+    >>> gm = GaussianMixture(n_components=2, random_state=0).fit(X)
+    >>> print(np.sort(gm.means_, axis=0).round(2))
+    [[ 1.  2.]
+     [10.  2.]]
+    >>> gm.predict([[0, 0], [12, 3]]) == gm.predict([[1, 2], [10, 2]])
+    array([ True,  True])
+    >>> gm.means_.dtype  # float32 unless jax_enable_x64 is on and X is float64
+    dtype('float32')
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
+        "tol": [Interval(Real, 0.0, None, closed="left")],
+        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "init_params": [StrOptions({"kmeans", "random", "random_from_data", "k-means++"})],
+        "weights_init": ["array-like", None],
+        "means_init": ["array-like", None],
+        "precisions_init": ["array-like", None],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "verbose_interval": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+
+    # -- fitting ---------------------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Estimate the parameters with batched EM (``n_init`` restarts, best kept).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : Ignored
+
+        Returns
+        -------
+        self : GaussianMixture
+            The fitted estimator.
+
+        Warns
+        -----
+        ConvergenceWarning
+            If the best initialisation did not converge within ``max_iter`` (> 0).
+        """
+        self._fit(X)
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit_predict(self, X, y=None):
+        """Fit and return the component of every row of ``X``.
+
+        Equal to ``fit(X).predict(X)``: the labels come from a final E-step with
+        the fitted parameters.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : Ignored
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        return self._fit(X)
+
+    def _fit(self, X):
+        X = _validation.check_data(self, X, reset=True, ensure_min_samples=2)
+        n_samples, n_features = X.shape
+        n_components = int(self.n_components)
+        _validation.check_n_samples(n_samples, n_components)
+        dtype = _validation.compute_dtype(X.dtype)
+        user_init = self._check_initial_parameters(n_features)
+
+        warm = bool(self.warm_start) and hasattr(self, "converged_")
+        if warm:
+            self._check_warm_start(n_features)
+
+        # float32: centre the data; the offset is kept for predict and score.
+        offset = X.mean(axis=0, dtype=np.float64) if dtype == np.float32 else np.zeros(n_features)
+        x, weights = _validation.pad_rows(X - offset, dtype)
+        model = self._model(n_components)
+        key = _validation.random_key(self.random_state)
+        max_iter = int(self.max_iter)
+        converged_at_first = False
+
+        if warm:
+            n_restarts = 1
+            initial = self._params_from_attributes(self.weights_, self.means_, offset, dtype)
+            if max_iter > 0:
+                # scikit-learn compares the first lower bound with the previous fit's.
+                first = np.mean(self._evaluate(initial, X, offset, dtype, "log_prob"))
+                if abs(float(first) - float(self.lower_bound_)) < self.tol:
+                    max_iter, converged_at_first = 1, True
+        elif all(value is not None for value in user_init.values()):
+            n_restarts = 1  # no randomness: the n_init restarts would be identical
+            initial = self._user_params(user_init, offset, dtype)
+        elif any(value is not None for value in user_init.values()):
+            n_restarts = int(self.n_init)
+            initial = self._mixed_params(model, key, x, weights, n_restarts, user_init, offset)
+        else:
+            n_restarts = int(self.n_init)
+            initial = None
+
+        start = time.perf_counter()
+        result = engine.fit(
+            model,
+            x,
+            key=key,
+            n_restarts=n_restarts,
+            max_iter=max_iter,
+            tol=float(self.tol),
+            weights=weights,
+            init_params=initial,
+        )
+        elapsed = time.perf_counter() - start
+        if self.verbose:
+            self._print_trace(result, elapsed)
+
+        converged = result.converged or converged_at_first
+        n_iter = result.n_iter
+        trace = np.asarray(result.restarts.trace)[result.best_restart]
+
+        self._set_fitted(result.params, offset, dtype)
+        self.converged_ = bool(converged)
+        self.n_iter_ = int(n_iter)
+        self.lower_bound_ = float(result.log_likelihood)
+        self.lower_bounds_ = [float(value) for value in trace[:n_iter]]
+        if not self.converged_ and self.max_iter > 0:
+            warnings.warn(_CONVERGENCE_MESSAGE, ConvergenceWarning, stacklevel=4)
+        # Final E-step with the stored attributes, exactly as predict() computes it.
+        return self._evaluate(self._attribute_params(offset, dtype), X, offset, dtype, "labels")
+
+    def _model(self, n_components):
+        family = gaussian(self.covariance_type, float(self.reg_covar))
+        return mixture(family, n_components, init=self.init_params)
+
+    # -- initial parameters ----------------------------------------------------------------
+    def _check_initial_parameters(self, n_features):
+        """Validated copies of the user's ``*_init`` (the constructor args are untouched)."""
+        n_components = int(self.n_components)
+        checked = {"weights": None, "means": None, "precisions": None}
+        if self.weights_init is not None:
+            checked["weights"] = _check_weights(self.weights_init, n_components)
+        if self.means_init is not None:
+            checked["means"] = _check_means(self.means_init, n_components, n_features)
+        if self.precisions_init is not None:
+            checked["precisions"] = _check_precisions(
+                self.precisions_init, self.covariance_type, n_components, n_features
+            )
+        return checked
+
+    def _check_warm_start(self, n_features):
+        expected = _parameter_shapes(self.covariance_type, int(self.n_components), n_features)
+        found = np.shape(self.precisions_cholesky_)
+        if np.shape(self.means_) != (int(self.n_components), n_features) or found != expected:
+            raise ValueError(
+                "warm_start=True continues the previous fit, whose parameters have "
+                f"means_ of shape {np.shape(self.means_)} and precisions_cholesky_ of shape "
+                f"{found}; this fit needs {(int(self.n_components), n_features)} and "
+                f"{expected}. Set warm_start=False to start afresh."
+            )
+
+    def _user_params(self, user_init, offset, dtype):
+        """Initial parameters when weights, means and precisions are all given."""
+        chol = _precision_cholesky_from_precisions(user_init["precisions"], self.covariance_type)
+        return _host_params(user_init["weights"], user_init["means"] - offset, chol, dtype)
+
+    def _mixed_params(self, model, key, x, weights, n_restarts, user_init, offset):
+        """Initialise every restart with ``init_params``, then put in the user's parts."""
+        dtype = x.dtype
+        chunk_size = engine.default_chunk_size(x.shape[0], n_restarts, model.n_components)
+        keys = jax.random.split(key, n_restarts)  # the keys engine.fit derives
+        params = jax.device_get(_initial_params(model, keys, x, weights, chunk_size=chunk_size))
+        log_weights, (means, chol) = params.log_weights, params.components
+        if user_init["weights"] is not None:
+            with np.errstate(divide="ignore"):  # a zero weight is allowed: log 0 = -inf
+                log_weights = np.broadcast_to(np.log(user_init["weights"]), log_weights.shape)
+        if user_init["means"] is not None:
+            means = np.broadcast_to(user_init["means"] - offset, means.shape)
+        if user_init["precisions"] is not None:
+            user_chol = _precision_cholesky_from_precisions(
+                user_init["precisions"], self.covariance_type
+            )
+            chol = np.broadcast_to(user_chol, chol.shape)
+        return MixtureParams(
+            np.asarray(log_weights, dtype),
+            GaussianParams(np.asarray(means, dtype), np.asarray(chol, dtype)),
+        )
+
+    def _params_from_attributes(self, weights, means, offset, dtype):
+        centred = np.asarray(means, np.float64) - offset
+        return _host_params(weights, centred, self.precisions_cholesky_, dtype)
+
+    # -- fitted attributes -----------------------------------------------------------------
+    def _set_fitted(self, params, offset, dtype):
+        """scikit-learn's attributes from the engine's parameters, computed in float64."""
+        log_weights, (means, chol) = jax.tree.map(
+            lambda leaf: np.asarray(leaf, np.float64), jax.device_get(params)
+        )
+        self.weights_ = np.exp(log_weights).astype(dtype)
+        self.means_ = (means + offset).astype(dtype)
+        self.precisions_cholesky_ = chol.astype(dtype)
+        if self.covariance_type in ("full", "tied"):
+            inverse = np.linalg.inv(chol)  # Σ = (U Uᵀ)⁻¹ = U⁻ᵀ U⁻¹
+            self.covariances_ = (np.swapaxes(inverse, -1, -2) @ inverse).astype(dtype)
+            self.precisions_ = (chol @ np.swapaxes(chol, -1, -2)).astype(dtype)
+        else:
+            self.covariances_ = (1.0 / (chol * chol)).astype(dtype)
+            self.precisions_ = (chol * chol).astype(dtype)
+        self._offset = np.asarray(offset, np.float64)
+
+    def _attribute_params(self, offset, dtype):
+        return self._params_from_attributes(self.weights_, self.means_, offset, dtype)
+
+    # -- evaluation ------------------------------------------------------------------------
+    def _predict_input(self, X):
+        _validation.check_fitted(self)
+        X = _validation.check_data(self, X, reset=False)
+        dtype = _validation.compute_dtype(np.asarray(self.means_).dtype)
+        offset = getattr(self, "_offset", None)
+        if offset is None:  # attributes set by hand: no centring
+            offset = np.zeros(X.shape[1])
+        return X, dtype, offset
+
+    def _evaluate(self, params, X, offset, dtype, output):
+        """``output`` ("labels", "proba" or "log_prob") of every row of ``X``."""
+        x, _ = _validation.pad_rows(X - offset, dtype)
+        model = self._model(int(np.shape(params.log_weights)[-1]))
+        chunk_size = engine.default_chunk_size(x.shape[0], 1, model.n_components)
+        labels, proba, log_prob = _evaluate_rows(model, params, x, chunk_size=chunk_size)
+        if output == "labels":
+            return np.asarray(labels)[: X.shape[0]].astype(np.int64)
+        return np.asarray(proba if output == "proba" else log_prob)[: X.shape[0]]
+
+    def predict(self, X):
+        """Most probable component of every row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        X, dtype, offset = self._predict_input(X)
+        return self._evaluate(self._attribute_params(offset, dtype), X, offset, dtype, "labels")
+
+    def predict_proba(self, X):
+        """Posterior probability of every component for every row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        resp : ndarray of shape (n_samples, n_components)
+        """
+        X, dtype, offset = self._predict_input(X)
+        return self._evaluate(self._attribute_params(offset, dtype), X, offset, dtype, "proba")
+
+    def score_samples(self, X):
+        """Log-likelihood of every row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_prob : ndarray of shape (n_samples,)
+        """
+        X, dtype, offset = self._predict_input(X)
+        return self._evaluate(self._attribute_params(offset, dtype), X, offset, dtype, "log_prob")
+
+    def score(self, X, y=None):
+        """Mean per-sample log-likelihood of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : Ignored
+
+        Returns
+        -------
+        log_likelihood : float
+        """
+        return float(np.mean(self.score_samples(X), dtype=np.float64))
+
+    def _n_parameters(self):
+        """Number of free parameters of the fitted model."""
+        n_components, n_features = np.shape(self.means_)
+        return self._model(int(n_components)).n_parameters(int(n_features))
+
+    def bic(self, X):
+        """Bayesian information criterion of the model on ``X`` (lower is better).
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+
+        Returns
+        -------
+        bic : float
+        """
+        n_samples = np.shape(X)[0]
+        return -2 * self.score(X) * n_samples + self._n_parameters() * math.log(n_samples)
+
+    def aic(self, X):
+        """Akaike information criterion of the model on ``X`` (lower is better).
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+
+        Returns
+        -------
+        aic : float
+        """
+        return -2 * self.score(X) * np.shape(X)[0] + 2 * self._n_parameters()
+
+    def sample(self, n_samples=1):
+        """Draw samples from the fitted mixture.
+
+        Uses numpy's generator from ``check_random_state(random_state)`` with
+        scikit-learn's algorithm, so equal parameters and ``random_state`` give
+        scikit-learn's samples (in the dtype of ``means_``).
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+            Samples, grouped by component.
+        y : ndarray of shape (n_samples,)
+            Their components (int64).
+        """
+        _validation.check_fitted(self)
+        if n_samples < 1:
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples} . The sampling requires at "
+                "least one sample."
+            )
+        means = np.asarray(self.means_, np.float64)
+        covariances = np.asarray(self.covariances_, np.float64)
+        n_features = means.shape[1]
+        rng = check_random_state(self.random_state)
+        weights = np.asarray(self.weights_, np.float64)
+        counts = rng.multinomial(n_samples, weights / weights.sum())
+        if self.covariance_type in ("full", "tied"):
+            if self.covariance_type == "tied":
+                covariances = np.broadcast_to(covariances, (len(means),) + covariances.shape)
+            X = np.vstack(
+                [
+                    rng.multivariate_normal(mean, covariance, int(count))
+                    for mean, covariance, count in zip(means, covariances, counts)
+                ]
+            )
+        else:
+            X = np.vstack(
+                [
+                    mean + rng.standard_normal(size=(count, n_features)) * np.sqrt(covariance)
+                    for mean, covariance, count in zip(means, covariances, counts)
+                ]
+            )
+        y = np.concatenate(
+            [np.full(int(count), k, dtype=np.int64) for k, count in enumerate(counts)]
+        )
+        return X.astype(np.asarray(self.means_).dtype), y
+
+    # -- verbose ---------------------------------------------------------------------------
+    def _print_trace(self, result, elapsed):
+        """scikit-learn's verbose lines, reconstructed from the batched run's trace."""
+        trace = np.asarray(result.restarts.trace)
+        n_iters = np.asarray(result.restarts.n_iter)
+        statuses = np.asarray(result.restarts.status)
+        for restart in range(trace.shape[0]):
+            print(f"Initialization {restart}")
+            previous = -np.inf
+            for iteration in range(1, int(n_iters[restart]) + 1):
+                value = trace[restart, iteration - 1]
+                if iteration % self.verbose_interval == 0:
+                    if self.verbose == 1:
+                        print(f"  Iteration {iteration}")
+                    else:
+                        print(f"  Iteration {iteration}\t ll change {value - previous:.5f}")
+                previous = value
+            message = "converged" if statuses[restart] == CONVERGED else "did not converge"
+            if self.verbose == 1:
+                print(f"Initialization {message}.")
+            else:
+                lower_bound = float(np.asarray(result.restarts.log_likelihood)[restart])
+                print(f"Initialization {message}. lower bound {lower_bound:.5f}.")
+        if self.verbose >= 2:
+            print(f"All {trace.shape[0]} initializations, batched: time lapse {elapsed:.5f}s")
+
+
+# -- compiled helpers -----------------------------------------------------------------------
+@functools.partial(jax.jit, static_argnames=("model", "chunk_size"))
+def _initial_params(model, keys, x, weights, *, chunk_size):
+    """Every restart's ``model.init`` exactly as :func:`jaxem.fit` would run it."""
+    chunks = _iterate.make_chunks(x, weights, chunk_size)
+    hyper = model.hyper(x.dtype)
+    return jax.vmap(model.init, in_axes=(0, None, None))(keys, chunks, hyper)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "chunk_size"))
+def _evaluate_rows(model, params, x, *, chunk_size):
+    """Labels, responsibilities and log-likelihoods of every row, chunk by chunk.
+
+    One program for all three (they share the work, and it compiles once).
+    """
+    n_rows = x.shape[0]
+    chunks = _iterate.make_chunks(x, jnp.ones((n_rows,), x.dtype), chunk_size)
+
+    def one_chunk(x_chunk):
+        log_joint = model.log_joint(params, x_chunk)
+        log_norm = jax.nn.logsumexp(log_joint, axis=1)
+        return jnp.argmax(log_joint, axis=1), jnp.exp(log_joint - log_norm[:, None]), log_norm
+
+    values = jax.lax.map(one_chunk, chunks.x)
+    return jax.tree.map(lambda leaf: leaf.reshape((-1,) + leaf.shape[2:])[:n_rows], values)
+
+
+def _host_params(weights, centred_means, precisions_cholesky, dtype) -> MixtureParams:
+    """Mixture parameters as numpy arrays of ``dtype`` (no device work until the fit)."""
+    with np.errstate(divide="ignore"):  # a zero weight is allowed: log 0 = -inf
+        log_weights = np.log(np.asarray(weights, np.float64))
+    return MixtureParams(
+        log_weights.astype(dtype),
+        GaussianParams(np.asarray(centred_means, dtype), np.asarray(precisions_cholesky, dtype)),
+    )
+
+
+# -- checks of user-supplied initial parameters (scikit-learn's messages) ------------------
+def _parameter_shapes(covariance_type, n_components, n_features):
+    return {
+        "full": (n_components, n_features, n_features),
+        "tied": (n_features, n_features),
+        "diag": (n_components, n_features),
+        "spherical": (n_components,),
+    }[covariance_type]
+
+
+def _check_shape(param, param_shape, name):
+    if param.shape != param_shape:
+        raise ValueError(
+            f"The parameter '{name}' should have the shape of {param_shape}, but got {param.shape}"
+        )
+
+
+def _check_weights(weights, n_components):
+    weights = check_array(weights, dtype=[np.float64, np.float32], ensure_2d=False)
+    _check_shape(weights, (n_components,), "weights")
+    if np.any(weights < 0.0) or np.any(weights > 1.0):
+        raise ValueError(
+            "The parameter 'weights' should be in the range [0, 1], but got "
+            f"max value {np.max(weights):.5f}, min value {np.min(weights):.5f}"
+        )
+    atol = 1e-6 if weights.dtype == np.float32 else 1e-8
+    if not np.allclose(abs(1.0 - np.sum(weights)), 0.0, atol=atol):
+        raise ValueError(
+            "The parameter 'weights' should be normalized, but got sum(weights) = "
+            f"{np.sum(weights):.5f}"
+        )
+    return np.asarray(weights, np.float64)
+
+
+def _check_means(means, n_components, n_features):
+    means = check_array(means, dtype=[np.float64, np.float32], ensure_2d=False)
+    _check_shape(means, (n_components, n_features), "means")
+    return np.asarray(means, np.float64)
+
+
+def _check_precisions(precisions, covariance_type, n_components, n_features):
+    precisions = check_array(
+        precisions,
+        dtype=[np.float64, np.float32],
+        ensure_2d=False,
+        allow_nd=covariance_type == "full",
+    )
+    shape = _parameter_shapes(covariance_type, n_components, n_features)
+    _check_shape(precisions, shape, f"{covariance_type} precision")
+    precisions = np.asarray(precisions, np.float64)
+    if covariance_type in ("diag", "spherical"):
+        if np.any(precisions <= 0.0):
+            raise ValueError(f"'{covariance_type} precision' should be positive")
+        return precisions
+    for matrix in precisions.reshape((-1, n_features, n_features)):
+        if not (
+            np.allclose(matrix, matrix.T, rtol=1e-5, atol=1e-8)
+            and np.all(np.linalg.eigvalsh(matrix) > 0.0)
+        ):
+            raise ValueError(
+                f"'{covariance_type} precision' should be symmetric, positive-definite"
+            )
+    return precisions
+
+
+def _precision_cholesky_from_precisions(precisions, covariance_type):
+    """Upper-triangular ``U`` with ``U Uᵀ = P``, as scikit-learn: flip, Cholesky, flip."""
+    if covariance_type in ("diag", "spherical"):
+        return np.sqrt(precisions)
+    flipped = precisions[..., ::-1, ::-1]
+    return np.linalg.cholesky(flipped)[..., ::-1, ::-1]
