@@ -16,14 +16,38 @@ from jaxem.engine import (
     RestartSummary,
     fit,
 )
-from jaxem.estimators import GaussianMixture
-from jaxem.families import Gaussian, GaussianParams, gaussian
-from jaxem.models import KMeans, KMeansParams, Mixture, MixtureParams, kmeans, mixture
+from jaxem.estimators import CategoricalHMM, GaussianHMM, GaussianMixture, PoissonHMM
+from jaxem.families import (
+    Categorical,
+    CategoricalParams,
+    Gaussian,
+    GaussianParams,
+    Poisson,
+    PoissonParams,
+    categorical,
+    gaussian,
+    poisson,
+)
+from jaxem.models import (
+    HMM,
+    HMMParams,
+    KMeans,
+    KMeansParams,
+    Mixture,
+    MixtureParams,
+    hmm,
+    kmeans,
+    mixture,
+    pad_sequences,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "GaussianMixture",
+    "GaussianHMM",
+    "CategoricalHMM",
+    "PoissonHMM",
     "families",
     "models",
     "ops",
@@ -45,4 +69,14 @@ __all__ = [
     "kmeans",
     "KMeans",
     "KMeansParams",
+    "categorical",
+    "Categorical",
+    "CategoricalParams",
+    "poisson",
+    "Poisson",
+    "PoissonParams",
+    "hmm",
+    "HMM",
+    "HMMParams",
+    "pad_sequences",
 ]

@@ -1,5 +1,6 @@
 """scikit-learn / hmmlearn drop-in estimators over the engine."""
 
 from jaxem.estimators.gaussian_mixture import GaussianMixture
+from jaxem.estimators.hmm import CategoricalHMM, GaussianHMM, PoissonHMM
 
-__all__ = ["GaussianMixture"]
+__all__ = ["GaussianMixture", "GaussianHMM", "CategoricalHMM", "PoissonHMM"]

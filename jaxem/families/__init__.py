@@ -1,13 +1,21 @@
 """Component families shared by mixtures and hidden Markov models."""
 
 from jaxem.families.base import Family, component_log_densities, log_densities
+from jaxem.families.categorical import (
+    Categorical,
+    CategoricalHyper,
+    CategoricalParams,
+    categorical,
+)
 from jaxem.families.gaussian import (
     COVARIANCE_TYPES,
     Gaussian,
     GaussianHyper,
     GaussianParams,
+    GaussianPriorHyper,
     gaussian,
 )
+from jaxem.families.poisson import Poisson, PoissonHyper, PoissonParams, poisson
 
 __all__ = [
     "Family",
@@ -18,4 +26,13 @@ __all__ = [
     "GaussianHyper",
     "COVARIANCE_TYPES",
     "gaussian",
+    "GaussianPriorHyper",
+    "Categorical",
+    "CategoricalParams",
+    "CategoricalHyper",
+    "categorical",
+    "Poisson",
+    "PoissonParams",
+    "PoissonHyper",
+    "poisson",
 ]

@@ -23,7 +23,14 @@ from jax.scipy.linalg import solve_triangular
 
 from jaxem import ops
 
-__all__ = ["Gaussian", "GaussianParams", "GaussianHyper", "gaussian", "COVARIANCE_TYPES"]
+__all__ = [
+    "Gaussian",
+    "GaussianParams",
+    "GaussianHyper",
+    "GaussianPriorHyper",
+    "gaussian",
+    "COVARIANCE_TYPES",
+]
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
@@ -47,6 +54,22 @@ class GaussianHyper(NamedTuple):
     reg_covar: jax.Array
 
 
+class GaussianPriorHyper(NamedTuple):
+    """Hyperparameters of the MAP M-step (hmmlearn's normal / inverse-Wishart priors).
+
+    ``means_prior`` (μ₀) and ``means_weight`` (λ) are the normal prior on the means,
+    ``covars_prior`` (Ψ) and ``covars_weight`` (ν) the (inverse-gamma / inverse-
+    Wishart) prior on the covariances; ``reg_covar`` is still added to the diagonal.
+    Every field broadcasts against the parameter it regularises.
+    """
+
+    reg_covar: jax.Array
+    means_prior: jax.Array
+    means_weight: jax.Array
+    covars_prior: jax.Array
+    covars_weight: jax.Array
+
+
 @dataclasses.dataclass(frozen=True)
 class Gaussian:
     """Gaussian component family.
@@ -57,6 +80,13 @@ class Gaussian:
     reg_covar : float
         Non-negative regularisation added to the diagonal of the covariances.
         Passed to compiled code as an array, so changing it does not recompile.
+    map_prior : bool
+        False (default): scikit-learn's maximum-likelihood M-step. True: hmmlearn's
+        MAP M-step with the priors below (see :class:`GaussianPriorHyper` and
+        :meth:`map_m_step`); ``hyper`` then returns a :class:`GaussianPriorHyper`.
+    means_prior, means_weight, covars_prior, covars_weight : float or array
+        hmmlearn's priors, used only when ``map_prior`` is True (defaults are
+        hmmlearn's). Excluded from equality, like ``reg_covar``.
 
     Examples
     --------
@@ -64,12 +94,18 @@ class Gaussian:
     >>> import jaxem
     >>> family = jaxem.gaussian("diag")
     >>> params = jaxem.GaussianParams(means=jnp.zeros((1, 2)), precisions_cholesky=jnp.ones((1, 2)))
-    >>> print(jaxem.families.log_densities(family, params, jnp.zeros((1, 2))).round(4))
-    [[-1.8379]]
+    >>> log_density = jaxem.families.log_densities(family, params, jnp.zeros((1, 2)))
+    >>> print(round(float(log_density[0, 0]), 4))
+    -1.8379
     """
 
     covariance_type: str = "full"
     reg_covar: float = dataclasses.field(default=1e-6, compare=False)
+    map_prior: bool = False
+    means_prior: float = dataclasses.field(default=0.0, compare=False)
+    means_weight: float = dataclasses.field(default=0.0, compare=False)
+    covars_prior: float = dataclasses.field(default=1e-2, compare=False)
+    covars_weight: float = dataclasses.field(default=1.0, compare=False)
 
     def __post_init__(self):
         if self.covariance_type not in COVARIANCE_TYPES:
@@ -80,7 +116,20 @@ class Gaussian:
             raise ValueError(f"reg_covar must be a non-negative float, got {self.reg_covar!r}.")
 
     # -- contract ---------------------------------------------------------------------------
-    def hyper(self, dtype) -> GaussianHyper:
+    def hyper(self, dtype) -> GaussianHyper | GaussianPriorHyper:
+        if self.map_prior:
+            return GaussianPriorHyper(
+                *(
+                    jnp.asarray(value, dtype)
+                    for value in (
+                        self.reg_covar,
+                        self.means_prior,
+                        self.means_weight,
+                        self.covars_prior,
+                        self.covars_weight,
+                    )
+                )
+            )
         return GaussianHyper(reg_covar=jnp.asarray(self.reg_covar, dtype))
 
     def check_data(self, x) -> None:
@@ -124,7 +173,9 @@ class Gaussian:
         bias = -0.5 * jnp.sum(linear * means, axis=-1) + log_det
         return jnp.concatenate([quadratic, linear], axis=-1), bias
 
-    def m_step(self, feature_sums, counts, hyper: GaussianHyper) -> GaussianParams:
+    def m_step(self, feature_sums, counts, hyper) -> GaussianParams:
+        if isinstance(hyper, GaussianPriorHyper):
+            return self.map_m_step(feature_sums, counts, hyper)
         n_features = self._n_features(feature_sums)
         quadratic_sums, linear_sums = feature_sums[:, :-n_features], feature_sums[:, -n_features:]
         safe_counts = counts + ops.tiny(counts.dtype)
@@ -154,6 +205,77 @@ class Gaussian:
             variance = (second - jnp.sum(means * means, axis=-1)) / n_features + reg
         # A non-positive variance becomes NaN here: the engine marks the restart non-finite.
         return GaussianParams(means, jnp.where(variance > 0, jax.lax.rsqrt(variance), jnp.nan))
+
+    def map_m_step(
+        self, feature_sums, counts, hyper: GaussianPriorHyper, means=None
+    ) -> GaussianParams:
+        """hmmlearn's MAP M-step (Huang, Acero & Hon, *Spoken Language Processing*).
+
+        ``μ = (λ μ₀ + Σ r x) / (λ + Σ r)``, and with ``S(μ) = λ (μ-μ₀)(μ-μ₀)ᵀ + Σ r (x-μ)(x-μ)ᵀ``:
+
+        - diag: ``σ² = (Ψ + diag S) / max(max(ν - 1, 0) + Σ r, 1e-5)``;
+        - spherical: the mean over features of the diag variances;
+        - full: ``Σ = (Ψ + S) / max(max(ν - D, 0) + Σ r, 1e-5)``;
+        - tied: ``Σ = (Ψ + Σ_k S_k) / max(max(ν - D, 0) + Σ_k Σ r, 1e-5)``.
+
+        ``reg_covar`` is then added to the diagonal. ``means`` (K, D), when given,
+        are kept fixed instead of re-estimated (hmmlearn without ``"m"`` in ``params``).
+        """
+        n_features = self._n_features(feature_sums)
+        quadratic_sums, linear_sums = feature_sums[:, :-n_features], feature_sums[:, -n_features:]
+        prior_mean, prior_weight = hyper.means_prior, hyper.means_weight
+        if means is None:
+            # An empty component without a prior keeps mean 0 instead of 0 / 0.
+            weight = prior_weight + counts[:, None]
+            means = (prior_weight * prior_mean + linear_sums) / jnp.where(weight > 0, weight, 1)
+        offset = means - prior_mean
+        eye = jnp.eye(n_features, dtype=means.dtype)
+        if self.covariance_type in ("diag", "spherical"):
+            if self.covariance_type == "diag":
+                second = quadratic_sums
+                scatter = (
+                    prior_weight * offset**2
+                    + second
+                    - 2 * means * linear_sums
+                    + means**2 * counts[:, None]
+                )
+                prior = hyper.covars_prior
+            else:  # only Σ_d x_d² is a feature: sum the per-feature scatter over d
+                scatter = (
+                    prior_weight * jnp.sum(offset**2, -1)
+                    + quadratic_sums[:, 0]
+                    - 2 * jnp.sum(means * linear_sums, -1)
+                    + jnp.sum(means**2, -1) * counts
+                )
+                prior = jnp.sum(
+                    jnp.broadcast_to(hyper.covars_prior, means.shape[:1] + (n_features,)), -1
+                )
+            denominator = jnp.maximum(jnp.maximum(hyper.covars_weight - 1, 0) + counts, 1e-5)
+            if self.covariance_type == "diag":
+                variance = (prior + scatter) / denominator[:, None] + hyper.reg_covar
+            else:
+                variance = (prior + scatter) / (n_features * denominator) + hyper.reg_covar
+            return GaussianParams(means, jnp.where(variance > 0, jax.lax.rsqrt(variance), jnp.nan))
+        second = ops.unvech(quadratic_sums, n_features)
+        cross = linear_sums[:, :, None] * means[:, None, :]
+        scatter = (
+            prior_weight * offset[:, :, None] * offset[:, None, :]
+            + second
+            - cross
+            - jnp.swapaxes(cross, -1, -2)
+            + counts[:, None, None] * means[:, :, None] * means[:, None, :]
+        )
+        weight = jnp.maximum(hyper.covars_weight - n_features, 0)
+        # Denominators floored at 1e-5 as hmmlearn does for diag (it has no floor here, so
+        # a component with no weight at all would get an infinite covariance).
+        if self.covariance_type == "full":
+            denominator = jnp.maximum(weight + counts, 1e-5)
+            covariance = (hyper.covars_prior + scatter) / denominator[:, None, None]
+        else:
+            denominator = jnp.maximum(weight + counts.sum(), 1e-5)
+            covariance = (hyper.covars_prior + scatter.sum(0)) / denominator
+        covariance = covariance + hyper.reg_covar * eye
+        return GaussianParams(means, ops.precision_cholesky_from_covariance(covariance))
 
     def n_parameters(self, n_components: int, n_features: int) -> int:
         covariance = {
@@ -232,6 +354,9 @@ class Gaussian:
         return width - 1
 
 
-def gaussian(covariance_type: str = "full", reg_covar: float = 1e-6) -> Gaussian:
-    """Gaussian component family; see :class:`Gaussian`."""
-    return Gaussian(covariance_type=covariance_type, reg_covar=reg_covar)
+def gaussian(covariance_type: str = "full", reg_covar: float = 1e-6, **priors) -> Gaussian:
+    """Gaussian component family; see :class:`Gaussian`.
+
+    ``priors`` are the optional MAP fields (``map_prior=True``, ``means_prior``, ...).
+    """
+    return Gaussian(covariance_type=covariance_type, reg_covar=reg_covar, **priors)

@@ -1,9 +1,25 @@
 """Latent-variable models: one module per latent structure."""
 
+from jaxem.models.hmm import (
+    HMM,
+    HMMHyper,
+    HMMParams,
+    HMMStats,
+    hmm,
+    hmm_chunk_size,
+    pad_sequences,
+)
 from jaxem.models.kmeans import KMeans, KMeansParams, KMeansStats, kmeans, kmeans_plusplus
 from jaxem.models.mixture import Mixture, MixtureHyper, MixtureParams, MixtureStats, mixture
 
 __all__ = [
+    "HMM",
+    "HMMHyper",
+    "HMMParams",
+    "HMMStats",
+    "hmm",
+    "hmm_chunk_size",
+    "pad_sequences",
     "KMeans",
     "KMeansParams",
     "KMeansStats",

@@ -1,0 +1,741 @@
+"""hmmlearn drop-ins: :class:`GaussianHMM`, :class:`CategoricalHMM`, :class:`PoissonHMM`.
+
+Constructor parameters, defaults, attributes and methods follow hmmlearn 0.3.3, so
+swapping the import is the migration. Differences: ``n_init`` runs several
+restarts at once on the device and keeps the best (hmmlearn has one); the EM loop
+is one compiled program; ``implementation`` also accepts ``"associative"`` (a
+parallel-in-time forward-backward for accelerators; ``"log"`` and ``"scaling"`` both
+run the sequential log-space one).
+
+Precision: float64 if and only if the data is float64 (integer symbols and counts
+count as float64) *and* ``jax_enable_x64`` is on; otherwise float32.
+
+Convergence is hmmlearn's: stop when the increase of the total log-likelihood
+(summed over sequences) is below ``tol``. The engine tracks the mean per sequence,
+so the estimators hand it ``tol / n_sequences``.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections import deque
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from jaxem import _iterate, engine
+from jaxem.estimators import _validation
+from jaxem.families.categorical import Categorical
+from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian
+from jaxem.families.poisson import Poisson, PoissonParams
+from jaxem.models.hmm import HMM, HMMParams, hmm_chunk_size, pad_sequences
+
+__all__ = ["GaussianHMM", "CategoricalHMM", "PoissonHMM", "ConvergenceMonitor"]
+
+IMPLEMENTATIONS = ("log", "scaling", "associative")
+DECODER_ALGORITHMS = ("viterbi", "map")
+
+
+class ConvergenceMonitor:
+    """hmmlearn's ``ConvergenceMonitor``, filled after the fit.
+
+    Attributes
+    ----------
+    history : deque of the total log-likelihood (summed over sequences) per iteration
+    iter : number of iterations run
+    converged : ``iter == n_iter`` or the last increase is below ``tol`` (hmmlearn)
+    """
+
+    def __init__(self, tol, n_iter, verbose):
+        self.tol = tol
+        self.n_iter = n_iter
+        self.verbose = verbose
+        self.history = deque()
+        self.iter = 0
+
+    def __repr__(self):
+        return (
+            f"ConvergenceMonitor(history={list(self.history)}, iter={self.iter}, "
+            f"n_iter={self.n_iter}, tol={self.tol}, verbose={self.verbose})"
+        )
+
+    @property
+    def converged(self):
+        return self.iter == self.n_iter or (
+            len(self.history) >= 2 and self.history[-1] - self.history[-2] < self.tol
+        )
+
+
+class _BaseHMM(BaseEstimator):
+    """Shared fit / inference plumbing; subclasses describe their emissions."""
+
+    #: hmmlearn letter -> attribute name, for the emission parameters.
+    _emission_letters: dict = {}
+
+    def __init__(
+        self,
+        n_components=1,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        algorithm="viterbi",
+        random_state=None,
+        n_iter=10,
+        tol=1e-2,
+        verbose=False,
+        params="st",
+        init_params="st",
+        implementation="log",
+        n_init=1,
+    ):
+        self.n_components = n_components
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.algorithm = algorithm
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.params = params
+        self.init_params = init_params
+        self.implementation = implementation
+        self.n_init = n_init
+
+    # -- to be provided by subclasses ----------------------------------------------------------
+    def _check_X(self, X, reset):  # -> numpy array
+        raise NotImplementedError
+
+    def _family(self):
+        raise NotImplementedError
+
+    def _emission_params(self, family, dtype):  # attributes -> family params
+        raise NotImplementedError
+
+    def _set_emission_attributes(self, family, emissions):
+        raise NotImplementedError
+
+    # -- fitting ----------------------------------------------------------------------------------
+    def fit(self, X, lengths=None):
+        """Estimate the parameters by Baum-Welch EM.
+
+        Parameters
+        ----------
+        X : array-like (n_samples, n_features)
+            All sequences concatenated.
+        lengths : array-like of int, optional
+            Length of every sequence; they must sum to ``n_samples``.
+
+        Returns
+        -------
+        self
+        """
+        self._check_hyperparameters()
+        X = self._check_X(X, reset=True)
+        dtype = self._dtype(X)
+        observations, mask = pad_sequences(X, lengths, dtype=dtype)
+        n_sequences, max_length = mask.shape
+        model = self._model(self.params)
+        data = (jnp.asarray(observations, self._obs_dtype(dtype)), jnp.asarray(mask))
+        hyper = model.hyper(dtype)
+        n_init = int(self.n_init)
+        key = _validation.random_key(self.random_state)
+        init_key, fit_key = jax.random.split(key)
+        initial = self._initial_params(model, init_key, data, hyper, n_init, dtype)
+        result = engine.fit(
+            model,
+            data,
+            key=fit_key,
+            n_restarts=n_init,
+            max_iter=int(self.n_iter),
+            tol=float(self.tol) / n_sequences,
+            init_params=initial,
+            chunk_size=hmm_chunk_size(n_sequences, max_length, self.n_components, n_init),
+            hyper=hyper,
+        )
+        self._set_params(model.family, result.params)
+        trace = np.asarray(result.restarts.trace[result.best_restart], np.float64)
+        history = trace[: result.n_iter] * n_sequences
+        self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
+        self.monitor_.history = deque(history.tolist())
+        self.monitor_.iter = int(result.n_iter)
+        self.n_init_results_ = result.restarts
+        if self.verbose:
+            previous = np.nan
+            for iteration, value in enumerate(history, 1):
+                print(
+                    f"{iteration:>10d} {value:>16.8f} {value - previous:>+16.8f}", file=sys.stderr
+                )
+                previous = value
+        return self
+
+    def _check_hyperparameters(self):
+        if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
+            raise ValueError(f"n_components must be a positive int, got {self.n_components!r}.")
+        if not isinstance(self.n_init, (int, np.integer)) or self.n_init < 1:
+            raise ValueError(f"n_init must be a positive int, got {self.n_init!r}.")
+        if self.implementation not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"implementation must be one of {IMPLEMENTATIONS}, got {self.implementation!r}."
+            )
+        if self.algorithm not in DECODER_ALGORITHMS:
+            raise ValueError(f"Unknown decoder {self.algorithm!r}; use 'viterbi' or 'map'.")
+
+    def _dtype(self, X):
+        source = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64
+        return _validation.compute_dtype(source)
+
+    def _obs_dtype(self, dtype):
+        return dtype
+
+    def _model(self, update):
+        return HMM(
+            family=self._family(),
+            n_states=int(self.n_components),
+            algorithm="associative" if self.implementation == "associative" else "scan",
+            update=update,
+            startprob_prior=self.startprob_prior,
+            transmat_prior=self.transmat_prior,
+            init_covar=getattr(self, "min_covar", 1e-3),
+        )
+
+    def _initial_params(self, model, key, data, hyper, n_init, dtype):
+        """Model init for letters in ``init_params`` (or unset attributes), user values else."""
+
+        def user(letter, name):
+            return letter not in self.init_params and hasattr(self, name)
+
+        letters = {"s": "startprob_", "t": "transmat_", **self._emission_letters}
+        if all(user(letter, name) for letter, name in letters.items()):
+            # Everything user-set: no need to compile the model's init at all.
+            params = jax.eval_shape(
+                jax.vmap(model.init, in_axes=(0, None, None)),
+                jax.random.split(key, n_init),
+                _iterate.make_chunks(data, jnp.ones(data[1].shape[:1], dtype), data[1].shape[0]),
+                hyper,
+            )
+            params = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), params)
+        else:
+            keys = jax.random.split(key, n_init)
+            weights = jnp.ones(data[1].shape[:1], dtype)
+            params = _init_program(model, keys, data, weights, hyper)
+
+        def broadcast(value, like):
+            return jnp.broadcast_to(jnp.asarray(value, like.dtype), like.shape)
+
+        n = self.n_components
+        startprob, transmat = params.startprob, params.transmat
+        if user("s", "startprob_"):
+            if np.shape(self.startprob_) != (n,):
+                raise ValueError(
+                    f"startprob_ must have shape ({n},), got {np.shape(self.startprob_)}."
+                )
+            startprob = broadcast(self.startprob_, startprob)
+        if user("t", "transmat_"):
+            if np.shape(self.transmat_) != (n, n):
+                raise ValueError(
+                    f"transmat_ must have shape ({n}, {n}), got {np.shape(self.transmat_)}."
+                )
+            transmat = broadcast(self.transmat_, transmat)
+        emissions = params.emissions
+        letters = self._emission_letters
+        if any(user(letter, name) for letter, name in letters.items()):
+            mine = self._emission_params(model.family, dtype)
+            values = list(emissions)
+            for index, (letter, name) in enumerate(letters.items()):
+                if user(letter, name):
+                    values[index] = broadcast(mine[index], values[index])
+            emissions = type(emissions)(*values)
+        return HMMParams(startprob, transmat, emissions)
+
+    def _set_params(self, family, params):
+        self.startprob_ = np.asarray(params.startprob, np.float64)
+        self.transmat_ = np.asarray(params.transmat, np.float64)
+        self._set_emission_attributes(family, params.emissions)
+
+    # -- inference --------------------------------------------------------------------------------
+    def _fitted_model_data(self, X, lengths):
+        _validation.check_fitted(
+            self, ["startprob_", "transmat_", *self._emission_letters.values()]
+        )
+        self._check_shapes()
+        X = self._check_X(X, reset=False)
+        dtype = self._dtype(X)
+        observations, mask = pad_sequences(X, lengths, dtype=dtype)
+        model = self._model("")
+        params = HMMParams(
+            jnp.asarray(self.startprob_, dtype),
+            jnp.asarray(self.transmat_, dtype),
+            self._emission_params(model.family, dtype),
+        )
+        obs = jnp.asarray(observations, self._obs_dtype(dtype))
+        return model, params, obs, jnp.asarray(mask), mask > 0
+
+    def score_samples(self, X, lengths=None):
+        """Total log-likelihood and the posteriors ``(n_samples, n_components)`` of the states."""
+        model, params, obs, mask, valid = self._fitted_model_data(X, lengths)
+        posterior = _posteriors_program(model, params, obs, mask)
+        log_likelihood = float(np.sum(np.asarray(posterior.log_likelihood, np.float64)))
+        return log_likelihood, np.asarray(posterior.smoothed, np.float64)[valid]
+
+    def score(self, X, lengths=None):
+        """Log-likelihood of ``X`` under the model, summed over sequences."""
+        model, params, obs, mask, _ = self._fitted_model_data(X, lengths)
+        posterior = _posteriors_program(model, params, obs, mask)
+        return float(np.sum(np.asarray(posterior.log_likelihood, np.float64)))
+
+    def predict_proba(self, X, lengths=None):
+        """Posterior probability of every state at every sample."""
+        return self.score_samples(X, lengths)[1]
+
+    def decode(self, X, lengths=None, algorithm=None):
+        """Most likely states: ``(log_prob, state_sequence)`` as hmmlearn.
+
+        ``"viterbi"`` gives the joint log-probability of the best paths, summed over
+        sequences; ``"map"`` the per-sample argmax of the posteriors with hmmlearn's
+        ``log_prob`` (the sum of the maximal posterior probabilities).
+        """
+        algorithm = algorithm or self.algorithm
+        if algorithm not in DECODER_ALGORITHMS:
+            raise ValueError(f"Unknown decoder {algorithm!r}; use 'viterbi' or 'map'.")
+        if algorithm == "map":
+            _, posteriors = self.score_samples(X, lengths)
+            return float(posteriors.max(axis=1).sum()), posteriors.argmax(axis=1)
+        model, params, obs, mask, valid = self._fitted_model_data(X, lengths)
+        states, log_prob = _decode_program(model, params, obs, mask)
+        return float(np.sum(np.asarray(log_prob, np.float64))), np.asarray(states)[valid]
+
+    def predict(self, X, lengths=None):
+        """Most likely state of every sample (by ``algorithm``)."""
+        return self.decode(X, lengths)[1]
+
+    def sample(self, n_samples=1, random_state=None, currstate=None):
+        """Draw ``n_samples`` steps: ``(X, state_sequence)``.
+
+        ``currstate`` starts the chain from that state instead of ``startprob_``.
+        """
+        _validation.check_fitted(
+            self, ["startprob_", "transmat_", *self._emission_letters.values()]
+        )
+        self._check_shapes()
+        dtype = _validation.compute_dtype(np.float64)
+        model = self._model("")
+        startprob = np.asarray(self.startprob_, np.float64)
+        if currstate is not None:
+            startprob = np.eye(self.n_components)[int(currstate)]
+        params = HMMParams(
+            jnp.asarray(startprob, dtype),
+            jnp.asarray(self.transmat_, dtype),
+            self._emission_params(model.family, dtype),
+        )
+        key = _validation.random_key(self.random_state if random_state is None else random_state)
+        x, states = _sample_program(model, key, params, int(n_samples))
+        return self._sample_output(np.asarray(x)), np.asarray(states)
+
+    def _sample_output(self, x):
+        return x
+
+    def _check_shapes(self):
+        n = self.n_components
+        startprob = np.asarray(self.startprob_)
+        transmat = np.asarray(self.transmat_)
+        if startprob.shape != (n,):
+            raise ValueError(f"startprob_ must have shape ({n},), got {startprob.shape}.")
+        if transmat.shape != (n, n):
+            raise ValueError(f"transmat_ must have shape ({n}, {n}), got {transmat.shape}.")
+        if not np.allclose(startprob.sum(), 1.0):
+            raise ValueError(f"startprob_ must sum to 1 (got {startprob.sum()}).")
+        sums = transmat.sum(axis=1)
+        if not np.all(np.isclose(sums, 1.0) | (sums == 0)):
+            raise ValueError(f"transmat_ rows must sum to 1 (got {sums}).")
+
+
+# -- compiled programs (cached per model structure and shapes) ---------------------------------
+@functools.partial(jax.jit, static_argnames=("model",))
+def _init_program(model, keys, data, weights, hyper):
+    chunks = _iterate.make_chunks(data, weights, weights.shape[0])
+    return jax.vmap(model.init, in_axes=(0, None, None))(keys, chunks, hyper)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _posteriors_program(model, params, obs, mask):
+    return model.posteriors(params, obs, mask)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _decode_program(model, params, obs, mask):
+    return model.decode(params, obs, mask)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "n_samples"))
+def _sample_program(model, key, params, n_samples):
+    return model.sample(key, params, n_samples)
+
+
+class GaussianHMM(_BaseHMM):
+    """Hidden Markov model with Gaussian emissions (hmmlearn's ``GaussianHMM``).
+
+    Parameters
+    ----------
+    n_components : int
+        Number of states.
+    covariance_type : {"diag", "spherical", "full", "tied"}
+    min_covar : float
+        Added to the diagonal of the data covariance that initialises ``covars_``.
+    startprob_prior, transmat_prior : float or array
+        Dirichlet concentrations of the start / transition probabilities.
+    means_prior, means_weight : float or array
+        Normal prior on the means.
+    covars_prior, covars_weight : float or array
+        Prior on the covariances (hmmlearn's MAP M-step).
+    algorithm : {"viterbi", "map"}
+        Decoder of ``decode`` and ``predict``.
+    random_state : int, RandomState or None
+    n_iter : int
+        Maximum EM iterations.
+    tol : float
+        Stop when the total log-likelihood increases by less than ``tol``.
+    verbose : bool
+        Print the log-likelihood history to stderr after fitting.
+    params, init_params : str
+        Letters of the parameters updated / initialised: ``s`` startprob, ``t``
+        transmat, ``m`` means, ``c`` covars. Unlisted parameters keep the values
+        you assigned to the attributes.
+    implementation : {"log", "scaling", "associative"}
+    n_init : int
+        Restarts run in parallel; the best by final log-likelihood is kept.
+
+    Attributes
+    ----------
+    startprob_ : (n_components,)
+    transmat_ : (n_components, n_components)
+    means_ : (n_components, n_features)
+    covars_ : (n_components, n_features, n_features), full matrices as hmmlearn returns
+    n_features : int
+    monitor_ : :class:`ConvergenceMonitor`
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import jaxem
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(0, 1, (100, 1)), rng.normal(6, 1, (100, 1))])
+    >>> model = jaxem.GaussianHMM(n_components=2, n_iter=50, random_state=0).fit(X, [120, 80])
+    >>> np.sort(model.means_[:, 0]).round(0)
+    array([0., 6.])
+    >>> model.predict(X[:3], [3]).shape
+    (3,)
+    """
+
+    _emission_letters = {"m": "means_", "c": "covars_"}
+
+    def __init__(
+        self,
+        n_components=1,
+        covariance_type="diag",
+        min_covar=1e-3,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        means_prior=0,
+        means_weight=0,
+        covars_prior=1e-2,
+        covars_weight=1,
+        algorithm="viterbi",
+        random_state=None,
+        n_iter=10,
+        tol=1e-2,
+        verbose=False,
+        params="stmc",
+        init_params="stmc",
+        implementation="log",
+        n_init=1,
+    ):
+        super().__init__(
+            n_components=n_components,
+            startprob_prior=startprob_prior,
+            transmat_prior=transmat_prior,
+            algorithm=algorithm,
+            random_state=random_state,
+            n_iter=n_iter,
+            tol=tol,
+            verbose=verbose,
+            params=params,
+            init_params=init_params,
+            implementation=implementation,
+            n_init=n_init,
+        )
+        self.covariance_type = covariance_type
+        self.min_covar = min_covar
+        self.means_prior = means_prior
+        self.means_weight = means_weight
+        self.covars_prior = covars_prior
+        self.covars_weight = covars_weight
+
+    @property
+    def covars_(self):
+        """Covariances as full matrices ``(n_components, n_features, n_features)``."""
+        covars = np.asarray(self._covars_)
+        kind, n = self.covariance_type, self.n_components
+        if kind == "full":
+            return covars
+        if kind == "diag":
+            return np.array([np.diag(row) for row in covars])
+        if kind == "tied":
+            return np.tile(covars, (n, 1, 1))
+        n_features = self.means_.shape[1]
+        return np.ravel(covars)[:, None, None] * np.eye(n_features)[None]
+
+    @covars_.setter
+    def covars_(self, covars):
+        """Covariances in hmmlearn's per-type layout: (K,) spherical, (K, D) diag,
+        (D, D) tied, (K, D, D) full."""
+        self._covars_ = np.array(covars, dtype=np.float64, copy=True)
+
+    def _check_X(self, X, reset):
+        X = _validation.check_data(self, X, reset=reset)
+        if reset:
+            self.n_features = X.shape[1]
+        return X
+
+    def _family(self):
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(
+                f"covariance_type must be one of {COVARIANCE_TYPES}, got {self.covariance_type!r}."
+            )
+        return Gaussian(
+            covariance_type=self.covariance_type,
+            reg_covar=0.0,
+            map_prior=True,
+            means_prior=self.means_prior,
+            means_weight=self.means_weight,
+            covars_prior=self.covars_prior,
+            covars_weight=self.covars_weight,
+        )
+
+    def _emission_params(self, family, dtype):
+        n = self.n_components
+        d = getattr(self, "n_features", None) or np.shape(self.means_)[1]
+        # During init only the user-set leaves are used; stand-ins fill the others.
+        means = np.asarray(getattr(self, "means_", np.zeros((n, d))), np.float64)
+        default = {
+            "spherical": np.ones(n),
+            "diag": np.ones((n, d)),
+            "tied": np.eye(d),
+            "full": np.tile(np.eye(d), (n, 1, 1)),
+        }.get(self.covariance_type)
+        covars = np.asarray(getattr(self, "_covars_", default), np.float64)
+        expected = {
+            "spherical": (n,),
+            "diag": (n, d),
+            "tied": (d, d),
+            "full": (n, d, d),
+        }[self.covariance_type]
+        if means.shape != (n, d):
+            raise ValueError(f"means_ must have shape ({n}, n_features), got {means.shape}.")
+        if self.covariance_type == "spherical" and covars.shape == (n, d):
+            covars = covars.mean(axis=1)  # hmmlearn's tiled layout
+        if covars.shape != expected:
+            raise ValueError(
+                f"{self.covariance_type!r} covars_ must have shape {expected}, got {covars.shape}."
+            )
+        return family.params_from_covariances(jnp.asarray(means, dtype), jnp.asarray(covars, dtype))
+
+    def _set_emission_attributes(self, family, emissions):
+        self.means_ = np.asarray(emissions.means, np.float64)
+        self._covars_ = np.asarray(family.covariances(emissions), np.float64)
+
+
+class CategoricalHMM(_BaseHMM):
+    """Hidden Markov model with categorical emissions (hmmlearn's ``CategoricalHMM``).
+
+    ``X`` holds integer symbols, shape ``(n_samples, 1)``. Parameters as
+    :class:`GaussianHMM`, with ``emissionprob_prior`` (Dirichlet concentration of
+    the emission probabilities), ``n_features`` (number of symbols; ``None`` means
+    ``X.max() + 1`` at fit) and the letter ``e`` for ``emissionprob_``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import jaxem
+    >>> X = np.array([[0], [0], [1], [2], [2], [1], [0]])
+    >>> model = jaxem.CategoricalHMM(n_components=2, random_state=0).fit(X)
+    >>> model.emissionprob_.shape, model.n_features
+    ((2, 3), 3)
+    """
+
+    _emission_letters = {"e": "emissionprob_"}
+
+    def __init__(
+        self,
+        n_components=1,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        *,
+        emissionprob_prior=1.0,
+        n_features=None,
+        algorithm="viterbi",
+        random_state=None,
+        n_iter=10,
+        tol=1e-2,
+        verbose=False,
+        params="ste",
+        init_params="ste",
+        implementation="log",
+        n_init=1,
+    ):
+        super().__init__(
+            n_components=n_components,
+            startprob_prior=startprob_prior,
+            transmat_prior=transmat_prior,
+            algorithm=algorithm,
+            random_state=random_state,
+            n_iter=n_iter,
+            tol=tol,
+            verbose=verbose,
+            params=params,
+            init_params=init_params,
+            implementation=implementation,
+            n_init=n_init,
+        )
+        self.emissionprob_prior = emissionprob_prior
+        self.n_features = n_features
+
+    def _check_X(self, X, reset):
+        X = np.asarray(X)
+        if X.ndim == 1:
+            raise ValueError(
+                "CategoricalHMM expects X of shape (n_samples, 1); got a 1-D array. "
+                "Use X.reshape(-1, 1)."
+            )
+        if X.ndim != 2 or X.shape[1] != 1:
+            raise ValueError(f"CategoricalHMM expects X of shape (n_samples, 1), got {X.shape}.")
+        if X.shape[0] == 0:
+            raise ValueError("X has 0 samples; at least one is required.")
+        if X.dtype.kind == "f" and not np.all(np.isfinite(X)):
+            raise ValueError("Input X contains NaN or infinity; symbols must be integers.")
+        n_symbols = self.n_features
+        if n_symbols is None:
+            if hasattr(self, "emissionprob_"):
+                n_symbols = np.asarray(self.emissionprob_).shape[1]
+            elif X.size and np.issubdtype(X.dtype, np.number):
+                n_symbols = int(X.max()) + 1
+        Categorical(max(int(n_symbols or 1), 1)).check_data(X)
+        if reset:
+            self.n_features = int(n_symbols)
+        return X.astype(np.int32)
+
+    def _obs_dtype(self, dtype):
+        return jnp.int32
+
+    def _family(self):
+        n_symbols = self.n_features
+        if n_symbols is None:
+            n_symbols = np.asarray(self.emissionprob_).shape[1]
+        return Categorical(int(n_symbols), prior=self.emissionprob_prior)
+
+    def _emission_params(self, family, dtype):
+        probs = np.asarray(self.emissionprob_, np.float64)
+        expected = (self.n_components, family.n_symbols)
+        if probs.shape != expected:
+            raise ValueError(f"emissionprob_ must have shape {expected}, got {probs.shape}.")
+        return family.params_from_probabilities(jnp.asarray(probs, dtype))
+
+    def _set_emission_attributes(self, family, emissions):
+        probs = np.exp(np.asarray(emissions.log_probs, np.float64))
+        # Floored log-probabilities of never-seen symbols are exact zeros in hmmlearn.
+        self.emissionprob_ = np.where(probs <= np.finfo(emissions.log_probs.dtype).tiny, 0.0, probs)
+
+
+class PoissonHMM(_BaseHMM):
+    """Hidden Markov model with independent Poisson emissions (hmmlearn's ``PoissonHMM``).
+
+    ``X`` holds non-negative integer counts ``(n_samples, n_features)``. Parameters as
+    :class:`GaussianHMM`, with ``lambdas_prior`` and ``lambdas_weight`` (Gamma prior
+    shape α and rate β on the rates) and the letter ``l`` for ``lambdas_``.
+
+    The M-step is the Gamma posterior mean per state, ``(α + Σ γ x) / (β + Σ γ)``.
+    hmmlearn 0.3.3 uses the posterior weight summed over *all* states in place of
+    ``Σ γ``; both agree for the default ``α = β = 0`` (maximum likelihood).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import jaxem
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.poisson(2, (100, 1)), rng.poisson(20, (100, 1))])
+    >>> model = jaxem.PoissonHMM(n_components=2, n_iter=50, random_state=0).fit(X)
+    >>> np.sort(model.lambdas_[:, 0]).round(0)
+    array([ 2., 20.])
+    """
+
+    _emission_letters = {"l": "lambdas_"}
+
+    def __init__(
+        self,
+        n_components=1,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        lambdas_prior=0.0,
+        lambdas_weight=0.0,
+        algorithm="viterbi",
+        random_state=None,
+        n_iter=10,
+        tol=1e-2,
+        verbose=False,
+        params="stl",
+        init_params="stl",
+        implementation="log",
+        n_init=1,
+    ):
+        super().__init__(
+            n_components=n_components,
+            startprob_prior=startprob_prior,
+            transmat_prior=transmat_prior,
+            algorithm=algorithm,
+            random_state=random_state,
+            n_iter=n_iter,
+            tol=tol,
+            verbose=verbose,
+            params=params,
+            init_params=init_params,
+            implementation=implementation,
+            n_init=n_init,
+        )
+        self.lambdas_prior = lambdas_prior
+        self.lambdas_weight = lambdas_weight
+
+    def _check_X(self, X, reset):
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(
+                f"PoissonHMM expects 2-D X (n_samples, n_features), got {X.ndim}-D; "
+                "reshape a single feature with X.reshape(-1, 1)."
+            )
+        if X.shape[0] == 0:
+            raise ValueError("X has 0 samples; at least one is required.")
+        Poisson().check_data(X)
+        if reset:
+            self.n_features = X.shape[1]
+        else:
+            expected = getattr(self, "n_features", np.shape(self.lambdas_)[-1])
+            if X.shape[1] != expected:
+                raise ValueError(
+                    f"X has {X.shape[1]} features, but PoissonHMM is expecting "
+                    f"{expected} features as input."
+                )
+        return X.astype(np.float64)
+
+    def _family(self):
+        return Poisson(rates_prior=self.lambdas_prior, rates_weight=self.lambdas_weight)
+
+    def _emission_params(self, family, dtype):
+        lambdas = np.asarray(self.lambdas_, np.float64)
+        n_features = getattr(self, "n_features", lambdas.shape[-1])
+        expected = (self.n_components, n_features)
+        if lambdas.shape != expected:
+            raise ValueError(f"lambdas_ must have shape {expected}, got {lambdas.shape}.")
+        return PoissonParams(family.log_rates_from_rates(jnp.asarray(lambdas, dtype)))
+
+    def _set_emission_attributes(self, family, emissions):
+        self.lambdas_ = np.exp(np.asarray(emissions.log_rates, np.float64))

@@ -1,0 +1,521 @@
+"""Hidden Markov models over any component family, fitted by Baum-Welch.
+
+The data unit is a sequence. Data is the pytree ``(observations, mask)`` with
+``observations`` of shape ``(S, T_max, ...)`` and ``mask`` ``(S, T_max)`` (1 on valid
+steps, 0 on the padding that ends shorter sequences; see :func:`pad_sequences`).
+The engine chunks over sequences and sample weights are per sequence.
+
+The E-step computes the emission log-densities of a whole chunk as one matrix
+product (``features(x) @ θᵀ``), runs forward-backward (:mod:`jaxem.models.hmm_inference`)
+on every sequence with ``vmap``, and returns the additive statistics
+
+    (Σ w γ₁, Σ w ξ, Σ w γ_t, Σ w γ_tᵀ φ(x_t))
+
+and ``Σ w log p(x_seq)``. The M-step sets the start and transition probabilities
+with hmmlearn's Dirichlet pseudo-counts and hands the feature sums to the family.
+
+Start and transition probabilities are stored as probabilities, not logs: zeros
+(forbidden starts or transitions, e.g. left-right models) are then finite
+parameters, stay zero under EM as in hmmlearn, and the engine's finiteness check
+is not fooled by ``log 0 = -inf``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxem import _iterate
+from jaxem.families.base import Family, component_log_densities
+from jaxem.families.categorical import Categorical, CategoricalParams
+from jaxem.families.gaussian import Gaussian
+from jaxem.families.poisson import Poisson, PoissonParams
+from jaxem.models import hmm_inference
+from jaxem.models.kmeans import KMeans, kmeans_plusplus, lloyd
+
+__all__ = [
+    "HMM",
+    "HMMParams",
+    "HMMStats",
+    "HMMHyper",
+    "hmm",
+    "pad_sequences",
+    "hmm_chunk_size",
+    "ALGORITHMS",
+    "INIT_TRANSITIONS",
+]
+
+#: Forward-backward algorithms: sequential ``lax.scan`` or ``lax.associative_scan``.
+ALGORITHMS = ("scan", "associative")
+#: Initial start / transition probabilities.
+INIT_TRANSITIONS = ("random", "uniform", "dirichlet")
+
+
+class HMMParams(NamedTuple):
+    """Start probabilities ``(K,)``, transition matrix ``(K, K)`` (rows are from-states)
+    and the family's emission parameters."""
+
+    startprob: jax.Array
+    transmat: jax.Array
+    emissions: Any
+
+
+class HMMStats(NamedTuple):
+    """Additive Baum-Welch statistics (all weighted by the sequence weights).
+
+    Attributes
+    ----------
+    initial : (K,) Σ γ₁
+    transitions : (K, K) Σ_t ξ_t
+    counts : (K,) Σ_t γ_t
+    feature_sums : (K, F) Σ_t γ_tᵀ φ(x_t)
+    """
+
+    initial: jax.Array
+    transitions: jax.Array
+    counts: jax.Array
+    feature_sums: jax.Array
+
+
+class HMMHyper(NamedTuple):
+    """Numeric hyperparameters: the family's, the Dirichlet priors, init settings."""
+
+    family: Any
+    startprob_prior: jax.Array
+    transmat_prior: jax.Array
+    init_covar: jax.Array
+    kmeans_tol: jax.Array
+
+
+def _normalize_rows(counts):
+    """hmmlearn's ``normalize``: divide by the sum along the last axis; zero sums stay 0."""
+    total = jnp.sum(counts, axis=-1, keepdims=True)
+    return counts / jnp.where(total == 0, 1, total)
+
+
+def _log(p):
+    return jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1)), -jnp.inf)
+
+
+@dataclasses.dataclass(frozen=True)
+class HMM:
+    """Hidden Markov model with ``n_states`` states emitting from one family.
+
+    Parameters
+    ----------
+    family : Family
+        Emission family, e.g. ``jaxem.gaussian("diag")``, ``jaxem.categorical(4)``,
+        ``jaxem.poisson()``. For hmmlearn's Gaussian M-step use
+        ``jaxem.gaussian(..., reg_covar=0.0, map_prior=True)``.
+    n_states : int
+        Number of hidden states.
+    algorithm : {"scan", "associative"}
+        Forward-backward by a sequential ``lax.scan`` (O(T K²) work) or by
+        ``lax.associative_scan`` (O(log T) depth, O(T K³) work; for accelerators).
+    update : str
+        Parameters updated by the M-step, hmmlearn's letters: ``"s"`` start
+        probabilities, ``"t"`` transitions, and the family's emission letters
+        (``"m"`` means and ``"c"`` covariances for Gaussian, ``"e"`` categorical,
+        ``"l"`` Poisson). The others keep their values.
+    init_transitions : {"random", "uniform", "dirichlet"}
+        Start and transition probabilities at init: normalised uniform draws,
+        uniform, or hmmlearn's Dirichlet(1/K) draws (whose rejection sampler makes
+        the compiled program several seconds slower to build).
+    startprob_prior, transmat_prior : float or array
+        Dirichlet concentrations; the M-step adds ``prior - 1`` pseudo-counts and
+        clips at 0 (hmmlearn). 1 is maximum likelihood.
+    init_covar : float
+        Added to the diagonal of the data covariance that initialises Gaussian
+        covariances (hmmlearn's ``min_covar``).
+    kmeans_max_iter : int
+        Lloyd iterations of the k-means that initialises Gaussian means.
+
+    Notes
+    -----
+    Convergence follows hmmlearn's ``ConvergenceMonitor``: a restart stops when the
+    log-likelihood *increase* is below ``tol`` (a decrease also stops it). The engine
+    tracks the mean log-likelihood per unit of sequence weight, so to reproduce
+    hmmlearn's ``tol`` on the total log-likelihood pass ``tol / total_weight``
+    (``tol / n_sequences`` without weights), as :class:`jaxem.GaussianHMM` does.
+
+    The engine's default chunk size counts sequences, not steps: for long or many
+    sequences pass ``chunk_size=hmm_chunk_size(S, T_max, n_states, n_restarts)`` to
+    :func:`jaxem.fit` to bound the memory of one E-step.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> import jaxem
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(0, 1, (60, 1)), rng.normal(8, 1, (60, 1))])
+    >>> obs, mask = jaxem.pad_sequences(X.astype(np.float32), [70, 50])
+    >>> model = jaxem.hmm(jaxem.gaussian("diag"), n_states=2)
+    >>> data = (jnp.asarray(obs), jnp.asarray(mask))
+    >>> result = jaxem.fit(model, data, key=jax.random.key(0), n_restarts=4)
+    >>> print(np.sort(np.asarray(result.params.emissions.means[:, 0])).round(0))
+    [0. 8.]
+    >>> states, log_prob = model.decode(result.params, obs, mask)
+    >>> states.shape
+    (2, 70)
+    """
+
+    family: Family
+    n_states: int
+    algorithm: str = "scan"
+    update: str = "stmcel"
+    init_transitions: str = "random"
+    startprob_prior: float = dataclasses.field(default=1.0, compare=False)
+    transmat_prior: float = dataclasses.field(default=1.0, compare=False)
+    init_covar: float = dataclasses.field(default=1e-3, compare=False)
+    kmeans_max_iter: int = 300
+
+    def __post_init__(self):
+        if not isinstance(self.n_states, (int, np.integer)) or self.n_states < 1:
+            raise ValueError(f"n_states must be a positive int, got {self.n_states!r}.")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}.")
+        if self.init_transitions not in INIT_TRANSITIONS:
+            raise ValueError(
+                f"init_transitions must be one of {INIT_TRANSITIONS}, "
+                f"got {self.init_transitions!r}."
+            )
+
+    # -- contract ---------------------------------------------------------------------------
+    def hyper(self, dtype) -> HMMHyper:
+        return HMMHyper(
+            family=self.family.hyper(dtype),
+            startprob_prior=jnp.asarray(self.startprob_prior, dtype),
+            transmat_prior=jnp.asarray(self.transmat_prior, dtype),
+            init_covar=jnp.asarray(self.init_covar, dtype),
+            kmeans_tol=jnp.asarray(1e-4, dtype),
+        )
+
+    def e_step(self, params: HMMParams, data, weights, hyper):
+        posterior, features, valid = self._posteriors(params, data)
+        n_sequences, n_steps = valid.shape
+        # where() keeps zero-weight sequences (even NaN garbage) out of the sums.
+        used = weights > 0
+        smoothed = jnp.where(used[:, None, None], posterior.smoothed, 0) * weights[:, None, None]
+        transition_counts = jnp.where(used[:, None, None], posterior.transition_counts, 0)
+        gamma = smoothed.reshape(n_sequences * n_steps, self.n_states)
+        features = jnp.where(jnp.repeat(used, n_steps)[:, None], features, 0)
+        stats = HMMStats(
+            initial=smoothed[:, 0].sum(0),
+            transitions=jnp.einsum("s,sij->ij", weights, transition_counts),
+            counts=gamma.sum(0),
+            feature_sums=gamma.T @ features,
+        )
+        log_likelihood = jnp.sum(jnp.where(used, weights * posterior.log_likelihood, 0.0))
+        return stats, log_likelihood
+
+    def m_step(self, stats: HMMStats, params: HMMParams, hyper) -> HMMParams:
+        emissions = self.family.m_step(stats.feature_sums, stats.counts, hyper.family)
+        if params is None:  # called from init: everything is new
+            return HMMParams(
+                _normalize_rows(stats.initial), _normalize_rows(stats.transitions), emissions
+            )
+        startprob = _normalize_rows(
+            jnp.where(
+                params.startprob == 0, 0, jnp.maximum(hyper.startprob_prior - 1 + stats.initial, 0)
+            )
+        )
+        transmat = _normalize_rows(
+            jnp.where(
+                params.transmat == 0,
+                0,
+                jnp.maximum(hyper.transmat_prior - 1 + stats.transitions, 0),
+            )
+        )
+        emissions = self._keep_fixed_emissions(stats, params.emissions, emissions, hyper)
+        return HMMParams(
+            startprob if "s" in self.update else params.startprob,
+            transmat if "t" in self.update else params.transmat,
+            emissions,
+        )
+
+    def converged(self, old_params, new_params, log_likelihood, previous, tol):
+        """hmmlearn's criterion: the increase (not its absolute value) is below ``tol``."""
+        del old_params, new_params
+        return log_likelihood - previous < tol
+
+    def init(self, key, chunks: _iterate.Chunks, hyper) -> HMMParams:
+        (obs, mask), weights = chunks.flat()
+        frames = obs.reshape((-1,) + obs.shape[2:])
+        frame_weights = (mask * weights[:, None]).reshape(-1).astype(weights.dtype)
+        transition_key, emission_key = jax.random.split(key)
+        n_states = self.n_states
+        dtype = weights.dtype
+        if self.init_transitions == "uniform":
+            startprob = jnp.full((n_states,), 1.0 / n_states, dtype)
+            transmat = jnp.full((n_states, n_states), 1.0 / n_states, dtype)
+        else:
+            start_key, trans_key = jax.random.split(transition_key)
+            if self.init_transitions == "dirichlet":  # hmmlearn: Dirichlet(1/K) draws
+                alpha = jnp.full((n_states,), 1.0 / n_states, dtype)
+                startprob = jax.random.dirichlet(start_key, alpha, dtype=dtype)
+                transmat = jax.random.dirichlet(trans_key, alpha, (n_states,), dtype=dtype)
+            else:  # "random": normalised uniform draws (cheap to compile, no rejection loop)
+                startprob = _normalize_rows(jax.random.uniform(start_key, (n_states,), dtype))
+                transmat = _normalize_rows(
+                    jax.random.uniform(trans_key, (n_states, n_states), dtype)
+                )
+        emissions = self._init_emissions(emission_key, frames, frame_weights, hyper)
+        return HMMParams(startprob, transmat, emissions)
+
+    def log_prob(self, params: HMMParams, data):
+        """Per-sequence log-likelihood ``log p(x_seq)``, shape ``(S,)``."""
+        return self._posteriors(params, data)[0].log_likelihood
+
+    def n_parameters(self, n_features: int) -> int:
+        n_states = self.n_states
+        return (
+            self.family.n_parameters(n_states, n_features)
+            + n_states
+            - 1
+            + n_states * (n_states - 1)
+        )
+
+    # -- derived quantities ------------------------------------------------------------------
+    def log_emissions(self, params: HMMParams, observations, mask=None):
+        """``(S, T, K)`` emission log-densities, one matrix product for all frames."""
+        return self._log_emissions(params, observations, mask)[0]
+
+    def posteriors(self, params: HMMParams, observations, mask=None):
+        """:class:`~jaxem.models.hmm_inference.HMMPosterior` of every sequence (leading ``S``)."""
+        if mask is None:
+            mask = jnp.ones(observations.shape[:2], jnp.float32)
+        return self._posteriors(params, (observations, mask))[0]
+
+    def decode(self, params: HMMParams, observations, mask=None):
+        """Viterbi paths ``(S, T)`` (0 on padding) and their log-probabilities ``(S,)``."""
+        log_emission, valid, _ = self._log_emissions(params, observations, mask)
+        decoder = (
+            hmm_inference.viterbi if self.algorithm == "scan" else hmm_inference.parallel_viterbi
+        )
+        return jax.vmap(decoder, in_axes=(None, None, 0, 0))(
+            _log(params.startprob), _log(params.transmat), log_emission, valid
+        )
+
+    def sample(self, key, params: HMMParams, n_steps: int):
+        """``(x, states)``: one sequence of ``n_steps`` draws and its hidden states."""
+        start_key, chain_key, emission_key = jax.random.split(key, 3)
+        log_transmat = _log(params.transmat)
+        first = jax.random.categorical(start_key, _log(params.startprob))
+
+        def step(state, step_key):
+            following = jax.random.categorical(step_key, log_transmat[state])
+            return following, following
+
+        _, rest = jax.lax.scan(step, first, jax.random.split(chain_key, max(n_steps - 1, 0)))
+        states = jnp.concatenate([first[None], rest])[:n_steps].astype(jnp.int32)
+        return self.family.sample(emission_key, params.emissions, states), states
+
+    # -- internals ---------------------------------------------------------------------------
+    def _log_emissions(self, params, observations, mask):
+        n_sequences, n_steps = observations.shape[:2]
+        if mask is None:
+            valid = jnp.ones((n_sequences, n_steps), bool)
+        else:
+            valid = mask > 0
+        frames = observations.reshape((n_sequences * n_steps,) + observations.shape[2:])
+        frame_valid = valid.reshape(-1)
+        features = self.family.features(frames)
+        # Padding frames may hold anything: zero their features so 0 · NaN cannot leak.
+        features = jnp.where(frame_valid[:, None], features, 0)
+        log_base = jnp.where(frame_valid, self.family.log_base_measure(frames), 0)
+        log_emission = component_log_densities(self.family, params.emissions, features, log_base)
+        dtype = params.transmat.dtype
+        log_emission = log_emission.astype(dtype).reshape(n_sequences, n_steps, self.n_states)
+        return log_emission, valid, features.astype(dtype)
+
+    def _posteriors(self, params, data):
+        observations, mask = data
+        log_emission, valid, features = self._log_emissions(params, observations, mask)
+        smoother = (
+            hmm_inference.forward_backward
+            if self.algorithm == "scan"
+            else hmm_inference.parallel_forward_backward
+        )
+        posterior = jax.vmap(smoother, in_axes=(None, None, 0, 0))(
+            _log(params.startprob), _log(params.transmat), log_emission, valid
+        )
+        return posterior, features, valid
+
+    def _keep_fixed_emissions(self, stats, old, new, hyper):
+        """Emission parameters not listed in ``update`` keep their old values."""
+        family = self.family
+        if isinstance(family, Gaussian):
+            update_means, update_covariances = "m" in self.update, "c" in self.update
+            if update_covariances and not update_means:
+                # Covariances around the fixed means, as hmmlearn (MAP form only).
+                if hasattr(hyper.family, "means_prior"):
+                    new = family.map_m_step(
+                        stats.feature_sums, stats.counts, hyper.family, means=old.means
+                    )
+            return type(old)(
+                new.means if update_means else old.means,
+                new.precisions_cholesky if update_covariances else old.precisions_cholesky,
+            )
+        letter = {Categorical: "e", Poisson: "l"}.get(type(family), "e")
+        return new if letter in self.update else old
+
+    def _init_emissions(self, key, frames, frame_weights, hyper):
+        family, n_states = self.family, self.n_states
+        dtype = frame_weights.dtype
+        total = frame_weights.sum()
+        if isinstance(family, Gaussian):
+            # hmmlearn: k-means centres; every covariance the data covariance + min_covar.
+            frames = frames.astype(dtype)
+            seeds, _ = kmeans_plusplus(key, frames, frame_weights, n_states)
+            chunk_size = frames.shape[0]
+            chunks = _iterate.make_chunks(frames, frame_weights, chunk_size)
+            means = lloyd(
+                KMeans(n_states), seeds, chunks, max_iter=self.kmeans_max_iter, tol=hyper.kmeans_tol
+            )
+            mean = frame_weights @ frames / total
+            centred = (frames - mean) * jnp.sqrt(frame_weights)[:, None]
+            # np.cov's unbiased normalisation, as hmmlearn.
+            covariance = centred.T @ centred / jnp.maximum(total - 1, 1)
+            n_features = frames.shape[1]
+            covariance = covariance + hyper.init_covar * jnp.eye(n_features, dtype=dtype)
+            kind = family.covariance_type
+            if kind == "full":
+                layout = jnp.broadcast_to(covariance, (n_states, n_features, n_features))
+            elif kind == "tied":
+                layout = covariance
+            elif kind == "diag":
+                layout = jnp.broadcast_to(jnp.diag(covariance), (n_states, n_features))
+            else:
+                layout = jnp.full((n_states,), jnp.mean(covariance), dtype)
+            return family.params_from_covariances(means, layout)
+        if isinstance(family, Categorical):
+            probs = jax.random.uniform(key, (n_states, family.n_symbols), dtype)
+            return CategoricalParams(jnp.log(probs / probs.sum(1, keepdims=True)))
+        if isinstance(family, Poisson):
+            # Like hmmlearn's Gamma draws, random rates matching the mean and variance
+            # of all counts, but log-normal: no rejection loop to compile.
+            values = family.features(frames).astype(dtype)
+            n_features = values.shape[1]
+            mean = jnp.sum(frame_weights @ values) / (total * n_features)
+            variance = jnp.sum(frame_weights @ (values - mean) ** 2) / (total * n_features)
+            variance = jnp.maximum(variance, jnp.finfo(dtype).eps)
+            shape = mean**2 / variance
+            draws = jax.random.gamma(key, jnp.maximum(shape, 1e-3), (n_states, n_features), dtype)
+            return PoissonParams(
+                family.log_rates_from_rates(draws * variance / jnp.maximum(mean, 1e-12))
+            )
+        # Any other family: the M-step from random soft assignments of the frames.
+        resp = jax.random.dirichlet(key, jnp.ones((n_states,), dtype), frames.shape[:1], dtype)
+        resp = resp * frame_weights[:, None]
+        features = family.features(frames).astype(dtype)
+        return family.m_step(resp.T @ features, resp.sum(0), hyper.family)
+
+
+def hmm(
+    family: Family,
+    n_states: int,
+    *,
+    algorithm: str = "scan",
+    update: str = "stmcel",
+    init_transitions: str = "random",
+    startprob_prior: float = 1.0,
+    transmat_prior: float = 1.0,
+    init_covar: float = 1e-3,
+) -> HMM:
+    """Hidden Markov model over ``family``; see :class:`HMM`."""
+    return HMM(
+        family=family,
+        n_states=n_states,
+        algorithm=algorithm,
+        update=update,
+        init_transitions=init_transitions,
+        startprob_prior=startprob_prior,
+        transmat_prior=transmat_prior,
+        init_covar=init_covar,
+    )
+
+
+def hmm_chunk_size(n_sequences: int, max_length: int, n_states: int, n_restarts: int) -> int:
+    """Sequences per E-step chunk so a chunk's ``(c, T, K)`` work stays near 2M elements."""
+    budget = (1 << 21) // max(1, max_length * n_states * n_restarts)
+    return int(min(n_sequences, max(1, budget)))
+
+
+def pad_sequences(X, lengths=None, *, max_length: int | None = None, dtype=None):
+    """Cut concatenated sequences into a padded batch, hmmlearn's ``(X, lengths)`` input.
+
+    Parameters
+    ----------
+    X : array (n_samples, ...)
+        All sequences concatenated along the first axis.
+    lengths : sequence of int, optional
+        Length of every sequence; ``None`` is one sequence of all rows. They must be
+        positive integers summing to ``len(X)``.
+    max_length : int, optional
+        Padded length ``T_max`` (at least the longest sequence); default the longest.
+        Reusing one value across calls reuses compiled programs.
+    dtype : float dtype of the mask; default ``X``'s if floating, else float32.
+
+    Returns
+    -------
+    observations : numpy array (S, T_max, ...), zeros on padding
+    mask : numpy array (S, T_max), 1 on valid steps and 0 on padding
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import jaxem
+    >>> obs, mask = jaxem.pad_sequences(np.arange(5.0)[:, None], [3, 2])
+    >>> obs[:, :, 0]
+    array([[0., 1., 2.],
+           [3., 4., 0.]])
+    >>> mask
+    array([[1., 1., 1.],
+           [1., 1., 0.]])
+    """
+    X = np.asarray(X)
+    if X.ndim == 0:
+        raise ValueError("X must have at least one dimension (n_samples, ...), got a scalar.")
+    n_samples = X.shape[0]
+    if lengths is None:
+        lengths = np.array([n_samples])
+    else:
+        raw = np.asarray(lengths)
+        if raw.ndim != 1 or raw.size == 0:
+            raise ValueError(
+                f"lengths must be a non-empty 1-D sequence of ints, got shape {raw.shape}."
+            )
+        if not (np.issubdtype(raw.dtype, np.integer) or np.all(raw == np.round(raw))):
+            raise ValueError(f"lengths must be integers, got {raw.tolist()}.")
+        lengths = raw.astype(np.int64)
+    if np.any(lengths <= 0):
+        raise ValueError(
+            f"lengths must be positive integers; got {lengths.tolist()}. "
+            "Drop empty sequences before fitting."
+        )
+    if lengths.sum() != n_samples:
+        raise ValueError(
+            f"lengths sum to {int(lengths.sum())} but X has {n_samples} samples; "
+            "lengths must sum to len(X)."
+        )
+    longest = int(lengths.max())
+    if max_length is None:
+        max_length = longest
+    elif max_length < longest:
+        raise ValueError(
+            f"max_length={max_length} is shorter than the longest sequence ({longest})."
+        )
+    if dtype is None:
+        dtype = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float32
+    n_sequences = lengths.shape[0]
+    observations = np.zeros((n_sequences, max_length) + X.shape[1:], X.dtype)
+    mask = np.zeros((n_sequences, max_length), dtype)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    for index, (start, length) in enumerate(zip(starts, lengths)):
+        observations[index, :length] = X[start : start + length]
+        mask[index, :length] = 1
+    return observations, mask

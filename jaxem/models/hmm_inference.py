@@ -1,0 +1,552 @@
+"""Exact inference for discrete-state hidden Markov models, in log space.
+
+Every function here handles a single sequence and is pure, so callers ``jax.jit`` and
+``jax.vmap`` over sequences and restarts. Inputs are log-probabilities:
+
+- ``log_initial`` ``(K,)``: ``log p(z_1 = k)``;
+- ``log_transition`` ``(K, K)``: ``log p(z_{t+1} = j | z_t = i)``, rows are from-states;
+- ``log_emission`` ``(T, K)``: ``log p(x_t | z_t = k)``;
+- ``mask`` ``(T,)`` bool or ``None``: ``True`` on valid steps. Padding may only follow
+  the valid prefix, so a length-``L`` sequence padded to ``T`` has ``mask[:L]`` true.
+
+``-inf`` entries (impossible starts or transitions) are allowed. Padded steps act as
+identity transitions with a zero log-emission, so they leave every valid-step result
+unchanged, and the expected transition counts only sum over pairs of valid steps.
+
+The ``parallel_*`` variants compute the same quantities with ``jax.lax.associative_scan``
+in ``O(log T)`` depth (Hassan, Särkkä & García-Fernández, 2021, "Temporal parallelization
+of inference in hidden Markov models"), at the price of ``O(T K^3)`` work instead of
+``O(T K^2)``: use them on accelerators with long sequences and few states.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array, lax
+
+__all__ = [
+    "HMMPosterior",
+    "forward_backward",
+    "parallel_forward_backward",
+    "viterbi",
+    "parallel_viterbi",
+]
+
+
+class HMMPosterior(NamedTuple):
+    """Posterior summaries of one sequence, as returned by :func:`forward_backward`.
+
+    Attributes
+    ----------
+    log_likelihood : Array
+        Scalar ``log p(x_{1:L})`` over the ``L`` valid steps (``0`` when ``L = 0``).
+    log_alpha : Array
+        ``(T, K)`` forward messages ``log p(x_{1:t}, z_t)``; padded steps repeat the last
+        valid message.
+    log_beta : Array
+        ``(T, K)`` backward messages ``log p(x_{t+1:L} | z_t)``; zero on padded steps.
+    smoothed : Array
+        ``(T, K)`` posterior marginals ``p(z_t | x_{1:L})``; rows of padded steps are 0.
+    transition_counts : Array
+        ``(K, K)`` expected counts ``sum_t p(z_t = i, z_{t+1} = j | x_{1:L})`` over valid
+        pairs.
+    """
+
+    log_likelihood: Array
+    log_alpha: Array
+    log_beta: Array
+    smoothed: Array
+    transition_counts: Array
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _prepare(log_initial, log_transition, log_emission, mask):
+    """Cast to one float dtype, check shapes and neutralise padded emissions."""
+    dtype = jnp.result_type(log_initial, log_transition, log_emission)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(float)
+    log_initial = jnp.asarray(log_initial, dtype)
+    log_transition = jnp.asarray(log_transition, dtype)
+    log_emission = jnp.asarray(log_emission, dtype)
+    if log_emission.ndim != 2:
+        raise ValueError(f"log_emission must be (T, K), got {log_emission.shape}")
+    n_steps, n_states = log_emission.shape
+    if n_steps == 0:
+        raise ValueError("sequences need at least one step (T >= 1)")
+    if log_initial.shape != (n_states,):
+        raise ValueError(f"log_initial must be ({n_states},), got {log_initial.shape}")
+    if log_transition.shape != (n_states, n_states):
+        raise ValueError(
+            f"log_transition must be ({n_states}, {n_states}), got {log_transition.shape}"
+        )
+    if mask is None:
+        mask = jnp.ones(n_steps, bool)
+    else:
+        mask = jnp.asarray(mask, bool)
+        if mask.shape != (n_steps,):
+            raise ValueError(f"mask must be ({n_steps},), got {mask.shape}")
+    # Padded emissions may hold garbage (even NaN) from padded data; zero them so
+    # they cannot leak into any branch of a `where`.
+    log_emission = jnp.where(mask[:, None], log_emission, 0.0)
+    return log_initial, log_transition, log_emission, mask
+
+
+def _finite_or_zero(x):
+    """Replace non-finite normalisers by 0 so ``x - norm`` never forms ``-inf - -inf``."""
+    return jnp.where(jnp.isfinite(x), x, jnp.zeros_like(x))
+
+
+def _normalize(log_p, axis=-1):
+    """Shift log-weights to log-sum-exp 0 along ``axis``; all ``-inf`` stays ``-inf``."""
+    norm = jax.nn.logsumexp(log_p, axis=axis, keepdims=True)
+    return log_p - _finite_or_zero(norm), jnp.squeeze(norm, axis)
+
+
+def _log_eye(n_states, dtype):
+    eye = jnp.eye(n_states, dtype=bool)
+    return jnp.where(eye, jnp.zeros((), dtype), -jnp.inf)
+
+
+def _smoothed(log_alpha_hat, log_beta_hat, mask):
+    """Posterior marginals from messages known up to per-step scales, which cancel."""
+    smoothed, _ = _normalize(log_alpha_hat + log_beta_hat)
+    return jnp.where(mask[:, None], jnp.exp(smoothed), 0.0)
+
+
+def _pair_posterior(log_alpha_hat, log_transition, log_right):
+    """``p(z_t = i, z_{t+1} = j | x)`` from ``alpha_t`` and ``e_{t+1} + beta_{t+1}``.
+
+    Normalising each pair on its own makes per-step message scales irrelevant. Works
+    on one pair or on a stack of pairs.
+    """
+    log_xi = log_alpha_hat[..., :, None] + log_transition + log_right[..., None, :]
+    log_norm = jax.nn.logsumexp(log_xi, axis=(-2, -1), keepdims=True)
+    return jnp.exp(log_xi - _finite_or_zero(log_norm))
+
+
+# ----------------------------------------------------------------------- sequential
+
+
+@jax.jit
+def forward_backward(log_initial, log_transition, log_emission, mask=None) -> HMMPosterior:
+    """Forward-backward smoothing with sequential ``jax.lax.scan`` passes.
+
+    Messages are renormalised at every step and the log-normalisers are accumulated
+    separately, so the result stays accurate for long sequences with huge emission
+    log-probabilities, in float32 as in float64.
+
+    Parameters
+    ----------
+    log_initial : Array
+        ``(K,)`` initial-state log-probabilities.
+    log_transition : Array
+        ``(K, K)`` transition log-probabilities, rows are from-states.
+    log_emission : Array
+        ``(T, K)`` emission log-likelihoods ``log p(x_t | z_t = k)``.
+    mask : Array, optional
+        ``(T,)`` bool, ``True`` on valid steps; padding may only trail the valid steps.
+
+    Returns
+    -------
+    HMMPosterior
+        Log-likelihood, forward/backward messages, smoothed marginals and expected
+        transition counts, all in the input's float dtype.
+
+    See Also
+    --------
+    parallel_forward_backward : Same result in ``O(log T)`` depth.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> from jaxem.models.hmm_inference import forward_backward
+    >>> log_initial = jnp.log(jnp.array([0.6, 0.4]))
+    >>> log_transition = jnp.log(jnp.array([[0.7, 0.3], [0.2, 0.8]]))
+    >>> log_emission = jnp.log(jnp.array([[0.9, 0.1], [0.2, 0.7], [0.1, 0.8]]))
+    >>> post = forward_backward(log_initial, log_transition, log_emission)
+    >>> print(round(float(post.log_likelihood), 4))
+    -2.1754
+    >>> print(np.round(np.asarray(post.smoothed), 3))
+    [[0.865 0.135]
+     [0.211 0.789]
+     [0.072 0.928]]
+
+    Padding the end of the sequence changes nothing and zeroes the padded rows:
+
+    >>> padded = jnp.concatenate([log_emission, jnp.zeros((2, 2))])
+    >>> mask = jnp.arange(5) < 3
+    >>> post_padded = forward_backward(log_initial, log_transition, padded, mask)
+    >>> print(round(float(post_padded.log_likelihood), 4))
+    -2.1754
+    >>> print(post_padded.smoothed[3:].sum())
+    0.0
+    """
+    log_initial, log_transition, log_emission, mask = _prepare(
+        log_initial, log_transition, log_emission, mask
+    )
+    n_states = log_initial.shape[0]
+    dtype = log_initial.dtype
+
+    alpha0_hat, log_c0 = _normalize(log_initial + log_emission[0])
+    log_c0 = jnp.where(mask[0], log_c0, 0.0)
+
+    def forward_step(alpha_hat, inputs):
+        log_e, valid = inputs
+        predicted = jax.nn.logsumexp(alpha_hat[:, None] + log_transition, axis=0)
+        new_hat, log_c = _normalize(predicted + log_e)
+        # A padded step is an identity transition: keep the message, add nothing.
+        new_hat = jnp.where(valid, new_hat, alpha_hat)
+        log_c = jnp.where(valid, log_c, 0.0)
+        return new_hat, (new_hat, log_c)
+
+    _, (alpha_rest, log_c_rest) = lax.scan(forward_step, alpha0_hat, (log_emission[1:], mask[1:]))
+    log_alpha_hat = jnp.concatenate([alpha0_hat[None], alpha_rest])
+    log_c = jnp.concatenate([log_c0[None], log_c_rest])
+    log_likelihood = jnp.sum(log_c)
+    log_alpha = log_alpha_hat + jnp.cumsum(log_c)[:, None]
+
+    def backward_step(carry, inputs):
+        beta_hat_next, counts = carry
+        log_e_next, valid_next, alpha_hat = inputs
+        log_right = log_e_next + beta_hat_next
+        # Accumulating pair posteriors here keeps memory at O(K^2), not O(T K^2).
+        pair = _pair_posterior(alpha_hat, log_transition, log_right)
+        counts = counts + jnp.where(valid_next, pair, 0.0)
+        log_b = jax.nn.logsumexp(log_transition + log_right, axis=1)
+        beta_hat, log_d = _normalize(log_b)
+        # Before a padded step (or at the last valid one) beta is log 1 = 0.
+        beta_hat = jnp.where(valid_next, beta_hat, 0.0)
+        log_d = jnp.where(valid_next, log_d, 0.0)
+        return (beta_hat, counts), (beta_hat, log_d)
+
+    beta_last = jnp.zeros(n_states, dtype)
+    counts0 = jnp.zeros((n_states, n_states), dtype)
+    (_, counts), (beta_rest, log_d_rest) = lax.scan(
+        backward_step,
+        (beta_last, counts0),
+        (log_emission[1:], mask[1:], log_alpha_hat[:-1]),
+        reverse=True,
+    )
+    log_beta_hat = jnp.concatenate([beta_rest, beta_last[None]])
+    log_d = jnp.concatenate([log_d_rest, jnp.zeros((1,), dtype)])
+    # beta_t = beta_hat_t * prod_{s >= t} d_s: a reversed cumulative sum.
+    log_beta = log_beta_hat + jnp.cumsum(log_d[::-1])[::-1][:, None]
+
+    smoothed = _smoothed(log_alpha_hat, log_beta_hat, mask)
+    return HMMPosterior(log_likelihood, log_alpha, log_beta, smoothed, counts)
+
+
+@jax.jit
+def viterbi(log_initial, log_transition, log_emission, mask=None) -> tuple[Array, Array]:
+    """Most probable state path, by a max-product ``scan`` and a backtracking ``scan``.
+
+    Parameters
+    ----------
+    log_initial : Array
+        ``(K,)`` initial-state log-probabilities.
+    log_transition : Array
+        ``(K, K)`` transition log-probabilities, rows are from-states.
+    log_emission : Array
+        ``(T, K)`` emission log-likelihoods ``log p(x_t | z_t = k)``.
+    mask : Array, optional
+        ``(T,)`` bool, ``True`` on valid steps; padding may only trail the valid steps.
+
+    Returns
+    -------
+    states : Array
+        ``(T,)`` int32 MAP states; padded steps hold 0. Ties go to the lowest index.
+    log_prob : Array
+        Scalar ``max_z log p(x_{1:L}, z_{1:L})``.
+
+    See Also
+    --------
+    parallel_viterbi : Same path in ``O(log T)`` depth.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> from jaxem.models.hmm_inference import viterbi
+    >>> log_initial = jnp.log(jnp.array([0.6, 0.4]))
+    >>> log_transition = jnp.log(jnp.array([[0.7, 0.3], [0.2, 0.8]]))
+    >>> log_emission = jnp.log(jnp.array([[0.9, 0.1], [0.2, 0.7], [0.1, 0.8]]))
+    >>> states, log_prob = viterbi(log_initial, log_transition, log_emission)
+    >>> print(states, round(float(log_prob), 4))
+    [0 1 1] -2.6231
+    """
+    log_initial, log_transition, log_emission, mask = _prepare(
+        log_initial, log_transition, log_emission, mask
+    )
+    n_states = log_initial.shape[0]
+    identity = jnp.arange(n_states, dtype=jnp.int32)
+
+    # Max-messages are shifted to max 0 each step; the shifts sum to the path score.
+    delta0 = log_initial + log_emission[0]
+    shift0 = _finite_or_zero(jnp.max(delta0))
+    shift0 = jnp.where(mask[0], shift0, 0.0)
+
+    def forward_step(delta_hat, inputs):
+        log_e, valid = inputs
+        scores = delta_hat[:, None] + log_transition
+        pointers = jnp.argmax(scores, axis=0).astype(jnp.int32)
+        new = jnp.max(scores, axis=0) + log_e
+        shift = _finite_or_zero(jnp.max(new))
+        new_hat = jnp.where(valid, new - shift, delta_hat)
+        shift = jnp.where(valid, shift, 0.0)
+        pointers = jnp.where(valid, pointers, identity)
+        return new_hat, (pointers, shift)
+
+    delta_last, (pointers, shifts) = lax.scan(
+        forward_step, delta0 - shift0, (log_emission[1:], mask[1:])
+    )
+    log_prob = shift0 + jnp.sum(shifts) + jnp.max(delta_last)
+    log_prob = jnp.where(mask[0], log_prob, 0.0)
+    last_state = jnp.argmax(delta_last).astype(jnp.int32)
+
+    def backtrack_step(state_next, pointers_t):
+        state = pointers_t[state_next]
+        return state, state
+
+    _, states_rest = lax.scan(backtrack_step, last_state, pointers, reverse=True)
+    states = jnp.concatenate([states_rest, last_state[None]])
+    return jnp.where(mask, states, 0), log_prob
+
+
+# ------------------------------------------------------------------------- parallel
+
+
+def _log_matmul(x, y):
+    """``log(exp(x) @ exp(y))`` for stacks of square matrices, at matmul cost.
+
+    Rows of ``x`` and columns of ``y`` are shifted by their maxima so that one BLAS
+    product replaces the ``O(K^3)`` exponentials of an exact log-sum-exp. That is exact
+    to rounding unless, for an entry, even its largest term ``x[i, k] + y[k, j]`` lies
+    so far below ``max_k x[i, k] + max_k y[k, j]`` (about 70 nats in float32, 670 in
+    float64) that eps-relative terms underflow. This only happens when (near-)zero
+    transitions meet emission spreads of that size; such entries fall back to their
+    largest term (the max-plus product), which is finite and within ``log K`` of the
+    truth, instead of collapsing to ``-inf``.
+    """
+    row_max = _finite_or_zero(jnp.max(x, axis=-1, keepdims=True))
+    col_max = _finite_or_zero(jnp.max(y, axis=-2, keepdims=True))
+    scaled = jnp.matmul(jnp.exp(x - row_max), jnp.exp(y - col_max), precision=lax.Precision.HIGHEST)
+    approx = jnp.log(scaled) + row_max + col_max
+    largest = _max_plus_matmul(x, y)
+    finfo = jnp.finfo(x.dtype)
+    threshold = float(np.log(finfo.tiny) - np.log(finfo.eps))
+    accurate = largest - row_max - col_max >= threshold
+    return jnp.where(accurate, approx, largest)
+
+
+def _max_plus_matmul(x, y):
+    """``max_k x[..., i, k] + y[..., k, j]``; XLA fuses it without a ``K^3`` buffer."""
+    product = jnp.max(x[..., :, :, None] + y[..., None, :, :], axis=-2)
+    # Without the barrier XLA fuses this O(K^3) reduction into elementwise consumers
+    # and recomputes it for every output element (measured ~10x slower).
+    return lax.optimization_barrier(product)
+
+
+def _scaled(matrices):
+    """Split log-matrices into (entries with max 0, log-scale) to keep entries O(1).
+
+    Products of thousands of steps reach magnitudes where float32 cannot resolve the
+    O(1) differences between states; the scale carries the magnitude instead.
+    """
+    scale = _finite_or_zero(jnp.max(matrices, axis=(-2, -1)))
+    return matrices - scale[..., None, None], scale
+
+
+def _semiring_combine(product):
+    """Associative operator on (scaled matrix, log-scale) pairs, ``earlier`` first."""
+
+    def combine(earlier, later):
+        matrix, scale = _scaled(product(earlier[0], later[0]))
+        return matrix, earlier[1] + later[1] + scale
+
+    return combine
+
+
+def _step_matrices(log_transition, log_emission, mask):
+    """``E_t[i, j] = log A[i, j] + log p(x_t | j)`` for ``t >= 1``; identity if padded."""
+    n_states = log_transition.shape[0]
+    steps = log_transition + log_emission[1:, None, :]
+    log_eye = _log_eye(n_states, log_transition.dtype)
+    return jnp.where(mask[1:, None, None], steps, log_eye)
+
+
+def _parallel_forward(log_initial, log_transition, log_emission, mask, product):
+    """Prefix products ``a_1 E_2 ... E_t``; every row of the first element is ``a_1``.
+
+    Returns the (unshifted) first row of each prefix and its log-scale.
+    """
+    n_states = log_initial.shape[0]
+    first = jnp.broadcast_to(log_initial + log_emission[0], (1, n_states, n_states))
+    elements = jnp.concatenate([first, _step_matrices(log_transition, log_emission, mask)])
+    prefix, scale = lax.associative_scan(_semiring_combine(product), _scaled(elements))
+    return prefix[:, 0, :], scale
+
+
+@jax.jit
+def parallel_forward_backward(log_initial, log_transition, log_emission, mask=None) -> HMMPosterior:
+    """Forward-backward smoothing in ``O(log T)`` depth with ``associative_scan``.
+
+    Forward messages are prefix products and backward messages suffix products of the
+    per-step matrices ``E_t[i, j] = log A[i, j] + log p(x_t | j)`` in the log semiring
+    (Hassan, Särkkä & García-Fernández, 2021). Each partial product is stored as a
+    matrix with maximum 0 plus a log-scale, so long sequences keep full precision.
+    The work is ``O(T K^3)`` (batched matmuls) against ``O(T K^2)`` for
+    :func:`forward_backward`.
+
+    Parameters
+    ----------
+    log_initial : Array
+        ``(K,)`` initial-state log-probabilities.
+    log_transition : Array
+        ``(K, K)`` transition log-probabilities, rows are from-states.
+    log_emission : Array
+        ``(T, K)`` emission log-likelihoods ``log p(x_t | z_t = k)``.
+    mask : Array, optional
+        ``(T,)`` bool, ``True`` on valid steps; padding may only trail the valid steps.
+
+    Returns
+    -------
+    HMMPosterior
+        Same fields as :func:`forward_backward`, equal up to rounding.
+
+    Notes
+    -----
+    Log-semiring products go through max-shifted exponentials and a matmul. In the
+    extreme case where an entry's terms all lie ~70 nats (float32) or ~670 nats
+    (float64) below the row/column maxima of its factors, which needs (near-)zero
+    transition probabilities together with emission spreads of that size, that entry
+    falls back to its largest term and may be off by at most ``log K``. Prefer
+    :func:`forward_backward` for such models.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> from jaxem.models.hmm_inference import parallel_forward_backward
+    >>> log_initial = jnp.log(jnp.array([0.6, 0.4]))
+    >>> log_transition = jnp.log(jnp.array([[0.7, 0.3], [0.2, 0.8]]))
+    >>> log_emission = jnp.log(jnp.array([[0.9, 0.1], [0.2, 0.7], [0.1, 0.8]]))
+    >>> post = parallel_forward_backward(log_initial, log_transition, log_emission)
+    >>> print(round(float(post.log_likelihood), 4))
+    -2.1754
+    >>> print(np.round(np.asarray(post.transition_counts), 3))
+    [[0.254 0.822]
+     [0.028 0.896]]
+    """
+    log_initial, log_transition, log_emission, mask = _prepare(
+        log_initial, log_transition, log_emission, mask
+    )
+    n_states = log_initial.shape[0]
+    dtype = log_initial.dtype
+
+    alpha_rows, alpha_scale = _parallel_forward(
+        log_initial, log_transition, log_emission, mask, _log_matmul
+    )
+    log_alpha = alpha_rows + alpha_scale[:, None]
+    log_alpha_hat, last_norm = _normalize(alpha_rows)
+    log_likelihood = last_norm[-1] + alpha_scale[-1]
+    # Padding only trails, so an all-padding sequence is the only one with no mask[0].
+    log_likelihood = jnp.where(mask[0], log_likelihood, 0.0)
+
+    # Suffix products E_{t+1} ... E_T J with J the all-ones matrix (log J = 0): every
+    # column of the product is beta_t.
+    ones = jnp.zeros((1, n_states, n_states), dtype)
+    elements = jnp.concatenate([_step_matrices(log_transition, log_emission, mask), ones])
+    combine = _semiring_combine(_log_matmul)
+    # With reverse=True the scan calls fn(later, earlier).
+    suffix, beta_scale = lax.associative_scan(
+        lambda later, earlier: combine(earlier, later), _scaled(elements), reverse=True
+    )
+    beta_columns = suffix[:, :, 0]
+    log_beta = beta_columns + beta_scale[:, None]
+    log_beta_hat, _ = _normalize(beta_columns)
+
+    smoothed = _smoothed(log_alpha_hat, log_beta_hat, mask)
+    pairs = _pair_posterior(
+        log_alpha_hat[:-1], log_transition, log_emission[1:] + log_beta_hat[1:]
+    )
+    # Padding only trails, so the pair (t, t + 1) is valid exactly when t + 1 is.
+    counts = jnp.sum(jnp.where(mask[1:, None, None], pairs, 0.0), axis=0)
+    return HMMPosterior(log_likelihood, log_alpha, log_beta, smoothed, counts)
+
+
+@jax.jit
+def parallel_viterbi(log_initial, log_transition, log_emission, mask=None) -> tuple[Array, Array]:
+    """Most probable state path in ``O(log T)`` depth.
+
+    Max-messages are prefix products in the max-plus semiring; back-pointers then
+    follow from them independently per step, and the path is a suffix scan of the
+    composition of back-pointer maps ``{0..K-1} -> {0..K-1}`` (composition of index
+    arrays is associative). Unlike decoding by per-step max-marginals, this always
+    returns one consistent path, even when several paths tie.
+
+    Parameters
+    ----------
+    log_initial : Array
+        ``(K,)`` initial-state log-probabilities.
+    log_transition : Array
+        ``(K, K)`` transition log-probabilities, rows are from-states.
+    log_emission : Array
+        ``(T, K)`` emission log-likelihoods ``log p(x_t | z_t = k)``.
+    mask : Array, optional
+        ``(T,)`` bool, ``True`` on valid steps; padding may only trail the valid steps.
+
+    Returns
+    -------
+    states : Array
+        ``(T,)`` int32 MAP states; padded steps hold 0. Ties go to the lowest index, as
+        in :func:`viterbi`, but rounding may break near-ties differently.
+    log_prob : Array
+        Scalar ``max_z log p(x_{1:L}, z_{1:L})``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> from jaxem.models.hmm_inference import parallel_viterbi
+    >>> log_initial = jnp.log(jnp.array([0.6, 0.4]))
+    >>> log_transition = jnp.log(jnp.array([[0.7, 0.3], [0.2, 0.8]]))
+    >>> log_emission = jnp.log(jnp.array([[0.9, 0.1], [0.2, 0.7], [0.1, 0.8]]))
+    >>> states, log_prob = parallel_viterbi(log_initial, log_transition, log_emission)
+    >>> print(states, round(float(log_prob), 4))
+    [0 1 1] -2.6231
+    """
+    log_initial, log_transition, log_emission, mask = _prepare(
+        log_initial, log_transition, log_emission, mask
+    )
+    n_states = log_initial.shape[0]
+    identity = jnp.arange(n_states, dtype=jnp.int32)
+
+    delta_rows, delta_scale = _parallel_forward(
+        log_initial, log_transition, log_emission, mask, _max_plus_matmul
+    )
+    log_prob = jnp.max(delta_rows[-1]) + delta_scale[-1]
+    log_prob = jnp.where(mask[0], log_prob, 0.0)
+
+    # pointers[t, j]: best state at t given state j at t + 1; identity into padding.
+    scores = delta_rows[:-1, :, None] + log_transition
+    pointers = jnp.argmax(scores, axis=1).astype(jnp.int32)
+    pointers = jnp.where(mask[1:, None], pointers, identity)
+    last_state = jnp.argmax(delta_rows[-1]).astype(jnp.int32)
+    # The last map is constant, so the suffix composition at t is the whole path's z_t.
+    maps = jnp.concatenate([pointers, jnp.full((1, n_states), last_state)])
+
+    def compose(later, earlier):
+        # (earlier o later)[j] = earlier[later[j]]
+        # promise_in_bounds: indices are states; it also keeps compilation fast.
+        return jnp.take_along_axis(earlier, later, axis=-1, mode="promise_in_bounds")
+
+    paths = lax.associative_scan(compose, maps, reverse=True)
+    states = paths[:, 0]
+    return jnp.where(mask, states, 0), log_prob

@@ -1,0 +1,156 @@
+"""hmmlearn drop-ins, checked against hmmlearn from identical initial parameters."""
+
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+
+import jaxem
+
+hmm = pytest.importorskip("hmmlearn.hmm")
+
+LENGTHS = [40, 25, 33]
+K = 3
+RNG = np.random.default_rng(0)
+STARTPROB = RNG.dirichlet(np.ones(K))
+TRANSMAT = RNG.dirichlet(np.ones(K) * 3, size=K)
+COVARS = {
+    "diag": RNG.uniform(0.5, 2, (K, 2)),
+    "full": np.stack([np.eye(2) * (1.0 + k) + 0.3 for k in range(K)]),
+    "spherical": RNG.uniform(0.5, 2, K),
+    "tied": np.eye(2) * 1.2 + 0.2,
+}
+MEANS = RNG.normal(size=(K, 2)) * 2
+
+
+def _gaussian_X(seed=0):
+    rng = np.random.default_rng(seed)
+    n = sum(LENGTHS)
+    return rng.normal(size=(n, 2)) + 3.0 * rng.integers(0, 3, size=(n, 1))
+
+
+def _set(model, **attributes):
+    model.startprob_ = STARTPROB
+    model.transmat_ = TRANSMAT
+    for name, value in attributes.items():
+        setattr(model, name, value)
+    return model
+
+
+def _compare(ours, ref, names, rtol=1e-8, atol=1e-10):
+    np.testing.assert_allclose(list(ours.monitor_.history), list(ref.monitor_.history), rtol=1e-10)
+    assert ours.monitor_.iter == ref.monitor_.iter
+    assert ours.monitor_.converged == ref.monitor_.converged
+    for name in ["startprob_", "transmat_", *names]:
+        np.testing.assert_allclose(getattr(ours, name), getattr(ref, name), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "full", "spherical", "tied"])
+def test_gaussian_matches_hmmlearn(covariance_type, x64):
+    X = _gaussian_X()
+    kwargs = dict(
+        n_components=K, covariance_type=covariance_type, n_iter=12, init_params="",
+        means_weight=0.5, means_prior=0.1, covars_weight=3.0,
+    )  # fmt: skip
+    attributes = dict(means_=MEANS, covars_=COVARS[covariance_type])
+    ref = _set(hmm.GaussianHMM(**kwargs), **attributes).fit(X, LENGTHS)
+    ours = _set(jaxem.GaussianHMM(**kwargs), **attributes).fit(X, LENGTHS)
+    _compare(ours, ref, ["means_"])
+    expected = ref._covars_[:, 0] if covariance_type == "spherical" else ref._covars_
+    np.testing.assert_allclose(ours._covars_, expected, rtol=1e-8)
+    np.testing.assert_allclose(ours.covars_, ref.covars_ if covariance_type != "spherical"
+                               else expected[:, None, None] * np.eye(2), rtol=1e-8)  # fmt: skip
+    if covariance_type == "diag":
+        np.testing.assert_allclose(ours.score(X, LENGTHS), ref.score(X, LENGTHS), rtol=1e-10)
+        ours_ll, ours_post = ours.score_samples(X, LENGTHS)
+        ref_ll, ref_post = ref.score_samples(X, LENGTHS)
+        np.testing.assert_allclose(ours_ll, ref_ll, rtol=1e-10)
+        np.testing.assert_allclose(ours_post, ref_post, atol=1e-10)
+        for algorithm in ["viterbi", "map"]:
+            ours_lp, ours_states = ours.decode(X, LENGTHS, algorithm=algorithm)
+            ref_lp, ref_states = ref.decode(X, LENGTHS, algorithm=algorithm)
+            np.testing.assert_allclose(ours_lp, ref_lp, rtol=1e-10)
+            np.testing.assert_array_equal(ours_states, ref_states)
+        np.testing.assert_array_equal(ours.predict(X, LENGTHS), ref.predict(X, LENGTHS))
+
+
+def test_gaussian_params_letters_keep_unlisted_parameters(x64):
+    X = _gaussian_X(1)
+    attributes = dict(means_=MEANS, covars_=COVARS["diag"])
+    kwargs = dict(n_components=K, n_iter=5, init_params="", params="sm")
+    ref = _set(hmm.GaussianHMM(**kwargs), **attributes).fit(X, LENGTHS)
+    ours = _set(jaxem.GaussianHMM(**kwargs), **attributes).fit(X, LENGTHS)
+    _compare(ours, ref, ["means_", "_covars_"])
+    np.testing.assert_array_equal(ours.transmat_, TRANSMAT)
+    np.testing.assert_allclose(ours._covars_, COVARS["diag"], rtol=1e-14)
+    # Covariances around fixed means. (hmmlearn 0.3.3 skips the Σγx statistics
+    # without "m" and gets these covariances wrong, so only ours is checked.)
+    kwargs["params"] = "tc"
+    ours = _set(jaxem.GaussianHMM(**kwargs), **attributes).fit(X, LENGTHS)
+    np.testing.assert_array_equal(ours.means_, MEANS)
+    np.testing.assert_array_equal(ours.startprob_, STARTPROB)
+    assert np.all(np.diff(list(ours.monitor_.history)) > 0)
+
+
+def test_categorical_matches_hmmlearn(x64):
+    X = np.random.default_rng(2).integers(0, 4, size=(sum(LENGTHS), 1))
+    emissionprob = np.random.default_rng(3).dirichlet(np.ones(4), size=K)
+    kwargs = dict(n_components=K, n_iter=15, init_params="", emissionprob_prior=1.2)
+    ref = _set(hmm.CategoricalHMM(**kwargs), emissionprob_=emissionprob).fit(X, LENGTHS)
+    ours = _set(jaxem.CategoricalHMM(**kwargs), emissionprob_=emissionprob).fit(X, LENGTHS)
+    _compare(ours, ref, ["emissionprob_"])
+    assert ours.n_features == 4
+    np.testing.assert_array_equal(ours.predict(X, LENGTHS), ref.predict(X, LENGTHS))
+
+
+def test_poisson_matches_hmmlearn(x64):
+    rng = np.random.default_rng(4)
+    X = rng.poisson(rng.choice([1.0, 5.0, 12.0], size=(sum(LENGTHS), 1)), size=(sum(LENGTHS), 2))
+    lambdas = rng.uniform(1, 10, (K, 2))
+    kwargs = dict(n_components=K, n_iter=15, init_params="")
+    ref = _set(hmm.PoissonHMM(**kwargs), lambdas_=lambdas).fit(X, LENGTHS)
+    ours = _set(jaxem.PoissonHMM(**kwargs), lambdas_=lambdas).fit(X, LENGTHS)
+    _compare(ours, ref, ["lambdas_"])
+
+
+def test_fit_from_own_init_float32_and_restarts():
+    X = _gaussian_X(5).astype(np.float32)
+    model = jaxem.GaussianHMM(K, n_iter=30, random_state=0, n_init=4).fit(X, LENGTHS)
+    assert model.means_.shape == (K, 2) and model.covars_.shape == (K, 2, 2)
+    history = np.array(model.monitor_.history)
+    assert np.all(np.diff(history) > -1e-3 * np.abs(history[1:]))
+    finals = np.asarray(model.n_init_results_.log_likelihood) * len(LENGTHS)
+    assert finals.shape == (4,)
+    np.testing.assert_allclose(history[-1], np.nanmax(finals), rtol=1e-6)
+    x, states = model.sample(7, random_state=1)
+    assert x.shape == (7, 2) and states.shape == (7,)
+
+
+@pytest.mark.parametrize(
+    "X, lengths, error, message",
+    [
+        (np.zeros((5, 2)), [3, 3], ValueError, r"lengths sum to 6 but X has 5 samples"),
+        (np.zeros((5, 2)), [5, 0], ValueError, r"lengths must be positive integers"),
+        (np.full((5, 2), np.nan), None, ValueError, "Input X contains NaN"),
+        (np.array([[0.0, np.inf]] * 5), None, ValueError, "Input X contains infinity"),
+        (np.zeros(5), None, ValueError, "Expected 2D array, got 1D array instead"),
+    ],
+)
+def test_gaussian_bad_input(X, lengths, error, message):
+    with pytest.raises(error, match=message):
+        jaxem.GaussianHMM(2).fit(X, lengths)
+
+
+def test_other_bad_input():
+    with pytest.raises(ValueError, match=r"Categorical symbols must lie in \[0, 2\]"):
+        jaxem.CategoricalHMM(2, n_features=3).fit(np.array([[0], [1], [3]]))
+    with pytest.raises(ValueError, match="CategoricalHMM expects X of shape"):
+        jaxem.CategoricalHMM(2).fit(np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match="Poisson counts must be non-negative"):
+        jaxem.PoissonHMM(2).fit(np.array([[1], [-2], [3]]))
+    with pytest.raises(ValueError, match="Poisson counts must be integers"):
+        jaxem.PoissonHMM(2).fit(np.array([[1.0], [2.5], [3.0]]))
+    with pytest.raises(ValueError, match="implementation must be one of"):
+        jaxem.GaussianHMM(2, implementation="fast").fit(np.zeros((4, 1)))
+    for estimator in [jaxem.GaussianHMM(2), jaxem.CategoricalHMM(2), jaxem.PoissonHMM(2)]:
+        with pytest.raises(NotFittedError, match="is not fitted yet"):
+            estimator.predict(np.zeros((3, 1), int))

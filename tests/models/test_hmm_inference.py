@@ -1,0 +1,310 @@
+"""Tests for jaxem.models.hmm_inference against brute force, hmmlearn and each other."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from jaxem.models.hmm_inference import (
+    forward_backward,
+    parallel_forward_backward,
+    parallel_viterbi,
+    viterbi,
+)
+
+SMOOTHERS = [forward_backward, parallel_forward_backward]
+DECODERS = [viterbi, parallel_viterbi]
+
+
+@pytest.fixture
+def x64():
+    """Float64 for this test only, so other test modules keep JAX's default."""
+    with jax.enable_x64(True):
+        yield
+
+
+def random_hmm(rng, n_states, n_steps, *, zeros=False, scale=1.0):
+    """Random log-parameters; ``zeros`` forbids some starts and transitions."""
+    initial = rng.dirichlet(np.ones(n_states))
+    transition = rng.dirichlet(np.ones(n_states), size=n_states)
+    if zeros:
+        # Forbid the first state at start and a random subset of transitions, but
+        # keep one allowed transition per row so every row stays a distribution.
+        initial[0] = 0.0
+        forbidden = rng.random((n_states, n_states)) < 0.4
+        forbidden[np.arange(n_states), rng.integers(n_states, size=n_states)] = False
+        transition = np.where(forbidden, 0.0, transition)
+        initial /= initial.sum()
+        transition /= transition.sum(1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        log_initial, log_transition = np.log(initial), np.log(transition)
+    log_emission = scale * rng.normal(size=(n_steps, n_states))
+    return log_initial, log_transition, log_emission
+
+
+def brute_force(log_initial, log_transition, log_emission):
+    """Every quantity by enumerating all K^T paths (float64 NumPy)."""
+    n_steps, n_states = log_emission.shape
+    paths = np.array(list(itertools.product(range(n_states), repeat=n_steps)))
+    steps = np.arange(n_steps)
+    log_joint = (
+        log_initial[paths[:, 0]]
+        + log_transition[paths[:, :-1], paths[:, 1:]].sum(1)
+        + log_emission[steps, paths].sum(1)
+    )
+    log_likelihood = logsumexp(log_joint)
+    weights = np.exp(log_joint - log_likelihood)
+    one_hot = paths[:, :, None] == np.arange(n_states)  # (paths, T, K)
+    smoothed = np.einsum("p,ptk->tk", weights, one_hot)
+    counts = np.einsum("p,pti,ptj->ij", weights, one_hot[:, :-1], one_hot[:, 1:])
+    # alpha_t(k) = p(x_{1:t}, z_t = k): logsumexp of the joint over path prefixes.
+    log_alpha = np.empty((n_steps, n_states))
+    for t in range(n_steps):
+        prefix = log_initial[paths[:, 0]] + log_emission[steps[: t + 1], paths[:, : t + 1]].sum(1)
+        prefix += log_transition[paths[:, :t], paths[:, 1 : t + 1]].sum(1)
+        for k in range(n_states):
+            # Each prefix appears K^(T-1-t) times among the full paths.
+            log_alpha[t, k] = logsumexp(prefix[paths[:, t] == k]) - (n_steps - 1 - t) * np.log(
+                n_states
+            )
+    best = np.argmax(log_joint)
+    return log_likelihood, log_alpha, smoothed, counts, paths[best], log_joint[best]
+
+
+def assert_close(actual, desired, tol):
+    np.testing.assert_allclose(np.asarray(actual), desired, rtol=tol, atol=tol)
+
+
+# ----------------------------------------------------------------------- brute force
+
+
+@pytest.mark.parametrize("smoother", SMOOTHERS)
+@pytest.mark.parametrize("zeros", [False, True])
+@pytest.mark.parametrize("n_states, n_steps", [(2, 1), (2, 2), (3, 3), (2, 5), (3, 5)])
+def test_smoother_matches_brute_force(x64, smoother, zeros, n_states, n_steps):
+    rng = np.random.default_rng(100 * n_states + n_steps + 7 * zeros)
+    params = random_hmm(rng, n_states, n_steps, zeros=zeros)
+    ll, log_alpha, smoothed, counts, _, _ = brute_force(*params)
+
+    post = smoother(*params)
+    assert post.log_likelihood.dtype == jnp.float64
+    assert_close(post.log_likelihood, ll, 1e-10)
+    assert_close(post.log_alpha, log_alpha, 1e-10)
+    assert_close(post.smoothed, smoothed, 1e-10)
+    assert_close(post.transition_counts, counts, 1e-10)
+    # alpha_t + beta_t is log p(x, z_t): it must reproduce the marginals, and beta_T = 0.
+    with np.errstate(divide="ignore"):
+        assert_close(post.log_alpha + post.log_beta - ll, np.log(smoothed), 1e-10)
+    assert_close(post.log_beta[-1], np.zeros(n_states), 0)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("zeros", [False, True])
+@pytest.mark.parametrize("n_states, n_steps", [(2, 1), (3, 3), (2, 5), (3, 5)])
+def test_viterbi_matches_brute_force(x64, decoder, zeros, n_states, n_steps):
+    rng = np.random.default_rng(100 * n_states + n_steps + 7 * zeros)
+    params = random_hmm(rng, n_states, n_steps, zeros=zeros)
+    *_, best_path, best_log_prob = brute_force(*params)
+
+    states, log_prob = decoder(*params)
+    assert states.dtype == jnp.int32
+    np.testing.assert_array_equal(states, best_path)
+    assert_close(log_prob, best_log_prob, 1e-10)
+
+
+# -------------------------------------------------------------- sequential/parallel
+
+
+def test_sequential_and_parallel_agree_float64(x64):
+    params = random_hmm(np.random.default_rng(0), 5, 200, zeros=True, scale=3.0)
+    seq, par = forward_backward(*params), parallel_forward_backward(*params)
+    for a, b in zip(seq, par):
+        assert_close(b, np.asarray(a), 1e-9)
+    seq_states, seq_log_prob = viterbi(*params)
+    par_states, par_log_prob = parallel_viterbi(*params)
+    np.testing.assert_array_equal(par_states, seq_states)
+    assert_close(par_log_prob, seq_log_prob, 1e-12)
+
+
+def test_sequential_and_parallel_agree_float32():
+    params = random_hmm(np.random.default_rng(1), 5, 200, scale=3.0)
+    params32 = [jnp.asarray(p, jnp.float32) for p in params]
+    seq, par = forward_backward(*params32), parallel_forward_backward(*params32)
+    assert seq.smoothed.dtype == par.smoothed.dtype == jnp.float32
+    # Both orders of summation accumulate O(T) roundings of size eps * |log p| on the
+    # log-likelihood, while normalised posteriors only see per-step rounding.
+    eps = np.finfo(np.float32).eps
+    ll_tol = 200 * eps * abs(float(seq.log_likelihood))
+    assert abs(float(par.log_likelihood - seq.log_likelihood)) <= ll_tol
+    np.testing.assert_allclose(par.log_alpha, seq.log_alpha, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(par.smoothed, seq.smoothed, atol=1e-4)
+    np.testing.assert_allclose(par.transition_counts, seq.transition_counts, atol=2e-3)
+    seq_states, seq_log_prob = viterbi(*params32)
+    par_states, par_log_prob = parallel_viterbi(*params32)
+    np.testing.assert_array_equal(par_states, seq_states)
+    assert abs(float(par_log_prob - seq_log_prob)) <= ll_tol
+
+
+# --------------------------------------------------------------------------- padding
+
+
+def pad(log_emission, n_steps):
+    """Pad with NaN emissions: padded steps must never be read."""
+    length, n_states = log_emission.shape
+    padding = np.full((n_steps - length, n_states), np.nan)
+    return np.concatenate([log_emission, padding]), np.arange(n_steps) < length
+
+
+@pytest.mark.parametrize("smoother", SMOOTHERS)
+def test_padding_does_not_change_posteriors(x64, smoother):
+    n_steps, n_states = 12, 3
+    log_initial, log_transition, log_emission = random_hmm(
+        np.random.default_rng(2), n_states, n_steps, zeros=True
+    )
+    lengths = [1, 5, 12]
+    batch = [pad(log_emission[:length], n_steps) for length in lengths]
+    emissions = jnp.asarray(np.stack([e for e, _ in batch]))
+    masks = jnp.asarray(np.stack([m for _, m in batch]))
+    batched = jax.jit(jax.vmap(smoother, in_axes=(None, None, 0, 0)))
+    posts = batched(log_initial, log_transition, emissions, masks)
+
+    for row, length in enumerate(lengths):
+        ref = smoother(log_initial, log_transition, log_emission[:length])
+        assert_close(posts.log_likelihood[row], float(ref.log_likelihood), 1e-12)
+        assert_close(posts.log_alpha[row, :length], np.asarray(ref.log_alpha), 1e-12)
+        assert_close(posts.log_beta[row, :length], np.asarray(ref.log_beta), 1e-12)
+        assert_close(posts.smoothed[row, :length], np.asarray(ref.smoothed), 1e-12)
+        assert_close(posts.smoothed[row, length:], 0.0, 0)
+        assert_close(posts.transition_counts[row], np.asarray(ref.transition_counts), 1e-12)
+        assert np.isclose(float(posts.transition_counts[row].sum()), length - 1)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_padding_does_not_change_viterbi(x64, decoder):
+    n_steps, n_states = 12, 3
+    log_initial, log_transition, log_emission = random_hmm(
+        np.random.default_rng(3), n_states, n_steps, scale=2.0
+    )
+    lengths = [1, 7, 12]
+    batch = [pad(log_emission[:length], n_steps) for length in lengths]
+    emissions = jnp.asarray(np.stack([e for e, _ in batch]))
+    masks = jnp.asarray(np.stack([m for _, m in batch]))
+    batched = jax.jit(jax.vmap(decoder, in_axes=(None, None, 0, 0)))
+    states, log_probs = batched(log_initial, log_transition, emissions, masks)
+
+    for row, length in enumerate(lengths):
+        ref_states, ref_log_prob = decoder(log_initial, log_transition, log_emission[:length])
+        np.testing.assert_array_equal(states[row, :length], ref_states)
+        np.testing.assert_array_equal(states[row, length:], 0)
+        assert_close(log_probs[row], float(ref_log_prob), 1e-12)
+
+
+@pytest.mark.parametrize("smoother", SMOOTHERS)
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_all_padding_is_empty(smoother, decoder):
+    log_initial, log_transition, log_emission = random_hmm(np.random.default_rng(4), 2, 3)
+    mask = jnp.zeros(3, bool)
+    post = smoother(log_initial, log_transition, log_emission, mask)
+    assert float(post.log_likelihood) == 0.0
+    assert not np.any(post.smoothed) and not np.any(post.transition_counts)
+    states, log_prob = decoder(log_initial, log_transition, log_emission, mask)
+    assert float(log_prob) == 0.0 and not np.any(states)
+
+
+# --------------------------------------------------------------------------- hmmlearn
+
+
+def test_matches_hmmlearn(x64):
+    hmm = pytest.importorskip("hmmlearn.hmm")
+    _hmmc = pytest.importorskip("hmmlearn._hmmc")
+    rng = np.random.default_rng(5)
+    n_states, n_symbols, n_steps = 3, 4, 40
+    model = hmm.CategoricalHMM(n_components=n_states, n_features=n_symbols)
+    model.startprob_ = rng.dirichlet(np.ones(n_states))
+    model.transmat_ = rng.dirichlet(np.ones(n_states), size=n_states)
+    model.emissionprob_ = rng.dirichlet(np.ones(n_symbols), size=n_states)
+    symbols = rng.integers(n_symbols, size=(n_steps, 1))
+    log_initial, log_transition = np.log(model.startprob_), np.log(model.transmat_)
+    log_emission = np.log(model.emissionprob_[:, symbols[:, 0]].T)
+
+    log_prob, fwd = _hmmc.forward_log(model.startprob_, model.transmat_, log_emission)
+    bwd = _hmmc.backward_log(model.startprob_, model.transmat_, log_emission)
+    xi_sum = np.exp(_hmmc.compute_log_xi_sum(fwd, model.transmat_, bwd, log_emission))
+    ref_log_prob, ref_states = model.decode(symbols, algorithm="viterbi")
+    for smoother in SMOOTHERS:
+        post = smoother(log_initial, log_transition, log_emission)
+        assert_close(post.log_likelihood, model.score(symbols), 1e-10)
+        assert_close(post.smoothed, model.predict_proba(symbols), 1e-10)
+        assert_close(post.log_alpha, fwd, 1e-10)
+        assert_close(post.log_beta, bwd, 1e-10)
+        assert_close(post.transition_counts, xi_sum, 1e-10)
+        assert_close(post.log_likelihood, log_prob, 1e-10)
+    for decoder in DECODERS:
+        states, best = decoder(log_initial, log_transition, log_emission)
+        np.testing.assert_array_equal(states, ref_states)
+        assert_close(best, ref_log_prob, 1e-10)
+
+
+# -------------------------------------------------------------------------- numerics
+
+
+@pytest.mark.parametrize("zeros", [False, True])
+def test_long_sequence_with_huge_emissions_stays_finite(zeros):
+    n_steps, n_states = 10_000, 100
+    rng = np.random.default_rng(6)
+    log_initial, log_transition, _ = random_hmm(rng, n_states, 1, zeros=zeros)
+    log_emission = rng.uniform(-1e4, 1e4, size=(n_steps, n_states))
+    params = [jnp.asarray(p, jnp.float32) for p in (log_initial, log_transition, log_emission)]
+
+    seq, par = forward_backward(*params), parallel_forward_backward(*params)
+    for post in (seq, par):
+        assert np.isfinite(float(post.log_likelihood))
+        np.testing.assert_allclose(post.smoothed.sum(1), 1.0, atol=1e-4)
+        assert np.all(np.isfinite(post.transition_counts))
+        np.testing.assert_allclose(post.transition_counts.sum(), n_steps - 1, rtol=1e-4)
+        assert not np.any(np.isnan(post.log_alpha)) and not np.any(np.isnan(post.log_beta))
+    # |log p| ~ 1e8 here, so float32 resolves it to ~10 nats at best.
+    ll = float(seq.log_likelihood)
+    assert abs(float(par.log_likelihood) - ll) <= 1e-6 * abs(ll)
+
+    for states, log_prob in (viterbi(*params), parallel_viterbi(*params)):
+        assert np.all((states >= 0) & (states < n_states))
+        # The best path cannot beat the sum over all paths.
+        assert np.isfinite(float(log_prob)) and float(log_prob) <= ll + 1e-6 * abs(ll)
+
+
+@pytest.mark.parametrize("smoother", SMOOTHERS)
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_impossible_sequence_gives_minus_inf_without_nan(x64, smoother, decoder):
+    log_initial, log_transition, log_emission = random_hmm(np.random.default_rng(7), 3, 6)
+    log_emission[2] = -np.inf  # no state can emit x_3
+    post = smoother(log_initial, log_transition, log_emission)
+    assert float(post.log_likelihood) == -np.inf
+    for field in post:
+        assert not np.any(np.isnan(field))
+    states, log_prob = decoder(log_initial, log_transition, log_emission)
+    assert float(log_prob) == -np.inf and not np.any(np.isnan(states))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("smoother", SMOOTHERS)
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_single_step(x64, dtype, smoother, decoder):
+    log_initial, log_transition, log_emission = random_hmm(np.random.default_rng(8), 4, 1)
+    params = [jnp.asarray(p, dtype) for p in (log_initial, log_transition, log_emission)]
+    joint = log_initial + log_emission[0]
+    tol = 1e-6 if dtype == jnp.float32 else 1e-12
+
+    post = smoother(*params)
+    assert post.smoothed.dtype == dtype and post.transition_counts.dtype == dtype
+    assert_close(post.log_likelihood, logsumexp(joint), tol)
+    assert_close(post.smoothed[0], np.exp(joint - logsumexp(joint)), tol)
+    assert_close(post.log_alpha[0], joint, tol)
+    assert_close(post.log_beta, np.zeros((1, 4)), 0)
+    assert_close(post.transition_counts, np.zeros((4, 4)), 0)
+    states, log_prob = decoder(*params)
+    np.testing.assert_array_equal(states, [np.argmax(joint)])
+    assert_close(log_prob, joint.max(), tol)
