@@ -20,8 +20,10 @@ from equality and handed to compiled code by ``hyper``. It provides
 ``n_parameters(n_features) -> int``
     Free parameters, for BIC and AIC.
 
-Optional: ``combine_stats(a, b)`` when statistics merge by something other than
-addition (it must be associative and commutative), and
+Optional: ``row_width(x) -> int``, the per-row, per-restart size of the E-step's
+work (a mixture's ``n_components``; an HMM's ``T_max × n_states``), used to size
+chunks; ``combine_stats(a, b)`` when statistics merge by something other than
+addition (it must be associative and commutative); and
 ``converged(old_params, new_params, log_likelihood, previous, tol) -> bool``
 when convergence is not ``|Δ mean log-likelihood| < tol``.
 """
@@ -96,14 +98,16 @@ class FitResult(NamedTuple):
 
 
 def default_chunk_size(n_rows: int, n_restarts: int, row_width: int) -> int:
-    """Rows per chunk: all rows when small, else ~2M elements of per-row work.
+    """Rows per chunk: all rows when small, else about 2M elements of E-step work.
 
-    ``row_width`` is the per-row, per-restart work of one E-step (for a mixture,
-    ``n_components``); the result is a multiple of 256 so shapes repeat.
+    ``row_width`` is the per-row, per-restart work of one E-step (see the model's
+    optional ``row_width``); above 256 rows the result is a multiple of 256 so
+    shapes repeat across data sets of similar size.
     """
     rows = _CHUNK_ELEMENTS // max(1, n_restarts * row_width)
-    rows = max(256, (rows // 256) * 256)
-    return n_rows if n_rows <= rows else rows
+    if rows >= 256:
+        rows = (rows // 256) * 256
+    return max(1, min(n_rows, rows))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_iter", "chunk_size"))
@@ -192,7 +196,7 @@ def fit(
     if init_params is not None:
         init_params = _broadcast_restarts(init_params, model, x, weights, hyper, n_restarts)
     if chunk_size is None:
-        row_width = getattr(model, "n_components", None) or getattr(model, "n_clusters", 1)
+        row_width = model.row_width(x) if hasattr(model, "row_width") else 1
         chunk_size = default_chunk_size(n_rows, n_restarts, row_width)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size}.")

@@ -31,7 +31,7 @@ from jaxem.estimators import _validation
 from jaxem.families.categorical import Categorical
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian
 from jaxem.families.poisson import Poisson, PoissonParams
-from jaxem.models.hmm import HMM, HMMParams, hmm_chunk_size, pad_sequences
+from jaxem.models.hmm import HMM, HMMParams, pad_sequences
 
 __all__ = ["GaussianHMM", "CategoricalHMM", "PoissonHMM", "ConvergenceMonitor"]
 
@@ -135,7 +135,7 @@ class _BaseHMM(BaseEstimator):
         X = self._check_X(X, reset=True)
         dtype = self._dtype(X)
         observations, mask = pad_sequences(X, lengths, dtype=dtype)
-        n_sequences, max_length = mask.shape
+        n_sequences = mask.shape[0]
         model = self._model(self.params)
         data = (jnp.asarray(observations, self._obs_dtype(dtype)), jnp.asarray(mask))
         hyper = model.hyper(dtype)
@@ -151,7 +151,6 @@ class _BaseHMM(BaseEstimator):
             max_iter=int(self.n_iter),
             tol=float(self.tol) / n_sequences,
             init_params=initial,
-            chunk_size=hmm_chunk_size(n_sequences, max_length, self.n_components, n_init),
             hyper=hyper,
         )
         self._set_params(model.family, result.params)

@@ -6,7 +6,6 @@ from jaxem.models.hmm import (
     HMMParams,
     HMMStats,
     hmm,
-    hmm_chunk_size,
     pad_sequences,
 )
 from jaxem.models.kmeans import KMeans, KMeansParams, KMeansStats, kmeans, kmeans_plusplus
@@ -18,7 +17,6 @@ __all__ = [
     "HMMParams",
     "HMMStats",
     "hmm",
-    "hmm_chunk_size",
     "pad_sequences",
     "KMeans",
     "KMeansParams",

@@ -44,7 +44,6 @@ __all__ = [
     "HMMHyper",
     "hmm",
     "pad_sequences",
-    "hmm_chunk_size",
     "ALGORITHMS",
     "INIT_TRANSITIONS",
 ]
@@ -142,9 +141,8 @@ class HMM:
     hmmlearn's ``tol`` on the total log-likelihood pass ``tol / total_weight``
     (``tol / n_sequences`` without weights), as :class:`jaxem.GaussianHMM` does.
 
-    The engine's default chunk size counts sequences, not steps: for long or many
-    sequences pass ``chunk_size=hmm_chunk_size(S, T_max, n_states, n_restarts)`` to
-    :func:`jaxem.fit` to bound the memory of one E-step.
+    The engine sizes its chunks of sequences by :meth:`row_width` (``T_max ×
+    n_states`` per sequence), so one E-step's memory stays bounded.
 
     Examples
     --------
@@ -269,6 +267,10 @@ class HMM:
     def log_prob(self, params: HMMParams, data):
         """Per-sequence log-likelihood ``log p(x_seq)``, shape ``(S,)``."""
         return self._posteriors(params, data)[0].log_likelihood
+
+    def row_width(self, data) -> int:
+        """A sequence's E-step work: ``T_max × n_states`` (sizes the engine's chunks)."""
+        return data[0].shape[1] * self.n_states
 
     def n_parameters(self, n_features: int) -> int:
         n_states = self.n_states
@@ -437,12 +439,6 @@ def hmm(
         transmat_prior=transmat_prior,
         init_covar=init_covar,
     )
-
-
-def hmm_chunk_size(n_sequences: int, max_length: int, n_states: int, n_restarts: int) -> int:
-    """Sequences per E-step chunk so a chunk's ``(c, T, K)`` work stays near 2M elements."""
-    budget = (1 << 21) // max(1, max_length * n_states * n_restarts)
-    return int(min(n_sequences, max(1, budget)))
 
 
 def pad_sequences(X, lengths=None, *, max_length: int | None = None, dtype=None):

@@ -162,6 +162,9 @@ class Mixture:
     def n_parameters(self, n_features: int) -> int:
         return self.family.n_parameters(self.n_components, n_features) + self.n_components - 1
 
+    def row_width(self, x) -> int:
+        return self.n_components
+
     # -- derived quantities ------------------------------------------------------------------
     def log_joint(self, params: MixtureParams, x):
         """``(n, K)`` log of ``π_k p_k(x)``."""
