@@ -6,8 +6,8 @@ Every function here handles a single sequence and is pure, so callers ``jax.jit`
 - ``log_initial`` ``(K,)``: ``log p(z_1 = k)``;
 - ``log_transition`` ``(K, K)``: ``log p(z_{t+1} = j | z_t = i)``, rows are from-states;
 - ``log_emission`` ``(T, K)``: ``log p(x_t | z_t = k)``;
-- ``mask`` ``(T,)`` bool or ``None``: ``True`` on valid steps. Padding may only follow
-  the valid prefix, so a length-``L`` sequence padded to ``T`` has ``mask[:L]`` true.
+- ``mask`` ``(T,)`` bool or ``None``: ``True`` on valid steps. Padding may only trail
+  the valid steps, so a length-``L`` sequence padded to ``T`` has ``mask[:L]`` true.
 
 ``-inf`` entries (impossible starts or transitions) are allowed. Padded steps act as
 identity transitions with a zero log-emission, so they leave every valid-step result
@@ -272,7 +272,6 @@ def viterbi(log_initial, log_transition, log_emission, mask=None) -> tuple[Array
     Examples
     --------
     >>> import jax.numpy as jnp
-    >>> import numpy as np
     >>> from jaxem.models.hmm_inference import viterbi
     >>> log_initial = jnp.log(jnp.array([0.6, 0.4]))
     >>> log_transition = jnp.log(jnp.array([[0.7, 0.3], [0.2, 0.8]]))
@@ -381,16 +380,24 @@ def _step_matrices(log_transition, log_emission, mask):
     return jnp.where(mask[1:, None, None], steps, log_eye)
 
 
-def _parallel_forward(log_initial, log_transition, log_emission, mask, product):
-    """Prefix products ``a_1 E_2 ... E_t``; every row of the first element is ``a_1``.
+def _prefix_rows(elements, product):
+    """First rows of the prefix products of ``elements`` along axis ``-3``.
 
-    Returns the (unshifted) first row of each prefix and its log-scale.
+    Every row of each first element is the same message, so each prefix product also
+    has equal rows. Returns the rows (without their log-scale) and the log-scales.
     """
+    time_axis = elements.ndim - 3
+    prefix, scale = lax.associative_scan(
+        _semiring_combine(product), _scaled(elements), axis=time_axis
+    )
+    return prefix[..., 0, :], scale
+
+
+def _forward_elements(log_initial, log_transition, log_emission, mask):
+    """``[a_1, E_2, ..., E_T]`` with ``a_1`` broadcast to every row."""
     n_states = log_initial.shape[0]
     first = jnp.broadcast_to(log_initial + log_emission[0], (1, n_states, n_states))
-    elements = jnp.concatenate([first, _step_matrices(log_transition, log_emission, mask)])
-    prefix, scale = lax.associative_scan(_semiring_combine(product), _scaled(elements))
-    return prefix[:, 0, :], scale
+    return jnp.concatenate([first, _step_matrices(log_transition, log_emission, mask)])
 
 
 @jax.jit
@@ -450,32 +457,26 @@ def parallel_forward_backward(log_initial, log_transition, log_emission, mask=No
     n_states = log_initial.shape[0]
     dtype = log_initial.dtype
 
-    alpha_rows, alpha_scale = _parallel_forward(
-        log_initial, log_transition, log_emission, mask, _log_matmul
-    )
+    forward = _forward_elements(log_initial, log_transition, log_emission, mask)
+    # beta_t = E_{t+1} ... E_T 1. Transposing turns this suffix product into the prefix
+    # product J E_T^T ... E_{t+1}^T over reversed time (J = all-ones, log J = 0), whose
+    # rows are all beta_t: one scan then handles both directions.
+    ones = jnp.zeros((1, n_states, n_states), dtype)
+    backward = jnp.concatenate([ones, jnp.swapaxes(forward[:0:-1], -1, -2)])
+    rows, scale = _prefix_rows(jnp.stack([forward, backward]), _log_matmul)
+    alpha_rows, alpha_scale = rows[0], scale[0]
+    beta_rows, beta_scale = rows[1, ::-1], scale[1, ::-1]
+
     log_alpha = alpha_rows + alpha_scale[:, None]
     log_alpha_hat, last_norm = _normalize(alpha_rows)
     log_likelihood = last_norm[-1] + alpha_scale[-1]
     # Padding only trails, so an all-padding sequence is the only one with no mask[0].
     log_likelihood = jnp.where(mask[0], log_likelihood, 0.0)
-
-    # Suffix products E_{t+1} ... E_T J with J the all-ones matrix (log J = 0): every
-    # column of the product is beta_t.
-    ones = jnp.zeros((1, n_states, n_states), dtype)
-    elements = jnp.concatenate([_step_matrices(log_transition, log_emission, mask), ones])
-    combine = _semiring_combine(_log_matmul)
-    # With reverse=True the scan calls fn(later, earlier).
-    suffix, beta_scale = lax.associative_scan(
-        lambda later, earlier: combine(earlier, later), _scaled(elements), reverse=True
-    )
-    beta_columns = suffix[:, :, 0]
-    log_beta = beta_columns + beta_scale[:, None]
-    log_beta_hat, _ = _normalize(beta_columns)
+    log_beta = beta_rows + beta_scale[:, None]
+    log_beta_hat, _ = _normalize(beta_rows)
 
     smoothed = _smoothed(log_alpha_hat, log_beta_hat, mask)
-    pairs = _pair_posterior(
-        log_alpha_hat[:-1], log_transition, log_emission[1:] + log_beta_hat[1:]
-    )
+    pairs = _pair_posterior(log_alpha_hat[:-1], log_transition, log_emission[1:] + log_beta_hat[1:])
     # Padding only trails, so the pair (t, t + 1) is valid exactly when t + 1 is.
     counts = jnp.sum(jnp.where(mask[1:, None, None], pairs, 0.0), axis=0)
     return HMMPosterior(log_likelihood, log_alpha, log_beta, smoothed, counts)
@@ -513,7 +514,6 @@ def parallel_viterbi(log_initial, log_transition, log_emission, mask=None) -> tu
     Examples
     --------
     >>> import jax.numpy as jnp
-    >>> import numpy as np
     >>> from jaxem.models.hmm_inference import parallel_viterbi
     >>> log_initial = jnp.log(jnp.array([0.6, 0.4]))
     >>> log_transition = jnp.log(jnp.array([[0.7, 0.3], [0.2, 0.8]]))
@@ -528,9 +528,8 @@ def parallel_viterbi(log_initial, log_transition, log_emission, mask=None) -> tu
     n_states = log_initial.shape[0]
     identity = jnp.arange(n_states, dtype=jnp.int32)
 
-    delta_rows, delta_scale = _parallel_forward(
-        log_initial, log_transition, log_emission, mask, _max_plus_matmul
-    )
+    forward = _forward_elements(log_initial, log_transition, log_emission, mask)
+    delta_rows, delta_scale = _prefix_rows(forward, _max_plus_matmul)
     log_prob = jnp.max(delta_rows[-1]) + delta_scale[-1]
     log_prob = jnp.where(mask[0], log_prob, 0.0)
 
