@@ -212,35 +212,63 @@ def forward_backward(log_initial, log_transition, log_emission, mask=None) -> HM
     log_likelihood = jnp.sum(log_c)
     log_alpha = log_alpha_hat + jnp.cumsum(log_c)[:, None]
 
-    def backward_step(carry, inputs):
-        beta_hat_next, counts = carry
-        log_e_next, valid_next, alpha_hat = inputs
-        log_right = log_e_next + beta_hat_next
-        # Accumulating pair posteriors here keeps memory at O(K^2), not O(T K^2).
-        pair = _pair_posterior(alpha_hat, log_transition, log_right)
-        counts = counts + jnp.where(valid_next, pair, 0.0)
-        log_b = jax.nn.logsumexp(log_transition + log_right, axis=1)
+    def backward_step(beta_hat_next, inputs):
+        log_e_next, valid_next = inputs
+        log_b = jax.nn.logsumexp(log_transition + log_e_next + beta_hat_next, axis=1)
         beta_hat, log_d = _normalize(log_b)
         # Before a padded step (or at the last valid one) beta is log 1 = 0.
         beta_hat = jnp.where(valid_next, beta_hat, 0.0)
         log_d = jnp.where(valid_next, log_d, 0.0)
-        return (beta_hat, counts), (beta_hat, log_d)
+        return beta_hat, (beta_hat, log_d)
 
     beta_last = jnp.zeros(n_states, dtype)
-    counts0 = jnp.zeros((n_states, n_states), dtype)
-    (_, counts), (beta_rest, log_d_rest) = lax.scan(
-        backward_step,
-        (beta_last, counts0),
-        (log_emission[1:], mask[1:], log_alpha_hat[:-1]),
-        reverse=True,
+    _, (beta_rest, log_d_rest) = lax.scan(
+        backward_step, beta_last, (log_emission[1:], mask[1:]), reverse=True
     )
     log_beta_hat = jnp.concatenate([beta_rest, beta_last[None]])
     log_d = jnp.concatenate([log_d_rest, jnp.zeros((1,), dtype)])
     # beta_t = beta_hat_t * prod_{s >= t} d_s: a reversed cumulative sum.
     log_beta = log_beta_hat + jnp.cumsum(log_d[::-1])[::-1][:, None]
-
-    smoothed = _smoothed(log_alpha_hat, log_beta_hat, mask)
+    log_gamma, log_gamma_norm = _normalize(log_alpha_hat + log_beta_hat)
+    smoothed = jnp.where(mask[:, None], jnp.exp(log_gamma), 0.0)
+    # Pair posteriors p(z_t = i, z_{t+1} = j | x) share the normaliser of gamma_{t+1}
+    # (times c_{t+1}), so one exp per pair suffices, outside the sequential scans.
+    log_right = (
+        log_emission[1:]
+        + log_beta_hat[1:]
+        - _finite_or_zero(log_c[1:])[:, None]
+        - _finite_or_zero(log_gamma_norm[1:])[:, None]
+    )
+    log_right = jnp.where(mask[1:, None], log_right, -jnp.inf)
+    counts = _pair_counts(log_alpha_hat[:-1], log_transition, log_right)
     return HMMPosterior(log_likelihood, log_alpha, log_beta, smoothed, counts)
+
+
+def _pair_counts(log_left, log_transition, log_right):
+    """``Σ_t exp(left_t[i] + log A[i, j] + right_t[j])`` over time, in blocks.
+
+    Vectorised over a block of steps (fast on any device), scanned over blocks so
+    memory stays at ``block × K²``.
+    """
+    n_pairs, n_states = log_left.shape
+    if n_pairs == 0:
+        return jnp.zeros((n_states, n_states), log_left.dtype)
+    block = max(1, min(n_pairs, 4096 // n_states))
+    n_blocks = -(-n_pairs // block)
+    padding = ((0, n_blocks * block - n_pairs), (0, 0))
+    log_left = jnp.pad(log_left, padding, constant_values=-jnp.inf)
+    log_right = jnp.pad(log_right, padding, constant_values=-jnp.inf)
+
+    def add_block(total, pair):
+        left, right = pair
+        return total + jnp.exp(left[:, :, None] + log_transition + right[:, None, :]).sum(0), None
+
+    total, _ = lax.scan(
+        add_block,
+        jnp.zeros((n_states, n_states), log_left.dtype),
+        (log_left.reshape(n_blocks, block, n_states), log_right.reshape(n_blocks, block, n_states)),
+    )
+    return total
 
 
 @jax.jit
