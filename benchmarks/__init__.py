@@ -1,0 +1,1 @@
+"""Benchmarks for jaxem and its peer libraries (see ``benchmarks/README.md``)."""
