@@ -48,8 +48,9 @@ __all__ = [
     "INIT_TRANSITIONS",
 ]
 
-#: Forward-backward algorithms: sequential ``lax.scan`` or ``lax.associative_scan``.
-ALGORITHMS = ("scan", "associative")
+#: Forward-backward algorithms: sequential ``lax.scan``, ``lax.associative_scan``, or
+#: blocked (two-level) scans.
+ALGORITHMS = ("scan", "associative", "blocked")
 #: Initial start / transition probabilities.
 INIT_TRANSITIONS = ("random", "uniform", "dirichlet")
 
@@ -112,9 +113,13 @@ class HMM:
         ``jaxem.gaussian(..., reg_covar=0.0, map_prior=True)``.
     n_states : int
         Number of hidden states.
-    algorithm : {"scan", "associative"}
-        Forward-backward by a sequential ``lax.scan`` (O(T K²) work) or by
-        ``lax.associative_scan`` (O(log T) depth, O(T K³) work; for accelerators).
+    algorithm : {"scan", "associative", "blocked"}
+        Forward-backward by a sequential ``lax.scan`` (O(T K²) work), by
+        ``lax.associative_scan`` (O(log T) depth, O(T K³) work; for accelerators), or
+        by :func:`~jaxem.models.hmm_inference.blocked_forward_backward` (about
+        ``5 sqrt(T)`` sequential steps, O(T K³) work; for a few long sequences on a
+        CPU, approximate when zero transitions meet emission spreads beyond ~80 nats
+        in float32). Decoding uses the sequential Viterbi for "blocked".
     update : str
         Parameters updated by the M-step, hmmlearn's letters: ``"s"`` start
         probabilities, ``"t"`` transitions, and the family's emission letters
@@ -296,7 +301,9 @@ class HMM:
         """Viterbi paths ``(S, T)`` (0 on padding) and their log-probabilities ``(S,)``."""
         log_emission, valid, _ = self._log_emissions(params, observations, mask)
         decoder = (
-            hmm_inference.viterbi if self.algorithm == "scan" else hmm_inference.parallel_viterbi
+            hmm_inference.parallel_viterbi
+            if self.algorithm == "associative"
+            else hmm_inference.viterbi
         )
         return jax.vmap(decoder, in_axes=(None, None, 0, 0))(
             _log(params.startprob), _log(params.transmat), log_emission, valid
@@ -337,11 +344,11 @@ class HMM:
     def _posteriors(self, params, data):
         observations, mask = data
         log_emission, valid, features = self._log_emissions(params, observations, mask)
-        smoother = (
-            hmm_inference.forward_backward
-            if self.algorithm == "scan"
-            else hmm_inference.parallel_forward_backward
-        )
+        smoother = {
+            "scan": hmm_inference.forward_backward,
+            "associative": hmm_inference.parallel_forward_backward,
+            "blocked": hmm_inference.blocked_forward_backward,
+        }[self.algorithm]
         posterior = jax.vmap(smoother, in_axes=(None, None, 0, 0))(
             _log(params.startprob), _log(params.transmat), log_emission, valid
         )

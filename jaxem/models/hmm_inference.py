@@ -17,10 +17,15 @@ The ``parallel_*`` variants compute the same quantities with ``jax.lax.associati
 in ``O(log T)`` depth (Hassan, Särkkä & García-Fernández, 2021, "Temporal parallelization
 of inference in hidden Markov models"), at the price of ``O(T K^3)`` work instead of
 ``O(T K^2)``: use them on accelerators with long sequences and few states.
+
+:func:`blocked_forward_backward` cuts time into about ``sqrt(T)`` blocks handled in
+parallel, so its scans take about ``5 sqrt(T)`` steps instead of ``2 T``, also at
+``O(T K^3)`` work: use it on a CPU for a few long sequences.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -32,6 +37,7 @@ __all__ = [
     "HMMPosterior",
     "forward_backward",
     "parallel_forward_backward",
+    "blocked_forward_backward",
     "viterbi",
     "parallel_viterbi",
 ]
@@ -577,3 +583,324 @@ def parallel_viterbi(log_initial, log_transition, log_emission, mask=None) -> tu
     paths = lax.associative_scan(compose, maps, reverse=True)
     states = paths[:, 0]
     return jnp.where(mask, states, 0), log_prob
+
+
+# ------------------------------------------------------------------------- blocked
+
+
+def _default_block_size(n_moves):
+    """About ``sqrt(T)`` steps per block, the measured optimum on a 2-core CPU."""
+    return max(1, int(round(float(np.sqrt(max(n_moves, 1))))))
+
+
+#: Rows of a block product may lag its largest entry by this many nats before being
+#: rescaled on their own (each rescaling adds a rounding error to the row's offset).
+_LAG = 10.0
+
+
+def _block_products(transition, log_emission, valid):
+    """Directions of the products ``P_b = M_{first} ... M_{last}`` of every block.
+
+    ``M_t = A diag(p(x_t | .))``; padded steps are the identity. Inputs are in step
+    layout ``(L, B, ...)``. Returns ``(P_hat, R)`` with ``P_b[i, j] ∝ P_hat[i, j]
+    exp(R[i])``: each live row of ``P_hat`` has maximum 1 and ``R`` ``(B, K)`` holds the
+    rows' relative log-scales (messages only need the direction, so the common scale
+    is dropped).
+
+    Emissions are exponentiated relative to the step's best state and floored at
+    ``tiny K e^(2 + _LAG)`` (about ``e^-72`` in float32, ``e^-690`` in float64): a row
+    of the running product then never underflows to zero while its predicted mass is
+    positive.
+    """
+    _, n_blocks, n_states = log_emission.shape
+    dtype = log_emission.dtype
+    floor = float(np.log(jnp.finfo(dtype).tiny) + np.log(n_states) + 2.0 + _LAG)
+    shift = _finite_or_zero(jnp.max(log_emission, axis=-1))
+    scaled = jnp.exp(jnp.maximum(log_emission - shift[..., None], floor))
+
+    # The carry X holds the product up to row scalings; dividing by them is deferred
+    # to the next step, where it fuses with the emission scaling. Rows are divided by
+    # the block's largest entry, so their relative sizes stay exact, unless a row lags
+    # it by more than e^_LAG: that row is divided by its own maximum and the log-ratio
+    # goes to its offset. Rows thus start each step with maximum in [e^-_LAG, 1].
+    def step(carry, inputs):
+        x, offset = carry
+        b, ok = inputs
+        row_max = jnp.max(x, axis=-1)
+        top = jnp.max(row_max, axis=-1, keepdims=True)
+        top = jnp.where(top > 0, top, 1.0)
+        lagging = (row_max < top * np.exp(-_LAG)) & (row_max > 0)
+        divisor = jnp.where(lagging, row_max, top)
+        # Rescale before the emissions, which may be as small as e^floor.
+        new = (jnp.matmul(x, transition) * (1.0 / divisor)[..., None]) * b[:, None, :]
+        lag = jnp.where(lagging, jnp.log(jnp.where(lagging, row_max / top, 1.0)), 0.0)
+        lag = jnp.where(row_max > 0, lag, -jnp.inf)
+        new_carry = (
+            jnp.where(ok[:, None, None], new, x),
+            jnp.where(ok[:, None], offset + lag, offset),
+        )
+        return new_carry, None
+
+    eye = jnp.broadcast_to(jnp.eye(n_states, dtype=dtype), (n_blocks, n_states, n_states))
+    init = (eye, jnp.zeros((n_blocks, n_states), dtype))
+    (x, offset), _ = lax.scan(step, init, (scaled, valid), unroll=4)
+    row_max = jnp.max(x, axis=-1)
+    live = row_max > 0
+    safe_max = jnp.where(live, row_max, 1.0)
+    offset = offset + jnp.where(live, jnp.log(safe_max), -jnp.inf)
+    offset = offset - _finite_or_zero(jnp.max(offset, axis=-1))[:, None]
+    return x / safe_max[..., None], offset
+
+
+def _max_normalize(log_p):
+    """Shift log-weights to maximum 0 (all ``-inf`` stays); returns them and the shift."""
+    top = jnp.max(log_p, axis=-1)
+    return log_p - _finite_or_zero(top)[..., None], top
+
+
+def _lse0(log_p):
+    """``logsumexp`` over the last axis with ``-inf`` replaced by 0 (for differences)."""
+    return _finite_or_zero(jax.nn.logsumexp(log_p, axis=-1))
+
+
+def _split_matmul(left, right):
+    """``left.T @ right`` for ``left`` in ``[0, 1]`` and ``0 <= right <= 1 / tiny``.
+
+    ``right`` is split at ``sqrt(max)`` into two parts so no partial sum overflows; the
+    second comes back pre-divided by that ``sqrt(max)``.
+    """
+    log_cap = float(np.log(jnp.finfo(right.dtype).max) / 2)
+    cap = jnp.asarray(np.exp(log_cap), right.dtype)
+    low = jnp.minimum(right, cap)
+    high = (right - low) / cap
+    return left.T @ low, left.T @ high, cap
+
+
+@functools.partial(jax.jit, static_argnames=("block_size",))
+def blocked_forward_backward(
+    log_initial, log_transition, log_emission, mask=None, block_size=None
+) -> HMMPosterior:
+    """Forward-backward smoothing in blocks: about ``5 sqrt(T)`` sequential steps.
+
+    Time is cut into ``B`` blocks of ``L`` steps (the end padded with masked steps, which
+    are identity transitions). (1) For all blocks at once, a ``lax.scan`` over the ``L``
+    in-block steps multiplies the step matrices ``M_t = A diag(p(x_t | .))`` in
+    probability space, renormalised every step by its largest entry (a row lagging it
+    by more than ``e^10`` is renormalised on its own, its log-offset kept apart).
+    (2) Two short scans over the ``B`` blocks carry ``K``-vectors through these
+    products: the direction of the forward message entering every block and of the
+    backward message leaving it. (3) For all blocks at once, a scan over the ``L``
+    steps runs the exact forward and backward recursions from those boundary
+    messages, with emissions added in log space and messages renormalised every step;
+    their log-normalisers are chained across blocks (in total mass, as in
+    :func:`forward_backward`), so the log-likelihood and the messages' scales never
+    depend on the block products' scales. Smoothed marginals and expected transition
+    counts then cost a few vectorised passes and one ``(K, T) @ (T, K)`` matmul.
+
+    The work is ``O(T K^3)`` (phase 1) against ``O(T K^2)`` for :func:`forward_backward`,
+    but in ``3 L + 2 B`` scan steps of batched matmuls instead of ``2 T`` tiny ones: it
+    pays off on a CPU for a few long sequences, where the sequential scan is bound by
+    per-step overhead; with many sequences or restarts batched together the sequential
+    scan is already efficient (see the Notes).
+
+    Parameters
+    ----------
+    log_initial : Array
+        ``(K,)`` initial-state log-probabilities.
+    log_transition : Array
+        ``(K, K)`` transition log-probabilities, rows are from-states; rows must be
+        distributions (sum to one), exact zeros are allowed.
+    log_emission : Array
+        ``(T, K)`` emission log-likelihoods ``log p(x_t | z_t = k)``.
+    mask : Array, optional
+        ``(T,)`` bool, ``True`` on valid steps; padding may only trail the valid steps.
+    block_size : int, optional
+        Steps per block ``L`` (static: each value compiles anew). Default
+        ``round(sqrt(T - 1))``, the measured optimum.
+
+    Returns
+    -------
+    HMMPosterior
+        Same fields as :func:`forward_backward`, equal up to rounding within the limits
+        below.
+
+    See Also
+    --------
+    forward_backward : Sequential, exact in log space for any emission spread.
+    parallel_forward_backward : ``O(log T)`` depth, for accelerators.
+
+    Notes
+    -----
+    Numeric limits. Messages are multiplied in probability space, so within one step
+    the states whose (message + emission) log-weight lies more than about 87 nats
+    (float32; 708 in float64) below the best state's are dropped from that matrix or
+    vector product. In phase 1 emissions are also floored at about ``e^-72`` (float32;
+    ``e^-690`` in float64) relative to the step's best, so that no row of a block
+    product underflows to zero. When transitions are dense this is exact to rounding
+    even with huge emission spreads (the dropped terms are below float resolution). It
+    is *not* exact when (near-)zero transition probabilities meet emission spreads
+    beyond that range: then a state reachable only through dropped states is treated
+    as unreachable for that step. The result stays finite and NaN-free and the
+    expected counts still sum to the number of valid pairs, but the log-likelihood and
+    posteriors are approximate. Measured in float32 on T = 10,000, K = 100, emissions
+    uniform in ``±1e4`` (``|log p| ≈ 1e8``): with a dense ``A`` the log-likelihood
+    matches the float64 reference to 2 nats (:func:`forward_backward`: 2 nats); with
+    40% of ``A`` exactly zero it is finite but ``4.2e5`` nats (``4e-3`` relative) too
+    low and some posteriors are wrong (:func:`forward_backward`: 10 nats). Use
+    :func:`forward_backward` for such models. In ordinary float32 cases (T = 100,000,
+    K = 16) the accuracy matches :func:`forward_backward`'s: smoothed marginals within
+    ``6e-7`` and the log-likelihood within ``4e-4`` of float64.
+
+    Timing (2-core CPU, float32, K = 16, jit): one sequence of T = 100,000 runs about
+    3x faster than :func:`forward_backward`; 100 sequences of T = 1,000, or 8 vmapped
+    restarts of T = 100,000, gain only 1.1-1.5x, because batching already amortises
+    the sequential scan's per-step overhead while the blocked one does ``K`` times
+    more arithmetic.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> from jaxem.models.hmm_inference import blocked_forward_backward
+    >>> log_initial = jnp.log(jnp.array([0.6, 0.4]))
+    >>> log_transition = jnp.log(jnp.array([[0.7, 0.3], [0.2, 0.8]]))
+    >>> log_emission = jnp.log(jnp.array([[0.9, 0.1], [0.2, 0.7], [0.1, 0.8]]))
+    >>> post = blocked_forward_backward(log_initial, log_transition, log_emission)
+    >>> print(round(float(post.log_likelihood), 4))
+    -2.1754
+    >>> print(np.round(np.asarray(post.smoothed), 3))
+    [[0.865 0.135]
+     [0.211 0.789]
+     [0.072 0.928]]
+
+    Any block size gives the same result, padding included:
+
+    >>> padded = jnp.concatenate([log_emission, jnp.zeros((4, 2))])
+    >>> mask = jnp.arange(7) < 3
+    >>> post = blocked_forward_backward(
+    ...     log_initial, log_transition, padded, mask, block_size=2
+    ... )
+    >>> print(round(float(post.log_likelihood), 4))
+    -2.1754
+    >>> print(np.round(np.asarray(post.transition_counts), 3))
+    [[0.254 0.822]
+     [0.028 0.896]]
+    """
+    log_initial, log_transition, log_emission, mask = _prepare(
+        log_initial, log_transition, log_emission, mask
+    )
+    n_steps, n_states = log_emission.shape
+    dtype = log_initial.dtype
+    n_moves = n_steps - 1
+    length = _default_block_size(n_moves) if block_size is None else int(block_size)
+    if length < 1:
+        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+    length = min(length, max(n_moves, 1))
+    n_blocks = -(-max(n_moves, 1) // length)
+    padding = n_blocks * length - n_moves
+
+    transition = jnp.exp(log_transition)
+    # Step layout (L, B, ...): entry [l, b] is step s = 1 + b L + l (M_s maps t = s - 1
+    # to s), so the scans over in-block steps read and write whole slices.
+    log_e = jnp.pad(log_emission[1:], ((0, padding), (0, 0)))
+    valid = jnp.pad(mask[1:], (0, padding))
+    log_e, valid = (
+        jnp.swapaxes(x.reshape((n_blocks, length) + x.shape[1:]), 0, 1) for x in (log_e, valid)
+    )
+
+    def to_time(x):
+        """``(L, B, ...)`` step layout to ``(B L, ...)`` time order."""
+        return jnp.swapaxes(x, 0, 1).reshape((n_blocks * length,) + x.shape[2:])
+
+    # (1) Direction of every block's product of step matrices, all blocks at once.
+    p_hat, offset = _block_products(transition, log_e, valid)
+
+    # (2) Directions of the messages at block boundaries, sequentially over blocks.
+    # Unlike the in-block normalisers, the first one is kept on an all-padding sequence
+    # (log_alpha is then log_initial throughout, as in forward_backward).
+    first_hat, first_scale = _max_normalize(log_initial + log_emission[0])
+
+    def across_forward(hat, block):
+        p, off = block
+        weights, _ = _max_normalize(hat + off)
+        new_hat, _ = _max_normalize(jnp.log(jnp.exp(weights) @ p))
+        return new_hat, hat
+
+    _, in_hat = lax.scan(across_forward, first_hat, (p_hat, offset))
+
+    def across_backward(hat, block):
+        p, off = block
+        new_hat, _ = _max_normalize(jnp.log(p @ jnp.exp(hat)) + off)
+        return new_hat, hat
+
+    zeros = jnp.zeros(n_states, dtype)
+    _, out_hat = lax.scan(across_backward, zeros, (p_hat, offset), reverse=True)
+
+    # (3) Messages inside every block, in log space, all blocks at once.
+    def inside_forward(hat, inputs):
+        e, ok = inputs
+        weights = jnp.exp(hat)
+        pred = weights @ transition
+        new_hat, norm = _max_normalize(jnp.log(pred) + e)
+        new_hat = jnp.where(ok[:, None], new_hat, hat)
+        norm = jnp.where(ok, norm, 0.0)
+        return new_hat, (new_hat, norm, weights, pred)
+
+    _, (alpha_hat, alpha_norm, weights, pred) = lax.scan(inside_forward, in_hat, (log_e, valid))
+
+    def inside_backward(hat, inputs):
+        e, ok = inputs
+        weights, top = _max_normalize(hat + e)
+        new_hat, norm = _max_normalize(jnp.log(jnp.exp(weights) @ transition.T))
+        new_hat = jnp.where(ok[:, None], new_hat, hat)
+        norm = jnp.where(ok, _finite_or_zero(top) + norm, 0.0)
+        norm = jnp.where(jnp.isfinite(top), norm, -jnp.inf)
+        return new_hat, (new_hat, norm)
+
+    # beta_hat[l, b] is the message at time s - 1 = b L + l.
+    _, (beta_hat, beta_norm) = lax.scan(inside_backward, out_hat, (log_e, valid), reverse=True)
+
+    # Scales chain the exact in-block normalisers: block b starts where block b - 1
+    # ended, in total mass p(x_{1:t}) (forward) and in sum_k alpha_t beta_t (backward).
+    forward_jump = _lse0(alpha_hat[-1, :-1]) - _lse0(in_hat[1:])
+    forward_step = jnp.sum(alpha_norm, axis=0)[:-1] + forward_jump
+    in_scale = jnp.cumsum(jnp.concatenate([first_scale[None], forward_step]))
+    backward_jump = _lse0(in_hat[1:] + beta_hat[0, 1:]) - _lse0(in_hat[1:] + out_hat[:-1])
+    backward_step = jnp.sum(beta_norm, axis=0)[1:] + backward_jump
+    out_scale = jnp.cumsum(jnp.concatenate([backward_step, jnp.zeros(1, dtype)])[::-1])[::-1]
+    alpha_scale = in_scale + jnp.cumsum(alpha_norm, axis=0)
+    beta_scale = out_scale + jnp.cumsum(beta_norm[::-1], axis=0)[::-1]
+
+    log_alpha = jnp.concatenate(
+        [(first_hat + first_scale)[None], to_time(alpha_hat + alpha_scale[..., None])]
+    )[:n_steps]
+    log_beta = jnp.concatenate([to_time(beta_hat + beta_scale[..., None]), zeros[None]])[:n_steps]
+    if n_steps == 1:
+        last_hat, last_scale = first_hat, first_scale
+    else:
+        last_hat = alpha_hat[(n_steps - 2) % length, (n_steps - 2) // length]
+        last_scale = alpha_scale[(n_steps - 2) % length, (n_steps - 2) // length]
+    log_likelihood = jax.nn.logsumexp(last_hat) + last_scale
+    log_likelihood = jnp.where(mask[0], log_likelihood, 0.0)
+
+    def posterior(log_joint, ok):
+        joint = jnp.exp(_max_normalize(log_joint)[0])
+        total = jnp.sum(joint, axis=-1, keepdims=True)
+        return jnp.where(ok[..., None], joint / jnp.where(total > 0, total, 1.0), 0.0)
+
+    first_gamma = posterior(first_hat + beta_hat[0, 0], mask[0])
+    beta_next = jnp.concatenate([beta_hat[1:], out_hat[None]])
+    gamma = posterior(alpha_hat + beta_next, valid)
+    smoothed = jnp.concatenate([first_gamma[None], to_time(gamma)])[:n_steps]
+
+    # xi_t[i, j] = u_t[i] A[i, j] gamma_{t+1}[j] / pred_{t+1}[j], where u_t is the message
+    # forward step t + 1 started from and pred_{t+1} = u_t A: one matmul over time, and
+    # each pair posterior sums to one even across block boundaries.
+    # pred >= tiny unless (near-)zero transitions starve a state; the clamp keeps the
+    # ratio finite (at most 1 / tiny) even then.
+    tiny = jnp.finfo(dtype).tiny
+    ratio = jnp.where(pred > 0, gamma / jnp.maximum(pred, tiny), 0.0)
+    flat_steps = (n_blocks * length, n_states)
+    low, high, cap = _split_matmul(weights.reshape(flat_steps), ratio.reshape(flat_steps))
+    counts = transition * low + (transition * high) * cap
+    return HMMPosterior(log_likelihood, log_alpha, log_beta, smoothed, counts)
