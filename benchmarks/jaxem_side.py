@@ -206,4 +206,5 @@ def run_hmm(
         for r in range(restarts)
     ]
     note = f"one compiled program, restarts batched, {algorithm} forward-backward"
-    return _finish("jaxem", x3, fits, seconds, times, compile_s, note)
+    name = "jaxem" if algorithm == "scan" else f"jaxem-{algorithm}"
+    return _finish(name, x3, fits, seconds, times, compile_s, note)
