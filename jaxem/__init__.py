@@ -16,7 +16,7 @@ from jaxem.engine import (
     RestartSummary,
     fit,
 )
-from jaxem.estimators import CategoricalHMM, GaussianHMM, GaussianMixture, PoissonHMM
+from jaxem.estimators import CategoricalHMM, GaussianHMM, GaussianMixture, KMeans, PoissonHMM
 from jaxem.families import (
     Categorical,
     CategoricalParams,
@@ -31,7 +31,7 @@ from jaxem.families import (
 from jaxem.models import (
     HMM,
     HMMParams,
-    KMeans,
+    KMeansModel,
     KMeansParams,
     Mixture,
     MixtureParams,
@@ -68,6 +68,7 @@ __all__ = [
     "MixtureParams",
     "kmeans",
     "KMeans",
+    "KMeansModel",
     "KMeansParams",
     "categorical",
     "Categorical",

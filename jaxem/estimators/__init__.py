@@ -2,5 +2,6 @@
 
 from jaxem.estimators.gaussian_mixture import GaussianMixture
 from jaxem.estimators.hmm import CategoricalHMM, GaussianHMM, PoissonHMM
+from jaxem.estimators.kmeans import KMeans
 
-__all__ = ["GaussianMixture", "GaussianHMM", "CategoricalHMM", "PoissonHMM"]
+__all__ = ["GaussianMixture", "GaussianHMM", "CategoricalHMM", "PoissonHMM", "KMeans"]

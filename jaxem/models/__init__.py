@@ -8,7 +8,7 @@ from jaxem.models.hmm import (
     hmm,
     pad_sequences,
 )
-from jaxem.models.kmeans import KMeans, KMeansParams, KMeansStats, kmeans, kmeans_plusplus
+from jaxem.models.kmeans import KMeansModel, KMeansParams, KMeansStats, kmeans, kmeans_plusplus
 from jaxem.models.mixture import Mixture, MixtureHyper, MixtureParams, MixtureStats, mixture
 
 __all__ = [
@@ -18,7 +18,7 @@ __all__ = [
     "HMMStats",
     "hmm",
     "pad_sequences",
-    "KMeans",
+    "KMeansModel",
     "KMeansParams",
     "KMeansStats",
     "kmeans",

@@ -35,7 +35,7 @@ from jaxem.families.categorical import Categorical, CategoricalParams
 from jaxem.families.gaussian import Gaussian
 from jaxem.families.poisson import Poisson, PoissonParams
 from jaxem.models import hmm_inference
-from jaxem.models.kmeans import KMeans, kmeans_plusplus, lloyd
+from jaxem.models.kmeans import KMeansModel, kmeans_plusplus, lloyd
 
 __all__ = [
     "HMM",
@@ -383,7 +383,11 @@ class HMM:
             chunk_size = frames.shape[0]
             chunks = _iterate.make_chunks(frames, frame_weights, chunk_size)
             means = lloyd(
-                KMeans(n_states), seeds, chunks, max_iter=self.kmeans_max_iter, tol=hyper.kmeans_tol
+                KMeansModel(n_states),
+                seeds,
+                chunks,
+                max_iter=self.kmeans_max_iter,
+                tol=hyper.kmeans_tol,
             )
             mean = frame_weights @ frames / total
             centred = (frames - mean) * jnp.sqrt(frame_weights)[:, None]

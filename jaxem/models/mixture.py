@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from jaxem import _iterate, ops
 from jaxem.families.base import Family, component_log_densities
-from jaxem.models.kmeans import KMeans, kmeans_plusplus, lloyd, random_rows, squared_distances
+from jaxem.models.kmeans import KMeansModel, kmeans_plusplus, lloyd, random_rows, squared_distances
 
 __all__ = ["Mixture", "MixtureParams", "MixtureStats", "MixtureHyper", "mixture", "INIT_METHODS"]
 
@@ -125,7 +125,7 @@ class Mixture:
         if self.init_method == "kmeans":
             seeds, _ = kmeans_plusplus(key, x, weights, n_components)
             centers = lloyd(
-                KMeans(n_components),
+                KMeansModel(n_components),
                 seeds,
                 chunks,
                 max_iter=self.kmeans_max_iter,

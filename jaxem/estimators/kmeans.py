@@ -1,0 +1,499 @@
+"""``jaxem.KMeans``: a drop-in for :class:`sklearn.cluster.KMeans`.
+
+The estimator validates numpy input, runs all ``n_init`` initialisations as
+batched restarts of one :func:`jaxem.fit` call over the :func:`jaxem.kmeans`
+model (Lloyd's algorithm as hard EM), finishes with a final assignment step from
+every restart's final centres, keeps the restart of lowest inertia and stores
+scikit-learn's fitted attributes.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from numbers import Integral, Real
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_array, check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _check_sample_weight, _is_arraylike_not_scalar
+
+from jaxem import _iterate, engine
+from jaxem.engine import CONVERGED, NON_FINITE
+from jaxem.estimators import _validation
+from jaxem.models.kmeans import KMeansParams, kmeans, nearest_centers
+
+__all__ = ["KMeans"]
+
+
+class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
+    """k-means clustering by batched Lloyd iterations; a drop-in for scikit-learn's.
+
+    Same parameters, defaults, fitted attributes, methods, warnings and error
+    messages as :class:`sklearn.cluster.KMeans`; the ``n_init`` initialisations run
+    at once as batched restarts of one compiled program (:func:`jaxem.fit`), on
+    CPU, GPU or TPU.
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+        The number of clusters and centres.
+    init : {'k-means++', 'random'}, callable or array-like of shape \
+(n_clusters, n_features), default='k-means++'
+        Seeding: greedy k-means++ (sampling weighted by ``sample_weight``), distinct
+        rows drawn with probability proportional to ``sample_weight``, the given
+        centres, or ``init(X, n_clusters, random_state=random_state)`` called once
+        per initialisation (``X`` is the centred data, as in scikit-learn).
+    n_init : 'auto' or int, default='auto'
+        Number of initialisations, run as batched restarts; the one of lowest final
+        inertia is kept. ``'auto'`` means 1 for ``init='k-means++'`` or an array and
+        10 for ``init='random'`` or a callable (scikit-learn 1.9's rule).
+    max_iter : int, default=300
+        Lloyd iterations per initialisation.
+    tol : float, default=1e-4
+        Relative tolerance: an initialisation stops when the summed squared shift of
+        its centres is at most ``tol`` times the mean per-feature variance of ``X``,
+        or when no label changes.
+    verbose : int, default=0
+        Print scikit-learn's per-iteration lines (reconstructed after the batched run).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisations.
+    copy_x : bool, default=True
+        Accepted for compatibility; ``X`` is never modified (it is copied to the device).
+    algorithm : {'lloyd', 'elkan'}, default='lloyd'
+        Accepted for compatibility; both run Lloyd's algorithm (Elkan's triangle
+        inequality bounds give the same result, and on accelerators the dense batched
+        assignment step is faster than bound bookkeeping).
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray of shape (n_clusters, n_features)
+        Coordinates of the cluster centres.
+    labels_ : ndarray of shape (n_samples,), int32
+        Cluster of every training row, from a final assignment with ``cluster_centers_``.
+    inertia_ : float
+        Sum of squared distances of the rows to their closest centre, weighted by
+        ``sample_weight``.
+    n_iter_ : int
+        Iterations run by the kept initialisation.
+    n_features_in_ : int
+        Number of features seen during :meth:`fit`.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during :meth:`fit`, when ``X`` has string column names.
+
+    See Also
+    --------
+    jaxem.kmeans : the functional model, for :func:`jaxem.fit`.
+
+    Notes
+    -----
+    **Algorithm.** Each iteration assigns every row to its nearest centre (lowest
+    index on ties) and moves each centre to the weighted mean of its rows; an
+    empty cluster is re-seeded with the row farthest from its centre, as
+    scikit-learn does. The data is centred (its mean subtracted) before fitting,
+    as scikit-learn does, and :meth:`predict`, :meth:`transform` and :meth:`score`
+    centre with the same offset.
+
+    **Choosing the initialisation.** The engine tracks ``-inertia / total weight``
+    of the centres *before* each iteration's update. The estimator therefore runs
+    a final assignment step with every initialisation's final centres, keeps the
+    one of lowest final inertia (ties to the lowest index), and computes
+    ``labels_`` and ``inertia_`` from those centres, exactly as :meth:`predict` and
+    :meth:`score` would; ``fit_predict(X)`` equals ``fit(X).predict(X)``.
+
+    **Precision.** jaxem computes in float64 only when ``X`` is float64 *and*
+    JAX's 64-bit mode is on; otherwise in float32, and the fitted arrays are
+    float32. It never changes that global flag itself.
+
+    **Differences from scikit-learn.** Random initialisations use JAX's random
+    generator, so for a given ``random_state`` they differ from scikit-learn's
+    (fits from the same ``init`` array agree). A cluster left empty when every
+    row already sits on a centre keeps its previous centre (scikit-learn moves it
+    onto the largest cluster's). Sparse input is not accepted.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from jaxem import KMeans
+    >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+    >>> km = KMeans(n_clusters=2, random_state=0).fit(X)
+    >>> print(np.sort(km.cluster_centers_, axis=0))
+    [[ 1.  2.]
+     [10.  2.]]
+    >>> km.predict([[0, 0], [12, 3]]) == km.predict([[1, 2], [10, 2]])
+    array([ True,  True])
+    >>> km.inertia_
+    16.0
+    """
+
+    _parameter_constraints: dict = {
+        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        "init": [StrOptions({"k-means++", "random"}), callable, "array-like"],
+        "n_init": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "random_state": ["random_state"],
+        "copy_x": ["boolean"],
+        "algorithm": [StrOptions({"lloyd", "elkan"})],
+    }
+
+    def __init__(
+        self,
+        n_clusters=8,
+        *,
+        init="k-means++",
+        n_init="auto",
+        max_iter=300,
+        tol=1e-4,
+        verbose=0,
+        random_state=None,
+        copy_x=True,
+        algorithm="lloyd",
+    ):
+        self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.random_state = random_state
+        self.copy_x = copy_x
+        self.algorithm = algorithm
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Outputs are float32 unless JAX's 64-bit mode is on (then float64 input stays).
+        preserved = ["float64", "float32"] if _validation.x64_enabled() else ["float32"]
+        tags.transformer_tags.preserves_dtype = preserved
+        return tags
+
+    # -- fitting ---------------------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, sample_weight=None):
+        """Compute k-means clustering with ``n_init`` batched restarts.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training rows.
+        y : Ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of every row (None: all ones). Used by the
+            'k-means++' and 'random' seeding, not by an array or callable ``init``.
+
+        Returns
+        -------
+        self : KMeans
+            The fitted estimator.
+
+        Warns
+        -----
+        ConvergenceWarning
+            If fewer distinct clusters than ``n_clusters`` were found.
+        RuntimeWarning
+            If ``init`` is an array and ``n_init`` is not 1 (only one init runs), or
+            ``algorithm='elkan'`` with one cluster (Lloyd is used).
+        """
+        X = _validation.check_data(self, X, reset=True)
+        n_samples, n_features = X.shape
+        n_clusters = int(self.n_clusters)
+        if n_samples < n_clusters:
+            raise ValueError(f"n_samples={n_samples} should be >= n_clusters={n_clusters}.")
+        sample_weight = _check_sample_weight(
+            sample_weight, X, dtype=X.dtype, ensure_non_negative=True
+        )
+        n_init = self._resolve_n_init()
+        if self.algorithm == "elkan" and n_clusters == 1:
+            warnings.warn(
+                "algorithm='elkan' doesn't make sense for a single cluster. Using 'lloyd' instead.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        dtype = _validation.compute_dtype(X.dtype)
+        random_state = check_random_state(self.random_state)
+
+        # Centre the data (scikit-learn does too): the distances expanded as
+        # |x|² - 2 x·c + |c|² stay accurate in float32.
+        offset = X.mean(axis=0, dtype=np.float64)
+        centred = X - offset.astype(X.dtype)
+        x, _ = _validation.pad_rows(centred, dtype)
+        weights = jnp.asarray(np.pad(sample_weight, (0, x.shape[0] - n_samples)), dtype)
+        # scikit-learn's _tolerance: tol times the mean per-feature variance of X.
+        tol = 0.0 if self.tol == 0 else float(self.tol) * float(np.var(centred, axis=0).mean())
+
+        init_params = self._initial_centers(centred, offset, n_init, random_state, dtype)
+        model = kmeans(n_clusters, init="random" if self._init_name() == "random" else "k-means++")
+        key = _validation.random_key(random_state)
+        result = engine.fit(
+            model,
+            x,
+            key=key,
+            n_restarts=n_init,
+            max_iter=int(self.max_iter),
+            tol=tol,
+            weights=weights,
+            init_params=init_params,
+        )
+
+        # Final assignment with every restart's final centres; keep the lowest inertia.
+        centers = result.restarts.params.centers
+        best = 0
+        if n_init > 1:
+            chunk_size = engine.default_chunk_size(x.shape[0], n_init, n_clusters)
+            inertias = np.asarray(_restart_inertias(centers, x, weights, chunk_size=chunk_size))
+            usable = (np.asarray(result.restarts.status) != NON_FINITE) & np.isfinite(inertias)
+            best = int(np.argmin(np.where(usable, inertias, np.inf)))
+        if self.verbose:
+            self._print_trace(result, float(np.sum(sample_weight)))
+
+        self.cluster_centers_ = (np.asarray(centers[best], np.float64) + offset).astype(dtype)
+        self._offset = offset
+        # labels_ and inertia_ exactly as predict() and score() compute them.
+        chunk_size = engine.default_chunk_size(x.shape[0], 1, n_clusters)
+        labels, inertia = _labels_inertia(
+            self._centred_centers(), x, weights, chunk_size=chunk_size
+        )
+        labels = np.asarray(labels)[:n_samples]
+        distinct = len(np.unique(labels))
+        if distinct < n_clusters:
+            warnings.warn(
+                f"Number of distinct clusters ({distinct}) found smaller than "
+                f"n_clusters ({n_clusters}). Possibly due to duplicate points in X.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+        self._n_features_out = n_clusters
+        self.labels_ = labels
+        self.inertia_ = float(inertia)
+        self.n_iter_ = int(np.asarray(result.restarts.n_iter)[best])
+        return self
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit and return the cluster of every row; equal to ``fit(X).predict(X)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : Ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        return self.fit(X, sample_weight=sample_weight).labels_
+
+    def fit_transform(self, X, y=None, sample_weight=None):
+        """Fit and return the distances of every row to every centre.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : Ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        distances : ndarray of shape (n_samples, n_clusters)
+        """
+        self.fit(X, sample_weight=sample_weight)
+        return self._distances(_validation.check_data(self, X, reset=False))
+
+    def _resolve_n_init(self) -> int:
+        """scikit-learn's ``n_init`` rule, with its warning for an array ``init``."""
+        if self.n_init == "auto":
+            n_init = 10 if self._init_name() in ("random", "callable") else 1
+        else:
+            n_init = int(self.n_init)
+        if self._init_name() == "array" and n_init != 1:
+            warnings.warn(
+                "Explicit initial center position passed: performing only one init in "
+                f"{self.__class__.__name__} instead of n_init={n_init}.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            n_init = 1
+        return n_init
+
+    def _init_name(self) -> str:
+        if isinstance(self.init, str):
+            return self.init
+        return "array" if _is_arraylike_not_scalar(self.init) else "callable"
+
+    def _initial_centers(self, centred, offset, n_init, random_state, dtype):
+        """User-given initial centres in centred coordinates, or None for the model's."""
+        name = self._init_name()
+        if name == "array":
+            centers = check_array(self.init, dtype=centred.dtype, copy=True, order="C")
+            self._check_center_shape(centred, centers)
+            return KMeansParams(np.asarray(centers - offset, dtype))
+        if name == "callable":
+            stacked = []
+            for _ in range(n_init):
+                centers = self.init(centred, int(self.n_clusters), random_state=random_state)
+                centers = check_array(centers, dtype=centred.dtype, copy=False, order="C")
+                self._check_center_shape(centred, centers)
+                stacked.append(centers)
+            return KMeansParams(np.asarray(np.stack(stacked), dtype))
+        return None
+
+    def _check_center_shape(self, X, centers):
+        if centers.shape[0] != self.n_clusters:
+            raise ValueError(
+                f"The shape of the initial centers {centers.shape} does not match "
+                f"the number of clusters {self.n_clusters}."
+            )
+        if centers.shape[1] != X.shape[1]:
+            raise ValueError(
+                f"The shape of the initial centers {centers.shape} does not match "
+                f"the number of features of the data {X.shape[1]}."
+            )
+
+    def _print_trace(self, result, total_weight):
+        """scikit-learn's verbose lines, reconstructed from the batched run's trace."""
+        trace = np.asarray(result.restarts.trace)
+        n_iters = np.asarray(result.restarts.n_iter)
+        statuses = np.asarray(result.restarts.status)
+        for restart in range(trace.shape[0]):
+            print("Initialization complete")
+            for iteration in range(int(n_iters[restart])):
+                inertia = -float(trace[restart, iteration]) * total_weight
+                print(f"Iteration {iteration}, inertia {inertia}.")
+            if statuses[restart] == CONVERGED:
+                print(f"Converged at iteration {int(n_iters[restart]) - 1}.")
+
+    # -- evaluation ------------------------------------------------------------------------
+    def _test_data(self, X):
+        _validation.check_fitted(self)
+        return _validation.check_data(self, X, reset=False)
+
+    def _offset_or_zero(self):
+        offset = getattr(self, "_offset", None)
+        if offset is None:  # attributes set by hand: no centring
+            offset = np.zeros(np.shape(self.cluster_centers_)[1])
+        return offset
+
+    def _centred_centers(self):
+        """``cluster_centers_`` minus the training mean, in the computation dtype."""
+        centers = np.asarray(self.cluster_centers_)
+        dtype = _validation.compute_dtype(centers.dtype)
+        return jnp.asarray(np.asarray(centers, np.float64) - self._offset_or_zero(), dtype)
+
+    def _device_inputs(self, X):
+        """Centred, padded rows and centres in the computation dtype."""
+        centers = self._centred_centers()
+        x, mask = _validation.pad_rows(X - self._offset_or_zero().astype(X.dtype), centers.dtype)
+        return x, mask, centers
+
+    def predict(self, X):
+        """Index of the nearest centre of every row (the lowest index on ties).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), int32
+        """
+        X = self._test_data(X)
+        x, mask, centers = self._device_inputs(X)
+        chunk_size = engine.default_chunk_size(x.shape[0], 1, centers.shape[0])
+        labels, _ = _labels_inertia(centers, x, mask, chunk_size=chunk_size)
+        return np.asarray(labels)[: X.shape[0]]
+
+    def transform(self, X):
+        """Euclidean distance of every row to every centre.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        distances : ndarray of shape (n_samples, n_clusters)
+        """
+        return self._distances(self._test_data(X))
+
+    def _distances(self, X):
+        x, _, centers = self._device_inputs(X)
+        row_width = centers.shape[0] * centers.shape[1]
+        chunk_size = engine.default_chunk_size(x.shape[0], 1, row_width)
+        return np.asarray(_distances(centers, x, chunk_size=chunk_size))[: X.shape[0]]
+
+    def score(self, X, y=None, sample_weight=None):
+        """Opposite of the (weighted) inertia of ``X`` with the fitted centres.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : Ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        score : float
+        """
+        X = self._test_data(X)
+        sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
+        x, _, centers = self._device_inputs(X)
+        weights = jnp.asarray(np.pad(sample_weight, (0, x.shape[0] - X.shape[0])), x.dtype)
+        chunk_size = engine.default_chunk_size(x.shape[0], 1, centers.shape[0])
+        _, inertia = _labels_inertia(centers, x, weights, chunk_size=chunk_size)
+        return -float(inertia)
+
+
+# -- compiled helpers -----------------------------------------------------------------------
+def _row_inertia(centers, x, weights):
+    """Labels and weighted squared distances to the assigned centre, computed directly."""
+    labels, _ = nearest_centers(x, centers)
+    difference = x - centers[labels]
+    return labels, weights * jnp.sum(difference * difference, axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def _restart_inertias(centers, x, weights, *, chunk_size):
+    """``(R,)`` inertia of every restart's centres ``(R, K, D)``, chunk by chunk."""
+    chunks = _iterate.make_chunks(x, weights, chunk_size)
+
+    def per_chunk(x_chunk, weights_chunk):
+        return jax.vmap(lambda c: jnp.sum(_row_inertia(c, x_chunk, weights_chunk)[1]))(centers)
+
+    return _iterate.chunked_sum(per_chunk, chunks)
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def _labels_inertia(centers, x, weights, *, chunk_size):
+    """Labels of every row and the total weighted inertia for centres ``(K, D)``."""
+    n_rows = x.shape[0]
+    chunks = _iterate.make_chunks(x, weights, chunk_size)
+    labels, row_inertia = jax.lax.map(
+        lambda chunk: _row_inertia(centers, *chunk), (chunks.x, chunks.weights)
+    )
+    return labels.reshape(-1)[:n_rows], jnp.sum(jnp.sum(row_inertia, axis=1))
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def _distances(centers, x, *, chunk_size):
+    """``(n, K)`` Euclidean distances, from coordinate differences (no cancellation)."""
+    n_rows = x.shape[0]
+    chunks = _iterate.make_chunks(x, jnp.ones((n_rows,), x.dtype), chunk_size)
+
+    def per_chunk(x_chunk):
+        difference = x_chunk[:, None, :] - centers[None, :, :]
+        return jnp.sqrt(jnp.sum(difference * difference, axis=2))
+
+    distances = jax.lax.map(per_chunk, chunks.x)
+    return distances.reshape((-1, centers.shape[0]))[:n_rows]
