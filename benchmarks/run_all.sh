@@ -22,6 +22,8 @@ run gmm_diag_peers benchmarks.peers_gmm --preset medium-diag --iters 3 --ceiling
 # k-means (Lloyd): N=1M D=32 K=64, 8 restarts, 10 iterations.
 run kmeans benchmarks.peers_kmeans --preset full --iters 10 --ceiling \
     --peers jaxem,sklearn,torchgmm
+# k-means quality at equal wall time (jaxem n_init=8 vs scikit-learn n_init=10).
+"$PY" -m benchmarks.kmeans_equal_time --restarts 8 | tee "$OUT/kmeans_equal_time.log"
 # HMM, diagonal Gaussian emissions, D=8 K=16, 20 iterations, 1 restart.
 run hmm_long benchmarks.peers_hmm --preset medium-long --iters 20 --repeats 3 --ceiling \
     --peers jaxem,jaxem-blocked,hmmlearn,hmmlearn-log,dynamax
