@@ -14,7 +14,6 @@ __all__ = [
     "LOG_2PI",
     "tiny",
     "tree_add",
-    "tree_zeros_like",
     "tree_where",
     "tree_all_finite",
     "precision_cholesky_from_covariance",
@@ -23,7 +22,6 @@ __all__ = [
     "triu_indices",
     "vech",
     "unvech",
-    "safe_log",
     "softmax_and_logsumexp",
 ]
 
@@ -35,19 +33,9 @@ def tiny(dtype) -> float:
     return 10.0 * jnp.finfo(dtype).eps
 
 
-def safe_log(x):
-    """``log(x)`` that maps zero to ``-inf`` without a floating-point warning."""
-    return jnp.where(x > 0, jnp.log(jnp.where(x > 0, x, 1.0)), -jnp.inf)
-
-
 def tree_add(a, b):
     """Leafwise sum of two pytrees of equal structure."""
     return jax.tree.map(jnp.add, a, b)
-
-
-def tree_zeros_like(tree):
-    """A pytree of zeros shaped like ``tree`` (works on ``ShapeDtypeStruct`` leaves)."""
-    return jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), tree)
 
 
 def tree_where(condition, on_true, on_false):

@@ -21,7 +21,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from jaxem import _iterate, engine
+from jaxem import _iterate, engine, ops
 from jaxem.engine import CONVERGED
 from jaxem.estimators import _validation
 from jaxem.families.gaussian import GaussianParams, gaussian
@@ -604,8 +604,8 @@ def _evaluate_rows(model, params, x, *, chunk_size):
 
     def one_chunk(x_chunk):
         log_joint = model.log_joint(params, x_chunk)
-        log_norm = jax.nn.logsumexp(log_joint, axis=1)
-        return jnp.argmax(log_joint, axis=1), jnp.exp(log_joint - log_norm[:, None]), log_norm
+        resp, log_norm = ops.softmax_and_logsumexp(log_joint, axis=1)
+        return jnp.argmax(log_joint, axis=1), resp, log_norm
 
     values = jax.lax.map(one_chunk, chunks.x)
     return jax.tree.map(lambda leaf: leaf.reshape((-1,) + leaf.shape[2:])[:n_rows], values)
