@@ -14,9 +14,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxem import ops
+from jaxem.contract import STATUS_MESSAGES, Chunks, Status
 
 __all__ = [
     "Chunks",
+    "Status",
+    "trace_length",
     "LoopState",
     "RUNNING",
     "CONVERGED",
@@ -29,46 +32,22 @@ __all__ = [
     "run_em",
 ]
 
-RUNNING, CONVERGED, MAX_ITER, NON_FINITE = 0, 1, 2, 3
-STATUS_MESSAGES = {
-    RUNNING: "running",
-    CONVERGED: "converged",
-    MAX_ITER: "reached max_iter before converging",
-    NON_FINITE: "non-finite log-likelihood or parameters",
-}
-
-
-class Chunks(NamedTuple):
-    """Data cut into equal chunks along its first axis.
-
-    ``x`` is any pytree whose leaves have shape ``(n_chunks, chunk_size, ...)``;
-    ``weights`` has shape ``(n_chunks, chunk_size)``. Padding rows have weight 0.
-    """
-
-    x: Any
-    weights: jax.Array
-
-    @property
-    def n_chunks(self) -> int:
-        return self.weights.shape[0]
-
-    @property
-    def chunk_size(self) -> int:
-        return self.weights.shape[1]
-
-    def flat(self):
-        """``(x, weights)`` with the chunk axes merged (a reshape, no copy)."""
-        merge = lambda leaf: leaf.reshape((-1,) + leaf.shape[2:])  # noqa: E731
-        return jax.tree.map(merge, self.x), self.weights.reshape(-1)
+RUNNING, CONVERGED, MAX_ITER, NON_FINITE = (int(status) for status in Status)
 
 
 def make_chunks(x, weights, chunk_size: int) -> Chunks:
-    """Pad rows to a multiple of ``chunk_size`` with zero weight and reshape."""
+    """Pad rows to a multiple of ``chunk_size`` with zero weight and reshape.
+
+    Rows of weight 0 are zeroed: padding may hold anything (even 1e30 or NaN)
+    and must change nothing, and ``0 · inf`` would.
+    """
     n_rows = weights.shape[0]
     n_chunks = max(1, -(-n_rows // chunk_size))
     padding = n_chunks * chunk_size - n_rows
+    used = weights > 0
 
     def cut(leaf):
+        leaf = jnp.where(used.reshape((-1,) + (1,) * (leaf.ndim - 1)), leaf, 0).astype(leaf.dtype)
         leaf = jnp.pad(leaf, [(0, padding)] + [(0, 0)] * (leaf.ndim - 1))
         return leaf.reshape((n_chunks, chunk_size) + leaf.shape[1:])
 
@@ -101,11 +80,8 @@ def batched_statistics(model, params, chunks: Chunks, hyper):
     parameters only).
     """
     e_step = jax.vmap(model.e_step, in_axes=(0, None, None, None))
-    combine = getattr(model, "combine_stats", None)
-    if combine is None:
-        return chunked_sum(lambda x, w: e_step(params, x, w, hyper), chunks)
-    batched_combine = jax.vmap(lambda a, b: (combine(a[0], b[0]), a[1] + b[1]))
-    return chunked_sum(lambda x, w: e_step(params, x, w, hyper), chunks, batched_combine)
+    combine = jax.vmap(lambda a, b: (model.combine_stats(a[0], b[0]), a[1] + b[1]))
+    return chunked_sum(lambda x, w: e_step(params, x, w, hyper), chunks, combine)
 
 
 class LoopState(NamedTuple):
@@ -124,22 +100,25 @@ class LoopState(NamedTuple):
     trace: jax.Array
 
 
-def _default_converged(old_params, new_params, log_likelihood, previous, tol):
-    del old_params, new_params
-    return jnp.abs(log_likelihood - previous) < tol
+def trace_length(max_iter: int) -> int:
+    """Columns of the per-iteration trace: ``max_iter`` rounded up to a power of two
+    (at least 128), so that changing ``max_iter`` within a bucket compiles nothing."""
+    return max(128, 1 << max(int(max_iter) - 1, 0).bit_length())
 
 
-def run_em(model, params, chunks: Chunks, hyper, *, max_iter: int, tol) -> LoopState:
+def run_em(model, params, chunks: Chunks, hyper, *, max_iter, tol, n_trace: int) -> LoopState:
     """Iterate E and M steps for all restarts until each converges or fails.
 
     Parameters
     ----------
-    model : model obeying the contract of :mod:`jaxem.engine`.
+    model : a :class:`jaxem.contract.Model`.
     params : pytree with a leading restart axis ``R``.
     chunks : the data, see :func:`make_chunks`.
     hyper : numeric hyperparameters of the model (a pytree of arrays).
-    max_iter : static iteration cap (the trace has this many columns).
+    max_iter : iteration cap (int or traced integer array: no recompile).
     tol : convergence tolerance (array or float; traced, so no recompile).
+    n_trace : static number of trace columns, at least ``max_iter``
+        (see :func:`trace_length`).
 
     A restart stops on its own tolerance: its parameters are frozen with
     ``jnp.where`` while the others go on. A restart whose log-likelihood or new
@@ -149,8 +128,9 @@ def run_em(model, params, chunks: Chunks, hyper, *, max_iter: int, tol) -> LoopS
     n_restarts = jax.tree.leaves(params)[0].shape[0]
     dtype = chunks.weights.dtype
     total_weight = jnp.sum(chunks.weights)
-    converged_fn = getattr(model, "converged", None) or _default_converged
-    converged_fn = jax.vmap(converged_fn, in_axes=(0, 0, 0, 0, None))
+    max_iter = jnp.minimum(jnp.asarray(max_iter, jnp.int32), n_trace)
+    converged_fn = jax.vmap(model.converged, in_axes=(0, 0, 0, 0, None))
+    is_finite = jax.vmap(model.is_finite)
     m_step = jax.vmap(model.m_step, in_axes=(0, 0, None))
 
     def cond(carry):
@@ -163,7 +143,7 @@ def run_em(model, params, chunks: Chunks, hyper, *, max_iter: int, tol) -> LoopS
         log_likelihood = log_likelihood_sum / total_weight
         new_params = m_step(stats, state.params, hyper)
         running = state.status == RUNNING
-        finite = jnp.isfinite(log_likelihood) & ops.tree_all_finite(new_params, batch_ndim=1)
+        finite = jnp.isfinite(log_likelihood) & is_finite(new_params)
         converged = converged_fn(
             state.params, new_params, log_likelihood, state.log_likelihood, tol
         )
@@ -181,7 +161,9 @@ def run_em(model, params, chunks: Chunks, hyper, *, max_iter: int, tol) -> LoopS
             ),
             n_iter=jnp.where(running, n_iter, state.n_iter),
             status=jnp.where(running, status, state.status).astype(jnp.int32),
-            trace=state.trace.at[:, iteration].set(jnp.where(running, log_likelihood, jnp.nan)),
+            trace=state.trace.at[:, iteration].set(
+                jnp.where(running, log_likelihood, jnp.nan), mode="drop"
+            ),
         )
 
     start = LoopState(
@@ -189,8 +171,8 @@ def run_em(model, params, chunks: Chunks, hyper, *, max_iter: int, tol) -> LoopS
         log_likelihood=jnp.full((n_restarts,), -jnp.inf, dtype),
         previous_log_likelihood=jnp.full((n_restarts,), -jnp.inf, dtype),
         n_iter=jnp.zeros((n_restarts,), jnp.int32),
-        status=jnp.full((n_restarts,), RUNNING if max_iter > 0 else MAX_ITER, jnp.int32),
-        trace=jnp.full((n_restarts, max(max_iter, 1)), jnp.nan, dtype),
+        status=jnp.full((n_restarts,), jnp.where(max_iter > 0, RUNNING, MAX_ITER), jnp.int32),
+        trace=jnp.full((n_restarts, n_trace), jnp.nan, dtype),
     )
     _, state = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), start))
     return state

@@ -1,36 +1,32 @@
-"""The engine: ``fit(model, X)`` runs all restarts of EM in one compiled program.
+"""The engine: every compiled program of jaxem lives here.
 
-The model contract
-------------------
-A model is a frozen (hashable) dataclass whose numeric hyperparameters are excluded
-from equality and handed to compiled code by ``hyper``. It provides
+- :func:`fit_traced` is the pure core: initialise ``R`` restarts, run batched EM in
+  one ``lax.while_loop``, pick the best usable restart on the device. It composes
+  with ``jax.jit`` and ``jax.vmap`` (for example over several data sets of equal
+  shape).
+- :func:`fit` is its host-side wrapper: checks, row padding to size buckets (so data
+  sets of nearby sizes share one program), one compiled program, and a
+  ``ValueError`` naming the fixes when every restart failed.
+- :func:`initialise`, :func:`evaluate`, :func:`statistics` and :func:`sample` run a
+  model's initialisation (with the keys of :func:`fit`), its per-row outputs on new
+  data (chunked), its final E-step, and its sampler. Estimators and the command line
+  call these and compile nothing of their own.
 
-``hyper(dtype) -> pytree``
-    Numeric hyperparameters as arrays (traced: changing them does not recompile).
-``init(key, chunks, hyper) -> params``
-    Initial parameters of ONE restart from the chunked data (:class:`jaxem.Chunks`).
-``e_step(params, x, weights, hyper) -> (stats, log_likelihood)``
-    Expected sufficient statistics and log-likelihood of one chunk, both SUMS over
-    rows weighted by ``weights``; rows of weight 0 change nothing. Statistics are
-    additive: ``e_step(A ∪ B) == e_step(A) + e_step(B)``.
-``m_step(stats, params, hyper) -> params``
-    New parameters from summed statistics; never sees data.
-``log_prob(params, x) -> (n,)``
-    Per-row log-likelihood.
-``n_parameters(n_features) -> int``
-    Free parameters, for BIC and AIC.
+Compile once, reuse everywhere: ``max_iter``, ``tol`` and every numeric
+hyperparameter are array inputs of the programs; rows are padded with zero weight
+to :func:`padded_rows` buckets; models pad sizes that only change numbers (a
+mixture's ``n_components`` within ``max_components``). What remains static is the
+model's structure, the data's padded shape and dtype, the restart count and the
+trace length bucket of :func:`jaxem._iterate.trace_length`.
 
-Optional: ``row_width(x) -> int``, the per-row, per-restart size of the E-step's
-work (a mixture's ``n_components``; an HMM's ``T_max × n_states``), used to size
-chunks; ``combine_stats(a, b)`` when statistics merge by something other than
-addition (it must be associative and commutative); and
-``converged(old_params, new_params, log_likelihood, previous, tol) -> bool``
-when convergence is not ``|Δ mean log-likelihood| < tol``.
+The model contract is :class:`jaxem.contract.Model`.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -38,14 +34,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxem import _iterate
-from jaxem._iterate import CONVERGED, MAX_ITER, NON_FINITE, RUNNING, STATUS_MESSAGES, Chunks
+from jaxem.contract import STATUS_MESSAGES, Chunks, Status
 
 __all__ = [
     "fit",
+    "fit_traced",
+    "initialise",
+    "evaluate",
+    "statistics",
+    "sample",
     "FitResult",
+    "TracedFit",
     "RestartSummary",
     "Chunks",
+    "Status",
     "default_chunk_size",
+    "padded_rows",
+    "enable_compilation_cache",
     "RUNNING",
     "CONVERGED",
     "MAX_ITER",
@@ -53,8 +58,23 @@ __all__ = [
     "STATUS_MESSAGES",
 ]
 
+RUNNING, CONVERGED, MAX_ITER, NON_FINITE = (
+    Status.RUNNING,
+    Status.CONVERGED,
+    Status.MAX_ITER,
+    Status.NON_FINITE,
+)
+
 #: Rows per chunk are chosen so one chunk's per-row work stays near this many elements.
 _CHUNK_ELEMENTS = 1 << 21
+#: Data sets up to this many rows are padded to the next power of two (at least 32).
+_POWER_OF_TWO_ROWS = 2048
+
+_ALL_FAILED = (
+    "All {n} restarts ended with non-finite log-likelihood or parameters. Try a larger "
+    "reg_covar, fewer components, scaling the features, or float64 (float64 input to the "
+    "estimators, or jax.enable_x64 around jaxem.fit)."
+)
 
 
 class RestartSummary(NamedTuple):
@@ -64,8 +84,10 @@ class RestartSummary(NamedTuple):
     ----------
     log_likelihood : (R,) final mean per-sample log-likelihood (NaN or -inf if failed)
     n_iter : (R,) iterations run
-    status : (R,) one of ``RUNNING`` (never left), ``CONVERGED``, ``MAX_ITER``, ``NON_FINITE``
-    trace : (R, max_iter) mean per-sample log-likelihood per iteration, NaN-padded
+    status : (R,) a :class:`~jaxem.contract.Status` code
+    trace : (R, n_trace) mean per-sample log-likelihood per iteration, NaN-padded
+        (``n_trace`` is ``max_iter`` rounded up to a bucket; columns past ``max_iter``
+        are NaN)
     params : every restart's final parameters (leading axis ``R``)
     """
 
@@ -76,12 +98,36 @@ class RestartSummary(NamedTuple):
     params: Any
 
 
+class TracedFit(NamedTuple):
+    """Result of :func:`fit_traced`: arrays only, so it can leave ``jit`` and ``vmap``.
+
+    Attributes
+    ----------
+    params : parameters of the best usable restart
+    log_likelihood : its mean per-sample log-likelihood (scalar array)
+    best_restart : its index (ties go to the lowest index)
+    status : its :class:`~jaxem.contract.Status` code
+    n_iter : its iteration count
+    any_usable : False when every restart ended non-finite (``params`` then are
+        restart 0's last finite ones and must not be used)
+    restarts : :class:`RestartSummary` of all restarts
+    """
+
+    params: Any
+    log_likelihood: jax.Array
+    best_restart: jax.Array
+    status: jax.Array
+    n_iter: jax.Array
+    any_usable: jax.Array
+    restarts: RestartSummary
+
+
 class FitResult(NamedTuple):
     """Result of :func:`fit`.
 
     Attributes
     ----------
-    params : parameters of the best restart
+    params : parameters of the best restart (padded components trimmed)
     log_likelihood : its mean per-sample log-likelihood (scikit-learn's ``lower_bound_``)
     best_restart : its index
     converged : whether it converged within ``max_iter``
@@ -97,12 +143,13 @@ class FitResult(NamedTuple):
     restarts: RestartSummary
 
 
+# -- sizes -------------------------------------------------------------------------------------
 def default_chunk_size(n_rows: int, n_restarts: int, row_width: int) -> int:
     """Rows per chunk: all rows when small, else about 2M elements of E-step work.
 
-    ``row_width`` is the per-row, per-restart work of one E-step (see the model's
-    optional ``row_width``); above 256 rows the result is a multiple of 256 so
-    shapes repeat across data sets of similar size.
+    ``row_width`` is the per-row, per-restart work of one E-step (the model's
+    ``row_width``); above 256 rows the result is a multiple of 256 so shapes repeat
+    across data sets of similar size.
     """
     rows = _CHUNK_ELEMENTS // max(1, n_restarts * row_width)
     if rows >= 256:
@@ -110,12 +157,217 @@ def default_chunk_size(n_rows: int, n_restarts: int, row_width: int) -> int:
     return max(1, min(n_rows, rows))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_iter", "chunk_size"))
-def _fit_program(model, keys, x, weights, hyper, init_params, tol, *, max_iter, chunk_size):
-    chunks = _iterate.make_chunks(x, weights, chunk_size)
+def padded_rows(n_rows: int) -> int:
+    """Bucketed row count: the next power of two (at least 32) up to 2048 rows,
+    beyond that the next multiple of 1/32 of the next power of two (< 6.25 % padding).
+
+    >>> [padded_rows(n) for n in (1, 150, 2048, 2049, 10_000, 10_257)]
+    [32, 256, 2048, 2304, 10240, 10752]
+    """
+    if n_rows <= 32:
+        return 32
+    power = 1 << (n_rows - 1).bit_length()
+    if n_rows <= _POWER_OF_TWO_ROWS:
+        return power
+    step = power // 32  # power < 2 n_rows, so the padding is below n_rows / 16
+    return -(-n_rows // step) * step
+
+
+def _pad_rows(x, weights, n_rows: int):
+    """``x`` (pytree) and ``weights`` padded with zero rows to ``n_rows``."""
+
+    def pad(leaf):
+        widths = [(0, n_rows - leaf.shape[0])] + [(0, 0)] * (leaf.ndim - 1)
+        return np.pad(leaf, widths) if isinstance(leaf, np.ndarray) else jnp.pad(leaf, widths)
+
+    if weights.shape[0] == n_rows:
+        return x, weights
+    return jax.tree.map(pad, x), pad(weights)
+
+
+def _float_dtype(leaves):
+    for leaf in leaves:
+        dtype = np.dtype(leaf.dtype) if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+        if np.issubdtype(dtype, np.floating):
+            return jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
+    return jnp.dtype(jax.dtypes.canonicalize_dtype(float))
+
+
+# -- the traceable core --------------------------------------------------------------------
+def _normalised_weights(weights):
+    """Weights rescaled to sum to the number of rows they keep: EM is then invariant to
+    multiplying every weight by a constant (the ``+ 10 eps`` count floors are not)."""
+    kept = jnp.sum(weights > 0).astype(weights.dtype)
+    return weights * (kept / jnp.sum(weights))
+
+
+def _initial_params(model, keys, chunks, hyper):
+    return jax.vmap(model.init, in_axes=(0, None, None))(keys, chunks, hyper)
+
+
+def _select_best(state: _iterate.LoopState) -> TracedFit:
+    """The usable restart with the highest log-likelihood, ties to the lowest index."""
+    # A restart that never iterated (max_iter=0) keeps its initial parameters and a
+    # log-likelihood of -inf; it is usable, not failed.
+    usable = (state.status != NON_FINITE) & (
+        jnp.isfinite(state.log_likelihood) | (state.n_iter == 0)
+    )
+    score = jnp.where(usable & ~jnp.isnan(state.log_likelihood), state.log_likelihood, -jnp.inf)
+    best = jnp.where(jnp.max(score) > -jnp.inf, jnp.argmax(score), jnp.argmax(usable)).astype(
+        jnp.int32
+    )
+    return TracedFit(
+        params=jax.tree.map(lambda leaf: leaf[best], state.params),
+        log_likelihood=state.log_likelihood[best],
+        best_restart=best,
+        status=state.status[best],
+        n_iter=state.n_iter[best],
+        any_usable=jnp.any(usable),
+        restarts=RestartSummary(
+            state.log_likelihood, state.n_iter, state.status, state.trace, state.params
+        ),
+    )
+
+
+def fit_traced(
+    model,
+    x,
+    weights,
+    key,
+    *,
+    n_restarts: int,
+    max_iter=100,
+    tol=1e-3,
+    hyper=None,
+    init_params=None,
+    chunk_size: int | None = None,
+    n_trace: int | None = None,
+) -> TracedFit:
+    """Pure form of :func:`fit`, usable inside ``jax.jit``, ``jax.vmap`` and ``lax`` code.
+
+    Parameters
+    ----------
+    model : a :class:`~jaxem.contract.Model` (static).
+    x : array or pytree of arrays with a leading row axis (traced).
+    weights : (n_rows,) non-negative weights, 0 on padding (traced). Rescaled to
+        sum to the number of kept rows, so only their ratios matter.
+    key : PRNG key, split into one key per restart exactly as :func:`fit` does.
+    n_restarts : static number of restarts.
+    max_iter, tol : iteration cap and tolerance (traced).
+    hyper : numeric hyperparameters; default ``model.hyper(dtype of weights)``.
+    init_params : initial parameters with a leading restart axis, or None for
+        ``model.init``.
+    chunk_size : static rows per chunk; default :func:`default_chunk_size`.
+    n_trace : static trace length; at least the largest ``max_iter`` used
+        (default :func:`jaxem._iterate.trace_length` of ``max_iter`` when it is a
+        Python int, else 128). EM stops at ``min(max_iter, n_trace)``.
+
+    Returns
+    -------
+    TracedFit
+        The best usable restart chosen on the device; ``any_usable`` tells whether
+        there was one (the host wrapper raises when not).
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> import jaxem
+    >>> model = jaxem.mixture(jaxem.gaussian("diag"), n_components=2)
+    >>> data = jax.random.normal(jax.random.key(0), (3, 100, 2))  # three data sets
+    >>> data = data.at[:, :50].add(6.0)
+    >>> fit_all = jax.jit(jax.vmap(
+    ...     lambda x: jaxem.fit_traced(model, x, jnp.ones(100), jax.random.key(1), n_restarts=4)
+    ... ))
+    >>> fits = fit_all(data)
+    >>> fits.params.components.means.shape, bool(fits.any_usable.all())
+    ((3, 2, 2), True)
+    """
+    n_rows = weights.shape[0]
+    dtype = weights.dtype
+    if hyper is None:
+        hyper = model.hyper(dtype)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(n_rows, n_restarts, model.row_width(x))
+    if n_trace is None:
+        n_trace = _iterate.trace_length(max_iter) if isinstance(max_iter, int) else 128
+    weights = _normalised_weights(weights)
+    chunks = _iterate.make_chunks(x, weights, min(chunk_size, n_rows))
     if init_params is None:
-        init_params = jax.vmap(model.init, in_axes=(0, None, None))(keys, chunks, hyper)
-    return _iterate.run_em(model, init_params, chunks, hyper, max_iter=max_iter, tol=tol)
+        init_params = _initial_params(model, jax.random.split(key, n_restarts), chunks, hyper)
+    state = _iterate.run_em(
+        model, init_params, chunks, hyper, max_iter=max_iter, tol=tol, n_trace=n_trace
+    )
+    return _select_best(state)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "n_restarts", "chunk_size", "n_trace"))
+def _fit_program(
+    model, x, weights, key, hyper, init_params, max_iter, tol, *, n_restarts, chunk_size, n_trace
+):
+    return fit_traced(
+        model,
+        x,
+        weights,
+        key,
+        n_restarts=n_restarts,
+        max_iter=max_iter,
+        tol=tol,
+        hyper=hyper,
+        init_params=init_params,
+        chunk_size=chunk_size,
+        n_trace=n_trace,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("model", "n_restarts", "chunk_size"))
+def _init_program(model, x, weights, key, hyper, *, n_restarts, chunk_size):
+    chunks = _iterate.make_chunks(x, _normalised_weights(weights), chunk_size)
+    return _initial_params(model, jax.random.split(key, n_restarts), chunks, hyper)
+
+
+# -- host-side API -----------------------------------------------------------------------------
+class _Prepared(NamedTuple):
+    x: Any
+    weights: Any
+    n_rows: int
+    dtype: Any
+    hyper: Any
+    chunk_size: int
+
+
+def _prepare(model, x, weights, hyper, n_restarts, chunk_size) -> _Prepared:
+    """Checks and row padding shared by the host-side entry points."""
+    if not isinstance(n_restarts, (int, np.integer)) or n_restarts < 1:
+        raise ValueError(f"n_restarts must be a positive int, got {n_restarts!r}.")
+    leaves = jax.tree.leaves(x)
+    if not leaves:
+        raise ValueError("x holds no arrays.")
+    n_rows = leaves[0].shape[0]
+    if n_rows == 0:
+        raise ValueError("x has 0 rows; at least one is required.")
+    if any(leaf.shape[:1] != (n_rows,) for leaf in leaves):
+        raise ValueError("Every array in x must have the same number of rows.")
+    dtype = _float_dtype(leaves)
+    if weights is None:
+        weights = np.ones((n_rows,), dtype)
+    else:
+        weights = np.asarray(weights, dtype)
+        if weights.shape != (n_rows,):
+            raise ValueError(f"weights must have shape ({n_rows},), got {weights.shape}.")
+        if not (np.all(np.isfinite(weights)) and np.all(weights >= 0) and np.any(weights > 0)):
+            raise ValueError(
+                "weights must be finite, non-negative and not all zero; drop the rows you "
+                "want to ignore or give them weight 0."
+            )
+    if hyper is None:
+        hyper = model.hyper(dtype)
+    n_padded = padded_rows(n_rows)
+    x, weights = _pad_rows(x, weights, n_padded)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(n_padded, int(n_restarts), model.row_width(x))
+    elif not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}.")
+    return _Prepared(x, weights, n_rows, dtype, hyper, int(min(chunk_size, n_padded)))
 
 
 def fit(
@@ -135,15 +387,18 @@ def fit(
 
     Parameters
     ----------
-    model : a model obeying the contract in this module's docstring.
+    model : a :class:`~jaxem.contract.Model`, e.g. ``jaxem.mixture(jaxem.gaussian(), 3)``.
     x : array (n_samples, ...) or pytree of arrays sharing the first axis
-        The data; its dtype is kept (float64 needs ``jax_enable_x64``).
+        The data; its floating dtype is kept (JAX's conventions: float64 needs 64-bit
+        mode, e.g. ``with jax.enable_x64(True):``).
     key : PRNG key (``jax.random.key``), split into one key per restart.
     n_restarts : number of restarts, all run in one compiled program.
-    max_iter : iteration cap per restart (static: changing it recompiles).
+    max_iter : iteration cap per restart (an input of the program: changing it within
+        its bucket of :func:`jaxem._iterate.trace_length` does not recompile).
     tol : stop a restart when ``|Δ mean per-sample log-likelihood| < tol``
         (or the model's own criterion).
-    weights : (n_samples,) non-negative sample weights; default all ones.
+    weights : (n_samples,) non-negative sample weights; default all ones. Only their
+        ratios matter.
     init_params : initial parameters instead of ``model.init``: one set (broadcast
         to every restart) or a pytree with a leading axis of ``n_restarts``.
     chunk_size : rows per chunk of the E-step; default :func:`default_chunk_size`.
@@ -158,7 +413,7 @@ def fit(
     Raises
     ------
     ValueError
-        If every restart ended with non-finite values.
+        If every restart ended with non-finite values, or for invalid arguments.
 
     Examples
     --------
@@ -170,95 +425,141 @@ def fit(
     >>> result.restarts.n_iter.shape, bool(result.converged)
     ((8,), True)
     """
-    if n_restarts < 1:
-        raise ValueError(f"n_restarts must be at least 1, got {n_restarts}.")
-    if max_iter < 0:
-        raise ValueError(f"max_iter must be non-negative, got {max_iter}.")
-    leaves = jax.tree.leaves(x)
-    if not leaves:
-        raise ValueError("x holds no arrays.")
-    n_rows = leaves[0].shape[0]
-    if n_rows == 0:
-        raise ValueError("x has 0 rows; at least one is required.")
-    dtype = _float_dtype(leaves)
-    if weights is None:
-        weights = jnp.ones((n_rows,), dtype)
-    else:
-        weights = jnp.asarray(weights, dtype)
-        if weights.shape != (n_rows,):
-            raise ValueError(f"weights must have shape ({n_rows},), got {weights.shape}.")
-        if not bool(jnp.all(jnp.isfinite(weights) & (weights >= 0))) or not bool(
-            jnp.any(weights > 0)
-        ):
-            raise ValueError("weights must be finite, non-negative and not all zero.")
-    if hyper is None:
-        hyper = model.hyper(dtype)
+    if not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
+        raise ValueError(f"max_iter must be a non-negative int, got {max_iter!r}.")
+    prepared = _prepare(model, x, weights, hyper, n_restarts, chunk_size)
     if init_params is not None:
-        init_params = _broadcast_restarts(init_params, model, x, weights, hyper, n_restarts)
-    if chunk_size is None:
-        row_width = model.row_width(x) if hasattr(model, "row_width") else 1
-        chunk_size = default_chunk_size(n_rows, n_restarts, row_width)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size}.")
-    keys = jax.random.split(key, n_restarts)
-    state = _fit_program(
+        init_params = _broadcast_restarts(init_params, model, prepared, int(n_restarts))
+    traced = _fit_program(
         model,
-        keys,
-        x,
-        weights,
-        hyper,
+        prepared.x,
+        prepared.weights,
+        key,
+        prepared.hyper,
         init_params,
-        jnp.asarray(tol, dtype),
-        max_iter=int(max_iter),
-        chunk_size=int(min(chunk_size, n_rows)),
+        np.asarray(max_iter, np.int32),
+        np.asarray(tol, prepared.dtype),
+        n_restarts=int(n_restarts),
+        chunk_size=prepared.chunk_size,
+        n_trace=_iterate.trace_length(max_iter),
     )
-    return select_best(state)
+    return finish(model, traced)
 
 
-def select_best(state: _iterate.LoopState) -> FitResult:
-    """Pick the restart with the highest finite log-likelihood (ties to the lowest index)."""
-    log_likelihood = np.asarray(state.log_likelihood)
-    status = np.asarray(state.status)
-    # A restart that never iterated (max_iter=0) keeps its initial parameters and a
-    # log-likelihood of -inf; it is usable, not failed.
-    never_iterated = np.asarray(state.n_iter) == 0
-    usable = (status != NON_FINITE) & (np.isfinite(log_likelihood) | never_iterated)
-    if not usable.any():
-        raise ValueError(
-            f"All {len(status)} restarts ended with non-finite log-likelihood or parameters. "
-            "Try a larger reg_covar, fewer components, scaling the features, or float64 "
-            "(jax.config.update('jax_enable_x64', True))."
-        )
-    best = int(np.argmax(np.where(usable, log_likelihood, -np.inf)))
-    params = jax.tree.map(lambda leaf: leaf[best], state.params)
+def finish(model, traced: TracedFit) -> FitResult:
+    """Host-side result of a :class:`TracedFit`: raise if every restart failed, trim
+    padded components, convert the scalars to Python numbers."""
+    if not bool(traced.any_usable):
+        raise ValueError(_ALL_FAILED.format(n=traced.restarts.status.shape[0]))
+    restarts = traced.restarts._replace(params=jax.vmap(model.trim)(traced.restarts.params))
     return FitResult(
-        params=params,
-        log_likelihood=float(log_likelihood[best]),
-        best_restart=best,
-        converged=bool(status[best] == CONVERGED),
-        n_iter=int(state.n_iter[best]),
-        restarts=RestartSummary(
-            log_likelihood=state.log_likelihood,
-            n_iter=state.n_iter,
-            status=state.status,
-            trace=state.trace,
-            params=state.params,
-        ),
+        params=model.trim(traced.params),
+        log_likelihood=float(traced.log_likelihood),
+        best_restart=int(traced.best_restart),
+        converged=bool(traced.status == CONVERGED),
+        n_iter=int(traced.n_iter),
+        restarts=restarts,
     )
 
 
-def _float_dtype(leaves):
-    for leaf in leaves:
-        dtype = jnp.asarray(leaf).dtype
-        if jnp.issubdtype(dtype, jnp.floating):
-            return dtype
-    return jnp.result_type(float)
+def initialise(model, x, *, key, n_restarts: int = 1, weights=None, hyper=None, chunk_size=None):
+    """Every restart's initial parameters, exactly as :func:`fit` with ``key`` starts.
+
+    Returns a pytree with a leading axis of ``n_restarts`` (untrimmed: padded
+    components included), ready for ``fit(..., init_params=...)``.
+    """
+    prepared = _prepare(model, x, weights, hyper, n_restarts, chunk_size)
+    return _init_program(
+        model,
+        prepared.x,
+        prepared.weights,
+        key,
+        prepared.hyper,
+        n_restarts=int(n_restarts),
+        chunk_size=prepared.chunk_size,
+    )
 
 
-def _broadcast_restarts(init_params, model, x, weights, hyper, n_restarts):
+@functools.partial(jax.jit, static_argnames=("model", "outputs", "chunk_size"))
+def _evaluate_program(model, params, x, *, outputs, chunk_size):
+    n_rows = jax.tree.leaves(x)[0].shape[0]
+    chunks = _iterate.make_chunks(x, jnp.ones((n_rows,), jnp.float32), chunk_size)
+
+    def one_chunk(x_chunk):
+        return tuple(getattr(model, name)(params, x_chunk) for name in outputs)
+
+    values = jax.lax.map(one_chunk, chunks.x)
+    return jax.tree.map(lambda leaf: leaf.reshape((-1,) + leaf.shape[2:])[:n_rows], values)
+
+
+def evaluate(model, params, x, outputs, *, chunk_size: int | None = None):
+    """Per-row outputs of fitted ``params`` on ``x``, chunk by chunk, in one program.
+
+    Parameters
+    ----------
+    model : the model; ``outputs`` must be listed in its ``outputs``.
+    params : one set of parameters (as :func:`fit` returns them, or untrimmed).
+    x : array or pytree with a leading row axis.
+    outputs : a name (``"log_prob"``, ``"predict"``, ...) or a tuple of names; every
+        one is computed in the same pass.
+    chunk_size : rows per chunk; default :func:`default_chunk_size`.
+
+    Returns
+    -------
+    The output (or a tuple of outputs, when ``outputs`` is a tuple), each with a
+    leading axis of ``x``'s rows, as device arrays.
+    """
+    names = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+    unknown = [name for name in names if name not in model.outputs]
+    if unknown:
+        raise ValueError(
+            f"{type(model).__name__} has no output {unknown[0]!r}; it has {model.outputs}."
+        )
+    n_rows = jax.tree.leaves(x)[0].shape[0]
+    x, _ = _pad_rows(x, np.ones((n_rows,), np.float32), padded_rows(n_rows))
+    n_padded = padded_rows(n_rows)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(n_padded, 1, model.row_width(x))
+    values = _evaluate_program(
+        model, params, x, outputs=names, chunk_size=int(min(chunk_size, n_padded))
+    )
+    values = jax.tree.map(lambda leaf: leaf[:n_rows], values)
+    return values[0] if isinstance(outputs, str) else values
+
+
+@functools.partial(jax.jit, static_argnames=("model", "chunk_size"))
+def _statistics_program(model, params, x, weights, hyper, *, chunk_size):
+    chunks = _iterate.make_chunks(x, weights, chunk_size)
+    return _iterate.chunked_sum(
+        lambda x_chunk, w_chunk: model.e_step(params, x_chunk, w_chunk, hyper),
+        chunks,
+        lambda a, b: (model.combine_stats(a[0], b[0]), a[1] + b[1]),
+    )
+
+
+def statistics(model, params, x, *, weights=None, hyper=None, chunk_size=None):
+    """The E-step of one set of ``params`` over all of ``x``: ``(stats, log_likelihood)``,
+    both sums over rows weighted by ``weights`` (not rescaled), chunk by chunk."""
+    prepared = _prepare(model, x, weights, hyper, 1, chunk_size)
+    return _statistics_program(
+        model, params, prepared.x, prepared.weights, prepared.hyper, chunk_size=prepared.chunk_size
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("model", "n_samples"))
+def _sample_program(model, key, params, *, n_samples):
+    return model.sample(key, params, n_samples)
+
+
+def sample(model, key, params, n_samples: int):
+    """``model.sample(key, params, n_samples)`` as one compiled program."""
+    return _sample_program(model, key, params, n_samples=int(n_samples))
+
+
+def _broadcast_restarts(init_params, model, prepared: _Prepared, n_restarts):
     """Give user-supplied parameters a leading restart axis, checking their shapes."""
-    chunks = _iterate.make_chunks(x, weights, 1 if weights.shape[0] == 0 else weights.shape[0])
-    expected = jax.eval_shape(model.init, jax.random.key(0), chunks, hyper)
+    chunks = Chunks(jax.tree.map(lambda leaf: leaf[None], prepared.x), prepared.weights[None])
+    expected = jax.eval_shape(model.init, jax.random.key(0), chunks, prepared.hyper)
     init_params = jax.tree.map(jnp.asarray, init_params)
     expected_leaves, expected_tree = jax.tree.flatten(expected)
     leaves, tree = jax.tree.flatten(init_params)
@@ -278,3 +579,37 @@ def _broadcast_restarts(init_params, model, x, weights, hyper, n_restarts):
         f"init_params leaves must have shapes {single} (one set) or with a leading "
         f"axis of n_restarts={n_restarts}; got {shapes}."
     )
+
+
+# -- persistent compilation cache ------------------------------------------------------------
+def default_cache_dir() -> Path:
+    """``$JAXEM_CACHE_DIR``, else ``$XDG_CACHE_HOME/jaxem/xla`` (``~/.cache/jaxem/xla``)."""
+    explicit = os.environ.get("JAXEM_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "jaxem" / "xla"
+
+
+def enable_compilation_cache(path=None) -> Path:
+    """Keep compiled programs on disk, so a new process reuses them instead of compiling.
+
+    A one-line opt-in for applications (the ``jaxem`` command turns it on by default);
+    the library never turns it on by itself. It sets JAX's persistent compilation
+    cache for the whole process (``jax_compilation_cache_dir``), caching every
+    program however quick its compile.
+
+    Parameters
+    ----------
+    path : folder for the cache; default :func:`default_cache_dir`.
+
+    Returns
+    -------
+    The folder used.
+    """
+    folder = Path(path).expanduser() if path is not None else default_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    return folder

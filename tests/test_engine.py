@@ -191,8 +191,8 @@ def test_all_restarts_non_finite_raises_with_fixes(x64):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"n_restarts": 0}, "n_restarts must be at least 1"),
-        ({"max_iter": -1}, "max_iter must be non-negative"),
+        ({"n_restarts": 0}, "n_restarts must be a positive int"),
+        ({"max_iter": -1}, "max_iter must be a non-negative int"),
         ({"chunk_size": 0}, "chunk_size must be a positive int"),
         ({"weights": np.ones(3)}, r"weights must have shape \(20,\)"),
         ({"weights": -np.ones(20)}, "weights must be finite, non-negative"),

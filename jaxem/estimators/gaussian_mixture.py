@@ -311,6 +311,9 @@ default='kmeans'
         self.n_iter_ = int(n_iter)
         self.lower_bound_ = float(result.log_likelihood)
         self.lower_bounds_ = [float(value) for value in trace[:n_iter]]
+        # jaxem extensions: what every restart did, and which one was kept.
+        self.restarts_ = engine.RestartSummary(*jax.device_get(tuple(result.restarts)))
+        self.best_restart_ = int(result.best_restart)
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(_CONVERGENCE_MESSAGE, ConvergenceWarning, stacklevel=4)
         # Final E-step with the stored attributes, exactly as predict() computes it.

@@ -31,7 +31,8 @@ from sklearn.utils.validation import _check_sample_weight, _is_arraylike_not_sca
 from jaxem import _iterate, engine
 from jaxem.engine import CONVERGED, NON_FINITE
 from jaxem.estimators import _validation
-from jaxem.models.kmeans import KMeansParams, kmeans, nearest_centers
+from jaxem.models.kmeans import KMeansParams, kmeans
+from jaxem.seeding import nearest_centers
 
 __all__ = ["KMeans"]
 

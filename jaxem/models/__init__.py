@@ -8,7 +8,7 @@ from jaxem.models.hmm import (
     hmm,
     pad_sequences,
 )
-from jaxem.models.kmeans import KMeansModel, KMeansParams, KMeansStats, kmeans, kmeans_plusplus
+from jaxem.models.kmeans import KMeansModel, KMeansParams, KMeansStats, kmeans
 from jaxem.models.mixture import Mixture, MixtureHyper, MixtureParams, MixtureStats, mixture
 
 __all__ = [
@@ -22,7 +22,6 @@ __all__ = [
     "KMeansParams",
     "KMeansStats",
     "kmeans",
-    "kmeans_plusplus",
     "Mixture",
     "MixtureHyper",
     "MixtureParams",

@@ -10,14 +10,15 @@ counts and hands the feature sums to the family.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxem import _iterate, ops
-from jaxem.families.base import Family, component_log_densities
-from jaxem.models.kmeans import KMeansModel, kmeans_plusplus, lloyd, random_rows, squared_distances
+from jaxem.contract import Chunks, Family, Model
+from jaxem.families.base import component_log_densities
+from jaxem.seeding import kmeans_plusplus, lloyd, nearest_centers, random_rows
 
 __all__ = ["Mixture", "MixtureParams", "MixtureStats", "MixtureHyper", "mixture", "INIT_METHODS"]
 
@@ -39,14 +40,16 @@ class MixtureStats(NamedTuple):
 
 
 class MixtureHyper(NamedTuple):
-    """Numeric hyperparameters: the family's, plus k-means init settings."""
+    """Numeric hyperparameters: the family's, the k-means init tolerance, and the
+    number of components in use (the rest of ``max_components`` is padding)."""
 
     family: Any
     kmeans_tol: jax.Array
+    n_active: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
-class Mixture:
+class Mixture(Model):
     """Mixture of ``n_components`` components of one family.
 
     Parameters
@@ -62,6 +65,13 @@ class Mixture:
         responsibilities. All run on the device, batched over restarts.
     kmeans_max_iter : int
         Lloyd iterations cap of the "kmeans" init (scikit-learn's KMeans default).
+    max_components : int, optional
+        Size of the component arrays (default ``n_components``). Components past
+        ``n_components`` are padding: weight 0 (``log_weights = -inf``), they win no
+        row and copy component 0's parameters. Models that differ only in
+        ``n_components`` up to ``max_components`` are equal and share one compiled
+        program: ``n_components`` reaches it as an array through :meth:`hyper`.
+        :func:`jaxem.fit` trims the padding from its result.
 
     Examples
     --------
@@ -76,19 +86,42 @@ class Mixture:
     """
 
     family: Family
-    n_components: int
+    n_components: int = dataclasses.field(compare=False)
     init_method: str = "kmeans"
     kmeans_max_iter: int = 300
+    max_components: int | None = None
+
+    outputs: ClassVar[tuple[str, ...]] = (
+        "log_prob",
+        "predict",
+        "predict_proba",
+        "log_responsibilities",
+    )
 
     def __post_init__(self):
         if not isinstance(self.n_components, int) or self.n_components < 1:
             raise ValueError(f"n_components must be a positive int, got {self.n_components!r}.")
+        if self.max_components is None:
+            object.__setattr__(self, "max_components", self.n_components)
+        if not isinstance(self.max_components, int) or self.max_components < self.n_components:
+            raise ValueError(
+                f"max_components must be an int >= n_components={self.n_components}, "
+                f"got {self.max_components!r}."
+            )
         if self.init_method not in INIT_METHODS:
             raise ValueError(f"init must be one of {INIT_METHODS}, got {self.init_method!r}.")
 
     # -- contract ---------------------------------------------------------------------------
     def hyper(self, dtype) -> MixtureHyper:
-        return MixtureHyper(self.family.hyper(dtype), jnp.asarray(1e-4, dtype))
+        return MixtureHyper(
+            self.family.hyper(dtype),
+            jnp.asarray(1e-4, dtype),
+            jnp.asarray(self.n_components, jnp.int32),
+        )
+
+    def active(self, hyper: MixtureHyper):
+        """``(max_components,)`` True for the components in use."""
+        return jnp.arange(self.max_components) < hyper.n_active
 
     def e_step(self, params: MixtureParams, x, weights, hyper):
         features = self.family.features(x)
@@ -99,59 +132,81 @@ class Mixture:
         return stats, jnp.sum(jnp.where(weights > 0, weights * log_norm, 0.0))
 
     def m_step(self, stats: MixtureStats, params: MixtureParams, hyper) -> MixtureParams:
+        active = self.active(hyper)
         counts = stats.counts + ops.tiny(stats.counts.dtype)
+        total = jnp.sum(jnp.where(active, counts, 0))
+        components = self.family.m_step(stats.feature_sums, stats.counts, hyper.family)
         return MixtureParams(
-            log_weights=jnp.log(counts / counts.sum()),
-            components=self.family.m_step(stats.feature_sums, stats.counts, hyper.family),
+            log_weights=jnp.where(active, jnp.log(counts / total), -jnp.inf),
+            components=self._pad_components(components, active),
         )
 
-    def init(self, key, chunks: _iterate.Chunks, hyper) -> MixtureParams:
+    def is_finite(self, params: MixtureParams):
+        """Finite components; a log-weight may be ``-inf`` (a component of weight 0)."""
+        log_weights = params.log_weights
+        return ops.tree_all_finite(params.components) & jnp.all(
+            ~jnp.isnan(log_weights) & (log_weights < jnp.inf)
+        )
+
+    def trim(self, params: MixtureParams) -> MixtureParams:
+        index = jnp.arange(self.n_components)
+        return MixtureParams(
+            params.log_weights[..., : self.n_components],
+            self.family.take_components(params.components, index),
+        )
+
+    def _pad_components(self, components, active):
+        """Padding components copy component 0: finite whenever it is."""
+        index = jnp.where(active, jnp.arange(self.max_components), 0)
+        return self.family.take_components(components, index)
+
+    def init(self, key, chunks: Chunks, hyper) -> MixtureParams:
+        family, n_components = self.family, self.max_components
+        active = self.active(hyper)
         x, weights = chunks.flat()
-        n_components = self.n_components
+        points = family.seeding_points(x).astype(weights.dtype)
         if self.init_method in ("k-means++", "random_from_data"):
+            # Greedy k-means++ and Gumbel top-k draws pick rows one by one, so the first
+            # n_components of max_components picks are the n_components picks.
             if self.init_method == "k-means++":
-                _, index = kmeans_plusplus(key, x, weights, n_components)
+                _, index = kmeans_plusplus(key, points, weights, n_components)
             else:
                 index = random_rows(key, weights, n_components)
             # One-hot responsibilities on the seed rows only, as scikit-learn.
-            counts = jnp.ones((n_components,), x.dtype)
-            at_points = getattr(self.family, "params_at_points", None)
-            if at_points is not None:  # exact, where moments of one point would cancel
-                return MixtureParams(
-                    jnp.log(counts / n_components), at_points(x[index], hyper.family)
-                )
-            return self.m_step(MixtureStats(counts, self.family.features(x[index])), None, hyper)
+            index = jnp.where(active, index, index[0])
+            log_weights = jnp.where(
+                active, -jnp.log(hyper.n_active.astype(weights.dtype)), -jnp.inf
+            )
+            return MixtureParams(log_weights, family.params_from_rows(x[index], hyper.family))
 
         if self.init_method == "kmeans":
-            seeds, _ = kmeans_plusplus(key, x, weights, n_components)
+            seeds, _ = kmeans_plusplus(key, points, weights, n_components)
             centers = lloyd(
-                KMeansModel(n_components),
-                seeds,
-                chunks,
+                jnp.where(active[:, None], seeds, seeds[0]),
+                Chunks(jax.tree.map(family.seeding_points, chunks.x), chunks.weights),
                 max_iter=self.kmeans_max_iter,
                 tol=hyper.kmeans_tol,
+                n_active=hyper.n_active,
             )
 
             def responsibilities(x_chunk, index):
-                labels = jnp.argmin(squared_distances(x_chunk, centers), axis=1)
-                return jax.nn.one_hot(labels, n_components, dtype=x_chunk.dtype)
+                labels, _ = nearest_centers(family.seeding_points(x_chunk), centers, active)
+                return jax.nn.one_hot(labels, n_components, dtype=weights.dtype)
 
         else:  # "random": uniform random responsibilities, normalised per row
 
             def responsibilities(x_chunk, index):
-                raw = jax.random.uniform(
-                    jax.random.fold_in(key, index), (x_chunk.shape[0], n_components), x_chunk.dtype
-                )
+                shape = (x_chunk.shape[0], n_components)
+                raw = jax.random.uniform(jax.random.fold_in(key, index), shape, weights.dtype)
+                raw = jnp.where(active, raw, 0)
                 return raw / raw.sum(axis=1, keepdims=True)
 
         def chunk_stats(chunk, _):
             x_chunk, w_chunk, index = chunk
             resp = responsibilities(x_chunk, index) * w_chunk[:, None]
-            return MixtureStats(resp.sum(0), resp.T @ self.family.features(x_chunk))
+            return MixtureStats(resp.sum(0), resp.T @ family.features(x_chunk).astype(resp.dtype))
 
-        indexed = _iterate.Chunks(
-            (chunks.x, chunks.weights, jnp.arange(chunks.n_chunks)), chunks.weights
-        )
+        indexed = Chunks((chunks.x, chunks.weights, jnp.arange(chunks.n_chunks)), chunks.weights)
         stats = _iterate.chunked_sum(chunk_stats, indexed)
         return self.m_step(stats, None, hyper)
 
@@ -163,7 +218,7 @@ class Mixture:
         return self.family.n_parameters(self.n_components, n_features) + self.n_components - 1
 
     def row_width(self, x) -> int:
-        return self.n_components
+        return self.max_components
 
     # -- derived quantities ------------------------------------------------------------------
     def log_joint(self, params: MixtureParams, x):
@@ -179,6 +234,10 @@ class Mixture:
         """Most probable component of every row."""
         return jnp.argmax(self.log_joint(params, x), axis=1)
 
+    def predict_proba(self, params: MixtureParams, x):
+        """``(n, K)`` posterior probability of each component."""
+        return ops.softmax_and_logsumexp(self.log_joint(params, x), axis=1)[0]
+
     def sample(self, key, params: MixtureParams, n_samples: int):
         """``(x, labels)``: ``n_samples`` draws and the components they came from."""
         label_key, draw_key = jax.random.split(key)
@@ -191,6 +250,10 @@ class Mixture:
         )
 
 
-def mixture(family: Family, n_components: int, init: str = "kmeans") -> Mixture:
+def mixture(
+    family: Family, n_components: int, init: str = "kmeans", *, max_components: int | None = None
+) -> Mixture:
     """Mixture model over ``family``; see :class:`Mixture`."""
-    return Mixture(family=family, n_components=n_components, init_method=init)
+    return Mixture(
+        family=family, n_components=n_components, init_method=init, max_components=max_components
+    )

@@ -16,7 +16,7 @@ from sklearn.cluster import kmeans_plusplus as sklearn_kmeans_plusplus
 from sklearn.exceptions import ConvergenceWarning
 
 import jaxem
-from jaxem.models.kmeans import KMeansParams, kmeans_plusplus, nearest_centers
+from jaxem.seeding import KMeansParams, kmeans_plusplus, nearest_centers
 from tests.conftest import make_blobs
 
 MAX_ITER = 300

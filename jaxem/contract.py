@@ -1,0 +1,263 @@
+"""The contracts: what a model and a family provide, and what a fit reports.
+
+Every hook is declared here, optional ones included, with its signature and its
+meaning (as optax documents ``GradientTransformation``). Families and models
+subclass these Protocols explicitly, so the optional hooks come with their
+default behaviour and nobody discovers them with ``getattr``.
+
+Conventions: key first, then parameters, then data; ``x`` is a chunk of rows (or
+of sequences, for sequence models) and ``weights`` its per-row weights, where a
+weight of 0 marks padding and must change nothing whatever the row holds.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, ClassVar, NamedTuple, Protocol
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from jaxem import ops
+
+__all__ = [
+    "Status",
+    "STATUS_MESSAGES",
+    "Chunks",
+    "Family",
+    "Model",
+]
+
+Array = chex.Array
+PRNGKey = chex.PRNGKey
+
+
+class Status(enum.IntEnum):
+    """How a restart ended; stored on the device as ``int32``."""
+
+    RUNNING = 0
+    CONVERGED = 1
+    MAX_ITER = 2
+    NON_FINITE = 3
+
+    @property
+    def message(self) -> str:
+        return STATUS_MESSAGES[self]
+
+
+STATUS_MESSAGES = {
+    Status.RUNNING: "running",
+    Status.CONVERGED: "converged",
+    Status.MAX_ITER: "reached max_iter before converging",
+    Status.NON_FINITE: "non-finite log-likelihood or parameters",
+}
+
+
+class Chunks(NamedTuple):
+    """Data cut into equal chunks along its first axis.
+
+    ``x`` is any pytree whose leaves have shape ``(n_chunks, chunk_size, ...)``;
+    ``weights`` has shape ``(n_chunks, chunk_size)``. Padding rows have weight 0.
+    """
+
+    x: Any
+    weights: jax.Array
+
+    @property
+    def n_chunks(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def chunk_size(self) -> int:
+        return self.weights.shape[1]
+
+    def flat(self):
+        """``(x, weights)`` with the chunk axes merged (a reshape, no copy)."""
+        merge = lambda leaf: leaf.reshape((-1,) + leaf.shape[2:])  # noqa: E731
+        return jax.tree.map(merge, self.x), self.weights.reshape(-1)
+
+
+class Family(Protocol):
+    """``K`` component distributions in exponential-family form.
+
+        log p_k(x) = features(x) · θ_k + bias_k + log_base_measure(x)
+
+    so that the log-densities of all components for a chunk of rows are one matrix
+    product and the expected sufficient statistics one more (``respᵀ features``).
+    Mixtures and HMMs use the same family object. A family is a frozen dataclass
+    (hashable: a static argument of compiled code); numeric hyperparameters are
+    fields with ``compare=False`` handed to compiled code by :meth:`hyper`.
+
+    A family owns everything about its distribution: the support check, the dtype
+    its data needs, its initial parameters from data, sampling, and the conversion
+    between its parameters and the layout users see. Models and estimators never
+    branch on which family they hold.
+    """
+
+    #: hmmlearn's letters for this family's parameters, in the order of its params
+    #: NamedTuple (``"mc"`` for Gaussian means and covariances). An HMM whose
+    #: ``update`` lacks a letter keeps that parameter (see :meth:`keep_fixed`).
+    update_letters: ClassVar[str] = ""
+
+    # -- required --------------------------------------------------------------------------
+    def hyper(self, dtype) -> Any:
+        """Numeric hyperparameters as a pytree of arrays of ``dtype``."""
+        ...
+
+    def check_data(self, x) -> None:
+        """Raise ``ValueError`` naming the problem and the fix if ``x`` (numpy, 2-D)
+        is outside the support."""
+        ...
+
+    def features(self, x: Array) -> Array:
+        """Sufficient-statistic map ``φ(x)``: ``(n, n_features) -> (n, F)``, floating."""
+        ...
+
+    def log_base_measure(self, x: Array) -> Array:
+        """Part of the log-density free of parameters, shape ``(n,)``."""
+        ...
+
+    def natural_parameters(self, params) -> tuple[Array, Array]:
+        """``(θ, bias)`` of shapes ``(K, F)`` and ``(K,)``."""
+        ...
+
+    def m_step(self, feature_sums: Array, counts: Array, hyper) -> Any:
+        """Parameters from weighted feature sums ``(K, F)`` and weights ``(K,)``.
+
+        A component with a count of 0 must still get finite parameters whenever
+        ``hyper`` regularises it (for example ``reg_covar > 0``).
+        """
+        ...
+
+    def n_parameters(self, n_components: int, n_features: int) -> int:
+        """Number of free parameters of ``n_components`` components."""
+        ...
+
+    def sample(self, key: PRNGKey, params, labels: Array) -> Array:
+        """One draw per entry of ``labels`` from the labelled component."""
+        ...
+
+    # -- optional, with defaults -------------------------------------------------------------
+    def data_dtype(self, compute_dtype):
+        """dtype the data is stored in on the device (integer symbols stay integers)."""
+        return compute_dtype
+
+    def seeding_points(self, x: Array) -> Array:
+        """Floating ``(n, P)`` points that distance-based seeding (k-means++, Lloyd)
+        works on. Default: the features."""
+        return self.features(x)
+
+    def params_from_rows(self, rows: Array, hyper) -> Any:
+        """``K`` components, component ``k`` fitted to the single row ``rows[k]``.
+
+        Default: the M-step from one-hot responsibilities. Families whose moment
+        form cancels for one point (Gaussian) compute it exactly instead.
+        """
+        features = self.features(rows)
+        counts = jnp.ones(rows.shape[:1], features.dtype)
+        return self.m_step(features, counts, hyper)
+
+    def initial_params(self, key: PRNGKey, x: Array, weights: Array, n_components: int, hyper):
+        """Data-driven initial parameters of ``n_components`` components from all rows
+        (hmmlearn's emission init). Default: the M-step from random soft
+        assignments of the rows."""
+        dtype = weights.dtype
+        resp = jax.random.dirichlet(key, jnp.ones((n_components,), dtype), x.shape[:1], dtype)
+        resp = resp * weights[:, None]
+        features = self.features(x).astype(dtype)
+        return self.m_step(resp.T @ features, resp.sum(0), hyper)
+
+    def keep_fixed(self, old, new, update: str, feature_sums, counts, hyper):
+        """``new`` with the parameters whose letter is missing from ``update`` taken
+        from ``old``. Default: all or nothing on :attr:`update_letters`."""
+        del feature_sums, counts, hyper
+        return new if any(letter in update for letter in self.update_letters) else old
+
+    def where_components(self, keep: Array, on_true, on_false):
+        """Per component: ``on_true``'s parameters where ``keep`` ``(K,)`` else
+        ``on_false``'s. Default: every leaf has a leading component axis."""
+        return jax.tree.map(
+            lambda a, b: jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
+            on_true,
+            on_false,
+        )
+
+    def take_components(self, params, index: Array):
+        """The components listed in ``index`` (in that order)."""
+        return jax.tree.map(lambda leaf: leaf[index], params)
+
+    def to_layout(self, params) -> dict[str, Any]:
+        """The parameters as users see them (numpy arrays by name)."""
+        return {name: jax.device_get(value) for name, value in params._asdict().items()}
+
+    def from_layout(self, dtype, **arrays) -> Any:
+        """Inverse of :meth:`to_layout`."""
+        raise NotImplementedError(f"{type(self).__name__} has no from_layout.")
+
+
+class Model(Protocol):
+    """A latent-variable model run by :func:`jaxem.fit`.
+
+    A model is a frozen dataclass: hashable, a static argument of compiled code,
+    and two equal models share one program. Fields that only change numbers
+    (hyperparameters, and sizes that are padded such as a mixture's active
+    ``n_components``) are declared with ``compare=False`` and reach compiled code
+    as arrays through :meth:`hyper`.
+    """
+
+    #: Methods ``f(params, x) -> arrays with a leading row axis`` that
+    #: :func:`jaxem.engine.evaluate` may run chunk by chunk on fitted parameters.
+    outputs: ClassVar[tuple[str, ...]] = ("log_prob",)
+
+    # -- required --------------------------------------------------------------------------
+    def hyper(self, dtype) -> Any:
+        """Numeric hyperparameters as a pytree of arrays (traced: no recompile)."""
+        ...
+
+    def init(self, key: PRNGKey, chunks: Chunks, hyper) -> Any:
+        """Initial parameters of ONE restart from the chunked data. Work over rows
+        should go chunk by chunk (``_iterate.chunked_sum``) so memory stays
+        O(chunk); the engine vmaps this over restarts with the keys of the fit."""
+        ...
+
+    def e_step(self, params, x, weights: Array, hyper) -> tuple[Any, Array]:
+        """``(stats, log_likelihood)`` of one chunk, both SUMS over rows weighted by
+        ``weights``. Additive: ``e_step(A ∪ B) == e_step(A) + e_step(B)``
+        (or :meth:`combine_stats`)."""
+        ...
+
+    def m_step(self, stats, params, hyper) -> Any:
+        """New parameters from summed statistics; never sees data."""
+        ...
+
+    def log_prob(self, params, x) -> Array:
+        """Per-row (per-sequence) log-likelihood, shape ``(n,)``."""
+        ...
+
+    def n_parameters(self, n_features: int) -> int:
+        """Free parameters, for BIC and AIC."""
+        ...
+
+    # -- optional, with defaults -------------------------------------------------------------
+    def row_width(self, x) -> int:
+        """Per-row, per-restart size of the E-step's work (sizes the chunks)."""
+        return 1
+
+    def combine_stats(self, a, b):
+        """Merge statistics of two chunks; associative and commutative."""
+        return ops.tree_add(a, b)
+
+    def converged(self, old_params, new_params, log_likelihood, previous, tol) -> Array:
+        """Convergence test; default ``|Δ mean log-likelihood| < tol`` (scikit-learn)."""
+        del old_params, new_params
+        return jnp.abs(log_likelihood - previous) < tol
+
+    def is_finite(self, params) -> Array:
+        """Whether ``params`` (one restart) are usable; default: every leaf finite."""
+        return ops.tree_all_finite(params)
+
+    def trim(self, params):
+        """The parameters without padded (masked) components; default unchanged.
+        Host-side: the result's shapes depend on non-static fields."""
+        return params
