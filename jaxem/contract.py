@@ -261,3 +261,8 @@ class Model(Protocol):
         """The parameters without padded (masked) components; default unchanged.
         Host-side: the result's shapes depend on non-static fields."""
         return params
+
+    def pad(self, params):
+        """Inverse of :meth:`trim`: trimmed parameters padded back to the model's
+        array sizes (padding inert), so one program serves every active size."""
+        return params

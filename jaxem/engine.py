@@ -480,19 +480,31 @@ def initialise(model, x, *, key, n_restarts: int = 1, weights=None, hyper=None, 
     )
 
 
-@functools.partial(jax.jit, static_argnames=("model", "outputs", "chunk_size"))
-def _evaluate_program(model, params, x, *, outputs, chunk_size):
+@functools.partial(jax.jit, static_argnames=("model", "outputs", "chunk_size", "restarts"))
+def _evaluate_program(model, params, x, *, outputs, chunk_size, restarts):
     n_rows = jax.tree.leaves(x)[0].shape[0]
     chunks = _iterate.make_chunks(x, jnp.ones((n_rows,), jnp.float32), chunk_size)
 
     def one_chunk(x_chunk):
-        return tuple(getattr(model, name)(params, x_chunk) for name in outputs)
+        def run(one_params):
+            return tuple(getattr(model, name)(one_params, x_chunk) for name in outputs)
+
+        # Every restart reads the chunk once (vmap over the parameters only).
+        return jax.vmap(run)(params) if restarts else run(params)
 
     values = jax.lax.map(one_chunk, chunks.x)
-    return jax.tree.map(lambda leaf: leaf.reshape((-1,) + leaf.shape[2:])[:n_rows], values)
+    if restarts:  # (n_chunks, R, chunk, ...) -> (R, n_chunks, chunk, ...)
+        values = jax.tree.map(lambda leaf: jnp.moveaxis(leaf, 1, 0), values)
+    axis = 1 if restarts else 0
+
+    def merge(leaf):
+        shape = leaf.shape[:axis] + (-1,) + leaf.shape[axis + 2 :]
+        return leaf.reshape(shape)
+
+    return jax.tree.map(merge, values)
 
 
-def evaluate(model, params, x, outputs, *, chunk_size: int | None = None):
+def evaluate(model, params, x, outputs, *, chunk_size: int | None = None, restarts: bool = False):
     """Per-row outputs of fitted ``params`` on ``x``, chunk by chunk, in one program.
 
     Parameters
@@ -503,11 +515,13 @@ def evaluate(model, params, x, outputs, *, chunk_size: int | None = None):
     outputs : a name (``"log_prob"``, ``"predict"``, ...) or a tuple of names; every
         one is computed in the same pass.
     chunk_size : rows per chunk; default :func:`default_chunk_size`.
+    restarts : True when ``params`` have a leading restart axis: every restart is
+        evaluated in the same pass and each output gains that leading axis.
 
     Returns
     -------
     The output (or a tuple of outputs, when ``outputs`` is a tuple), each with a
-    leading axis of ``x``'s rows, as device arrays.
+    leading axis of ``x``'s rows (after the restart axis), as device arrays.
     """
     names = (outputs,) if isinstance(outputs, str) else tuple(outputs)
     unknown = [name for name in names if name not in model.outputs]
@@ -518,12 +532,18 @@ def evaluate(model, params, x, outputs, *, chunk_size: int | None = None):
     n_rows = jax.tree.leaves(x)[0].shape[0]
     x, _ = _pad_rows(x, np.ones((n_rows,), np.float32), padded_rows(n_rows))
     n_padded = padded_rows(n_rows)
+    n_restarts = jax.tree.leaves(params)[0].shape[0] if restarts else 1
     if chunk_size is None:
-        chunk_size = default_chunk_size(n_padded, 1, model.row_width(x))
+        chunk_size = default_chunk_size(n_padded, n_restarts, model.row_width(x))
     values = _evaluate_program(
-        model, params, x, outputs=names, chunk_size=int(min(chunk_size, n_padded))
+        model,
+        params,
+        x,
+        outputs=names,
+        chunk_size=int(min(chunk_size, n_padded)),
+        restarts=bool(restarts),
     )
-    values = jax.tree.map(lambda leaf: leaf[:n_rows], values)
+    values = jax.tree.map(lambda leaf: leaf[:, :n_rows] if restarts else leaf[:n_rows], values)
     return values[0] if isinstance(outputs, str) else values
 
 

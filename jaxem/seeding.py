@@ -215,6 +215,11 @@ class Lloyd(Model):
     def trim(self, params: KMeansParams) -> KMeansParams:
         return KMeansParams(params.centers[..., : self.n_clusters, :])
 
+    def pad(self, params: KMeansParams) -> KMeansParams:
+        centers = jnp.asarray(params.centers)  # (..., K, D)
+        index = jnp.arange(self.max_clusters)
+        return KMeansParams(centers[..., jnp.where(index < centers.shape[-2], index, 0), :])
+
     def e_step(self, params: KMeansParams, x, weights, hyper):
         labels, nearest = nearest_centers(x, params.centers, self.active(hyper))
         counts, sums = cluster_sums(labels, x, weights, self.max_clusters)

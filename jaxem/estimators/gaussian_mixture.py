@@ -7,23 +7,21 @@ restarts of :func:`jaxem.fit`, and stores scikit-learn's fitted attributes.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 import warnings
 from numbers import Integral, Real
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from sklearn.base import BaseEstimator, DensityMixin, _fit_context
+from sklearn.base import DensityMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from jaxem import _iterate, engine, ops
-from jaxem.engine import CONVERGED
+from jaxem.contract import Status
 from jaxem.estimators import _validation
+from jaxem.estimators._base import EMEstimator
 from jaxem.families.gaussian import GaussianParams, gaussian
 from jaxem.models.mixture import MixtureParams, mixture
 
@@ -36,7 +34,7 @@ _CONVERGENCE_MESSAGE = (
 )
 
 
-class GaussianMixture(DensityMixin, BaseEstimator):
+class GaussianMixture(DensityMixin, EMEstimator):
     """Gaussian mixture fitted by batched EM; a drop-in for scikit-learn's.
 
     Same parameters, defaults, fitted attributes, methods, warnings and error
@@ -250,21 +248,19 @@ default='kmeans'
         return self._fit(X)
 
     def _fit(self, X):
-        X = _validation.check_data(self, X, reset=True, ensure_min_samples=2)
+        X, dtype, offset = self._validate_fit_input(X, ensure_min_samples=2)
         n_samples, n_features = X.shape
         n_components = int(self.n_components)
         _validation.check_n_samples(n_samples, n_components)
-        dtype = _validation.compute_dtype(X.dtype)
         user_init = self._check_initial_parameters(n_features)
 
         warm = bool(self.warm_start) and hasattr(self, "converged_")
         if warm:
             self._check_warm_start(n_features)
 
-        # float32: centre the data; the offset is kept for predict and score.
-        offset = X.mean(axis=0, dtype=np.float64) if dtype == np.float32 else np.zeros(n_features)
-        x, weights = _validation.pad_rows(X - offset, dtype)
-        model = self._model(n_components)
+        # float32: the rows are centred; the offset is kept for predict and score.
+        x = self._centred(X, offset, dtype)
+        model = self._model_for(n_components, n_samples)
         key = _validation.random_key(self.random_state)
         max_iter = int(self.max_iter)
         converged_at_first = False
@@ -274,28 +270,28 @@ default='kmeans'
             initial = self._params_from_attributes(self.weights_, self.means_, offset, dtype)
             if max_iter > 0:
                 # scikit-learn compares the first lower bound with the previous fit's.
-                first = np.mean(self._evaluate(initial, X, offset, dtype, "log_prob"))
+                first = np.mean(self._evaluate(X, "log_prob", params=initial))
                 if abs(float(first) - float(self.lower_bound_)) < self.tol:
                     max_iter, converged_at_first = 1, True
+            initial = model.pad(initial)
         elif all(value is not None for value in user_init.values()):
             n_restarts = 1  # no randomness: the n_init restarts would be identical
-            initial = self._user_params(user_init, offset, dtype)
+            initial = model.pad(self._user_params(user_init, offset, dtype))
         elif any(value is not None for value in user_init.values()):
             n_restarts = int(self.n_init)
-            initial = self._mixed_params(model, key, x, weights, n_restarts, user_init, offset)
+            initial = self._mixed_params(model, key, x, n_restarts, user_init, offset)
         else:
             n_restarts = int(self.n_init)
             initial = None
 
         start = time.perf_counter()
-        result = engine.fit(
+        result = self._engine_fit(
             model,
             x,
             key=key,
             n_restarts=n_restarts,
             max_iter=max_iter,
             tol=float(self.tol),
-            weights=weights,
             init_params=initial,
         )
         elapsed = time.perf_counter() - start
@@ -304,24 +300,30 @@ default='kmeans'
 
         converged = result.converged or converged_at_first
         n_iter = result.n_iter
-        trace = np.asarray(result.restarts.trace)[result.best_restart]
+        trace = self.restarts_.trace[result.best_restart]
 
         self._set_fitted(result.params, offset, dtype)
         self.converged_ = bool(converged)
         self.n_iter_ = int(n_iter)
         self.lower_bound_ = float(result.log_likelihood)
         self.lower_bounds_ = [float(value) for value in trace[:n_iter]]
-        # jaxem extensions: what every restart did, and which one was kept.
-        self.restarts_ = engine.RestartSummary(*jax.device_get(tuple(result.restarts)))
-        self.best_restart_ = int(result.best_restart)
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(_CONVERGENCE_MESSAGE, ConvergenceWarning, stacklevel=4)
         # Final E-step with the stored attributes, exactly as predict() computes it.
-        return self._evaluate(self._attribute_params(offset, dtype), X, offset, dtype, "labels")
+        return self._evaluate(X, "predict").astype(np.int64)
 
-    def _model(self, n_components):
+    def _build_model(self, n_components, max_components):
         family = gaussian(self.covariance_type, float(self.reg_covar))
-        return mixture(family, n_components, init=self.init_params)
+        return mixture(family, n_components, init=self.init_params, max_components=max_components)
+
+    def _n_components_fitted(self):
+        return int(np.shape(self.weights_)[0])
+
+    def _fitted_dtype(self):
+        return _validation.compute_dtype(np.asarray(self.means_).dtype)
+
+    def _fitted_params(self, offset, dtype):
+        return self._params_from_attributes(self.weights_, self.means_, offset, dtype)
 
     # -- initial parameters ----------------------------------------------------------------
     def _check_initial_parameters(self, n_features):
@@ -354,12 +356,11 @@ default='kmeans'
         chol = _precision_cholesky_from_precisions(user_init["precisions"], self.covariance_type)
         return _host_params(user_init["weights"], user_init["means"] - offset, chol, dtype)
 
-    def _mixed_params(self, model, key, x, weights, n_restarts, user_init, offset):
+    def _mixed_params(self, model, key, x, n_restarts, user_init, offset):
         """Initialise every restart with ``init_params``, then put in the user's parts."""
         dtype = x.dtype
-        chunk_size = engine.default_chunk_size(x.shape[0], n_restarts, model.n_components)
-        keys = jax.random.split(key, n_restarts)  # the keys engine.fit derives
-        params = jax.device_get(_initial_params(model, keys, x, weights, chunk_size=chunk_size))
+        padded = self._initial_params(model, x, key=key, n_restarts=n_restarts)
+        params = jax.device_get(jax.vmap(model.trim)(padded))
         log_weights, (means, chol) = params.log_weights, params.components
         if user_init["weights"] is not None:
             with np.errstate(divide="ignore"):  # a zero weight is allowed: log 0 = -inf
@@ -371,10 +372,11 @@ default='kmeans'
                 user_init["precisions"], self.covariance_type
             )
             chol = np.broadcast_to(user_chol, chol.shape)
-        return MixtureParams(
+        mixed = MixtureParams(
             np.asarray(log_weights, dtype),
             GaussianParams(np.asarray(means, dtype), np.asarray(chol, dtype)),
         )
+        return jax.vmap(model.pad)(mixed)
 
     def _params_from_attributes(self, weights, means, offset, dtype):
         centred = np.asarray(means, np.float64) - offset
@@ -396,31 +398,9 @@ default='kmeans'
         else:
             self.covariances_ = (1.0 / (chol * chol)).astype(dtype)
             self.precisions_ = (chol * chol).astype(dtype)
-        self._offset = np.asarray(offset, np.float64)
-
-    def _attribute_params(self, offset, dtype):
-        return self._params_from_attributes(self.weights_, self.means_, offset, dtype)
+        self._fit_offset = np.asarray(offset, np.float64)
 
     # -- evaluation ------------------------------------------------------------------------
-    def _predict_input(self, X):
-        _validation.check_fitted(self)
-        X = _validation.check_data(self, X, reset=False)
-        dtype = _validation.compute_dtype(np.asarray(self.means_).dtype)
-        offset = getattr(self, "_offset", None)
-        if offset is None:  # attributes set by hand: no centring
-            offset = np.zeros(X.shape[1])
-        return X, dtype, offset
-
-    def _evaluate(self, params, X, offset, dtype, output):
-        """``output`` ("labels", "proba" or "log_prob") of every row of ``X``."""
-        x, _ = _validation.pad_rows(X - offset, dtype)
-        model = self._model(int(np.shape(params.log_weights)[-1]))
-        chunk_size = engine.default_chunk_size(x.shape[0], 1, model.n_components)
-        labels, proba, log_prob = _evaluate_rows(model, params, x, chunk_size=chunk_size)
-        if output == "labels":
-            return np.asarray(labels)[: X.shape[0]].astype(np.int64)
-        return np.asarray(proba if output == "proba" else log_prob)[: X.shape[0]]
-
     def predict(self, X):
         """Most probable component of every row.
 
@@ -432,8 +412,7 @@ default='kmeans'
         -------
         labels : ndarray of shape (n_samples,)
         """
-        X, dtype, offset = self._predict_input(X)
-        return self._evaluate(self._attribute_params(offset, dtype), X, offset, dtype, "labels")
+        return self._evaluate(X, "predict").astype(np.int64)
 
     def predict_proba(self, X):
         """Posterior probability of every component for every row.
@@ -446,8 +425,7 @@ default='kmeans'
         -------
         resp : ndarray of shape (n_samples, n_components)
         """
-        X, dtype, offset = self._predict_input(X)
-        return self._evaluate(self._attribute_params(offset, dtype), X, offset, dtype, "proba")
+        return self._evaluate(X, "predict_proba")[:, : self._n_components_fitted()]
 
     def score_samples(self, X):
         """Log-likelihood of every row.
@@ -460,8 +438,7 @@ default='kmeans'
         -------
         log_prob : ndarray of shape (n_samples,)
         """
-        X, dtype, offset = self._predict_input(X)
-        return self._evaluate(self._attribute_params(offset, dtype), X, offset, dtype, "log_prob")
+        return self._evaluate(X, "log_prob")
 
     def score(self, X, y=None):
         """Mean per-sample log-likelihood of ``X``.
@@ -476,11 +453,6 @@ default='kmeans'
         log_likelihood : float
         """
         return float(np.mean(self.score_samples(X), dtype=np.float64))
-
-    def _n_parameters(self):
-        """Number of free parameters of the fitted model."""
-        n_components, n_features = np.shape(self.means_)
-        return self._model(int(n_components)).n_parameters(int(n_features))
 
     def bic(self, X):
         """Bayesian information criterion of the model on ``X`` (lower is better).
@@ -577,7 +549,7 @@ default='kmeans'
                     else:
                         print(f"  Iteration {iteration}\t ll change {value - previous:.5f}")
                 previous = value
-            message = "converged" if statuses[restart] == CONVERGED else "did not converge"
+            message = "converged" if statuses[restart] == Status.CONVERGED else "did not converge"
             if self.verbose == 1:
                 print(f"Initialization {message}.")
             else:
@@ -585,33 +557,6 @@ default='kmeans'
                 print(f"Initialization {message}. lower bound {lower_bound:.5f}.")
         if self.verbose >= 2:
             print(f"All {trace.shape[0]} initializations, batched: time lapse {elapsed:.5f}s")
-
-
-# -- compiled helpers -----------------------------------------------------------------------
-@functools.partial(jax.jit, static_argnames=("model", "chunk_size"))
-def _initial_params(model, keys, x, weights, *, chunk_size):
-    """Every restart's ``model.init`` exactly as :func:`jaxem.fit` would run it."""
-    chunks = _iterate.make_chunks(x, weights, chunk_size)
-    hyper = model.hyper(x.dtype)
-    return jax.vmap(model.init, in_axes=(0, None, None))(keys, chunks, hyper)
-
-
-@functools.partial(jax.jit, static_argnames=("model", "chunk_size"))
-def _evaluate_rows(model, params, x, *, chunk_size):
-    """Labels, responsibilities and log-likelihoods of every row, chunk by chunk.
-
-    One program for all three (they share the work, and it compiles once).
-    """
-    n_rows = x.shape[0]
-    chunks = _iterate.make_chunks(x, jnp.ones((n_rows,), x.dtype), chunk_size)
-
-    def one_chunk(x_chunk):
-        log_joint = model.log_joint(params, x_chunk)
-        resp, log_norm = ops.softmax_and_logsumexp(log_joint, axis=1)
-        return jnp.argmax(log_joint, axis=1), resp, log_norm
-
-    values = jax.lax.map(one_chunk, chunks.x)
-    return jax.tree.map(lambda leaf: leaf.reshape((-1,) + leaf.shape[2:])[:n_rows], values)
 
 
 def _host_params(weights, centred_means, precisions_cholesky, dtype) -> MixtureParams:

@@ -9,15 +9,11 @@ scikit-learn's fitted attributes.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from numbers import Integral, Real
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from sklearn.base import (
-    BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
     ClusterMixin,
     TransformerMixin,
@@ -26,18 +22,22 @@ from sklearn.base import (
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_sample_weight, _is_arraylike_not_scalar
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    _is_arraylike_not_scalar,
+    _num_samples,
+)
 
-from jaxem import _iterate, engine
-from jaxem.engine import CONVERGED, NON_FINITE
+from jaxem import engine
+from jaxem.contract import Status
 from jaxem.estimators import _validation
+from jaxem.estimators._base import EMEstimator, component_bucket
 from jaxem.models.kmeans import KMeansParams, kmeans
-from jaxem.seeding import nearest_centers
 
 __all__ = ["KMeans"]
 
 
-class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
+class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EMEstimator):
     """k-means clustering by batched Lloyd iterations; a drop-in for scikit-learn's.
 
     Same parameters, defaults, fitted attributes, methods, warnings and error
@@ -206,7 +206,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
             If ``init`` is an array and ``n_init`` is not 1 (only one init runs), or
             ``algorithm='elkan'`` with one cluster (Lloyd is used).
         """
-        X = _validation.check_data(self, X, reset=True)
+        X, dtype, offset = self._validate_fit_input(X)
         n_samples, n_features = X.shape
         n_clusters = int(self.n_clusters)
         if n_samples < n_clusters:
@@ -221,22 +221,22 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
                 RuntimeWarning,
                 stacklevel=3,
             )
-        dtype = _validation.compute_dtype(X.dtype)
         random_state = check_random_state(self.random_state)
 
         # Centre the data (scikit-learn does too): the distances expanded as
         # |x|² - 2 x·c + |c|² stay accurate in float32.
-        offset = X.mean(axis=0, dtype=np.float64)
         centred = X - offset.astype(X.dtype)
-        x, _ = _validation.pad_rows(centred, dtype)
-        weights = jnp.asarray(np.pad(sample_weight, (0, x.shape[0] - n_samples)), dtype)
+        x = np.asarray(centred, dtype)
+        weights = np.asarray(sample_weight, dtype)
         # scikit-learn's _tolerance: tol times the mean per-feature variance of X.
         tol = 0.0 if self.tol == 0 else float(self.tol) * float(np.var(centred, axis=0).mean())
 
+        model = self._model_for(n_clusters, n_samples)
         init_params = self._initial_centers(centred, offset, n_init, random_state, dtype)
-        model = kmeans(n_clusters, init="random" if self._init_name() == "random" else "k-means++")
+        if init_params is not None:
+            init_params = KMeansParams(np.asarray(model.pad(init_params).centers))
         key = _validation.random_key(random_state)
-        result = engine.fit(
+        result = self._engine_fit(
             model,
             x,
             key=key,
@@ -248,24 +248,21 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         )
 
         # Final assignment with every restart's final centres; keep the lowest inertia.
-        centers = result.restarts.params.centers
+        centers = np.asarray(result.restarts.params.centers)
         best = 0
         if n_init > 1:
-            chunk_size = engine.default_chunk_size(x.shape[0], n_init, n_clusters)
-            inertias = np.asarray(_restart_inertias(centers, x, weights, chunk_size=chunk_size))
-            usable = (np.asarray(result.restarts.status) != NON_FINITE) & np.isfinite(inertias)
+            padded = model.pad(KMeansParams(centers))
+            distances = self._evaluate_restarts(model, padded, x)
+            inertias = distances @ weights.astype(np.float64)
+            usable = (self.restarts_.status != Status.NON_FINITE) & np.isfinite(inertias)
             best = int(np.argmin(np.where(usable, inertias, np.inf)))
         if self.verbose:
             self._print_trace(result, float(np.sum(sample_weight)))
 
         self.cluster_centers_ = (np.asarray(centers[best], np.float64) + offset).astype(dtype)
-        self._offset = offset
+        self._fit_offset = offset
         # labels_ and inertia_ exactly as predict() and score() compute them.
-        chunk_size = engine.default_chunk_size(x.shape[0], 1, n_clusters)
-        labels, inertia = _labels_inertia(
-            self._centred_centers(), x, weights, chunk_size=chunk_size
-        )
-        labels = np.asarray(labels)[:n_samples]
+        labels, squared = self._evaluate(X, ("predict", "nearest_squared_distance"))
         distinct = len(np.unique(labels))
         if distinct < n_clusters:
             warnings.warn(
@@ -277,8 +274,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
 
         self._n_features_out = n_clusters
         self.labels_ = labels
-        self.inertia_ = float(inertia)
-        self.n_iter_ = int(np.asarray(result.restarts.n_iter)[best])
+        self.inertia_ = float(np.dot(squared.astype(np.float64), sample_weight))
+        self.n_iter_ = int(self.restarts_.n_iter[best])
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None):
@@ -372,32 +369,32 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
             for iteration in range(int(n_iters[restart])):
                 inertia = -float(trace[restart, iteration]) * total_weight
                 print(f"Iteration {iteration}, inertia {inertia}.")
-            if statuses[restart] == CONVERGED:
+            if statuses[restart] == Status.CONVERGED:
                 print(f"Converged at iteration {int(n_iters[restart]) - 1}.")
 
+    # -- the base's hooks --------------------------------------------------------------------
+    _centre_when = "always"
+
+    def _build_model(self, n_components, max_components):
+        init = "random" if self._init_name() == "random" else "k-means++"
+        return kmeans(n_components, init=init, max_clusters=max_components)
+
+    def _n_components_fitted(self):
+        return int(np.shape(self.cluster_centers_)[0])
+
+    def _fitted_dtype(self):
+        return _validation.compute_dtype(np.asarray(self.cluster_centers_).dtype)
+
+    def _fitted_params(self, offset, dtype):
+        centers = np.asarray(self.cluster_centers_, np.float64) - offset
+        return KMeansParams(np.asarray(centers, dtype))
+
+    def _evaluate_restarts(self, model, params, x):
+        """``(R, n)`` squared distance of every row to its nearest centre, per restart."""
+        values = engine.evaluate(model, params, x, "nearest_squared_distance", restarts=True)
+        return np.asarray(values, np.float64)
+
     # -- evaluation ------------------------------------------------------------------------
-    def _test_data(self, X):
-        _validation.check_fitted(self)
-        return _validation.check_data(self, X, reset=False)
-
-    def _offset_or_zero(self):
-        offset = getattr(self, "_offset", None)
-        if offset is None:  # attributes set by hand: no centring
-            offset = np.zeros(np.shape(self.cluster_centers_)[1])
-        return offset
-
-    def _centred_centers(self):
-        """``cluster_centers_`` minus the training mean, in the computation dtype."""
-        centers = np.asarray(self.cluster_centers_)
-        dtype = _validation.compute_dtype(centers.dtype)
-        return jnp.asarray(np.asarray(centers, np.float64) - self._offset_or_zero(), dtype)
-
-    def _device_inputs(self, X):
-        """Centred, padded rows and centres in the computation dtype."""
-        centers = self._centred_centers()
-        x, mask = _validation.pad_rows(X - self._offset_or_zero().astype(X.dtype), centers.dtype)
-        return x, mask, centers
-
     def predict(self, X):
         """Index of the nearest centre of every row (the lowest index on ties).
 
@@ -409,11 +406,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         -------
         labels : ndarray of shape (n_samples,), int32
         """
-        X = self._test_data(X)
-        x, mask, centers = self._device_inputs(X)
-        chunk_size = engine.default_chunk_size(x.shape[0], 1, centers.shape[0])
-        labels, _ = _labels_inertia(centers, x, mask, chunk_size=chunk_size)
-        return np.asarray(labels)[: X.shape[0]]
+        return self._evaluate(X, "predict")
 
     def transform(self, X):
         """Euclidean distance of every row to every centre.
@@ -426,13 +419,18 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         -------
         distances : ndarray of shape (n_samples, n_clusters)
         """
-        return self._distances(self._test_data(X))
+        return self._distances(X)
 
     def _distances(self, X):
-        x, _, centers = self._device_inputs(X)
-        row_width = centers.shape[0] * centers.shape[1]
-        chunk_size = engine.default_chunk_size(x.shape[0], 1, row_width)
-        return np.asarray(_distances(centers, x, chunk_size=chunk_size))[: X.shape[0]]
+        # Differences of (chunk, K, D) per chunk: size the chunks by K x D.
+        _validation.check_fitted(self)
+        n_clusters, n_features = np.shape(self.cluster_centers_)
+        n_rows = _num_samples(X)
+        chunk_size = engine.default_chunk_size(
+            engine.padded_rows(n_rows), 1, component_bucket(n_clusters, n_rows) * n_features
+        )
+        distances = self._evaluate(X, "transform", chunk_size=chunk_size)
+        return distances[:, :n_clusters]
 
     def score(self, X, y=None, sample_weight=None):
         """Opposite of the (weighted) inertia of ``X`` with the fitted centres.
@@ -447,54 +445,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         -------
         score : float
         """
-        X = self._test_data(X)
+        _validation.check_fitted(self)
+        X = _validation.check_data(self, X, reset=False)
         sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
-        x, _, centers = self._device_inputs(X)
-        weights = jnp.asarray(np.pad(sample_weight, (0, x.shape[0] - X.shape[0])), x.dtype)
-        chunk_size = engine.default_chunk_size(x.shape[0], 1, centers.shape[0])
-        _, inertia = _labels_inertia(centers, x, weights, chunk_size=chunk_size)
-        return -float(inertia)
-
-
-# -- compiled helpers -----------------------------------------------------------------------
-def _row_inertia(centers, x, weights):
-    """Labels and weighted squared distances to the assigned centre, computed directly."""
-    labels, _ = nearest_centers(x, centers)
-    difference = x - centers[labels]
-    return labels, weights * jnp.sum(difference * difference, axis=1)
-
-
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
-def _restart_inertias(centers, x, weights, *, chunk_size):
-    """``(R,)`` inertia of every restart's centres ``(R, K, D)``, chunk by chunk."""
-    chunks = _iterate.make_chunks(x, weights, chunk_size)
-
-    def per_chunk(x_chunk, weights_chunk):
-        return jax.vmap(lambda c: jnp.sum(_row_inertia(c, x_chunk, weights_chunk)[1]))(centers)
-
-    return _iterate.chunked_sum(per_chunk, chunks)
-
-
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
-def _labels_inertia(centers, x, weights, *, chunk_size):
-    """Labels of every row and the total weighted inertia for centres ``(K, D)``."""
-    n_rows = x.shape[0]
-    chunks = _iterate.make_chunks(x, weights, chunk_size)
-    labels, row_inertia = jax.lax.map(
-        lambda chunk: _row_inertia(centers, *chunk), (chunks.x, chunks.weights)
-    )
-    return labels.reshape(-1)[:n_rows], jnp.sum(jnp.sum(row_inertia, axis=1))
-
-
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
-def _distances(centers, x, *, chunk_size):
-    """``(n, K)`` Euclidean distances, from coordinate differences (no cancellation)."""
-    n_rows = x.shape[0]
-    chunks = _iterate.make_chunks(x, jnp.ones((n_rows,), x.dtype), chunk_size)
-
-    def per_chunk(x_chunk):
-        difference = x_chunk[:, None, :] - centers[None, :, :]
-        return jnp.sqrt(jnp.sum(difference * difference, axis=2))
-
-    distances = jax.lax.map(per_chunk, chunks.x)
-    return distances.reshape((-1, centers.shape[0]))[:n_rows]
+        squared = self._evaluate(X, "nearest_squared_distance")
+        return -float(np.dot(squared.astype(np.float64), sample_weight))

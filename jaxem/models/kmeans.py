@@ -67,7 +67,12 @@ class KMeansModel(Lloyd):
     init_method: str = "k-means++"
     n_local_trials: int | None = None
 
-    outputs: ClassVar[tuple[str, ...]] = ("log_prob", "predict")
+    outputs: ClassVar[tuple[str, ...]] = (
+        "log_prob",
+        "predict",
+        "nearest_squared_distance",
+        "transform",
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -101,6 +106,18 @@ class KMeansModel(Lloyd):
     def predict(self, params: KMeansParams, x):
         """Index of the nearest centre of every row (the lowest on ties)."""
         return nearest_centers(x, params.centers)[0]
+
+    def nearest_squared_distance(self, params: KMeansParams, x):
+        """Squared distance of every row to its nearest centre, from coordinate
+        differences (accurate where the expanded form cancels)."""
+        labels, _ = nearest_centers(x, params.centers)
+        difference = x - params.centers[labels]
+        return jnp.sum(difference * difference, axis=1)
+
+    def transform(self, params: KMeansParams, x):
+        """``(n, max_clusters)`` Euclidean distances to every centre, from differences."""
+        difference = x[:, None, :] - params.centers[None, :, :]
+        return jnp.sqrt(jnp.sum(difference * difference, axis=2))
 
     def n_parameters(self, n_features: int) -> int:
         return self.n_clusters * n_features

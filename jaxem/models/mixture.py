@@ -155,6 +155,17 @@ class Mixture(Model):
             self.family.take_components(params.components, index),
         )
 
+    def pad(self, params: MixtureParams) -> MixtureParams:
+        n_given = params.log_weights.shape[-1]
+        index = jnp.arange(self.max_components)
+        log_weights = jnp.pad(
+            params.log_weights, (0, self.max_components - n_given), constant_values=-jnp.inf
+        )
+        components = self.family.take_components(
+            params.components, jnp.where(index < n_given, index, 0)
+        )
+        return MixtureParams(log_weights, components)
+
     def _pad_components(self, components, active):
         """Padding components copy component 0: finite whenever it is."""
         index = jnp.where(active, jnp.arange(self.max_components), 0)
