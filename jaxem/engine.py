@@ -162,7 +162,7 @@ def padded_rows(n_rows: int) -> int:
     beyond that the next multiple of 1/32 of the next power of two (< 6.25 % padding).
 
     >>> [padded_rows(n) for n in (1, 150, 2048, 2049, 10_000, 10_257)]
-    [32, 256, 2048, 2304, 10240, 10752]
+    [32, 256, 2048, 2176, 10240, 10752]
     """
     if n_rows <= 32:
         return 32

@@ -8,8 +8,6 @@ Every estimator turns user input into device arrays the same way:
    (``"X has 3 features, but GaussianMixture is expecting 2 features as input."``).
 2. :func:`check_n_samples` -- at least as many rows as components or clusters.
 3. :func:`compute_dtype` -- the precision policy below.
-4. :func:`pad_rows` -- zero-weight padding to a bucketed row count, so that data
-   sets of similar size (cross-validation folds, refits) share one compiled program.
 
 Precision policy: computation runs in float64 if and only if the data is float64
 *and* JAX's 64-bit mode is on (``jax.config.update("jax_enable_x64", True)`` or
@@ -22,7 +20,6 @@ Also: :func:`check_fitted` (``NotFittedError`` via scikit-learn's
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -36,15 +33,11 @@ __all__ = [
     "check_fitted",
     "random_seed",
     "random_key",
-    "padded_rows",
-    "pad_rows",
 ]
 
 #: Accepted input dtypes; anything else (ints, bools, objects) converts to float64 first.
 FLOAT_DTYPES = (np.float64, np.float32)
 
-#: Data sets up to this many rows are padded to the next power of two (at least 32).
-_POWER_OF_TWO_ROWS = 2048
 
 
 def x64_enabled() -> bool:
@@ -117,29 +110,3 @@ def random_seed(random_state) -> int:
 def random_key(random_state) -> jax.Array:
     """A JAX PRNG key derived deterministically from ``random_state``."""
     return jax.random.key(random_seed(random_state))
-
-
-def padded_rows(n_rows: int) -> int:
-    """Bucketed row count: the next power of two (at least 32) up to 2048 rows,
-    beyond that the next multiple of 1/32 of the next power of two (< 6.25 % padding)."""
-    if n_rows <= 32:
-        return 32
-    power = 1 << (n_rows - 1).bit_length()
-    if n_rows <= _POWER_OF_TWO_ROWS:
-        return power
-    step = power // 32  # power < 2 n_rows, so the padding is below n_rows / 16
-    return -(-n_rows // step) * step
-
-
-def pad_rows(X: np.ndarray, dtype) -> tuple[jax.Array, jax.Array]:
-    """``X`` as a device array of ``dtype`` padded with zero rows to :func:`padded_rows`.
-
-    Returns ``(x, weights)`` where ``weights`` is 1 for real rows and 0 for padding:
-    every model treats a zero-weight row as absent, so padding changes no result
-    while data sets of nearby sizes reuse one compiled program.
-    """
-    n_rows = X.shape[0]
-    padding = padded_rows(n_rows) - n_rows
-    x = np.pad(np.asarray(X, dtype=dtype), [(0, padding), (0, 0)])
-    weights = np.concatenate([np.ones(n_rows, dtype), np.zeros(padding, dtype)])
-    return jnp.asarray(x), jnp.asarray(weights)

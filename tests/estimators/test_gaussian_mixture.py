@@ -23,7 +23,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import jaxem
-from jaxem import GaussianMixture
+from jaxem import GaussianMixture, engine
 from jaxem.estimators import _validation
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -498,7 +498,7 @@ def test_precision_policy():
 
 
 def test_padded_rows():
-    assert [_validation.padded_rows(n) for n in (1, 32, 33, 272, 2048)] == [32, 32, 64, 512, 2048]
-    assert _validation.padded_rows(2049) == 2176  # a multiple of 4096 / 32
+    assert [engine.padded_rows(n) for n in (1, 32, 33, 272, 2048)] == [32, 32, 64, 512, 2048]
+    assert engine.padded_rows(2049) == 2176  # a multiple of 4096 / 32
     for n in (3000, 100_000, 1_234_567):
-        assert n <= _validation.padded_rows(n) < 1.0625 * n
+        assert n <= engine.padded_rows(n) < 1.0625 * n
