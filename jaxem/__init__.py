@@ -18,12 +18,15 @@ from jaxem.engine import (
 )
 from jaxem.estimators import CategoricalHMM, GaussianHMM, GaussianMixture, KMeans, PoissonHMM
 from jaxem.families import (
+    Bernoulli,
+    BernoulliParams,
     Categorical,
     CategoricalParams,
     Gaussian,
     GaussianParams,
     Poisson,
     PoissonParams,
+    bernoulli,
     categorical,
     gaussian,
     poisson,
@@ -76,6 +79,9 @@ __all__ = [
     "poisson",
     "Poisson",
     "PoissonParams",
+    "bernoulli",
+    "Bernoulli",
+    "BernoulliParams",
     "hmm",
     "HMM",
     "HMMParams",

@@ -31,7 +31,7 @@ from jaxem import _iterate, engine
 from jaxem.estimators import _validation
 from jaxem.families.categorical import Categorical
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian
-from jaxem.families.poisson import Poisson, PoissonParams
+from jaxem.families.poisson import Poisson
 from jaxem.models.hmm import HMM, HMMParams, pad_sequences
 
 __all__ = ["GaussianHMM", "CategoricalHMM", "PoissonHMM", "ConvergenceMonitor"]
@@ -199,7 +199,6 @@ class _BaseHMM(BaseEstimator):
             update=update,
             startprob_prior=self.startprob_prior,
             transmat_prior=self.transmat_prior,
-            init_covar=getattr(self, "min_covar", 1e-3),
         )
 
     def _initial_params(self, model, key, data, hyper, n_init, dtype):
@@ -513,6 +512,7 @@ class GaussianHMM(_BaseHMM):
             means_weight=self.means_weight,
             covars_prior=self.covars_prior,
             covars_weight=self.covars_weight,
+            init_covar=self.min_covar,
         )
 
     def _emission_params(self, family, dtype):
@@ -641,12 +641,13 @@ class CategoricalHMM(_BaseHMM):
         expected = (self.n_components, family.n_symbols)
         if probs.shape != expected:
             raise ValueError(f"emissionprob_ must have shape {expected}, got {probs.shape}.")
-        return family.params_from_probabilities(jnp.asarray(probs, dtype))
+        # hmmlearn's one column of symbols: the family's (K, 1, n_symbols) layout.
+        return family.from_layout(dtype, probabilities=probs[:, None, :])
 
     def _set_emission_attributes(self, family, emissions):
-        probs = np.exp(np.asarray(emissions.log_probs, np.float64))
-        # Floored log-probabilities of never-seen symbols are exact zeros in hmmlearn.
-        self.emissionprob_ = np.where(probs <= np.finfo(emissions.log_probs.dtype).tiny, 0.0, probs)
+        # Floored log-probabilities of never-seen symbols come back as exact zeros.
+        probs = family.to_layout(emissions)["probabilities"][:, 0, :]
+        self.emissionprob_ = np.asarray(probs, np.float64)
 
 
 class PoissonHMM(_BaseHMM):
@@ -737,7 +738,7 @@ class PoissonHMM(_BaseHMM):
         expected = (self.n_components, n_features)
         if lambdas.shape != expected:
             raise ValueError(f"lambdas_ must have shape {expected}, got {lambdas.shape}.")
-        return PoissonParams(family.log_rates_from_rates(jnp.asarray(lambdas, dtype)))
+        return family.from_layout(dtype, rates=lambdas)
 
     def _set_emission_attributes(self, family, emissions):
-        self.lambdas_ = np.exp(np.asarray(emissions.log_rates, np.float64))
+        self.lambdas_ = np.asarray(family.to_layout(emissions)["rates"], np.float64)

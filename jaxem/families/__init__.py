@@ -1,6 +1,7 @@
 """Component families shared by mixtures and hidden Markov models."""
 
 from jaxem.families.base import Family, component_log_densities, log_densities
+from jaxem.families.bernoulli import Bernoulli, BernoulliHyper, BernoulliParams, bernoulli
 from jaxem.families.categorical import (
     Categorical,
     CategoricalHyper,
@@ -35,4 +36,8 @@ __all__ = [
     "PoissonParams",
     "PoissonHyper",
     "poisson",
+    "Bernoulli",
+    "BernoulliParams",
+    "BernoulliHyper",
+    "bernoulli",
 ]

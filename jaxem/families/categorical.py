@@ -1,36 +1,43 @@
-"""Categorical components over ``n_symbols`` symbols.
+"""Categorical components over ``D`` columns of ``n_symbols`` symbols each.
 
-Rows are integer symbols ``x`` of shape ``(n, 1)``. In exponential-family form the
-features are one-hot vectors and the natural parameters are the log-probabilities,
+Rows are integer symbols ``x`` of shape ``(n, D)``; within a component the columns
+are independent, each a categorical over ``n_symbols`` symbols (with ``D > 1`` a
+mixture of them is latent class analysis). In exponential-family form the features
+are the one-hot vectors of all columns side by side and the natural parameters the
+log-probabilities,
 
-    log p_k(x) = onehot(x) · log π_k,
+    log p_k(x) = Σ_d onehot(x_d) · log π_kd,
 
 so the log-densities of all components are one matrix product and the expected
-counts of every symbol are another. Log-probabilities are floored at
-``log(smallest normal)`` instead of ``-inf``: a symbol never seen keeps a finite
+counts of every symbol in every column are another. Log-probabilities are floored
+at ``log(smallest normal)`` instead of ``-inf``: a symbol never seen keeps a finite
 (negligible) probability, and ``0 · θ`` never becomes ``0 · -inf = NaN``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxem.contract import Family
+
 __all__ = ["Categorical", "CategoricalParams", "CategoricalHyper", "categorical"]
 
 
 class CategoricalParams(NamedTuple):
-    """Log-probabilities of the symbols, shape ``(K, n_symbols)``."""
+    """Log-probabilities of the symbols, shape ``(K, D, n_symbols)``."""
 
     log_probs: jax.Array
 
 
 class CategoricalHyper(NamedTuple):
-    """Dirichlet prior concentration (hmmlearn's ``emissionprob_prior``); 1 means ML."""
+    """Dirichlet prior concentration (hmmlearn's ``emissionprob_prior``); 1 means ML.
+
+    Broadcasts against ``(K, D, n_symbols)``."""
 
     prior: jax.Array
 
@@ -41,17 +48,20 @@ def _floored_log(p):
 
 
 @dataclasses.dataclass(frozen=True)
-class Categorical:
-    """Categorical component family.
+class Categorical(Family):
+    """Categorical component family over one or more columns of symbols.
 
     Parameters
     ----------
     n_symbols : int
-        Number of distinct symbols; data holds integers in ``[0, n_symbols)``.
-    prior : float or array (K, n_symbols)
+        Number of distinct symbols of every column; data holds integers in
+        ``[0, n_symbols)``.
+    prior : float or array
         Dirichlet concentration; the M-step adds ``prior - 1`` pseudo-counts and
-        clips at 0, as hmmlearn's ``emissionprob_prior``. Excluded from equality
-        (an array input of compiled code), so changing it does not recompile.
+        clips at 0, as hmmlearn's ``emissionprob_prior``. An array broadcasts
+        against ``(K, D, n_symbols)``; one of shape ``(K, n_symbols)`` (hmmlearn's)
+        applies to every column. Excluded from equality (an array input of compiled
+        code), so changing it does not recompile.
 
     Examples
     --------
@@ -61,13 +71,27 @@ class Categorical:
     >>> counts = jnp.array([[2.0, 1.0, 1.0]])
     >>> params = family.m_step(counts, counts.sum(1), family.hyper(jnp.float32))
     >>> print(jnp.exp(params.log_probs))
-    [[0.5  0.25 0.25]]
+    [[[0.5  0.25 0.25]]]
     >>> print(jaxem.families.log_densities(family, params, jnp.array([[0], [2]])).ravel())
     [-0.6931472 -1.3862944]
+
+    Two columns, each with its own probabilities (here the same component):
+
+    >>> x = jnp.array([[0, 1], [0, 2]])
+    >>> features = family.features(x)
+    >>> features.shape
+    (2, 6)
+    >>> params = family.m_step(features.sum(0, keepdims=True), jnp.array([2.0]),
+    ...                        family.hyper(jnp.float32))
+    >>> print(jnp.exp(params.log_probs))
+    [[[1.  0.  0. ]
+      [0.  0.5 0.5]]]
     """
 
     n_symbols: int
     prior: float = dataclasses.field(default=1.0, compare=False)
+
+    update_letters: ClassVar[str] = "e"
 
     def __post_init__(self):
         if not isinstance(self.n_symbols, (int, np.integer)) or self.n_symbols < 1:
@@ -75,61 +99,107 @@ class Categorical:
 
     # -- contract ---------------------------------------------------------------------------
     def hyper(self, dtype) -> CategoricalHyper:
-        return CategoricalHyper(prior=jnp.asarray(self.prior, dtype))
+        prior = jnp.asarray(self.prior, dtype)
+        if prior.ndim == 2:  # hmmlearn's (K, n_symbols): the same for every column
+            prior = prior[:, None, :]
+        return CategoricalHyper(prior=prior)
 
     def check_data(self, x) -> None:
-        """Raise ``ValueError`` unless ``x`` is ``(n, 1)`` integers in ``[0, n_symbols)``."""
+        """Raise ``ValueError`` unless ``x`` is ``(n, D)`` integers in ``[0, n_symbols)``.
+
+        Floating input is accepted when every value is a whole number.
+        """
         x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != 1:
+        if x.ndim != 2 or x.shape[1] == 0:
             raise ValueError(
-                f"Categorical data must have shape (n_samples, 1), got {x.shape}; "
+                f"Categorical data must have shape (n_samples, n_columns), got {x.shape}; "
                 "reshape a 1-D array of symbols with X.reshape(-1, 1)."
             )
         if x.dtype.kind == "f":
             if not np.all(np.isfinite(x)) or not np.all(x == np.round(x)):
                 raise ValueError(
                     "Categorical symbols must be integers; got non-integer values. "
-                    "Encode the symbols as 0, 1, ..., n_features - 1."
+                    "Encode the symbols as 0, 1, ..., n_symbols - 1."
                 )
         elif x.dtype.kind not in "iub":
-            raise ValueError(f"Categorical symbols must be integers, got dtype {x.dtype}.")
+            raise ValueError(
+                f"Categorical symbols must be integers, got dtype {x.dtype}. "
+                "Encode the symbols as 0, 1, ..., n_symbols - 1."
+            )
         if x.size and (x.min() < 0 or x.max() >= self.n_symbols):
             raise ValueError(
                 f"Categorical symbols must lie in [0, {self.n_symbols - 1}], got values in "
-                f"[{x.min()}, {x.max()}]; increase n_features or re-encode the symbols."
+                f"[{x.min()}, {x.max()}]; increase n_symbols (n_features in CategoricalHMM) "
+                "or re-encode the symbols."
             )
 
     def features(self, x):
         # float32 one-hot is exact and promotes to float64 against float64 parameters.
-        return jax.nn.one_hot(x[:, 0], self.n_symbols, dtype=jnp.float32)
+        # Leading axes are kept, so chunked data (n_chunks, chunk_size, D) maps too.
+        one_hot = jax.nn.one_hot(x.astype(jnp.int32), self.n_symbols, dtype=jnp.float32)
+        return one_hot.reshape(x.shape[:-1] + (-1,))
 
     def log_base_measure(self, x):
         return jnp.zeros(x.shape[:1], jnp.float32)
 
     def natural_parameters(self, params: CategoricalParams):
         log_probs = params.log_probs
-        return log_probs, jnp.zeros(log_probs.shape[:1], log_probs.dtype)
+        n_components = log_probs.shape[0]
+        return (
+            log_probs.reshape(n_components, -1),
+            jnp.zeros((n_components,), log_probs.dtype),
+        )
 
     def m_step(self, feature_sums, counts, hyper: CategoricalHyper) -> CategoricalParams:
         del counts
-        # hmmlearn: max(prior - 1 + counts, 0), rows normalised; an all-zero row stays 0.
-        pseudo = jnp.maximum(hyper.prior - 1 + feature_sums, 0)
-        total = jnp.sum(pseudo, axis=1, keepdims=True)
+        n_components = feature_sums.shape[0]
+        symbol_counts = feature_sums.reshape(n_components, -1, self.n_symbols)
+        # hmmlearn: max(prior - 1 + counts, 0), normalised per (component, column);
+        # an all-zero row stays 0 (then floored).
+        pseudo = jnp.maximum(hyper.prior - 1 + symbol_counts, 0)
+        total = jnp.sum(pseudo, axis=-1, keepdims=True)
         probs = pseudo / jnp.where(total == 0, 1, total)
         return CategoricalParams(_floored_log(probs))
 
     def n_parameters(self, n_components: int, n_features: int) -> int:
-        del n_features
-        return n_components * (self.n_symbols - 1)
+        return n_components * n_features * (self.n_symbols - 1)
 
     def sample(self, key, params: CategoricalParams, labels):
-        draws = jax.random.categorical(key, params.log_probs[labels], axis=-1)
-        return draws[:, None]
+        return jax.random.categorical(key, params.log_probs[labels], axis=-1).astype(jnp.int32)
+
+    # -- optional hooks -----------------------------------------------------------------------
+    def data_dtype(self, compute_dtype):
+        """Symbols stay integers on the device."""
+        del compute_dtype
+        return jnp.int32
+
+    def initial_params(self, key, x, weights, n_components: int, hyper) -> CategoricalParams:
+        """hmmlearn's init: uniform random probabilities, normalised per column."""
+        del hyper
+        dtype = weights.dtype
+        probs = jax.random.uniform(key, (n_components, x.shape[1], self.n_symbols), dtype)
+        return CategoricalParams(jnp.log(probs / probs.sum(-1, keepdims=True)))
+
+    def to_layout(self, params: CategoricalParams) -> dict[str, Any]:
+        """``probabilities`` of shape ``(K, D, n_symbols)`` (numpy); floored
+        log-probabilities of never-seen symbols come back as exact zeros."""
+        log_probs = jax.device_get(params.log_probs)
+        probs = np.exp(log_probs)
+        return {"probabilities": np.where(probs <= np.finfo(log_probs.dtype).tiny, 0.0, probs)}
+
+    def from_layout(self, dtype, *, probabilities) -> CategoricalParams:
+        """Parameters from ``probabilities`` ``(K, D, n_symbols)`` (or ``(K, n_symbols)``
+        for one column)."""
+        return self.params_from_probabilities(jnp.asarray(probabilities, dtype))
 
     # -- conveniences (not part of the contract) -------------------------------------------
     def params_from_probabilities(self, probs) -> CategoricalParams:
-        """Parameters from probabilities ``(K, n_symbols)`` (zeros are floored)."""
-        return CategoricalParams(_floored_log(jnp.asarray(probs)))
+        """Parameters from probabilities ``(K, D, n_symbols)``; a 2-D ``(K, n_symbols)``
+        array is one column. Zeros are floored."""
+        probs = jnp.asarray(probs)
+        if probs.ndim == 2:
+            probs = probs[:, None, :]
+        return CategoricalParams(_floored_log(probs))
 
 
 def categorical(n_symbols: int, prior: float = 1.0) -> Categorical:

@@ -15,13 +15,14 @@ estimators do): the quadratic terms then stay small and cancellation harmless.
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
-from jaxem import ops
+from jaxem import ops, seeding
+from jaxem.contract import Chunks, Family
 
 __all__ = [
     "Gaussian",
@@ -33,6 +34,10 @@ __all__ = [
 ]
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+#: Relative tolerance and iteration cap of the Lloyd iterations that seed the
+#: emission means in :meth:`Gaussian.initial_params` (scikit-learn's KMeans defaults).
+KMEANS_TOL = 1e-4
+KMEANS_MAX_ITER = 300
 
 
 class GaussianParams(NamedTuple):
@@ -49,9 +54,11 @@ class GaussianParams(NamedTuple):
 
 
 class GaussianHyper(NamedTuple):
-    """Numeric hyperparameters: ``reg_covar`` is added to every covariance diagonal."""
+    """Numeric hyperparameters: ``reg_covar`` is added to every covariance diagonal;
+    ``init_covar`` to the diagonal of the data covariance in :meth:`Gaussian.initial_params`."""
 
     reg_covar: jax.Array
+    init_covar: jax.Array
 
 
 class GaussianPriorHyper(NamedTuple):
@@ -60,7 +67,8 @@ class GaussianPriorHyper(NamedTuple):
     ``means_prior`` (μ₀) and ``means_weight`` (λ) are the normal prior on the means,
     ``covars_prior`` (Ψ) and ``covars_weight`` (ν) the (inverse-gamma / inverse-
     Wishart) prior on the covariances; ``reg_covar`` is still added to the diagonal.
-    Every field broadcasts against the parameter it regularises.
+    Every field broadcasts against the parameter it regularises. ``init_covar`` is
+    used by :meth:`Gaussian.initial_params` only, as in :class:`GaussianHyper`.
     """
 
     reg_covar: jax.Array
@@ -68,10 +76,11 @@ class GaussianPriorHyper(NamedTuple):
     means_weight: jax.Array
     covars_prior: jax.Array
     covars_weight: jax.Array
+    init_covar: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
-class Gaussian:
+class Gaussian(Family):
     """Gaussian component family.
 
     Parameters
@@ -87,6 +96,10 @@ class Gaussian:
     means_prior, means_weight, covars_prior, covars_weight : float or array
         hmmlearn's priors, used only when ``map_prior`` is True (defaults are
         hmmlearn's). Excluded from equality, like ``reg_covar``.
+    init_covar : float
+        Added to the diagonal of the data covariance that initialises every
+        covariance in :meth:`initial_params` (hmmlearn's ``min_covar``). Excluded
+        from equality.
 
     Examples
     --------
@@ -106,6 +119,9 @@ class Gaussian:
     means_weight: float = dataclasses.field(default=0.0, compare=False)
     covars_prior: float = dataclasses.field(default=1e-2, compare=False)
     covars_weight: float = dataclasses.field(default=1.0, compare=False)
+    init_covar: float = dataclasses.field(default=1e-3, compare=False)
+
+    update_letters: ClassVar[str] = "mc"
 
     def __post_init__(self):
         if self.covariance_type not in COVARIANCE_TYPES:
@@ -114,6 +130,8 @@ class Gaussian:
             )
         if not (isinstance(self.reg_covar, (int, float)) and self.reg_covar >= 0):
             raise ValueError(f"reg_covar must be a non-negative float, got {self.reg_covar!r}.")
+        if not (isinstance(self.init_covar, (int, float)) and self.init_covar >= 0):
+            raise ValueError(f"init_covar must be a non-negative float, got {self.init_covar!r}.")
 
     # -- contract ---------------------------------------------------------------------------
     def hyper(self, dtype) -> GaussianHyper | GaussianPriorHyper:
@@ -127,10 +145,14 @@ class Gaussian:
                         self.means_weight,
                         self.covars_prior,
                         self.covars_weight,
+                        self.init_covar,
                     )
                 )
             )
-        return GaussianHyper(reg_covar=jnp.asarray(self.reg_covar, dtype))
+        return GaussianHyper(
+            reg_covar=jnp.asarray(self.reg_covar, dtype),
+            init_covar=jnp.asarray(self.init_covar, dtype),
+        )
 
     def check_data(self, x) -> None:
         """Gaussian components accept any finite real data."""
@@ -301,6 +323,116 @@ class Gaussian:
             steps = noise / chol[labels][:, None]
         return means[labels] + steps
 
+    # -- optional hooks -----------------------------------------------------------------------
+    def seeding_points(self, x):
+        """The rows themselves: k-means runs on the data, not on ``[x², x]``."""
+        return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+
+    def params_from_rows(self, rows, hyper) -> GaussianParams:
+        """Components centred on ``rows`` (K, D) with covariance ``reg_covar · I``.
+
+        This is the M-step from one point per component, computed exactly: the
+        moment form would subtract two equal large numbers.
+        """
+        n_components, n_features = rows.shape
+        scale = jax.lax.rsqrt(hyper.reg_covar) * jnp.ones((), rows.dtype)
+        if self.covariance_type == "full":
+            chol = scale * jnp.broadcast_to(
+                jnp.eye(n_features, dtype=rows.dtype), (n_components, n_features, n_features)
+            )
+        elif self.covariance_type == "tied":
+            chol = scale * jnp.eye(n_features, dtype=rows.dtype)
+        elif self.covariance_type == "diag":
+            chol = jnp.full((n_components, n_features), scale, rows.dtype)
+        else:
+            chol = jnp.full((n_components,), scale, rows.dtype)
+        return GaussianParams(rows, chol)
+
+    #: Former name of :meth:`params_from_rows`.
+    params_at_points = params_from_rows
+
+    def initial_params(self, key, x, weights, n_components: int, hyper) -> GaussianParams:
+        """hmmlearn's init: k-means centres (k-means++ seeds, then Lloyd) as means, and
+        every covariance the weighted data covariance plus ``init_covar`` on its diagonal."""
+        dtype = weights.dtype
+        used = weights > 0
+        # Rows of weight 0 may hold anything; zero them as the engine's chunks do.
+        x = jnp.where(used[:, None], self.seeding_points(x).astype(dtype), 0)
+        seeds, _ = seeding.kmeans_plusplus(key, x, weights, n_components)
+        means = seeding.lloyd(
+            seeds, Chunks(x[None], weights[None]), max_iter=KMEANS_MAX_ITER, tol=KMEANS_TOL
+        )
+        total = weights.sum()
+        mean = weights @ x / total
+        centred = (x - mean) * jnp.sqrt(weights)[:, None]
+        # np.cov's unbiased normalisation, as hmmlearn.
+        covariance = centred.T @ centred / jnp.maximum(total - 1, 1)
+        n_features = x.shape[1]
+        covariance = covariance + hyper.init_covar * jnp.eye(n_features, dtype=dtype)
+        if self.covariance_type == "full":
+            layout = jnp.broadcast_to(covariance, (n_components, n_features, n_features))
+        elif self.covariance_type == "tied":
+            layout = covariance
+        elif self.covariance_type == "diag":
+            layout = jnp.broadcast_to(jnp.diag(covariance), (n_components, n_features))
+        else:
+            layout = jnp.full((n_components,), jnp.mean(covariance), dtype)
+        return self.params_from_covariances(means, layout)
+
+    def keep_fixed(self, old, new, update: str, feature_sums, counts, hyper) -> GaussianParams:
+        """Means from ``new`` if ``"m" in update``, covariances if ``"c"``, else ``old``'s.
+
+        With ``"c"`` but not ``"m"`` the MAP covariances are re-estimated around the
+        fixed old means, as hmmlearn does (only the MAP form keeps the means apart).
+        """
+        update_means, update_covariances = "m" in update, "c" in update
+        if update_covariances and not update_means and isinstance(hyper, GaussianPriorHyper):
+            new = self.map_m_step(feature_sums, counts, hyper, means=old.means)
+        return GaussianParams(
+            new.means if update_means else old.means,
+            new.precisions_cholesky if update_covariances else old.precisions_cholesky,
+        )
+
+    def where_components(self, keep, on_true, on_false) -> GaussianParams:
+        """Per component; the tied factor, shared by all components, is ``on_true``'s
+        if any component is kept and ``on_false``'s otherwise."""
+        if self.covariance_type != "tied":
+            return super().where_components(keep, on_true, on_false)
+        return GaussianParams(
+            jnp.where(keep[:, None], on_true.means, on_false.means),
+            jnp.where(jnp.any(keep), on_true.precisions_cholesky, on_false.precisions_cholesky),
+        )
+
+    def take_components(self, params: GaussianParams, index) -> GaussianParams:
+        """The components in ``index``; a tied factor has no component axis and stays."""
+        if self.covariance_type != "tied":
+            return super().take_components(params, index)
+        return GaussianParams(params.means[index], params.precisions_cholesky)
+
+    def to_layout(self, params: GaussianParams) -> dict[str, Any]:
+        """``means``, ``covariances``, ``precisions`` and ``precisions_cholesky`` in
+        scikit-learn's layout for this covariance type (numpy arrays)."""
+        return jax.device_get(
+            {
+                "means": params.means,
+                "covariances": self.covariances(params),
+                "precisions": self.precisions(params),
+                "precisions_cholesky": params.precisions_cholesky,
+            }
+        )
+
+    def from_layout(
+        self, dtype, *, means, covariances=None, precisions_cholesky=None
+    ) -> GaussianParams:
+        """Parameters from ``means`` and either ``covariances`` or ``precisions_cholesky``
+        in scikit-learn's layout."""
+        if (covariances is None) == (precisions_cholesky is None):
+            raise ValueError("Pass exactly one of covariances and precisions_cholesky.")
+        means = jnp.asarray(means, dtype)
+        if covariances is not None:
+            return self.params_from_covariances(means, covariances)
+        return GaussianParams(means, jnp.asarray(precisions_cholesky, dtype))
+
     # -- conveniences (not part of the contract) -------------------------------------------
     def covariances(self, params: GaussianParams):
         """Covariances in scikit-learn's layout for this covariance type."""
@@ -324,26 +456,6 @@ class Gaussian:
             return GaussianParams(means, ops.precision_cholesky_from_covariance(covariances))
         return GaussianParams(means, jax.lax.rsqrt(covariances))
 
-    def params_at_points(self, points, hyper: GaussianHyper) -> GaussianParams:
-        """Components centred on ``points`` (K, D) with covariance ``reg_covar · I``.
-
-        This is the M-step from one point per component, computed exactly: the
-        moment form would subtract two equal large numbers.
-        """
-        n_components, n_features = points.shape
-        scale = jax.lax.rsqrt(hyper.reg_covar) * jnp.ones((), points.dtype)
-        if self.covariance_type == "full":
-            chol = scale * jnp.broadcast_to(
-                jnp.eye(n_features, dtype=points.dtype), (n_components, n_features, n_features)
-            )
-        elif self.covariance_type == "tied":
-            chol = scale * jnp.eye(n_features, dtype=points.dtype)
-        elif self.covariance_type == "diag":
-            chol = jnp.full((n_components, n_features), scale, points.dtype)
-        else:
-            chol = jnp.full((n_components,), scale, points.dtype)
-        return GaussianParams(points, chol)
-
     def _n_features(self, feature_sums) -> int:
         width = feature_sums.shape[-1]
         if self.covariance_type in ("full", "tied"):
@@ -354,9 +466,13 @@ class Gaussian:
         return width - 1
 
 
-def gaussian(covariance_type: str = "full", reg_covar: float = 1e-6, **priors) -> Gaussian:
+def gaussian(
+    covariance_type: str = "full", reg_covar: float = 1e-6, *, init_covar: float = 1e-3, **priors
+) -> Gaussian:
     """Gaussian component family; see :class:`Gaussian`.
 
     ``priors`` are the optional MAP fields (``map_prior=True``, ``means_prior``, ...).
     """
-    return Gaussian(covariance_type=covariance_type, reg_covar=reg_covar, **priors)
+    return Gaussian(
+        covariance_type=covariance_type, reg_covar=reg_covar, init_covar=init_covar, **priors
+    )

@@ -12,11 +12,13 @@ so the features are the counts themselves. Log-rates are floored at
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxem.contract import Family
 
 __all__ = ["Poisson", "PoissonParams", "PoissonHyper", "poisson"]
 
@@ -35,7 +37,7 @@ class PoissonHyper(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class Poisson:
+class Poisson(Family):
     """Poisson component family.
 
     Parameters
@@ -59,6 +61,8 @@ class Poisson:
 
     rates_prior: float = dataclasses.field(default=0.0, compare=False)
     rates_weight: float = dataclasses.field(default=0.0, compare=False)
+
+    update_letters: ClassVar[str] = "l"
 
     # -- contract ---------------------------------------------------------------------------
     def hyper(self, dtype) -> PoissonHyper:
@@ -87,7 +91,11 @@ class Poisson:
             )
 
     def features(self, x):
-        return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            return x
+        # Integer counts: the default float (float64 under x64), so that log Γ(x + 1)
+        # keeps its precision; float32 is exact for counts only up to 2^24.
+        return x.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
 
     def log_base_measure(self, x):
         x = self.features(x)
@@ -108,6 +116,30 @@ class Poisson:
     def sample(self, key, params: PoissonParams, labels):
         rates = jnp.exp(params.log_rates)[labels]
         return jax.random.poisson(key, rates, rates.shape).astype(rates.dtype)
+
+    # -- optional hooks -----------------------------------------------------------------------
+    def initial_params(self, key, x, weights, n_components: int, hyper) -> PoissonParams:
+        """hmmlearn's init: Gamma draws of the rates whose mean and variance are those
+        of all counts (pooled over features)."""
+        del hyper
+        dtype = weights.dtype
+        values = self.features(x).astype(dtype)
+        total = weights.sum()
+        n_features = values.shape[1]
+        mean = jnp.sum(weights @ values) / (total * n_features)
+        variance = jnp.sum(weights @ (values - mean) ** 2) / (total * n_features)
+        variance = jnp.maximum(variance, jnp.finfo(dtype).eps)
+        shape = mean**2 / variance
+        draws = jax.random.gamma(key, jnp.maximum(shape, 1e-3), (n_components, n_features), dtype)
+        return PoissonParams(self.log_rates_from_rates(draws * variance / jnp.maximum(mean, 1e-12)))
+
+    def to_layout(self, params: PoissonParams) -> dict[str, Any]:
+        """``rates`` ``λ`` of shape ``(K, D)`` (numpy)."""
+        return {"rates": jax.device_get(jnp.exp(params.log_rates))}
+
+    def from_layout(self, dtype, *, rates) -> PoissonParams:
+        """Parameters from ``rates`` ``(K, D)``."""
+        return PoissonParams(self.log_rates_from_rates(jnp.asarray(rates, dtype)))
 
     # -- conveniences (not part of the contract) -------------------------------------------
     @staticmethod

@@ -29,13 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxem import _iterate
-from jaxem.families.base import Family, component_log_densities
-from jaxem.families.categorical import Categorical, CategoricalParams
-from jaxem.families.gaussian import Gaussian
-from jaxem.families.poisson import Poisson, PoissonParams
+from jaxem.contract import Chunks, Family, Model
+from jaxem.families.base import component_log_densities
 from jaxem.models import hmm_inference
-from jaxem.models.kmeans import KMeansModel, kmeans_plusplus, lloyd
 
 __all__ = [
     "HMM",
@@ -82,13 +78,11 @@ class HMMStats(NamedTuple):
 
 
 class HMMHyper(NamedTuple):
-    """Numeric hyperparameters: the family's, the Dirichlet priors, init settings."""
+    """Numeric hyperparameters: the family's and the Dirichlet priors."""
 
     family: Any
     startprob_prior: jax.Array
     transmat_prior: jax.Array
-    init_covar: jax.Array
-    kmeans_tol: jax.Array
 
 
 def _normalize_rows(counts):
@@ -102,15 +96,17 @@ def _log(p):
 
 
 @dataclasses.dataclass(frozen=True)
-class HMM:
+class HMM(Model):
     """Hidden Markov model with ``n_states`` states emitting from one family.
 
     Parameters
     ----------
     family : Family
         Emission family, e.g. ``jaxem.gaussian("diag")``, ``jaxem.categorical(4)``,
-        ``jaxem.poisson()``. For hmmlearn's Gaussian M-step use
-        ``jaxem.gaussian(..., reg_covar=0.0, map_prior=True)``.
+        ``jaxem.poisson()``, ``jaxem.bernoulli()``. For hmmlearn's Gaussian M-step use
+        ``jaxem.gaussian(..., reg_covar=0.0, map_prior=True)``. The family draws the
+        initial emission parameters (:meth:`~jaxem.contract.Family.initial_params`,
+        hmmlearn's emission init for the Gaussian, categorical and Poisson ones).
     n_states : int
         Number of hidden states.
     algorithm : {"scan", "associative", "blocked"}
@@ -122,9 +118,10 @@ class HMM:
         in float32). Decoding uses the sequential Viterbi for "blocked".
     update : str
         Parameters updated by the M-step, hmmlearn's letters: ``"s"`` start
-        probabilities, ``"t"`` transitions, and the family's emission letters
-        (``"m"`` means and ``"c"`` covariances for Gaussian, ``"e"`` categorical,
-        ``"l"`` Poisson). The others keep their values.
+        probabilities, ``"t"`` transitions, and the family's
+        :attr:`~jaxem.contract.Family.update_letters` (``"m"`` means and ``"c"``
+        covariances for Gaussian, ``"e"`` categorical and Bernoulli, ``"l"`` Poisson).
+        The others keep their values (see :meth:`~jaxem.contract.Family.keep_fixed`).
     init_transitions : {"random", "uniform", "dirichlet"}
         Start and transition probabilities at init: normalised uniform draws,
         uniform, or hmmlearn's Dirichlet(1/K) draws (whose rejection sampler makes
@@ -132,11 +129,6 @@ class HMM:
     startprob_prior, transmat_prior : float or array
         Dirichlet concentrations; the M-step adds ``prior - 1`` pseudo-counts and
         clips at 0 (hmmlearn). 1 is maximum likelihood.
-    init_covar : float
-        Added to the diagonal of the data covariance that initialises Gaussian
-        covariances (hmmlearn's ``min_covar``).
-    kmeans_max_iter : int
-        Lloyd iterations of the k-means that initialises Gaussian means.
 
     Notes
     -----
@@ -173,8 +165,6 @@ class HMM:
     init_transitions: str = "random"
     startprob_prior: float = dataclasses.field(default=1.0, compare=False)
     transmat_prior: float = dataclasses.field(default=1.0, compare=False)
-    init_covar: float = dataclasses.field(default=1e-3, compare=False)
-    kmeans_max_iter: int = 300
 
     def __post_init__(self):
         if not isinstance(self.n_states, (int, np.integer)) or self.n_states < 1:
@@ -193,8 +183,6 @@ class HMM:
             family=self.family.hyper(dtype),
             startprob_prior=jnp.asarray(self.startprob_prior, dtype),
             transmat_prior=jnp.asarray(self.transmat_prior, dtype),
-            init_covar=jnp.asarray(self.init_covar, dtype),
-            kmeans_tol=jnp.asarray(1e-4, dtype),
         )
 
     def e_step(self, params: HMMParams, data, weights, hyper):
@@ -233,7 +221,9 @@ class HMM:
                 jnp.maximum(hyper.transmat_prior - 1 + stats.transitions, 0),
             )
         )
-        emissions = self._keep_fixed_emissions(stats, params.emissions, emissions, hyper)
+        emissions = self.family.keep_fixed(
+            params.emissions, emissions, self.update, stats.feature_sums, stats.counts, hyper.family
+        )
         return HMMParams(
             startprob if "s" in self.update else params.startprob,
             transmat if "t" in self.update else params.transmat,
@@ -245,13 +235,15 @@ class HMM:
         del old_params, new_params
         return log_likelihood - previous < tol
 
-    def init(self, key, chunks: _iterate.Chunks, hyper) -> HMMParams:
+    def init(self, key, chunks: Chunks, hyper) -> HMMParams:
         (obs, mask), weights = chunks.flat()
-        frames = obs.reshape((-1,) + obs.shape[2:])
-        frame_weights = (mask * weights[:, None]).reshape(-1).astype(weights.dtype)
-        transition_key, emission_key = jax.random.split(key)
         n_states = self.n_states
         dtype = weights.dtype
+        frame_weights = (mask * weights[:, None]).reshape(-1).astype(dtype)
+        frames = obs.reshape((-1,) + obs.shape[2:]).astype(self.family.data_dtype(dtype))
+        # Padding steps may hold anything: zero them so 0 · NaN cannot reach the init.
+        frames = jnp.where((frame_weights > 0).reshape((-1,) + (1,) * (frames.ndim - 1)), frames, 0)
+        transition_key, emission_key = jax.random.split(key)
         if self.init_transitions == "uniform":
             startprob = jnp.full((n_states,), 1.0 / n_states, dtype)
             transmat = jnp.full((n_states, n_states), 1.0 / n_states, dtype)
@@ -266,7 +258,9 @@ class HMM:
                 transmat = _normalize_rows(
                     jax.random.uniform(trans_key, (n_states, n_states), dtype)
                 )
-        emissions = self._init_emissions(emission_key, frames, frame_weights, hyper)
+        emissions = self.family.initial_params(
+            emission_key, frames, frame_weights, n_states, hyper.family
+        )
         return HMMParams(startprob, transmat, emissions)
 
     def log_prob(self, params: HMMParams, data):
@@ -354,79 +348,6 @@ class HMM:
         )
         return posterior, features, valid
 
-    def _keep_fixed_emissions(self, stats, old, new, hyper):
-        """Emission parameters not listed in ``update`` keep their old values."""
-        family = self.family
-        if isinstance(family, Gaussian):
-            update_means, update_covariances = "m" in self.update, "c" in self.update
-            if update_covariances and not update_means:
-                # Covariances around the fixed means, as hmmlearn (MAP form only).
-                if hasattr(hyper.family, "means_prior"):
-                    new = family.map_m_step(
-                        stats.feature_sums, stats.counts, hyper.family, means=old.means
-                    )
-            return type(old)(
-                new.means if update_means else old.means,
-                new.precisions_cholesky if update_covariances else old.precisions_cholesky,
-            )
-        letter = {Categorical: "e", Poisson: "l"}.get(type(family), "e")
-        return new if letter in self.update else old
-
-    def _init_emissions(self, key, frames, frame_weights, hyper):
-        family, n_states = self.family, self.n_states
-        dtype = frame_weights.dtype
-        total = frame_weights.sum()
-        if isinstance(family, Gaussian):
-            # hmmlearn: k-means centres; every covariance the data covariance + min_covar.
-            frames = frames.astype(dtype)
-            seeds, _ = kmeans_plusplus(key, frames, frame_weights, n_states)
-            chunk_size = frames.shape[0]
-            chunks = _iterate.make_chunks(frames, frame_weights, chunk_size)
-            means = lloyd(
-                KMeansModel(n_states),
-                seeds,
-                chunks,
-                max_iter=self.kmeans_max_iter,
-                tol=hyper.kmeans_tol,
-            )
-            mean = frame_weights @ frames / total
-            centred = (frames - mean) * jnp.sqrt(frame_weights)[:, None]
-            # np.cov's unbiased normalisation, as hmmlearn.
-            covariance = centred.T @ centred / jnp.maximum(total - 1, 1)
-            n_features = frames.shape[1]
-            covariance = covariance + hyper.init_covar * jnp.eye(n_features, dtype=dtype)
-            kind = family.covariance_type
-            if kind == "full":
-                layout = jnp.broadcast_to(covariance, (n_states, n_features, n_features))
-            elif kind == "tied":
-                layout = covariance
-            elif kind == "diag":
-                layout = jnp.broadcast_to(jnp.diag(covariance), (n_states, n_features))
-            else:
-                layout = jnp.full((n_states,), jnp.mean(covariance), dtype)
-            return family.params_from_covariances(means, layout)
-        if isinstance(family, Categorical):
-            probs = jax.random.uniform(key, (n_states, family.n_symbols), dtype)
-            return CategoricalParams(jnp.log(probs / probs.sum(1, keepdims=True)))
-        if isinstance(family, Poisson):
-            # Like hmmlearn's Gamma draws, random rates matching the mean and variance
-            # of all counts, but log-normal: no rejection loop to compile.
-            values = family.features(frames).astype(dtype)
-            n_features = values.shape[1]
-            mean = jnp.sum(frame_weights @ values) / (total * n_features)
-            variance = jnp.sum(frame_weights @ (values - mean) ** 2) / (total * n_features)
-            variance = jnp.maximum(variance, jnp.finfo(dtype).eps)
-            shape = mean**2 / variance
-            draws = jax.random.gamma(key, jnp.maximum(shape, 1e-3), (n_states, n_features), dtype)
-            return PoissonParams(
-                family.log_rates_from_rates(draws * variance / jnp.maximum(mean, 1e-12))
-            )
-        # Any other family: the M-step from random soft assignments of the frames.
-        resp = jax.random.dirichlet(key, jnp.ones((n_states,), dtype), frames.shape[:1], dtype)
-        resp = resp * frame_weights[:, None]
-        features = family.features(frames).astype(dtype)
-        return family.m_step(resp.T @ features, resp.sum(0), hyper.family)
-
 
 def hmm(
     family: Family,
@@ -437,7 +358,6 @@ def hmm(
     init_transitions: str = "random",
     startprob_prior: float = 1.0,
     transmat_prior: float = 1.0,
-    init_covar: float = 1e-3,
 ) -> HMM:
     """Hidden Markov model over ``family``; see :class:`HMM`."""
     return HMM(
@@ -448,7 +368,6 @@ def hmm(
         init_transitions=init_transitions,
         startprob_prior=startprob_prior,
         transmat_prior=transmat_prior,
-        init_covar=init_covar,
     )
 
 
