@@ -1,12 +1,15 @@
-"""Data loading for the command line: CSV with a header, ``.npy`` and ``.npz``.
+"""Files for the command line: reading CSV with a header, ``.npy`` and ``.npz``;
+writing a fit's arrays as ``.npz`` or ``.json``.
 
-Every problem with the user's file becomes a :class:`DataError` whose message is
-one line fit for ``jaxem: error: ...``; anything else (a bug) propagates.
+Every problem with the user's files becomes a :class:`DataError` (input) or an
+:class:`OutputError` (output) whose message is one line fit for
+``jaxem: error: ...``; anything else (a bug) propagates.
 """
 
 from __future__ import annotations
 
 import importlib.resources
+import json
 import warnings
 import zipfile
 from pathlib import Path
@@ -14,14 +17,32 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["DataError", "Dataset", "load", "load_faithful", "check_finite", "EXTENSIONS"]
+__all__ = [
+    "DataError",
+    "OutputError",
+    "Dataset",
+    "load",
+    "load_faithful",
+    "check_finite",
+    "check_output_path",
+    "save",
+    "json_value",
+    "EXTENSIONS",
+    "OUTPUT_EXTENSIONS",
+]
 
 #: File name endings :func:`load` understands.
 EXTENSIONS = (".csv", ".npy", ".npz")
+#: File name endings :func:`save` writes.
+OUTPUT_EXTENSIONS = (".npz", ".json")
 
 
 class DataError(ValueError):
     """The data file is missing, unreadable or not a finite numeric table."""
+
+
+class OutputError(ValueError):
+    """The output file has an unknown type or cannot be written."""
 
 
 class Dataset(NamedTuple):
@@ -267,3 +288,69 @@ def _all_numeric(cells) -> bool:
 def _first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+def check_output_path(path: Path) -> None:
+    """Raise :class:`OutputError` unless :func:`save` can write ``path``.
+
+    Checked before anything is fitted, so a typo costs no compile.
+    """
+    if path.suffix.lower() not in OUTPUT_EXTENSIONS:
+        raise OutputError(
+            f"--output {path}: unknown file type {path.suffix or '(no extension)'!r}; "
+            "use .npz or .json."
+        )
+    if not path.parent.is_dir():
+        raise OutputError(f"--output {path}: directory {str(path.parent)!r} does not exist.")
+    if path.is_dir():
+        raise OutputError(f"--output {path}: is a directory.")
+
+
+def save(path: Path, arrays: dict) -> None:
+    """Write named numpy arrays and scalars to ``path``, ``.npz`` or ``.json`` by its
+    extension.
+
+    JSON has one key per line, each value compact (readable and diff-friendly),
+    non-finite floats as ``null``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "fit.json"
+    >>> save(path, {"weights": np.array([0.25, 0.75]), "name": np.str_("full")})
+    >>> print(path.read_text(), end="")
+    {
+     "weights": [0.25, 0.75],
+     "name": "full"
+    }
+    """
+    try:
+        if path.suffix.lower() == ".npz":
+            with open(path, "wb") as file:  # a file object: numpy adds no extension
+                np.savez(file, **arrays)
+        else:
+            body = ",\n".join(
+                f" {json.dumps(name)}: {json.dumps(json_value(value))}"
+                for name, value in arrays.items()
+            )
+            path.write_text("{\n" + body + "\n}\n", encoding="utf-8")
+    except OSError as error:
+        raise OutputError(f"{path}: cannot write: {error.strerror or error}.") from error
+
+
+def json_value(value):
+    """numpy → JSON: lists and Python scalars, non-finite floats as None.
+
+    Examples
+    --------
+    >>> json_value(np.array([1.5, np.nan, -np.inf])), json_value(np.str_("full"))
+    ([1.5, None, None], 'full')
+    """
+    value = np.asarray(value)
+    if value.dtype.kind == "f":
+        value = np.where(np.isfinite(value), value, np.nan).astype(object)
+        value[value != value] = None  # NaN is not valid JSON
+    return value.tolist()

@@ -3,24 +3,52 @@
 Most fits use the Old Faithful data with 2 components and 16 restarts, so they
 share one compiled program (jit caches across calls of equal shapes and static
 arguments); error cases fail before anything is compiled.
+
+JAX's persistent compilation cache is process-wide and checked once per process,
+so in-process runs keep it off (JAXEM_NO_CACHE=1, and the config is restored
+after every test); the tests of the cache itself run ``python -m jaxem`` in
+subprocesses on a temporary folder, never the user's.
 """
 
 import io
 import json
+import os
 import subprocess
 import sys
 import time
+import types
 
+import jax
 import numpy as np
 import pytest
 
 import jaxem
 from jaxem import _io, cli
+from jaxem.cli import progress, report
+from jaxem.engine import RestartSummary, Status
 from tests.conftest import FAITHFUL
 
 # The classic two-component optimum of Old Faithful (mean log-likelihood per sample).
 FAITHFUL_BEST = -4.1554
 SHARED = ["-k", "2", "--restarts", "16"]  # every fit of the Old Faithful copies uses these
+
+
+_CACHE_CONFIG = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+)
+
+
+@pytest.fixture(autouse=True)
+def no_user_cache(monkeypatch, tmp_path):
+    """Keep every test away from the user's cache folder and JAX's cache settings."""
+    monkeypatch.setenv("JAXEM_NO_CACHE", "1")
+    monkeypatch.setenv("JAXEM_CACHE_DIR", str(tmp_path / "cache-of-this-test"))
+    saved = {name: getattr(jax.config, name) for name in _CACHE_CONFIG}
+    yield
+    for name, value in saved.items():
+        jax.config.update(name, value)
 
 
 def run(capsys, *argv):
@@ -69,11 +97,14 @@ def test_version(capsys):
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["--help"], ["demo", "fit"]),
-        (["demo", "--help"], ["--restarts", "--components", "--seed", "--progress"]),
+        (["--help"], ["demo", "fit", "--no-cache", "--cache-dir", "persistent", "~/.cache/jaxem"]),
+        (
+            ["demo", "--help"],
+            ["--restarts", "--components", "--seed", "--repeats", "--progress", "--no-cache"],
+        ),
         (
             ["fit", "--help"],
-            ["FILE", "--covariance-type", "--chunk-size", "--float64", "--labels", "--key"],
+            ["FILE", "--covariance-type", "--float64", "--labels", "--key", "--cache-dir"],
         ),
     ],
 )
@@ -104,25 +135,92 @@ def test_demo_reports_the_fit(capsys):
         "component 2  weight",
         "covariance",
         "compile",
-        # the repeat calls reuse the compiled program
-        "no recompilation",
+        # the repeat call reuses the compiled program
+        "a second identical fit (no recompilation)",
+        "persistent cache off (JAXEM_NO_CACHE is set)",
     ]:
         assert fragment in out, fragment
     # The two classic clusters: short eruptions after ~54 min, long ones after ~80 min.
     assert "2.03" in out and "54.4" in out and "4.28" in out and "79.9" in out
 
 
-def test_python_m_jaxem_demo():
+def test_demo_repeats(capsys):
+    status, out, err = run(capsys, "demo", "--restarts", 16, "--repeats", 2)
+    assert status == 0, err
+    assert "median of 2 identical fits after the first (no recompilation)" in out
+    status, out, err = run(capsys, "demo", "--restarts", 16, "--repeats", 0)
+    assert status == 0, err
+    assert "repeat" not in out
+
+
+def _python_m_jaxem(*argv, cache_dir, no_cache=None):
+    """``python -m jaxem argv...`` in a fresh process with its cache in ``cache_dir``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("JAXEM_")}
+    env["JAXEM_CACHE_DIR"] = str(cache_dir)
+    if no_cache is not None:
+        env["JAXEM_NO_CACHE"] = no_cache
     completed = subprocess.run(
-        [sys.executable, "-m", "jaxem", "demo", "--restarts", "8", "--seed", "1"],
+        [sys.executable, "-m", "jaxem", *map(str, argv)],
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
     assert completed.returncode == 0, completed.stderr
     assert "Traceback" not in completed.stderr
+    return completed.stdout
+
+
+def test_persistent_cache_across_processes(tmp_path):
+    # On by default: the first process compiles and fills the folder, the second loads.
+    cache_dir = tmp_path / "xla"
+    argv = ["demo", "--restarts", 8, "--seed", 1, "--repeats", 0]
+    first = _python_m_jaxem(*argv, cache_dir=cache_dir)
     for fragment in ["272", "8 of 8 restarts reached the best", "weight", "Timing", "compile"]:
-        assert fragment in completed.stdout, fragment
+        assert fragment in first, fragment
+    assert f"persistent cache {cache_dir}: 0 programs loaded" in first
+    assert any(cache_dir.iterdir())
+    entries = set(cache_dir.iterdir())
+    second = _python_m_jaxem(*argv, cache_dir=cache_dir, no_cache="0")
+    assert "programs loaded, 0 compiled and saved" in second
+    assert " 0 programs loaded" not in second
+    assert set(cache_dir.iterdir()) == entries
+
+
+@pytest.mark.parametrize(
+    "argv, no_cache, reason",
+    [
+        (["--no-cache", "demo"], None, "--no-cache"),
+        (["demo", "--no-cache"], None, "--no-cache"),
+        (["demo"], "1", "JAXEM_NO_CACHE is set"),
+    ],
+)
+def test_cache_off_writes_nothing(capsys, monkeypatch, tmp_path, argv, no_cache, reason):
+    cache_dir = tmp_path / "xla"
+    monkeypatch.setenv("JAXEM_CACHE_DIR", str(cache_dir))
+    if no_cache is None:
+        monkeypatch.delenv("JAXEM_NO_CACHE")
+    else:
+        monkeypatch.setenv("JAXEM_NO_CACHE", no_cache)
+    before = jax.config.jax_compilation_cache_dir
+    status, out, err = run(capsys, *argv, "--restarts", 16, "--repeats", 0)
+    assert status == 0, err
+    assert f"persistent cache off ({reason})" in out
+    assert not cache_dir.exists()
+    assert jax.config.jax_compilation_cache_dir == before
+
+
+def test_cache_folder_that_cannot_be_made_warns_and_goes_on(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("JAXEM_NO_CACHE")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    status, out, err = run(
+        capsys, "--cache-dir", blocker / "xla", "demo", "--restarts", 16, "--repeats", 0
+    )
+    assert status == 0, err
+    assert err.startswith("jaxem: warning: persistent compilation cache off: cannot create ")
+    assert len(err.strip().splitlines()) == 1
+    assert "persistent cache off (cannot create" in out
 
 
 # -- fit --------------------------------------------------------------------------------------
@@ -200,6 +298,37 @@ def test_output_without_labels(capsys, tmp_path, faithful_files):
         assert "weights" in archive.files
 
 
+@pytest.mark.parametrize(
+    "covariance_type, fragments",
+    [
+        ("diag", ["diag covariance", "variance"]),
+        ("spherical", ["spherical covariance", "one variance shared by all features"]),
+    ],
+)
+def test_fit_diagonal_covariances(capsys, tmp_path, faithful_files, covariance_type, fragments):
+    output = tmp_path / "fit.npz"
+    status, out, err = run(
+        capsys,
+        "fit",
+        faithful_files["csv"],
+        *SHARED,
+        "--covariance-type",
+        covariance_type,
+        "-o",
+        output,
+    )
+    assert status == 0, err
+    for fragment in fragments:
+        assert fragment in out, fragment
+    assert "covariance shared by all components" not in out
+    # Two variances per component are printed, whatever the layout.
+    assert out.count("    variance  ") == 2
+    expected_shape = {"diag": (2, 2), "spherical": (2,)}[covariance_type]
+    with np.load(output) as archive:
+        assert archive["covariances"].shape == expected_shape
+        assert str(archive["dtype"]) == "float32"
+
+
 def test_fit_float64_tied_many_features(capsys, tmp_path):
     rng = np.random.default_rng(0)
     centers = np.repeat(np.eye(2) * 8.0, 4, axis=1)[:, :7]
@@ -220,8 +349,6 @@ def test_fit_float64_tied_many_features(capsys, tmp_path):
         "--float64",
         "--init",
         "k-means++",
-        "--chunk-size",
-        50,
         "-o",
         output,
     )
@@ -232,28 +359,27 @@ def test_fit_float64_tied_many_features(capsys, tmp_path):
     saved = json.loads(output.read_text())
     assert np.asarray(saved["covariances"]).shape == (7, 7)
     assert np.asarray(saved["means"]).shape == (2, 7)
+    assert saved["dtype"] == "float64"
 
 
-def test_every_restart_failing_exits_1(capsys, tmp_path):
+def test_every_restart_failing_is_one_line_exit_2(capsys, tmp_path):
     # The eruptions column twice and no regularisation: every covariance is singular.
     # (Same shapes as the other fits, and reg_covar is traced: no new compile.)
     eruptions = np.loadtxt(FAITHFUL, delimiter=",", skiprows=1)[:, :1]
     path = tmp_path / "singular.npy"
     np.save(path, np.hstack([eruptions, eruptions]))
     status, out, err = run(capsys, "fit", path, *SHARED, "--reg-covar", 0)
-    assert status == 1
-    assert out == ""
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
-    assert err.startswith("jaxem: error: fit failed: All 16 restarts")
-    assert "--reg-covar" in err
+    assert_one_line_error(status, out, err, "fit failed: All 16 restarts", "--reg-covar")
 
 
 # -- errors: one line on stderr, exit status 2 ---------------------------------------------
 
 
-def _write(path, text):
-    path.write_text(text)
+def _write(path, content):
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
     return path
 
 
@@ -272,6 +398,9 @@ def _write(path, text):
         ("data.txt", "a,b\n1,2\n", ["unknown file type '.txt'"]),
         ("junk.npy", "not numpy", ["not a .npy file"]),
         ("junk.npz", "not numpy", ["not a .npz file"]),
+        ("cut.npy", b"\x93NUMPY garbage", ["not a readable .npy file"]),
+        ("cut.npz", "PK garbage", ["not a readable .npz file"]),
+        ("one.csv", "a,b\n1,2\n", ["1 row(s) is too few for 1 component", "two for any fit"]),
     ],
 )
 def test_bad_text_files(capsys, tmp_path, name, content, fragments):
@@ -287,6 +416,7 @@ def test_bad_text_files(capsys, tmp_path, name, content, fragments):
         (np.zeros((0, 3)), ["no data"]),
         (np.zeros((2, 2, 2)), ["expected a 2-D table"]),
         (np.array([[1.0, np.nan]]), ["non-finite"]),
+        (np.array([[1.0 + 2.0j]]), ["complex numbers are not supported"]),
     ],
 )
 def test_bad_npy(capsys, tmp_path, array, fragments):
@@ -313,7 +443,8 @@ def test_bad_npz_keys(capsys, tmp_path):
         (["--tol", "-1"], ["--tol"]),
         (["--reg-covar", "nan"], ["--reg-covar"]),
         (["--max-iter", "0"], ["--max-iter"]),
-        (["--chunk-size", "0"], ["--chunk-size"]),
+        # Gone with the move onto GaussianMixture, which sizes its chunks itself.
+        (["--chunk-size", "50"], ["unrecognized arguments: --chunk-size"]),
         (["--seed", "-3"], ["--seed"]),
         (["--covariance-type", "round"], ["invalid choice"]),
         (["--init", "psychic"], ["invalid choice"]),
@@ -326,6 +457,36 @@ def test_bad_npz_keys(capsys, tmp_path):
 )
 def test_bad_options(capsys, faithful_files, extra, fragments):
     assert_one_line_error(*run(capsys, "fit", faithful_files["csv"], *extra), *fragments)
+
+
+def test_output_is_a_directory(capsys, tmp_path, faithful_files):
+    folder = tmp_path / "fit.npz"
+    folder.mkdir()
+    assert_one_line_error(
+        *run(capsys, "fit", faithful_files["csv"], "-o", folder), "fit.npz: is a directory"
+    )
+
+
+def test_unwritable_output(capsys, monkeypatch, tmp_path, faithful_files):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    output = tmp_path / "fit.npz"
+    status, out, err = run(capsys, "fit", faithful_files["csv"], *SHARED, "-o", output)
+    # The summary of the fit is printed before the file is written.
+    assert "mean log-likelihood per sample" in out and "wrote" not in out
+    assert status == 2
+    assert err == f"jaxem: error: {output}: cannot write: No space left on device.\n"
+
+
+def test_unreadable_file(capsys, monkeypatch, tmp_path):
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(_io, "_load_csv", denied)
+    path = _write(tmp_path / "locked.csv", "a\n1\n")
+    assert_one_line_error(*run(capsys, "fit", path), "cannot read: Permission denied")
 
 
 def test_missing_file(capsys, tmp_path):
@@ -368,13 +529,40 @@ def test_load_one_dimensional_npy_is_one_feature(tmp_path):
 
 
 def test_json_value_maps_non_finite_to_null():
-    assert cli._json_value(np.array([1.5, np.nan, -np.inf])) == [1.5, None, None]
-    assert cli._json_value(np.str_("full")) == "full"
+    assert _io.json_value(np.array([1.5, np.nan, -np.inf])) == [1.5, None, None]
+    assert _io.json_value(np.str_("full")) == "full"
 
 
 def test_distinct_optima_groups_within_tolerance():
-    optima = cli.distinct_optima([-4.0, -4.0005, -4.2, -4.2, -4.0009, -5.0])
+    optima = report.distinct_optima([-4.0, -4.0005, -4.2, -4.2, -4.0009, -5.0])
     assert optima == [(-4.0, 3), (-4.2, 2), (-5.0, 1)]
+
+
+def test_restart_report_follows_status_codes():
+    # A failed restart is recognised by its status alone, even with a finite value.
+    status = [Status.CONVERGED, Status.NON_FINITE, Status.MAX_ITER, Status.CONVERGED]
+    restarts = RestartSummary(
+        log_likelihood=np.array([-4.0, -1.0, -4.0004, -5.0]),
+        n_iter=np.array([7, 3, 100, 9]),
+        status=np.array(status, np.int32),
+        trace=np.full((4, 100), np.nan),
+        params=None,
+    )
+    estimator = types.SimpleNamespace(restarts_=restarts, n_iter_=7)
+    lines = "\n".join(report._restart_lines(types.SimpleNamespace(estimator=estimator)))
+    assert "2 converged, 1 reached max_iter, 1 non-finite" in lines
+    assert "2 of 4 restarts reached the best" in lines
+    assert "2 landed elsewhere (1 non-finite)" in lines
+    assert "-1.0000" not in lines
+
+
+def test_status_names_follow_the_codes():
+    assert [report.STATUS_NAMES[code] for code in Status] == [
+        "running",
+        "converged",
+        "max_iter",
+        "non_finite",
+    ]
 
 
 def test_progress_modes():
@@ -382,17 +570,17 @@ def test_progress_modes():
         def isatty(self):
             return True
 
-    assert cli._progress_mode(None, io.StringIO()) is None
-    assert cli._progress_mode(True, io.StringIO()) == "lines"
-    assert cli._progress_mode(None, Terminal()) == "tty"
-    assert cli._progress_mode(False, Terminal()) is None
+    assert progress.progress_mode(None, io.StringIO()) is None
+    assert progress.progress_mode(True, io.StringIO()) == "lines"
+    assert progress.progress_mode(None, Terminal()) == "tty"
+    assert progress.progress_mode(False, Terminal()) is None
 
 
 @pytest.mark.parametrize("mode", ["lines", "tty"])
 def test_progress_display(mode):
     stream = io.StringIO()
-    with cli._Progress(stream, mode, delay=0.0) as progress:
-        progress.stage("fitting 4 restarts")
+    with progress.Progress(stream, mode, delay=0.0) as display:
+        display.stage("fitting 4 restarts")
         time.sleep(0.35)
     text = stream.getvalue()
     assert "fitting 4 restarts…" in text
@@ -404,12 +592,12 @@ def test_progress_display(mode):
 
 def test_progress_shows_compiling_while_jax_compiles():
     stream = io.StringIO()
-    progress = cli._Progress(stream, "lines")
-    meter = cli._CompileMeter()
-    progress._meter = meter
-    progress.stage("fitting")
-    assert progress.label() == "fitting"
+    display = progress.Progress(stream, "lines")
+    meter = progress.CompileMeter()
+    display._meter = meter
+    display.stage("fitting")
+    assert display.label() == "fitting"
     meter.started, meter.in_progress = 1, 1
-    assert progress.label() == "compiling"
+    assert display.label() == "compiling"
     meter.finished, meter.in_progress = 1, 0
-    assert progress.label() == "fitting"
+    assert display.label() == "fitting"
