@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         parser.error(f"unknown methods {unknown}")
-    from benchmarks.startup import cpu_model, versions
+    from benchmarks.startup import cpu_model, repo_state, versions
 
     data_mib = args.n_samples * args.n_features * 4 / 2**20
     print("Peak memory: initialisation vs the EM loop (each part a fresh process)")
@@ -297,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         f"N={args.n_samples} D={args.n_features} K={args.n_components} R={args.restarts} "
         f"float32 (data {data_mib:.1f} MiB), EM loop {args.max_iter} iterations, tol=0"
     )
+    print(f"jaxem: {repo_state()}")
     print(
         "load average before (1/5/15 min): " + " ".join(f"{v:.2f}" for v in os.getloadavg()),
         flush=True,

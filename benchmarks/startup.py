@@ -308,6 +308,31 @@ def versions() -> dict[str, str]:
     return found
 
 
+def repo_state() -> str:
+    """The commit measured, and whether jaxem/ had uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "jaxem"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    changed = [line for line in dirty if line.strip()]
+    return f"commit {head}" + (
+        f" + uncommitted changes in {len(changed)} jaxem file(s)" if changed else ""
+    )
+
+
 def _busy_total() -> tuple[float, float]:
     """(non-idle CPU seconds, total CPU seconds) of the whole machine, from /proc/stat."""
     with open("/proc/stat") as f:
@@ -630,6 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "versions": versions(),
+        "repo": repo_state(),
         "loadavg_before": os.getloadavg(),
     }
     print("Time to first answer, each measurement a fresh Python process")
@@ -637,6 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {info['cpu']}, {info['cores']} cores; "
         + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     )
+    print(f"jaxem: {info['repo']}")
     print(
         "load average before (1/5/15 min): " + " ".join(f"{v:.2f}" for v in info["loadavg_before"])
     )
