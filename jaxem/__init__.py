@@ -4,8 +4,8 @@ Every model's E and M steps are pure functions in log space; :func:`fit` runs
 many random restarts at once in one compiled ``lax.while_loop`` and keeps the best.
 """
 
-from jaxem import families, models, ops
-from jaxem._iterate import Chunks
+from jaxem import contract, engine, families, models, ops, seeding
+from jaxem.contract import Chunks, Family, Model, Status
 from jaxem.engine import (
     CONVERGED,
     MAX_ITER,
@@ -14,7 +14,10 @@ from jaxem.engine import (
     STATUS_MESSAGES,
     FitResult,
     RestartSummary,
+    TracedFit,
+    enable_compilation_cache,
     fit,
+    fit_traced,
 )
 from jaxem.estimators import CategoricalHMM, GaussianHMM, GaussianMixture, KMeans, PoissonHMM
 from jaxem.families import (
@@ -55,6 +58,15 @@ __all__ = [
     "models",
     "ops",
     "fit",
+    "fit_traced",
+    "TracedFit",
+    "enable_compilation_cache",
+    "contract",
+    "engine",
+    "seeding",
+    "Model",
+    "Family",
+    "Status",
     "FitResult",
     "RestartSummary",
     "Chunks",

@@ -257,9 +257,14 @@ class Model(Protocol):
         """Whether ``params`` (one restart) are usable; default: every leaf finite."""
         return ops.tree_all_finite(params)
 
+    def has_padding(self) -> bool:
+        """Whether some components are padding (see :meth:`trim`)."""
+        return False
+
     def trim(self, params):
-        """The parameters without padded (masked) components; default unchanged.
-        Host-side: the result's shapes depend on non-static fields."""
+        """One restart's parameters without padded (masked) components; default
+        unchanged. Host-side, on numpy arrays: the result's shapes depend on fields
+        that are not static."""
         return params
 
     def pad(self, params):

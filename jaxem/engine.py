@@ -43,6 +43,7 @@ __all__ = [
     "evaluate",
     "statistics",
     "sample",
+    "per_restart",
     "FitResult",
     "TracedFit",
     "RestartSummary",
@@ -451,15 +452,27 @@ def finish(model, traced: TracedFit) -> FitResult:
     padded components, convert the scalars to Python numbers."""
     if not bool(traced.any_usable):
         raise ValueError(_ALL_FAILED.format(n=traced.restarts.status.shape[0]))
-    restarts = traced.restarts._replace(params=jax.vmap(model.trim)(traced.restarts.params))
+    params, restarts = traced.params, traced.restarts
+    if model.has_padding():  # on the host: trimmed shapes would mean new programs
+        params = model.trim(jax.device_get(params))
+        restarts = restarts._replace(params=per_restart(model.trim, restarts.params))
     return FitResult(
-        params=model.trim(traced.params),
+        params=params,
         log_likelihood=float(traced.log_likelihood),
         best_restart=int(traced.best_restart),
         converged=bool(traced.status == CONVERGED),
         n_iter=int(traced.n_iter),
         restarts=restarts,
     )
+
+
+def per_restart(function, params):
+    """``function`` (a host-side model hook such as ``trim`` or ``pad``) applied to every
+    restart of ``params`` (leading restart axis), restacked as numpy arrays."""
+    params = jax.device_get(params)
+    n_restarts = jax.tree.leaves(params)[0].shape[0]
+    results = [function(jax.tree.map(lambda leaf, r=r: leaf[r], params)) for r in range(n_restarts)]
+    return jax.tree.map(lambda *leaves: np.stack(leaves), *results)
 
 
 def initialise(model, x, *, key, n_restarts: int = 1, weights=None, hyper=None, chunk_size=None):
@@ -521,7 +534,7 @@ def evaluate(model, params, x, outputs, *, chunk_size: int | None = None, restar
     Returns
     -------
     The output (or a tuple of outputs, when ``outputs`` is a tuple), each with a
-    leading axis of ``x``'s rows (after the restart axis), as device arrays.
+    leading axis of ``x``'s rows (after the restart axis), as numpy arrays.
     """
     names = (outputs,) if isinstance(outputs, str) else tuple(outputs)
     unknown = [name for name in names if name not in model.outputs]
@@ -543,7 +556,11 @@ def evaluate(model, params, x, outputs, *, chunk_size: int | None = None, restar
         chunk_size=int(min(chunk_size, n_padded)),
         restarts=bool(restarts),
     )
-    values = jax.tree.map(lambda leaf: leaf[:, :n_rows] if restarts else leaf[:n_rows], values)
+    # Sliced on the host: a device slice would compile once per row count.
+    values = jax.tree.map(
+        lambda leaf: np.asarray(leaf)[:, :n_rows] if restarts else np.asarray(leaf)[:n_rows],
+        jax.device_get(values),
+    )
     return values[0] if isinstance(outputs, str) else values
 
 

@@ -28,3 +28,36 @@ def make_blobs(n_samples=300, n_features=2, n_clusters=3, seed=0, spread=4.0):
     centers = rng.normal(scale=spread, size=(n_clusters, n_features))
     labels = rng.integers(n_clusters, size=n_samples)
     return centers[labels] + rng.normal(size=(n_samples, n_features)), labels
+
+
+class CompileCounter:
+    """Counts XLA compilations (backend compiles) while active."""
+
+    _EVENT = "/jax/core/compile/backend_compile_duration"
+    _active: list = []
+    _registered = False
+
+    def __init__(self):
+        self.count = 0
+
+    @classmethod
+    def _listen(cls, event, duration, **kwargs):
+        if event == cls._EVENT:
+            for counter in cls._active:
+                counter.count += 1
+
+    def __enter__(self):
+        if not CompileCounter._registered:
+            jax.monitoring.register_event_duration_secs_listener(CompileCounter._listen)
+            CompileCounter._registered = True
+        CompileCounter._active.append(self)
+        return self
+
+    def __exit__(self, *exc_info):
+        CompileCounter._active.remove(self)
+
+
+@pytest.fixture
+def count_compiles():
+    """``with count_compiles() as counter: ...; counter.count`` compilations inside."""
+    return CompileCounter

@@ -19,6 +19,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from jaxem import engine
 from jaxem.contract import Status
 from jaxem.estimators import _validation
 from jaxem.estimators._base import EMEstimator
@@ -360,8 +361,7 @@ default='kmeans'
         """Initialise every restart with ``init_params``, then put in the user's parts."""
         dtype = x.dtype
         padded = self._initial_params(model, x, key=key, n_restarts=n_restarts)
-        params = jax.device_get(jax.vmap(model.trim)(padded))
-        log_weights, (means, chol) = params.log_weights, params.components
+        log_weights, (means, chol) = engine.per_restart(model.trim, padded)
         if user_init["weights"] is not None:
             with np.errstate(divide="ignore"):  # a zero weight is allowed: log 0 = -inf
                 log_weights = np.broadcast_to(np.log(user_init["weights"]), log_weights.shape)
@@ -376,7 +376,7 @@ default='kmeans'
             np.asarray(log_weights, dtype),
             GaussianParams(np.asarray(means, dtype), np.asarray(chol, dtype)),
         )
-        return jax.vmap(model.pad)(mixed)
+        return engine.per_restart(model.pad, mixed)
 
     def _params_from_attributes(self, weights, means, offset, dtype):
         centred = np.asarray(means, np.float64) - offset

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxem import _iterate, ops
 from jaxem.contract import Chunks, Family, Model
@@ -148,21 +149,25 @@ class Mixture(Model):
             ~jnp.isnan(log_weights) & (log_weights < jnp.inf)
         )
 
+    def has_padding(self) -> bool:
+        return self.n_components < self.max_components
+
     def trim(self, params: MixtureParams) -> MixtureParams:
-        index = jnp.arange(self.n_components)
+        index = np.arange(self.n_components)
         return MixtureParams(
-            params.log_weights[..., : self.n_components],
+            params.log_weights[: self.n_components],
             self.family.take_components(params.components, index),
         )
 
     def pad(self, params: MixtureParams) -> MixtureParams:
+        params = jax.tree.map(np.asarray, params)
         n_given = params.log_weights.shape[-1]
-        index = jnp.arange(self.max_components)
-        log_weights = jnp.pad(
-            params.log_weights, (0, self.max_components - n_given), constant_values=-jnp.inf
+        index = np.arange(self.max_components)
+        log_weights = np.pad(
+            params.log_weights, (0, self.max_components - n_given), constant_values=-np.inf
         )
         components = self.family.take_components(
-            params.components, jnp.where(index < n_given, index, 0)
+            params.components, np.where(index < n_given, index, 0)
         )
         return MixtureParams(log_weights, components)
 
