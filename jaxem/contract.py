@@ -22,6 +22,8 @@ import jax.numpy as jnp
 from jaxem import ops
 
 __all__ = [
+    "padded_rows",
+    "finely_padded_rows",
     "Status",
     "STATUS_MESSAGES",
     "Chunks",
@@ -31,6 +33,37 @@ __all__ = [
 
 Array = chex.Array
 PRNGKey = chex.PRNGKey
+
+
+#: Data sets up to this many rows are padded to the next power of two (at least 32).
+_POWER_OF_TWO_ROWS = 2048
+
+
+def padded_rows(n_rows: int) -> int:
+    """Bucketed row count: the next power of two (at least 32) up to 2048 rows,
+    beyond that the next multiple of 1/32 of the next power of two (< 6.25 % padding).
+
+    >>> [padded_rows(n) for n in (1, 150, 2048, 2049, 10_000, 10_257)]
+    [32, 256, 2048, 2176, 10240, 10752]
+    """
+    if n_rows <= 32:
+        return 32
+    power = 1 << (n_rows - 1).bit_length()
+    if n_rows <= _POWER_OF_TWO_ROWS:
+        return power
+    step = power // 32  # power < 2 n_rows, so the padding is below n_rows / 16
+    return -(-n_rows // step) * step
+
+
+def finely_padded_rows(n_rows: int) -> int:
+    """A finer bucket for rows that are expensive (whole sequences): a multiple of
+    ``2**(floor(log2 n) - 4)``, so padding stays below 1/16 of the rows.
+
+    >>> [finely_padded_rows(n) for n in (1, 3, 17, 100, 1000)]
+    [1, 3, 17, 100, 1024]
+    """
+    step = 1 << max(0, int(n_rows).bit_length() - 5)
+    return -(-int(n_rows) // step) * step
 
 
 class Status(enum.IntEnum):
@@ -240,6 +273,11 @@ class Model(Protocol):
         ...
 
     # -- optional, with defaults -------------------------------------------------------------
+    def padded_rows(self, n_rows: int) -> int:
+        """Rows (data units) the engine pads ``n_rows`` to, so that data sets of nearby
+        sizes share one compiled program; padding has weight 0."""
+        return padded_rows(n_rows)
+
     def row_width(self, x) -> int:
         """Per-row, per-restart size of the E-step's work (sizes the chunks)."""
         return 1

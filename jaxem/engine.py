@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxem import _iterate
-from jaxem.contract import STATUS_MESSAGES, Chunks, Status
+from jaxem.contract import STATUS_MESSAGES, Chunks, Status, padded_rows
 
 __all__ = [
     "fit",
@@ -68,8 +68,6 @@ RUNNING, CONVERGED, MAX_ITER, NON_FINITE = (
 
 #: Rows per chunk are chosen so one chunk's per-row work stays near this many elements.
 _CHUNK_ELEMENTS = 1 << 21
-#: Data sets up to this many rows are padded to the next power of two (at least 32).
-_POWER_OF_TWO_ROWS = 2048
 
 _ALL_FAILED = (
     "All {n} restarts ended with non-finite log-likelihood or parameters. Try a larger "
@@ -156,22 +154,6 @@ def default_chunk_size(n_rows: int, n_restarts: int, row_width: int) -> int:
     if rows >= 256:
         rows = (rows // 256) * 256
     return max(1, min(n_rows, rows))
-
-
-def padded_rows(n_rows: int) -> int:
-    """Bucketed row count: the next power of two (at least 32) up to 2048 rows,
-    beyond that the next multiple of 1/32 of the next power of two (< 6.25 % padding).
-
-    >>> [padded_rows(n) for n in (1, 150, 2048, 2049, 10_000, 10_257)]
-    [32, 256, 2048, 2176, 10240, 10752]
-    """
-    if n_rows <= 32:
-        return 32
-    power = 1 << (n_rows - 1).bit_length()
-    if n_rows <= _POWER_OF_TWO_ROWS:
-        return power
-    step = power // 32  # power < 2 n_rows, so the padding is below n_rows / 16
-    return -(-n_rows // step) * step
 
 
 def _pad_rows(x, weights, n_rows: int):
@@ -362,7 +344,7 @@ def _prepare(model, x, weights, hyper, n_restarts, chunk_size) -> _Prepared:
             )
     if hyper is None:
         hyper = model.hyper(dtype)
-    n_padded = padded_rows(n_rows)
+    n_padded = model.padded_rows(n_rows)
     x, weights = _pad_rows(x, weights, n_padded)
     if chunk_size is None:
         chunk_size = default_chunk_size(n_padded, int(n_restarts), model.row_width(x))
@@ -543,8 +525,8 @@ def evaluate(model, params, x, outputs, *, chunk_size: int | None = None, restar
             f"{type(model).__name__} has no output {unknown[0]!r}; it has {model.outputs}."
         )
     n_rows = jax.tree.leaves(x)[0].shape[0]
-    x, _ = _pad_rows(x, np.ones((n_rows,), np.float32), padded_rows(n_rows))
-    n_padded = padded_rows(n_rows)
+    n_padded = model.padded_rows(n_rows)
+    x, _ = _pad_rows(x, np.ones((n_rows,), np.float32), n_padded)
     n_restarts = jax.tree.leaves(params)[0].shape[0] if restarts else 1
     if chunk_size is None:
         chunk_size = default_chunk_size(n_padded, n_restarts, model.row_width(x))

@@ -18,7 +18,6 @@ so the estimators hand it ``tol / n_sequences``.
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections import deque
 
@@ -216,14 +215,12 @@ class _BaseHMM(BaseEstimator):
                 _iterate.make_chunks(data, jnp.ones(data[1].shape[:1], dtype), data[1].shape[0]),
                 hyper,
             )
-            params = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), params)
+            params = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), params)
         else:
-            keys = jax.random.split(key, n_init)
-            weights = jnp.ones(data[1].shape[:1], dtype)
-            params = _init_program(model, keys, data, weights, hyper)
+            params = engine.initialise(model, data, key=key, n_restarts=n_init, hyper=hyper)
 
         def broadcast(value, like):
-            return jnp.broadcast_to(jnp.asarray(value, like.dtype), like.shape)
+            return np.broadcast_to(np.asarray(value, like.dtype), like.shape)
 
         n = self.n_components
         startprob, transmat = params.startprob, params.transmat
@@ -276,15 +273,15 @@ class _BaseHMM(BaseEstimator):
     def score_samples(self, X, lengths=None):
         """Total log-likelihood and the posteriors ``(n_samples, n_components)`` of the states."""
         model, params, obs, mask, valid = self._fitted_model_data(X, lengths)
-        posterior = _posteriors_program(model, params, obs, mask)
+        posterior = engine.evaluate(model, params, (obs, mask), "posterior")
         log_likelihood = float(np.sum(np.asarray(posterior.log_likelihood, np.float64)))
         return log_likelihood, np.asarray(posterior.smoothed, np.float64)[valid]
 
     def score(self, X, lengths=None):
         """Log-likelihood of ``X`` under the model, summed over sequences."""
         model, params, obs, mask, _ = self._fitted_model_data(X, lengths)
-        posterior = _posteriors_program(model, params, obs, mask)
-        return float(np.sum(np.asarray(posterior.log_likelihood, np.float64)))
+        log_likelihood = engine.evaluate(model, params, (obs, mask), "log_prob")
+        return float(np.sum(np.asarray(log_likelihood, np.float64)))
 
     def predict_proba(self, X, lengths=None):
         """Posterior probability of every state at every sample."""
@@ -304,7 +301,7 @@ class _BaseHMM(BaseEstimator):
             _, posteriors = self.score_samples(X, lengths)
             return float(posteriors.max(axis=1).sum()), posteriors.argmax(axis=1)
         model, params, obs, mask, valid = self._fitted_model_data(X, lengths)
-        states, log_prob = _decode_program(model, params, obs, mask)
+        states, log_prob = engine.evaluate(model, params, (obs, mask), "viterbi")
         return float(np.sum(np.asarray(log_prob, np.float64))), np.asarray(states)[valid]
 
     def predict(self, X, lengths=None):
@@ -331,7 +328,7 @@ class _BaseHMM(BaseEstimator):
             self._emission_params(model.family, dtype),
         )
         key = _validation.random_key(self.random_state if random_state is None else random_state)
-        x, states = _sample_program(model, key, params, int(n_samples))
+        x, states = engine.sample(model, key, params, int(n_samples))
         return self._sample_output(np.asarray(x)), np.asarray(states)
 
     def _sample_output(self, x):
@@ -350,28 +347,6 @@ class _BaseHMM(BaseEstimator):
         sums = transmat.sum(axis=1)
         if not np.all(np.isclose(sums, 1.0) | (sums == 0)):
             raise ValueError(f"transmat_ rows must sum to 1 (got {sums}).")
-
-
-# -- compiled programs (cached per model structure and shapes) ---------------------------------
-@functools.partial(jax.jit, static_argnames=("model",))
-def _init_program(model, keys, data, weights, hyper):
-    chunks = _iterate.make_chunks(data, weights, weights.shape[0])
-    return jax.vmap(model.init, in_axes=(0, None, None))(keys, chunks, hyper)
-
-
-@functools.partial(jax.jit, static_argnames=("model",))
-def _posteriors_program(model, params, obs, mask):
-    return model.posteriors(params, obs, mask)
-
-
-@functools.partial(jax.jit, static_argnames=("model",))
-def _decode_program(model, params, obs, mask):
-    return model.decode(params, obs, mask)
-
-
-@functools.partial(jax.jit, static_argnames=("model", "n_samples"))
-def _sample_program(model, key, params, n_samples):
-    return model.sample(key, params, n_samples)
 
 
 class GaussianHMM(_BaseHMM):

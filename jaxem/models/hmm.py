@@ -23,13 +23,13 @@ is not fooled by ``log 0 = -inf``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxem.contract import Chunks, Family, Model
+from jaxem.contract import Chunks, Family, Model, finely_padded_rows
 from jaxem.families.base import component_log_densities
 from jaxem.models import hmm_inference
 
@@ -166,6 +166,8 @@ class HMM(Model):
     startprob_prior: float = dataclasses.field(default=1.0, compare=False)
     transmat_prior: float = dataclasses.field(default=1.0, compare=False)
 
+    outputs: ClassVar[tuple[str, ...]] = ("log_prob", "posterior", "viterbi")
+
     def __post_init__(self):
         if not isinstance(self.n_states, (int, np.integer)) or self.n_states < 1:
             raise ValueError(f"n_states must be a positive int, got {self.n_states!r}.")
@@ -270,6 +272,19 @@ class HMM(Model):
     def row_width(self, data) -> int:
         """A sequence's E-step work: ``T_max × n_states`` (sizes the engine's chunks)."""
         return data[0].shape[1] * self.n_states
+
+    def padded_rows(self, n_rows: int) -> int:
+        """Sequences are expensive rows (a padded one still costs a full scan): pad
+        their count by less than 1/16."""
+        return finely_padded_rows(n_rows)
+
+    def posterior(self, params: HMMParams, data):
+        """:meth:`posteriors` of the data pytree ``(observations, mask)`` (an output)."""
+        return self._posteriors(params, data)[0]
+
+    def viterbi(self, params: HMMParams, data):
+        """:meth:`decode` of the data pytree ``(observations, mask)`` (an output)."""
+        return self.decode(params, *data)
 
     def n_parameters(self, n_features: int) -> int:
         n_states = self.n_states
