@@ -24,6 +24,7 @@ __all__ = [
     "cluster_sums",
     "random_rows",
     "kmeans_plusplus",
+    "kmeans_plusplus_chunked",
     "data_mean_variance",
     "lloyd",
     "Lloyd",
@@ -118,10 +119,342 @@ def cluster_sums(labels, x, weights, n_clusters):
     return jax.lax.platform_dependent(labels, x, weights, cpu=scatter, default=one_hot)
 
 
-def random_rows(key, weights, n_rows: int):
-    """Indices of ``n_rows`` distinct rows of positive weight, uniformly drawn."""
-    valid = (weights > 0).astype(weights.dtype)
-    return jax.random.choice(key, weights.shape[0], (n_rows,), replace=False, p=valid / valid.sum())
+def _chunk(tree, i):
+    """Chunk ``i`` of every leaf of a chunked pytree (leaves ``(n_chunks, chunk_size, ...)``)."""
+    return jax.tree.map(lambda leaf: jax.lax.dynamic_index_in_dim(leaf, i, keepdims=False), tree)
+
+
+def _row(tree, i, j):
+    """Row ``j`` of chunk ``i`` of every leaf, kept as a batch of one row."""
+    return jax.tree.map(lambda leaf: leaf[i, j][None], tree)
+
+
+def _identity(x):
+    return x
+
+
+def _to_center(points, rows, center, center_row):
+    """``(n,)`` squared distances of the rows numbered ``rows`` to one centre, the row
+    ``center_row``: one matrix-vector product, and exactly 0 on the centre's own row
+    (the expanded form may leave rounding there, which could draw it again)."""
+    return jnp.where(rows == center_row, 0, squared_distances(points, center[None])[:, 0])
+
+
+def _to_own_centers(points, centers):
+    """``(n,)`` squared distance of each row to its own centre ``centers[i]``, by direct
+    differences (exactly 0 on a row equal to its centre)."""
+    return jnp.sum((points - centers) ** 2, axis=-1)
+
+
+def _positive_mass(weights, values):
+    """``weights * values`` on rows of positive weight, 0 on padding whatever it holds."""
+    return jnp.where(weights > 0, weights * values, 0)
+
+
+def _cdf(mass):
+    """What inverse-CDF searches of ``mass`` (1-D, non-negative) need, computed once:
+    ``mass``, its cumulative sum, and the last index with mass (0 if none)."""
+    last = jnp.max(jnp.where(mass > 0, jnp.arange(mass.shape[0]), 0))
+    return mass, jnp.cumsum(mass), last
+
+
+def _inverse_cdf(cdf, target):
+    """First index with mass whose cumulative mass reaches ``target`` (the last index with
+    mass past the total), and the mass before it; ``cdf`` is :func:`_cdf`'s.
+
+    A masked minimum rather than a binary search: an index without mass is never
+    returned, even where rounding gives it a step of the cumulative sum of its own.
+    """
+    mass, cumulative, last = cdf
+    size = mass.shape[0]
+    found = jnp.min(jnp.where((mass > 0) & (cumulative >= target), jnp.arange(size), size))
+    index = jnp.where(found < size, found, last)
+    return index, cumulative[index] - mass[index]
+
+
+def _chunk_cdf(mass, weights):
+    """:func:`_cdf` of one chunk's masses, or of its ``weights`` where no row has mass
+    (its rows all sit on centres; its total was positive by rounding only), so the
+    row drawn always has positive weight. Also returns whether it fell back."""
+    empty = ~jnp.any(mass > 0)
+    return _cdf(jnp.where(empty, weights, mass)), empty
+
+
+def _search_chunk(cdf, empty, residual, share):
+    """Row of one chunk whose interval holds ``residual`` of its mass (or ``share`` of
+    its total weight after :func:`_chunk_cdf` fell back)."""
+    return _inverse_cdf(cdf, jnp.where(empty, share * cdf[1][-1], residual))[0]
+
+
+def _draw_rows(fractions, chunk_mass, row_mass, weights):
+    """Rows drawn with probability proportional to a mass, by a two-level inverse CDF.
+
+    Parameters
+    ----------
+    fractions : (m,) numbers in [0, 1], one per draw: draw ``t`` is the row where the
+        cumulative mass crosses ``fractions[t]`` times the total.
+    chunk_mass : (n_chunks,) total mass of every chunk.
+    row_mass : function of a chunk index giving the ``(chunk_size,)`` masses of its
+        rows (summing to that chunk's entry of ``chunk_mass`` up to rounding).
+    weights : (n_chunks, chunk_size) non-negative row weights: where there is no
+        mass at all (every row sits on a centre), rows are drawn by weight.
+
+    Returns
+    -------
+    chunk_index, row_index : (m,) int32 each.
+
+    Notes
+    -----
+    Only the chunk totals are summed over all rows; each draw then searches one
+    chunk, one draw at a time, so no cumulative sum over all rows is ever held.
+    """
+    chunk_mass = jnp.where(jnp.sum(chunk_mass) > 0, chunk_mass, weights.sum(axis=1))
+    chunks = _cdf(chunk_mass)
+    targets = fractions * chunks[1][-1]
+    chunk_index, before = jax.vmap(_inverse_cdf, in_axes=(None, 0))(chunks, targets)
+    residuals = targets - before
+    totals = chunk_mass[chunk_index]
+    shares = jnp.clip(residuals / jnp.where(totals > 0, totals, 1), 0, 1)
+    if chunk_mass.shape[0] == 1:
+        # Every draw searches the one chunk: its table is built once.
+        cdf, empty = _chunk_cdf(row_mass(0), weights[0])
+        search = jax.vmap(_search_chunk, in_axes=(None, None, 0, 0))
+        row_index = search(cdf, empty, residuals, shares)
+    else:
+
+        def search(draw):
+            index, residual, share = draw
+            return _search_chunk(*_chunk_cdf(row_mass(index), weights[index]), residual, share)
+
+        row_index = jax.lax.map(search, (chunk_index, residuals, shares))
+    return chunk_index.astype(jnp.int32), row_index.astype(jnp.int32)
+
+
+def _label_dtype(n_clusters: int):
+    """Smallest integer dtype holding the labels ``0 .. n_clusters - 1``."""
+    if n_clusters <= 1 << 8:
+        return jnp.uint8
+    if n_clusters <= 1 << 16:
+        return jnp.uint16
+    return jnp.int32
+
+
+def _join_nearest(points, centers, nearest, new, to_new):
+    """What is known of every row's nearest centre, and its squared distance to it, once
+    centre ``new`` joins those already chosen (``to_new``: the distances to it).
+
+    ``nearest`` is either that squared distance itself (floating) or the label of
+    that centre (integer: the distance is recomputed, by direct differences, for a
+    quarter of the memory or less).
+    """
+    if jnp.issubdtype(nearest.dtype, jnp.floating):
+        closest = jnp.minimum(nearest, to_new)
+        return closest, closest
+    current = _to_own_centers(points, centers[nearest])
+    closer = to_new < current
+    return jnp.where(closer, new, nearest).astype(nearest.dtype), jnp.where(closer, to_new, current)
+
+
+def random_rows(key, weights, n_rows: int, *, weighted: bool = False):
+    """Indices of ``n_rows`` distinct rows of positive weight (Gumbel top-``k``).
+
+    Parameters
+    ----------
+    key : PRNG key.
+    weights : (n,) weights, or (n_chunks, chunk_size) chunked weights (see
+        :class:`jaxem.contract.Chunks`); 0 marks padding.
+    n_rows : number of rows to draw, at most the number of rows of positive weight.
+    weighted : draw with probability proportional to the weight (scikit-learn's
+        ``KMeans(init="random")``) instead of uniformly among rows of positive weight.
+
+    Returns
+    -------
+    (n_rows,) int32 indices into the rows in order (chunk by chunk for chunked
+    weights). They come in decreasing order of their Gumbel keys, so the first ``c``
+    do not depend on ``n_rows``. One chunk gives what ``jax.random.choice(key, n,
+    (n_rows,), replace=False, p=...)`` gives; over several, memory stays O(chunk).
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> weights = jnp.array([0.0, 1.0, 1.0, 0.0, 1.0, 1.0]).reshape(3, 2)
+    >>> rows = random_rows(jax.random.key(0), weights, 4)
+    >>> sorted(rows.tolist())
+    [1, 2, 4, 5]
+    """
+    chunked = weights.reshape((-1, weights.shape[-1]))
+    n_chunks, chunk_size = chunked.shape
+    dtype = jnp.result_type(float, weights.dtype)
+    if weighted:
+        mass = jnp.where(chunked > 0, chunked, 0).astype(dtype)
+    else:
+        mass = (chunked > 0).astype(dtype)
+    total = mass.sum()
+    take = min(n_rows, chunk_size)
+
+    def top(index):
+        # One chunk uses the key itself and jax.random.choice's expression: same rows.
+        chunk_key = jax.random.fold_in(key, index) if n_chunks > 1 else key
+        keys = jax.random.gumbel(chunk_key, (chunk_size,), dtype) + jnp.log(mass[index] / total)
+        values, rows = jax.lax.top_k(keys, take)
+        rows = rows.astype(jnp.int32) + index * chunk_size
+        pad = n_rows - take
+        return jnp.pad(values, (0, pad), constant_values=-jnp.inf), jnp.pad(rows, (0, pad))
+
+    best = top(0)
+    if n_chunks == 1:
+        return best[1]
+
+    def merge(best, index):
+        # The new chunk first: its rows beat the -inf padding of a short first chunk.
+        values, rows = (jnp.concatenate(pair) for pair in zip(top(index), best))
+        values, order = jax.lax.top_k(values, n_rows)
+        return (values, rows[order]), None
+
+    (_, rows), _ = jax.lax.scan(merge, best, jnp.arange(1, n_chunks))
+    return rows
+
+
+def kmeans_plusplus_chunked(
+    key, chunks: Chunks, n_clusters: int, n_local_trials: int | None = None, points=None
+):
+    """Greedy k-means++ seeding with local trials over chunked data, chunk by chunk.
+
+    scikit-learn's ``kmeans_plusplus``: the first centre is a row drawn with
+    probability proportional to its weight; each next one is the best, by the
+    resulting potential ``Σ w · min_c |x - c|²``, of ``n_local_trials`` rows drawn with
+    probability proportional to ``w · min_c |x - c|²``.
+
+    Parameters
+    ----------
+    key : PRNG key.
+    chunks : the data, see :func:`jaxem._iterate.make_chunks` (weight 0 marks padding,
+        which is never chosen whatever it holds).
+    n_clusters : number of centres.
+    n_local_trials : candidates per step; ``None`` means ``2 + int(log(n_clusters))``.
+    points : function mapping a chunk of ``chunks.x`` (or one row of it, as a batch of
+        one) to floating ``(rows, P)`` points to seed on; default the rows themselves.
+
+    Returns
+    -------
+    centers : (n_clusters, P) the chosen points.
+    indices : (n_clusters,) int32 rows chosen, counted through the chunks in order
+        (indices into ``chunks.flat()``).
+
+    Notes
+    -----
+    Each step is one pass over the chunks (``lax.scan``): it joins the previous
+    step's centre to every row's nearest, and sums the potential
+    ``Σ w · min(closest, |x - candidate|²)`` of every candidate per chunk. The
+    winner's per-chunk sums are the chunk totals the next draws search: the chunk
+    by its total, then the row within it, so no cumulative sum over all rows exists.
+
+    Memory per restart (under ``vmap`` over keys) is one small integer per row, the
+    label of its nearest centre, from which the distance is recomputed, plus
+    O(chunk_size × n_local_trials) temporaries; data in one chunk keeps the distances
+    instead. Rows chosen as centres get a distance of exactly 0, so they are never
+    drawn again; other rows equal to a centre get at worst the rounding of
+    :func:`squared_distances`' expanded form.
+
+    The centres are chosen one at a time, so the first ``c`` do not depend on
+    ``n_clusters`` (for a fixed ``n_local_trials``). Chunked or not, the draws are
+    the same up to the rounding of sums.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxem._iterate import make_chunks
+    >>> x = jnp.array([[0.0], [0.1], [5.0], [5.1], [10.0], [10.1], [10.2]])
+    >>> chunks = make_chunks(x, jnp.ones(7), chunk_size=3)  # 3 chunks, 2 padding rows
+    >>> centers, indices = kmeans_plusplus_chunked(jax.random.key(0), chunks, 3)
+    >>> sorted(int(c) for c in centers[:, 0] // 5)  # one centre per group
+    [0, 1, 2]
+    """
+    if n_local_trials is None:
+        n_local_trials = 2 + int(math.log(n_clusters))
+    points = _identity if points is None else points
+    weights = chunks.weights
+    n_chunks, chunk_size = weights.shape
+
+    def chunk_points(index):
+        return points(_chunk(chunks.x, index))
+
+    def chunk_rows(index):
+        return index * chunk_size + jnp.arange(chunk_size, dtype=jnp.int32)
+
+    def row_points(chunk_index, row_index):
+        return jax.vmap(lambda i, j: points(_row(chunks.x, i, j))[0])(chunk_index, row_index)
+
+    point_dtype = jax.eval_shape(chunk_points, 0).dtype
+    dtype = jnp.result_type(point_dtype, weights.dtype)
+    first_key, loop_key = jax.random.split(key)
+
+    # First centre: a row drawn in proportion to its weight (as jax.random.choice).
+    row_weights = jnp.where(weights > 0, weights, 0).astype(dtype)
+    fraction = 1 - jax.random.uniform(first_key, (1,), dtype)
+    chunk_index, row_index = _draw_rows(
+        fraction, row_weights.sum(axis=1), lambda i: row_weights[i], row_weights
+    )
+    first = row_points(chunk_index, row_index)[0]
+    centers = jnp.zeros((n_clusters, first.shape[0]), point_dtype).at[0].set(first)
+    flat_index = chunk_index * chunk_size + row_index
+    indices = jnp.zeros((n_clusters,), jnp.int32).at[0].set(flat_index[0])
+    if n_clusters == 1:
+        return centers, indices
+
+    if n_chunks == 1:
+        # All rows are one chunk, as big as the work the chunk size allows: keep the
+        # distances themselves rather than recompute them from labels.
+        labels = _to_center(chunk_points(0), chunk_rows(0), first, indices[0])[None]
+        chunk_totals = _positive_mass(weights, labels).sum(axis=1)
+    else:
+        labels = jnp.zeros((n_chunks, chunk_size), _label_dtype(n_clusters))
+
+        def first_total(index):
+            to_first = _to_center(chunk_points(index), chunk_rows(index), first, indices[0])
+            return _positive_mass(weights[index], to_first).sum()
+
+        chunk_totals = jax.lax.map(first_total, jnp.arange(n_chunks))
+
+    def step(c, carry):
+        centers, indices, labels, chunk_totals = carry
+        previous = c - 1
+
+        def join_previous(x, index, labels):
+            to_previous = _to_center(x, chunk_rows(index), centers[previous], indices[previous])
+            return _join_nearest(x, centers, labels, previous, to_previous)
+
+        def row_mass(index):
+            _, closest = join_previous(chunk_points(index), index, labels[index])
+            return _positive_mass(weights[index], closest).astype(dtype)
+
+        fractions = jax.random.uniform(jax.random.fold_in(loop_key, c), (n_local_trials,), dtype)
+        chunk_index, row_index = _draw_rows(fractions, chunk_totals, row_mass, row_weights)
+        candidates = row_points(chunk_index, row_index)
+
+        def evaluate(labels, index):
+            x = chunk_points(index)
+            new_labels, closest = join_previous(x, index, labels[index])
+            # The expanded form (one matrix product) suffices to rank the candidates.
+            to_candidates = jnp.minimum(closest[:, None], squared_distances(x, candidates))
+            # Padding may hold anything: zero its terms before the product with weights.
+            used = weights[index] > 0
+            to_candidates = jnp.where(used[:, None], to_candidates, 0)
+            potentials = jnp.where(used, weights[index], 0) @ to_candidates
+            return labels.at[index].set(new_labels), potentials.astype(dtype)
+
+        labels, potentials = jax.lax.scan(evaluate, labels, jnp.arange(n_chunks))
+        best = jnp.argmin(potentials.sum(axis=0))
+        return (
+            centers.at[c].set(candidates[best]),
+            indices.at[c].set(chunk_index[best] * chunk_size + row_index[best]),
+            labels,
+            potentials[:, best],
+        )
+
+    carry = (centers, indices, labels, chunk_totals.astype(dtype))
+    centers, indices, _, _ = jax.lax.fori_loop(1, n_clusters, step, carry)
+    return centers, indices
 
 
 def kmeans_plusplus(key, x, weights, n_clusters: int, n_local_trials: int | None = None):
@@ -138,34 +471,21 @@ def kmeans_plusplus(key, x, weights, n_clusters: int, n_local_trials: int | None
     -------
     centers : (n_clusters, D)
     indices : (n_clusters,) rows chosen.
+
+    Notes
+    -----
+    :func:`kmeans_plusplus_chunked` on the rows as one chunk. Data that is already
+    chunked should go to that function: memory then stays O(chunk) per restart.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> x = jnp.array([[0.0, 0.0], [0.0, 0.1], [4.0, 4.0], [4.1, 4.0]])
+    >>> centers, indices = kmeans_plusplus(jax.random.key(1), x, jnp.ones(4), 2)
+    >>> sorted(int(i) // 2 for i in indices)  # one centre in each pair
+    [0, 1]
     """
-    if n_local_trials is None:
-        n_local_trials = 2 + int(math.log(n_clusters))
-    first_key, loop_key = jax.random.split(key)
-    first = jax.random.choice(first_key, x.shape[0], p=weights / weights.sum())
-    closest = squared_distances(x, x[first][None])[:, 0]
-    centers = jnp.zeros((n_clusters, x.shape[1]), x.dtype).at[0].set(x[first])
-    indices = jnp.zeros((n_clusters,), jnp.int32).at[0].set(first.astype(jnp.int32))
-    last_valid = jnp.max(jnp.where(weights > 0, jnp.arange(x.shape[0]), 0))
-
-    def step(c, carry):
-        centers, indices, closest = carry
-        cumulative = jnp.cumsum(weights * closest)
-        draws = jax.random.uniform(jax.random.fold_in(loop_key, c), (n_local_trials,), x.dtype)
-        candidates = jnp.searchsorted(cumulative, draws * cumulative[-1])
-        candidates = jnp.minimum(candidates, last_valid)
-        to_candidates = jnp.minimum(closest[:, None], squared_distances(x, x[candidates]))
-        potentials = weights @ to_candidates
-        best = jnp.argmin(potentials)
-        chosen = candidates[best]
-        return (
-            centers.at[c].set(x[chosen]),
-            indices.at[c].set(chosen.astype(jnp.int32)),
-            to_candidates[:, best],
-        )
-
-    centers, indices, _ = jax.lax.fori_loop(1, n_clusters, step, (centers, indices, closest))
-    return centers, indices
+    return kmeans_plusplus_chunked(key, Chunks(x[None], weights[None]), n_clusters, n_local_trials)
 
 
 class LloydHyper(NamedTuple):

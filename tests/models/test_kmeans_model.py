@@ -16,7 +16,8 @@ from sklearn.cluster import kmeans_plusplus as sklearn_kmeans_plusplus
 from sklearn.exceptions import ConvergenceWarning
 
 import jaxem
-from jaxem.seeding import KMeansParams, kmeans_plusplus, nearest_centers
+from jaxem._iterate import make_chunks
+from jaxem.seeding import KMeansParams, kmeans_plusplus, kmeans_plusplus_chunked, nearest_centers
 from tests.conftest import make_blobs
 
 MAX_ITER = 300
@@ -232,10 +233,14 @@ def test_nearest_centers_breaks_ties_to_the_lowest_index():
 SEED_DATA = make_blobs(n_samples=300, n_features=2, n_clusters=6, seed=4, spread=3.0)[0]
 
 
-@functools.partial(jax.jit, static_argnums=(2,))
-def _seeds(x, weights, k, n_keys=2000):
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _seeds(x, weights, k, chunk_size=None, n_keys=2000):
+    """k-means++ of ``n_keys`` keys, over all rows or over chunks of ``chunk_size``."""
     keys = jax.random.split(jax.random.key(11), n_keys)
-    return jax.vmap(lambda key: kmeans_plusplus(key, x, weights, k))(keys)
+    if chunk_size is None:
+        return jax.vmap(lambda key: kmeans_plusplus(key, x, weights, k))(keys)
+    chunks = make_chunks(x, weights, chunk_size)
+    return jax.vmap(lambda key: kmeans_plusplus_chunked(key, chunks, k))(keys)
 
 
 def _potential(x, centers, weights=None):
@@ -243,10 +248,11 @@ def _potential(x, centers, weights=None):
     return float(weights @ np.min(((x[:, None] - centers[None]) ** 2).sum(-1), axis=1))
 
 
-def test_kmeans_plusplus_picks_distinct_rows_following_the_weights():
+@pytest.mark.parametrize("chunk_size", [None, 64])
+def test_kmeans_plusplus_picks_distinct_rows_following_the_weights(chunk_size):
     x = SEED_DATA.astype(np.float32)
     weights = np.where(np.arange(300) % 3 == 0, 0.0, 1.0 + np.arange(300) % 4).astype(np.float32)
-    centers, indices = _seeds(x, weights, 6)
+    centers, indices = _seeds(x, weights, 6, chunk_size)
     indices = np.asarray(indices)
     assert all(len(set(row)) == 6 for row in indices)
     assert np.all(weights[indices] > 0)  # zero-weight rows never chosen
@@ -257,9 +263,10 @@ def test_kmeans_plusplus_picks_distinct_rows_following_the_weights():
     np.testing.assert_allclose(frequencies, expected, atol=0.035)
 
 
-def test_kmeans_plusplus_potential_is_comparable_to_sklearn():
+@pytest.mark.parametrize("chunk_size", [None, 64])
+def test_kmeans_plusplus_potential_is_comparable_to_sklearn(chunk_size):
     x = SEED_DATA
-    centers, _ = _seeds(x.astype(np.float32), np.ones(300, np.float32), 6)
+    centers, _ = _seeds(x.astype(np.float32), np.ones(300, np.float32), 6, chunk_size)
     ours = np.mean([_potential(x, np.asarray(c, np.float64)) for c in centers[:300]])
     theirs = np.mean(
         [_potential(x, sklearn_kmeans_plusplus(x, 6, random_state=s)[0]) for s in range(300)]
