@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxem import _iterate
 from jaxem.contract import Chunks, Model
@@ -532,13 +533,16 @@ class Lloyd(Model):
         """``(max_clusters,)`` True for the clusters in use."""
         return jnp.arange(self.max_clusters) < hyper.n_active
 
+    def has_padding(self) -> bool:
+        return self.n_clusters < self.max_clusters
+
     def trim(self, params: KMeansParams) -> KMeansParams:
-        return KMeansParams(params.centers[..., : self.n_clusters, :])
+        return KMeansParams(params.centers[: self.n_clusters])
 
     def pad(self, params: KMeansParams) -> KMeansParams:
-        centers = jnp.asarray(params.centers)  # (..., K, D)
-        index = jnp.arange(self.max_clusters)
-        return KMeansParams(centers[..., jnp.where(index < centers.shape[-2], index, 0), :])
+        centers = np.asarray(params.centers)  # (..., K, D), on the host
+        index = np.arange(self.max_clusters)
+        return KMeansParams(centers[..., np.where(index < centers.shape[-2], index, 0), :])
 
     def e_step(self, params: KMeansParams, x, weights, hyper):
         labels, nearest = nearest_centers(x, params.centers, self.active(hyper))

@@ -39,7 +39,6 @@ __all__ = [
 FLOAT_DTYPES = (np.float64, np.float32)
 
 
-
 def x64_enabled() -> bool:
     """Whether JAX's 64-bit mode is on (respects ``jax.enable_x64`` contexts)."""
     return bool(jax.config.read("jax_enable_x64"))

@@ -25,11 +25,17 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-import jax
 import jax.numpy as jnp
 
 from jaxem.contract import Chunks
-from jaxem.seeding import KMeansParams, KMeansStats, Lloyd, kmeans_plusplus, nearest_centers
+from jaxem.seeding import (
+    KMeansParams,
+    KMeansStats,
+    Lloyd,
+    kmeans_plusplus_chunked,
+    nearest_centers,
+    random_rows,
+)
 
 __all__ = ["KMeansModel", "KMeansParams", "KMeansStats", "kmeans"]
 
@@ -80,22 +86,18 @@ class KMeansModel(Lloyd):
             raise ValueError(f"init must be 'k-means++' or 'random', got {self.init_method!r}.")
 
     def init(self, key, chunks: Chunks, hyper) -> KMeansParams:
-        x, weights = chunks.flat()
+        x, _ = chunks.flat()
         if self.init_method == "random":
             # Distinct rows drawn with probability proportional to the sample weight,
-            # as scikit-learn's KMeans(init="random").
-            index = jax.random.choice(
-                key,
-                weights.shape[0],
-                (self.max_clusters,),
-                replace=False,
-                p=weights / weights.sum(),
-            )
+            # as scikit-learn's KMeans(init="random"), chunk by chunk.
+            index = random_rows(key, chunks.weights, self.max_clusters, weighted=True)
             centers = x[index]
         else:
             # Greedy k-means++ picks seeds one by one, so the first n_clusters of
             # max_clusters seeds are the n_clusters seeds (local trials: max_clusters').
-            centers, _ = kmeans_plusplus(key, x, weights, self.max_clusters, self.n_local_trials)
+            centers, _ = kmeans_plusplus_chunked(
+                key, chunks, self.max_clusters, self.n_local_trials
+            )
         active = self.active(hyper)
         return KMeansParams(jnp.where(active[:, None], centers, centers[0]))
 

@@ -19,7 +19,7 @@ import numpy as np
 from jaxem import _iterate, ops
 from jaxem.contract import Chunks, Family, Model
 from jaxem.families.base import component_log_densities
-from jaxem.seeding import kmeans_plusplus, lloyd, nearest_centers, random_rows
+from jaxem.seeding import kmeans_plusplus_chunked, lloyd, nearest_centers, random_rows
 
 __all__ = ["Mixture", "MixtureParams", "MixtureStats", "MixtureHyper", "mixture", "INIT_METHODS"]
 
@@ -180,14 +180,17 @@ class Mixture(Model):
         family, n_components = self.family, self.max_components
         active = self.active(hyper)
         x, weights = chunks.flat()
-        points = family.seeding_points(x).astype(weights.dtype)
+
+        def points(rows):  # what distance-based seeding works on, chunk by chunk
+            return family.seeding_points(rows).astype(weights.dtype)
+
         if self.init_method in ("k-means++", "random_from_data"):
             # Greedy k-means++ and Gumbel top-k draws pick rows one by one, so the first
             # n_components of max_components picks are the n_components picks.
             if self.init_method == "k-means++":
-                _, index = kmeans_plusplus(key, points, weights, n_components)
+                _, index = kmeans_plusplus_chunked(key, chunks, n_components, points=points)
             else:
-                index = random_rows(key, weights, n_components)
+                index = random_rows(key, chunks.weights, n_components)
             # One-hot responsibilities on the seed rows only, as scikit-learn.
             index = jnp.where(active, index, index[0])
             log_weights = jnp.where(
@@ -196,17 +199,17 @@ class Mixture(Model):
             return MixtureParams(log_weights, family.params_from_rows(x[index], hyper.family))
 
         if self.init_method == "kmeans":
-            seeds, _ = kmeans_plusplus(key, points, weights, n_components)
+            seeds, _ = kmeans_plusplus_chunked(key, chunks, n_components, points=points)
             centers = lloyd(
                 jnp.where(active[:, None], seeds, seeds[0]),
-                Chunks(jax.tree.map(family.seeding_points, chunks.x), chunks.weights),
+                Chunks(jax.vmap(points)(chunks.x), chunks.weights),
                 max_iter=self.kmeans_max_iter,
                 tol=hyper.kmeans_tol,
                 n_active=hyper.n_active,
             )
 
             def responsibilities(x_chunk, index):
-                labels, _ = nearest_centers(family.seeding_points(x_chunk), centers, active)
+                labels, _ = nearest_centers(points(x_chunk), centers, active)
                 return jax.nn.one_hot(labels, n_components, dtype=weights.dtype)
 
         else:  # "random": uniform random responsibilities, normalised per row
