@@ -9,7 +9,7 @@ measured around it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
@@ -39,27 +39,6 @@ STATUS_NAMES = tuple(status.name.lower() for status in Status)
 _MAX_MATRIX_FEATURES = 6
 #: Histogram rows of distinct optima.
 _MAX_OPTIMA_SHOWN = 6
-
-
-class _Layout(NamedTuple):
-    """How ``covariances_`` is laid out for a covariance type (scikit-learn's layout)."""
-
-    matrices: bool  # covariance matrices, else per-feature variances
-    shared: bool  # one for all components (no component axis)
-    note: str = ""
-
-
-# The one place the command line depends on the covariance type: how to print it.
-_LAYOUTS = {
-    "full": _Layout(matrices=True, shared=False),
-    "tied": _Layout(matrices=True, shared=True),
-    "diag": _Layout(matrices=False, shared=False),
-    "spherical": _Layout(
-        matrices=False,
-        shared=False,
-        note="(spherical: one variance shared by all features of a component)",
-    ),
-}
 
 
 # -- the summary ---------------------------------------------------------------------------
@@ -148,9 +127,11 @@ def _best_lines(run: FitRun) -> list[str]:
 def _component_lines(run: FitRun) -> list[str]:
     estimator = run.estimator
     names = [_short(name) for name in run.data.feature_names]
-    layout = _LAYOUTS[run.options.covariance_type]
     full_matrix = len(names) <= _MAX_MATRIX_FEATURES
-    covariances = np.asarray(estimator.covariances_, np.float64)
+    # The family knows its layout: per-component matrices or variances, or one shared matrix.
+    view = jaxem.gaussian(run.options.covariance_type).covariance_view(
+        estimator.covariances_, len(names)
+    )
     counts = np.bincount(run.labels, minlength=run.options.n_components)
     lines = []
     for k, (weight, mean) in enumerate(zip(estimator.weights_, estimator.means_)):
@@ -158,29 +139,30 @@ def _component_lines(run: FitRun) -> list[str]:
             f"  component {k + 1}  weight {weight:.4f}  ({_plural(int(counts[k]), 'row')} assigned)"
         )
         rows = [("mean", mean)]
-        if layout.matrices and not layout.shared:
-            rows += _matrix_rows(covariances[k], full_matrix)
-        elif not layout.matrices:
-            # diag holds one variance per feature, spherical one for all of them.
-            rows.append(("variance", np.broadcast_to(covariances[k], (len(names),))))
+        if view.per_component is not None:
+            rows += _covariance_rows(view.per_component[k], full_matrix)
         lines += [*_table(names, rows), ""]
-    if layout.shared:
+    if view.shared is not None:
         lines.append("  covariance shared by all components")
-        lines += [*_table(names, _matrix_rows(covariances, full_matrix)), ""]
-    if layout.matrices and not full_matrix:
+        lines += [*_table(names, _covariance_rows(view.shared, full_matrix)), ""]
+    matrices = view.shared is not None or np.ndim(view.per_component) == 3
+    if matrices and not full_matrix:
         lines.append(
             f"  (diagonals shown: {len(names)} features; --output saves the full matrices)"
         )
-    elif layout.note:
-        lines.append(f"  {layout.note}")
+    elif view.note:
+        lines.append(f"  {view.note}")
     return lines[:-1] if lines and lines[-1] == "" else lines
 
 
-def _matrix_rows(matrix: np.ndarray, full_matrix: bool) -> list[tuple[str, np.ndarray]]:
-    """Table rows of one covariance matrix: all of it, or its diagonal when wide."""
+def _covariance_rows(covariance: np.ndarray, full_matrix: bool) -> list[tuple[str, np.ndarray]]:
+    """Table rows of one component's covariance: per-feature variances as they are; a
+    matrix in full, or its diagonal when wide."""
+    if covariance.ndim == 1:
+        return [("variance", covariance)]
     if not full_matrix:
-        return [("variance", np.diagonal(matrix))]
-    return [("covariance" if i == 0 else "", row) for i, row in enumerate(matrix)]
+        return [("variance", np.diagonal(covariance))]
+    return [("covariance" if i == 0 else "", row) for i, row in enumerate(covariance)]
 
 
 def _table(names, rows, per_block: int = _MAX_MATRIX_FEATURES) -> list[str]:

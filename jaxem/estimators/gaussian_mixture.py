@@ -23,7 +23,7 @@ from jaxem import engine
 from jaxem.contract import Status
 from jaxem.estimators import _validation
 from jaxem.estimators._base import EMEstimator
-from jaxem.families.gaussian import GaussianParams, gaussian
+from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian, GaussianParams, gaussian
 from jaxem.models.mixture import MixtureParams, mixture
 
 __all__ = ["GaussianMixture"]
@@ -159,7 +159,7 @@ default='kmeans'
 
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, 1, None, closed="left")],
-        "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
+        "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
         "tol": [Interval(Real, 0.0, None, closed="left")],
         "reg_covar": [Interval(Real, 0.0, None, closed="left")],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
@@ -313,9 +313,14 @@ default='kmeans'
         # Final E-step with the stored attributes, exactly as predict() computes it.
         return self._evaluate(X, "predict").astype(np.int64)
 
+    def _family(self) -> Gaussian:
+        """The component family: everything about the covariance layout lives there."""
+        return gaussian(self.covariance_type, float(self.reg_covar))
+
     def _build_model(self, n_components, max_components):
-        family = gaussian(self.covariance_type, float(self.reg_covar))
-        return mixture(family, n_components, init=self.init_params, max_components=max_components)
+        return mixture(
+            self._family(), n_components, init=self.init_params, max_components=max_components
+        )
 
     def _n_components_fitted(self):
         return int(np.shape(self.weights_)[0])
@@ -337,12 +342,12 @@ default='kmeans'
             checked["means"] = _check_means(self.means_init, n_components, n_features)
         if self.precisions_init is not None:
             checked["precisions"] = _check_precisions(
-                self.precisions_init, self.covariance_type, n_components, n_features
+                self.precisions_init, self._family(), n_components, n_features
             )
         return checked
 
     def _check_warm_start(self, n_features):
-        expected = _parameter_shapes(self.covariance_type, int(self.n_components), n_features)
+        expected = self._family().layout_shape(int(self.n_components), n_features)
         found = np.shape(self.precisions_cholesky_)
         if np.shape(self.means_) != (int(self.n_components), n_features) or found != expected:
             raise ValueError(
@@ -354,7 +359,7 @@ default='kmeans'
 
     def _user_params(self, user_init, offset, dtype):
         """Initial parameters when weights, means and precisions are all given."""
-        chol = _precision_cholesky_from_precisions(user_init["precisions"], self.covariance_type)
+        chol = self._family().cholesky_from_precisions(user_init["precisions"])
         return _host_params(user_init["weights"], user_init["means"] - offset, chol, dtype)
 
     def _mixed_params(self, model, key, x, n_restarts, user_init, offset):
@@ -368,9 +373,7 @@ default='kmeans'
         if user_init["means"] is not None:
             means = np.broadcast_to(user_init["means"] - offset, means.shape)
         if user_init["precisions"] is not None:
-            user_chol = _precision_cholesky_from_precisions(
-                user_init["precisions"], self.covariance_type
-            )
+            user_chol = self._family().cholesky_from_precisions(user_init["precisions"])
             chol = np.broadcast_to(user_chol, chol.shape)
         mixed = MixtureParams(
             np.asarray(log_weights, dtype),
@@ -390,14 +393,10 @@ default='kmeans'
         )
         self.weights_ = np.exp(log_weights).astype(dtype)
         self.means_ = (means + offset).astype(dtype)
-        self.precisions_cholesky_ = chol.astype(dtype)
-        if self.covariance_type in ("full", "tied"):
-            inverse = np.linalg.inv(chol)  # Σ = (U Uᵀ)⁻¹ = U⁻ᵀ U⁻¹
-            self.covariances_ = (np.swapaxes(inverse, -1, -2) @ inverse).astype(dtype)
-            self.precisions_ = (chol @ np.swapaxes(chol, -1, -2)).astype(dtype)
-        else:
-            self.covariances_ = (1.0 / (chol * chol)).astype(dtype)
-            self.precisions_ = (chol * chol).astype(dtype)
+        layout = self._family().layout_from_cholesky(chol)
+        self.covariances_ = layout["covariances"].astype(dtype)
+        self.precisions_ = layout["precisions"].astype(dtype)
+        self.precisions_cholesky_ = layout["precisions_cholesky"].astype(dtype)
         self._fit_offset = np.asarray(offset, np.float64)
 
     # -- evaluation ------------------------------------------------------------------------
@@ -505,28 +504,10 @@ default='kmeans'
                 f"Invalid value for 'n_samples': {n_samples} . The sampling requires at "
                 "least one sample."
             )
-        means = np.asarray(self.means_, np.float64)
-        covariances = np.asarray(self.covariances_, np.float64)
-        n_features = means.shape[1]
         rng = check_random_state(self.random_state)
         weights = np.asarray(self.weights_, np.float64)
         counts = rng.multinomial(n_samples, weights / weights.sum())
-        if self.covariance_type in ("full", "tied"):
-            if self.covariance_type == "tied":
-                covariances = np.broadcast_to(covariances, (len(means),) + covariances.shape)
-            X = np.vstack(
-                [
-                    rng.multivariate_normal(mean, covariance, int(count))
-                    for mean, covariance, count in zip(means, covariances, counts)
-                ]
-            )
-        else:
-            X = np.vstack(
-                [
-                    mean + rng.standard_normal(size=(count, n_features)) * np.sqrt(covariance)
-                    for mean, covariance, count in zip(means, covariances, counts)
-                ]
-            )
+        X = self._family().sample_numpy(rng, self.means_, self.covariances_, counts)
         y = np.concatenate(
             [np.full(int(count), k, dtype=np.int64) for k, count in enumerate(counts)]
         )
@@ -570,15 +551,6 @@ def _host_params(weights, centred_means, precisions_cholesky, dtype) -> MixtureP
 
 
 # -- checks of user-supplied initial parameters (scikit-learn's messages) ------------------
-def _parameter_shapes(covariance_type, n_components, n_features):
-    return {
-        "full": (n_components, n_features, n_features),
-        "tied": (n_features, n_features),
-        "diag": (n_components, n_features),
-        "spherical": (n_components,),
-    }[covariance_type]
-
-
 def _check_shape(param, param_shape, name):
     if param.shape != param_shape:
         raise ValueError(
@@ -609,34 +581,12 @@ def _check_means(means, n_components, n_features):
     return np.asarray(means, np.float64)
 
 
-def _check_precisions(precisions, covariance_type, n_components, n_features):
+def _check_precisions(precisions, family, n_components, n_features):
+    """scikit-learn's array validation here, the family's layout checks after it."""
     precisions = check_array(
         precisions,
         dtype=[np.float64, np.float32],
         ensure_2d=False,
-        allow_nd=covariance_type == "full",
+        allow_nd=len(family.layout_shape(n_components, n_features)) > 2,
     )
-    shape = _parameter_shapes(covariance_type, n_components, n_features)
-    _check_shape(precisions, shape, f"{covariance_type} precision")
-    precisions = np.asarray(precisions, np.float64)
-    if covariance_type in ("diag", "spherical"):
-        if np.any(precisions <= 0.0):
-            raise ValueError(f"'{covariance_type} precision' should be positive")
-        return precisions
-    for matrix in precisions.reshape((-1, n_features, n_features)):
-        if not (
-            np.allclose(matrix, matrix.T, rtol=1e-5, atol=1e-8)
-            and np.all(np.linalg.eigvalsh(matrix) > 0.0)
-        ):
-            raise ValueError(
-                f"'{covariance_type} precision' should be symmetric, positive-definite"
-            )
-    return precisions
-
-
-def _precision_cholesky_from_precisions(precisions, covariance_type):
-    """Upper-triangular ``U`` with ``U Uᵀ = P``, as scikit-learn: flip, Cholesky, flip."""
-    if covariance_type in ("diag", "spherical"):
-        return np.sqrt(precisions)
-    flipped = precisions[..., ::-1, ::-1]
-    return np.linalg.cholesky(flipped)[..., ::-1, ::-1]
+    return family.check_precisions(precisions, n_components, n_features)

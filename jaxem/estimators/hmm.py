@@ -451,16 +451,10 @@ class GaussianHMM(_BaseHMM):
     @property
     def covars_(self):
         """Covariances as full matrices ``(n_components, n_features, n_features)``."""
-        covars = np.asarray(self._covars_)
-        kind, n = self.covariance_type, self.n_components
-        if kind == "full":
-            return covars
-        if kind == "diag":
-            return np.array([np.diag(row) for row in covars])
-        if kind == "tied":
-            return np.tile(covars, (n, 1, 1))
-        n_features = self.means_.shape[1]
-        return np.ravel(covars)[:, None, None] * np.eye(n_features)[None]
+        # Spherical variances do not carry n_features: it comes from means_ (hmmlearn's
+        # fill_covars takes it from the model).
+        n_features = np.shape(self.means_)[1] if hasattr(self, "means_") else None
+        return self._layout_family().full_covariances(self._covars_, self.n_components, n_features)
 
     @covars_.setter
     def covars_(self, covars):
@@ -473,6 +467,10 @@ class GaussianHMM(_BaseHMM):
         if reset:
             self.n_features = X.shape[1]
         return X
+
+    def _layout_family(self):
+        """A family for the covariance layout only (no priors); checks ``covariance_type``."""
+        return Gaussian(covariance_type=self.covariance_type)
 
     def _family(self):
         if self.covariance_type not in COVARIANCE_TYPES:
@@ -495,27 +493,13 @@ class GaussianHMM(_BaseHMM):
         d = getattr(self, "n_features", None) or np.shape(self.means_)[1]
         # During init only the user-set leaves are used; stand-ins fill the others.
         means = np.asarray(getattr(self, "means_", np.zeros((n, d))), np.float64)
-        default = {
-            "spherical": np.ones(n),
-            "diag": np.ones((n, d)),
-            "tied": np.eye(d),
-            "full": np.tile(np.eye(d), (n, 1, 1)),
-        }.get(self.covariance_type)
-        covars = np.asarray(getattr(self, "_covars_", default), np.float64)
-        expected = {
-            "spherical": (n,),
-            "diag": (n, d),
-            "tied": (d, d),
-            "full": (n, d, d),
-        }[self.covariance_type]
         if means.shape != (n, d):
             raise ValueError(f"means_ must have shape ({n}, n_features), got {means.shape}.")
-        if self.covariance_type == "spherical" and covars.shape == (n, d):
-            covars = covars.mean(axis=1)  # hmmlearn's tiled layout
-        if covars.shape != expected:
-            raise ValueError(
-                f"{self.covariance_type!r} covars_ must have shape {expected}, got {covars.shape}."
-            )
+        if hasattr(self, "_covars_"):
+            # hmmlearn's layout for the type (or its tiled spherical one), checked.
+            covars = family.compact_covariances(self._covars_, n, d, name="covars_")
+        else:
+            covars = family.unit_covariances(n, d)
         return family.params_from_covariances(jnp.asarray(means, dtype), jnp.asarray(covars, dtype))
 
     def _set_emission_attributes(self, family, emissions):

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 from jaxem import ops, seeding
@@ -29,6 +30,7 @@ __all__ = [
     "GaussianParams",
     "GaussianHyper",
     "GaussianPriorHyper",
+    "CovarianceView",
     "gaussian",
     "COVARIANCE_TYPES",
 ]
@@ -77,6 +79,26 @@ class GaussianPriorHyper(NamedTuple):
     covars_prior: jax.Array
     covars_weight: jax.Array
     init_covar: jax.Array
+
+
+class CovarianceView(NamedTuple):
+    """Covariances arranged for display, the same way for every covariance type.
+
+    Attributes
+    ----------
+    per_component : ndarray or None
+        One entry per component: ``(K, D, D)`` matrices (full) or ``(K, D)``
+        per-feature variances (diag; spherical, its one variance repeated over the
+        features); None when the components share one matrix.
+    shared : ndarray or None
+        The ``(D, D)`` matrix shared by all components (tied), else None.
+    note : str
+        What a reader should know about the layout, or ``""``.
+    """
+
+    per_component: np.ndarray | None
+    shared: np.ndarray | None
+    note: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -455,6 +477,329 @@ class Gaussian(Family):
         if self.covariance_type in ("full", "tied"):
             return GaussianParams(means, ops.precision_cholesky_from_covariance(covariances))
         return GaussianParams(means, jax.lax.rsqrt(covariances))
+
+    # -- scikit-learn / hmmlearn layouts on the host (numpy float64; not the contract) -------
+    @property
+    def _matrices(self) -> bool:
+        """Whether the layout holds matrices (full, tied) rather than variances."""
+        return self.covariance_type in ("full", "tied")
+
+    def layout_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        """Shape of the covariances, precisions and precision factors in scikit-learn's
+        (and hmmlearn's) layout for this covariance type.
+
+        Parameters
+        ----------
+        n_components : int
+        n_features : int
+
+        Returns
+        -------
+        tuple of int
+            ``(K, D, D)`` full, ``(D, D)`` tied, ``(K, D)`` diag, ``(K,)`` spherical.
+
+        Examples
+        --------
+        >>> import jaxem
+        >>> [jaxem.gaussian(kind).layout_shape(3, 2) for kind in ("full", "tied", "diag")]
+        [(3, 2, 2), (2, 2), (3, 2)]
+        >>> jaxem.gaussian("spherical").layout_shape(3, 2)
+        (3,)
+        """
+        return {
+            "full": (n_components, n_features, n_features),
+            "tied": (n_features, n_features),
+            "diag": (n_components, n_features),
+            "spherical": (n_components,),
+        }[self.covariance_type]
+
+    def layout_from_cholesky(self, precisions_cholesky) -> dict[str, np.ndarray]:
+        """scikit-learn's ``covariances_``, ``precisions_`` and ``precisions_cholesky_``
+        from the precision factor, computed in float64 with numpy on the host.
+
+        Parameters
+        ----------
+        precisions_cholesky : array-like in this type's layout
+            Upper-triangular ``U`` with ``U Uᵀ = P`` (full, tied), ``1/σ`` (diag,
+            spherical).
+
+        Returns
+        -------
+        dict
+            ``covariances``, ``precisions`` and ``precisions_cholesky`` as float64
+            numpy arrays of the factor's shape.
+
+        Examples
+        --------
+        >>> import jaxem
+        >>> layout = jaxem.gaussian("diag").layout_from_cholesky([[2.0, 0.5]])
+        >>> layout["covariances"], layout["precisions"]
+        (array([[0.25, 4.  ]]), array([[4.  , 0.25]]))
+        """
+        chol = np.asarray(precisions_cholesky, np.float64)
+        if self._matrices:
+            inverse = np.linalg.inv(chol)  # Σ = (U Uᵀ)⁻¹ = U⁻ᵀ U⁻¹
+            covariances = np.swapaxes(inverse, -1, -2) @ inverse
+            precisions = chol @ np.swapaxes(chol, -1, -2)
+        else:
+            covariances = 1.0 / (chol * chol)
+            precisions = chol * chol
+        return {"covariances": covariances, "precisions": precisions, "precisions_cholesky": chol}
+
+    def check_precisions(self, precisions, n_components: int, n_features: int) -> np.ndarray:
+        """Check user-given precisions in scikit-learn's layout, with its messages.
+
+        Parameters
+        ----------
+        precisions : ndarray
+            Already validated as an array (``sklearn.utils.check_array``).
+        n_components : int
+        n_features : int
+
+        Returns
+        -------
+        ndarray
+            The precisions in float64.
+
+        Raises
+        ------
+        ValueError
+            If the shape is not :meth:`layout_shape`, a variance precision is not
+            positive, or a precision matrix is not symmetric positive-definite.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import jaxem
+        >>> jaxem.gaussian("spherical").check_precisions(np.array([1.0, 0.0]), 2, 3)
+        Traceback (most recent call last):
+        ...
+        ValueError: 'spherical precision' should be positive
+        """
+        kind = self.covariance_type
+        shape = self.layout_shape(n_components, n_features)
+        if np.shape(precisions) != shape:
+            raise ValueError(
+                f"The parameter '{kind} precision' should have the shape of {shape}, "
+                f"but got {np.shape(precisions)}"
+            )
+        precisions = np.asarray(precisions, np.float64)
+        if not self._matrices:
+            if np.any(precisions <= 0.0):
+                raise ValueError(f"'{kind} precision' should be positive")
+            return precisions
+        for matrix in precisions.reshape((-1, n_features, n_features)):
+            if not (
+                np.allclose(matrix, matrix.T, rtol=1e-5, atol=1e-8)
+                and np.all(np.linalg.eigvalsh(matrix) > 0.0)
+            ):
+                raise ValueError(f"'{kind} precision' should be symmetric, positive-definite")
+        return precisions
+
+    def cholesky_from_precisions(self, precisions) -> np.ndarray:
+        """The precision factor in scikit-learn's layout from precisions in that layout.
+
+        Upper-triangular ``U`` with ``U Uᵀ = P`` computed as scikit-learn does (flip,
+        Cholesky, flip) for full and tied, ``sqrt(P)`` for diag and spherical; numpy,
+        float64.
+
+        Parameters
+        ----------
+        precisions : array-like in this type's layout (see :meth:`check_precisions`)
+
+        Returns
+        -------
+        ndarray
+            ``precisions_cholesky`` of the same shape.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import jaxem
+        >>> factor = jaxem.gaussian("tied").cholesky_from_precisions([[2.0, 1.0], [1.0, 2.0]])
+        >>> np.allclose(np.triu(factor), factor), np.allclose(factor @ factor.T, [[2, 1], [1, 2]])
+        (True, True)
+        """
+        precisions = np.asarray(precisions, np.float64)
+        if not self._matrices:
+            return np.sqrt(precisions)
+        flipped = precisions[..., ::-1, ::-1]
+        return np.linalg.cholesky(flipped)[..., ::-1, ::-1]
+
+    def sample_numpy(self, rng, means, covariances, counts) -> np.ndarray:
+        """scikit-learn's ``GaussianMixture.sample`` draws with a numpy generator.
+
+        ``multivariate_normal`` per component for full and tied, ``mean +
+        standard_normal · sqrt(variance)`` for diag and spherical, in that order, so
+        equal parameters and generator state give scikit-learn's exact samples.
+
+        Parameters
+        ----------
+        rng : numpy.random.RandomState
+        means : array-like (K, D)
+        covariances : array-like in this type's layout
+        counts : array-like of int (K,)
+            Rows to draw from every component.
+
+        Returns
+        -------
+        ndarray (sum(counts), D)
+            float64 samples, grouped by component.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import jaxem
+        >>> rng = np.random.RandomState(0)
+        >>> x = jaxem.gaussian("spherical").sample_numpy(rng, np.zeros((2, 3)), [1.0, 4.0], [2, 1])
+        >>> x.shape
+        (3, 3)
+        """
+        means = np.asarray(means, np.float64)
+        covariances = np.asarray(covariances, np.float64)
+        n_components, n_features = means.shape
+        if self._matrices:
+            covariances = np.broadcast_to(
+                covariances, (n_components, n_features, n_features)
+            )  # tied: the one matrix for every component
+            blocks = [
+                rng.multivariate_normal(mean, covariance, int(count))
+                for mean, covariance, count in zip(means, covariances, counts)
+            ]
+        else:
+            blocks = [
+                mean + rng.standard_normal(size=(count, n_features)) * np.sqrt(covariance)
+                for mean, covariance, count in zip(means, covariances, counts)
+            ]
+        return np.vstack(blocks)
+
+    def unit_covariances(self, n_components: int, n_features: int) -> np.ndarray:
+        """Identity covariances in this type's layout (float64).
+
+        Examples
+        --------
+        >>> import jaxem
+        >>> jaxem.gaussian("diag").unit_covariances(2, 3).shape
+        (2, 3)
+        """
+        eye = np.eye(n_features)
+        return {
+            "full": np.tile(eye, (n_components, 1, 1)),
+            "tied": eye,
+            "diag": np.ones((n_components, n_features)),
+            "spherical": np.ones(n_components),
+        }[self.covariance_type]
+
+    def compact_covariances(
+        self, covariances, n_components: int, n_features: int, name: str = "covariances"
+    ) -> np.ndarray:
+        """Covariances in this type's layout, checked; hmmlearn's spherical layout too.
+
+        hmmlearn's initialisation stores spherical variances tiled over the features,
+        ``(n_components, n_features)``; those are averaged to ``(n_components,)``.
+
+        Parameters
+        ----------
+        covariances : array-like
+        n_components : int
+        n_features : int
+        name : str
+            The attribute named in the error message.
+
+        Returns
+        -------
+        ndarray
+            float64, of shape :meth:`layout_shape`.
+
+        Raises
+        ------
+        ValueError
+            If the shape is neither the layout's nor (spherical) the tiled one.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import jaxem
+        >>> jaxem.gaussian("spherical").compact_covariances(np.full((2, 3), 2.0), 2, 3)
+        array([2., 2.])
+        >>> jaxem.gaussian("diag").compact_covariances(np.ones(2), 2, 3, "covars_")
+        Traceback (most recent call last):
+        ...
+        ValueError: 'diag' covars_ must have shape (2, 3), got (2,).
+        """
+        covariances = np.asarray(covariances, np.float64)
+        expected = self.layout_shape(n_components, n_features)
+        if self.covariance_type == "spherical" and covariances.shape == (n_components, n_features):
+            covariances = covariances.mean(axis=1)  # hmmlearn's tiled layout
+        if covariances.shape != expected:
+            raise ValueError(
+                f"{self.covariance_type!r} {name} must have shape {expected}, "
+                f"got {covariances.shape}."
+            )
+        return covariances
+
+    def full_covariances(self, covariances, n_components: int, n_features=None) -> np.ndarray:
+        """Covariances as one full matrix per component, ``(K, D, D)``, from this type's
+        layout (hmmlearn's ``fill_covars``; numpy).
+
+        Parameters
+        ----------
+        covariances : array-like in this type's layout
+            For spherical, every value is a variance (hmmlearn ravels them).
+        n_components : int
+        n_features : int, optional
+            Needed for spherical variances, which do not carry it; by default the
+            last axis of ``covariances``.
+
+        Returns
+        -------
+        ndarray (K, D, D)
+
+        Examples
+        --------
+        >>> import jaxem
+        >>> jaxem.gaussian("diag").full_covariances([[1.0, 2.0]], 1)
+        array([[[1., 0.],
+                [0., 2.]]])
+        """
+        covariances = np.asarray(covariances)
+        kind = self.covariance_type
+        if kind == "full":
+            return covariances
+        if kind == "diag":
+            return np.array([np.diag(row) for row in covariances])
+        if kind == "tied":
+            return np.tile(covariances, (n_components, 1, 1))
+        if n_features is None:
+            raise ValueError("Spherical covariances need n_features to fill full matrices.")
+        return np.ravel(covariances)[:, None, None] * np.eye(n_features)[None]
+
+    def covariance_view(self, covariances, n_features: int) -> CovarianceView:
+        """Covariances in scikit-learn's layout arranged for display; see
+        :class:`CovarianceView`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import jaxem
+        >>> view = jaxem.gaussian("spherical").covariance_view(np.array([1.0, 2.0]), 3)
+        >>> view.per_component
+        array([[1., 1., 1.],
+               [2., 2., 2.]])
+        >>> view.shared is None, view.note
+        (True, '(spherical: one variance shared by all features of a component)')
+        """
+        covariances = np.asarray(covariances, np.float64)
+        kind = self.covariance_type
+        if kind == "tied":
+            return CovarianceView(per_component=None, shared=covariances)
+        if kind == "spherical":
+            return CovarianceView(
+                per_component=np.repeat(covariances[:, None], n_features, axis=1),
+                shared=None,
+                note="(spherical: one variance shared by all features of a component)",
+            )
+        return CovarianceView(per_component=covariances, shared=None)
 
     def _n_features(self, feature_sums) -> int:
         width = feature_sums.shape[-1]

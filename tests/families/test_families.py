@@ -2,6 +2,7 @@
 the optional hooks, and fits of the mixture and the HMM that need no model change."""
 
 import ast
+import re
 from pathlib import Path
 
 import jax
@@ -324,6 +325,139 @@ def test_gaussian_tied_where_and_take_components(x64):
     np.testing.assert_array_equal(
         taken.precisions_cholesky, c.precisions_cholesky[np.array([2, 0])]
     )
+
+
+# -- Gaussian layouts on the host (scikit-learn / hmmlearn attributes) --------------------
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_gaussian_layout_from_cholesky_is_float64_and_inverts(covariance_type, x64):
+    rng = np.random.default_rng(11)
+    family = jaxem.gaussian(covariance_type)
+    layout, full = _gaussian_layout(covariance_type, rng, 3, 4)
+    assert family.layout_shape(3, 4) == np.shape(layout)
+    params = family.from_layout(jnp.float64, means=np.zeros((3, 4)), covariances=layout)
+    host = family.layout_from_cholesky(np.asarray(params.precisions_cholesky))
+    assert set(host) == {"covariances", "precisions", "precisions_cholesky"}
+    for name, value in host.items():
+        assert value.dtype == np.float64 and value.shape == np.shape(layout), name
+    np.testing.assert_allclose(host["covariances"], layout, rtol=1e-12)
+    device = family.to_layout(params)
+    for name in host:
+        np.testing.assert_allclose(host[name], device[name], rtol=1e-12)
+    # The precisions are the inverse covariances, written in the type's layout.
+    inverse = np.linalg.inv(full)
+    expected = {
+        "full": inverse,
+        "tied": inverse[0],
+        "diag": np.diagonal(inverse, axis1=1, axis2=2),
+        "spherical": inverse[:, 0, 0],
+    }[covariance_type]
+    np.testing.assert_allclose(host["precisions"], expected, rtol=1e-12)
+    # A float32 factor is still computed in float64.
+    low = family.layout_from_cholesky(host["precisions_cholesky"].astype(np.float32))
+    assert low["covariances"].dtype == np.float64
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_gaussian_check_precisions_and_cholesky_from_precisions(covariance_type, x64):
+    rng = np.random.default_rng(12)
+    family = jaxem.gaussian(covariance_type)
+    layout, _ = _gaussian_layout(covariance_type, rng, 3, 4)
+    params = family.from_layout(jnp.float64, means=np.zeros((3, 4)), covariances=layout)
+    precisions = family.layout_from_cholesky(np.asarray(params.precisions_cholesky))["precisions"]
+    checked = family.check_precisions(precisions.astype(np.float32), 3, 4)
+    assert checked.dtype == np.float64
+    np.testing.assert_allclose(checked, precisions, rtol=1e-6)
+    chol = family.cholesky_from_precisions(precisions)
+    assert chol.dtype == np.float64
+    # scikit-learn's factor: upper triangular, the one the family computes from covariances.
+    np.testing.assert_allclose(chol, params.precisions_cholesky, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(family.layout_from_cholesky(chol)["covariances"], layout, rtol=1e-10)
+    shape = family.layout_shape(3, 4)
+    wrong = np.ones((2,) + shape)
+    message = (
+        f"The parameter '{covariance_type} precision' should have the shape of {shape}, "
+        f"but got {wrong.shape}"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        family.check_precisions(wrong, 3, 4)
+    bad = -precisions
+    if covariance_type in ("diag", "spherical"):
+        message = f"'{covariance_type} precision' should be positive"
+    else:
+        message = f"'{covariance_type} precision' should be symmetric, positive-definite"
+    with pytest.raises(ValueError, match=message):
+        family.check_precisions(bad, 3, 4)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_gaussian_sample_numpy_gives_sklearns_samples(covariance_type):
+    from sklearn.mixture import GaussianMixture
+    from sklearn.utils import check_random_state
+
+    rng = np.random.default_rng(13)
+    family = jaxem.gaussian(covariance_type)
+    layout, _ = _gaussian_layout(covariance_type, rng, 3, 2)
+    reference = GaussianMixture(3, covariance_type=covariance_type, random_state=7)
+    reference.weights_ = np.array([0.2, 0.5, 0.3])
+    reference.means_ = rng.normal(size=(3, 2)) * 5
+    reference.covariances_ = layout
+    expected, labels = reference.sample(50)
+    generator = check_random_state(7)
+    counts = generator.multinomial(50, reference.weights_)
+    ours = family.sample_numpy(generator, reference.means_, layout, counts)
+    assert ours.dtype == np.float64
+    np.testing.assert_array_equal(ours, expected)
+    np.testing.assert_array_equal(np.bincount(labels, minlength=3), counts)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_gaussian_hmmlearn_covariance_layouts(covariance_type):
+    from hmmlearn.utils import fill_covars
+
+    rng = np.random.default_rng(14)
+    family = jaxem.gaussian(covariance_type)
+    layout, full = _gaussian_layout(covariance_type, rng, 3, 4)
+    np.testing.assert_array_equal(family.full_covariances(layout, 3, 4), full)
+    np.testing.assert_array_equal(
+        family.full_covariances(layout, 3, 4), fill_covars(layout, covariance_type, 3, 4)
+    )
+    np.testing.assert_array_equal(family.compact_covariances(layout, 3, 4), layout)
+    unit = family.unit_covariances(3, 4)
+    assert unit.shape == family.layout_shape(3, 4) and unit.dtype == np.float64
+    identities = np.tile(np.eye(4), (3, 1, 1))
+    np.testing.assert_array_equal(family.full_covariances(unit, 3, 4), identities)
+    with pytest.raises(ValueError, match=f"'{covariance_type}' covars_ must have shape"):
+        family.compact_covariances(np.ones((5, 5, 5, 5)), 3, 4, name="covars_")
+
+
+def test_gaussian_spherical_layouts_need_and_accept_n_features():
+    family = jaxem.gaussian("spherical")
+    # hmmlearn's initialisation tiles the spherical variances over the features.
+    tiled = np.array([[1.0, 1.0], [2.0, 4.0]])
+    np.testing.assert_array_equal(family.compact_covariances(tiled, 2, 2), [1.0, 3.0])
+    with pytest.raises(ValueError, match="need n_features"):
+        family.full_covariances(np.ones(2), 2)
+    # Other types read n_features off the layout.
+    assert jaxem.gaussian("diag").full_covariances(np.ones((2, 3)), 2).shape == (2, 3, 3)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_gaussian_covariance_view(covariance_type):
+    rng = np.random.default_rng(15)
+    family = jaxem.gaussian(covariance_type)
+    layout, full = _gaussian_layout(covariance_type, rng, 3, 4)
+    view = family.covariance_view(layout, 4)
+    if view.shared is not None:
+        assert view.per_component is None
+        np.testing.assert_array_equal(view.shared, full[0])
+    elif view.per_component.ndim == 3:
+        np.testing.assert_array_equal(view.per_component, full)
+    else:  # per-feature variances: the diagonals
+        np.testing.assert_array_equal(view.per_component, np.diagonal(full, axis1=1, axis2=2))
+    assert (view.shared is not None) == (covariance_type == "tied")
+    assert bool(view.note) == (covariance_type == "spherical")
 
 
 def test_sampling_draws_every_column(x64):
