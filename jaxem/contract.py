@@ -35,19 +35,22 @@ Array = chex.Array
 PRNGKey = chex.PRNGKey
 
 
-#: Data sets up to this many rows are padded to the next power of two (at least 32).
+#: Data sets up to this many rows share one bucket: there, compiling costs far more
+#: than the padded rows, and cross-validation folds and refits then share programs.
+_SMALLEST_BUCKET = 1024
+#: Up to this many rows, buckets are powers of two.
 _POWER_OF_TWO_ROWS = 2048
 
 
 def padded_rows(n_rows: int) -> int:
-    """Bucketed row count: the next power of two (at least 32) up to 2048 rows,
-    beyond that the next multiple of 1/32 of the next power of two (< 6.25 % padding).
+    """Bucketed row count: 1024 up to 1024 rows, 2048 up to 2048, beyond that the next
+    multiple of 1/32 of the next power of two (< 6.25 % padding).
 
     >>> [padded_rows(n) for n in (1, 150, 2048, 2049, 10_000, 10_257)]
-    [32, 256, 2048, 2176, 10240, 10752]
+    [1024, 1024, 2048, 2176, 10240, 10752]
     """
-    if n_rows <= 32:
-        return 32
+    if n_rows <= _SMALLEST_BUCKET:
+        return _SMALLEST_BUCKET
     power = 1 << (n_rows - 1).bit_length()
     if n_rows <= _POWER_OF_TWO_ROWS:
         return power

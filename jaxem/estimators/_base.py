@@ -58,6 +58,9 @@ class EMEstimator(BaseEstimator):
 
     #: Centre the rows before fitting: "float32" (where cancellation bites) or "always".
     _centre_when = "float32"
+    #: Outputs computed together by every predict-like call, so they share one program
+    #: (``predict`` after ``score`` compiles nothing); empty: only those asked for.
+    _evaluation_outputs: tuple[str, ...] = ()
 
     # -- to be provided by subclasses -----------------------------------------------------
     def _build_model(self, n_components: int, max_components: int):
@@ -132,8 +135,12 @@ class EMEstimator(BaseEstimator):
         model = self._model_for(n_components, X.shape[0])
         if params is None:
             params = self._fitted_params(offset, dtype)
-        values = engine.evaluate(model, model.pad(params), x, outputs, chunk_size=chunk_size)
-        return _host(values)
+        names = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+        shared = self._evaluation_outputs
+        together = shared if set(names) <= set(shared) else names
+        values = engine.evaluate(model, model.pad(params), x, together, chunk_size=chunk_size)
+        values = dict(zip(together, _host(values)))
+        return values[outputs] if isinstance(outputs, str) else tuple(values[n] for n in names)
 
 
 def _host(tree):

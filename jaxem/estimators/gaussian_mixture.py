@@ -317,6 +317,8 @@ default='kmeans'
         """The component family: everything about the covariance layout lives there."""
         return gaussian(self.covariance_type, float(self.reg_covar))
 
+    _evaluation_outputs = ("predict", "predict_proba", "log_prob")
+
     def _build_model(self, n_components, max_components):
         return mixture(
             self._family(), n_components, init=self.init_params, max_components=max_components

@@ -374,6 +374,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
 
     # -- the base's hooks --------------------------------------------------------------------
     _centre_when = "always"
+    _evaluation_outputs = ("predict", "nearest_squared_distance")
 
     def _build_model(self, n_components, max_components):
         init = "random" if self._init_name() == "random" else "k-means++"

@@ -498,7 +498,7 @@ def test_precision_policy():
 
 
 def test_padded_rows():
-    assert [engine.padded_rows(n) for n in (1, 32, 33, 272, 2048)] == [32, 32, 64, 512, 2048]
+    assert [engine.padded_rows(n) for n in (1, 32, 33, 272, 2048)] == [1024] * 4 + [2048]
     assert engine.padded_rows(2049) == 2176  # a multiple of 4096 / 32
     for n in (3000, 100_000, 1_234_567):
         assert n <= engine.padded_rows(n) < 1.0625 * n
