@@ -505,6 +505,7 @@ def summarise(records: list[dict]) -> list[dict]:
             "compiles": _median([b.get("compiles") for b in block]),
             "compile_s": _median([b.get("compile_s") for b in block]),
             "cache_hits": _median([b.get("cache_hits") for b in block]),
+            "cache_load_s": _median([b.get("cache_load_s") for b in block]),
             "trace_s": _median([b.get("trace_s", 0.0) + b.get("lower_s", 0.0) for b in block]),
             "others_max": max((r.get("others", 0.0) for r in group), default=0.0),
             "cache_method": next((r["cache_method"] for r in good if "cache_method" in r), None),
@@ -550,6 +551,7 @@ def print_table(cells: list[dict]) -> None:
         "compile s",
         "trace s",
         "hits",
+        "load s",
         "x peer",
         "target",
         "met",
@@ -572,6 +574,7 @@ def print_table(cells: list[dict]) -> None:
                 _f(c["compile_s"], ".2f") if c["side"] == "jaxem" else "-",
                 _f(c["trace_s"], ".2f") if c["side"] == "jaxem" else "-",
                 _f(c["cache_hits"], ".0f") if c["side"] == "jaxem" else "-",
+                _f(c["cache_load_s"], ".2f") if c["side"] == "jaxem" else "-",
                 _f(c["ratio"], ".2f"),
                 c["target"] or "-",
                 met,
@@ -637,6 +640,75 @@ def print_results(cells: list[dict]) -> None:
             )
 
 
+def print_header(info: dict) -> None:
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores; "
+        + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+    )
+    print(f"jaxem: {info['repo']}")
+    print(
+        "load average before (1/5/15 min): " + " ".join(f"{v:.2f}" for v in info["loadavg_before"])
+    )
+    if "cases" in info:
+        print(f"cases {','.join(info['cases'])}; {info['repeat']} process(es) per cell")
+    print(flush=True)
+
+
+def print_progress(record: dict) -> None:
+    what = f"{record['case']} {record['side']} {record['cache']}"
+    if record.get("run"):
+        what += f" run{record['run']}"
+    if "error" in record:
+        print(f"  {what}: FAILED {record['error']}", flush=True)
+        return
+    block = record.get("phases", {}).get("block", {})
+    print(
+        f"  {what}: wall {record['wall_s']:.3f} s, process {record['process_s']:.2f} s, "
+        f"compiles {block.get('compiles', '-')} ({block.get('compile_s', 0.0):.2f} s), "
+        f"cache hits {block.get('cache_hits', '-')}, others' CPU {record['others']:.0%}",
+        flush=True,
+    )
+
+
+def report(records: list[dict], info: dict) -> list[dict]:
+    """Print the table, the result check and the notes; return the cells."""
+    cells = summarise(records)
+    order = {c: i for i, c in enumerate(CASES)}
+    setting = {"none": 0, "off": 1, "cold": 2, "warm": 3}
+    cells.sort(
+        key=lambda c: (order[c["case"]], c["side"] == "jaxem", setting[c["cache"]], c["run"] or 0)
+    )
+    print()
+    print_table(cells)
+    print_results(cells)
+    methods = sorted({c["cache_method"] for c in cells if c["cache_method"]})
+    print(
+        "\nwall s: median of the measured block (fits only; demo: the whole command); "
+        "compiles/compile s: real XLA compilations in that block; trace s: tracing + "
+        "lowering; hits/load s: programs loaded from the persistent cache and the seconds "
+        "that took; x peer: jaxem wall / peer wall."
+    )
+    print(f"cache turned on with: {', '.join(m for m in methods if m != 'disabled') or '-'}")
+    support = info.get("demo_support")
+    if support is not None and any(c["case"] == "demo" for c in cells):
+        files = [
+            c["cache_files_after"] for c in cells if c["case"] == "demo" and c["cache"] == "cold"
+        ]
+        print(
+            f"demo: --no-cache supported: {support['no_cache_flag']}; JAXEM_CACHE_DIR in jaxem's "
+            f"source: {support['cache_dir_env']}; files in JAXEM_CACHE_DIR after the "
+            f"first cached run: {files[0] if files else '-'}"
+        )
+    loaded = [c for c in cells if c["others_max"] > LOADED_SHARE]
+    print("load average after (1/5/15 min): " + " ".join(f"{v:.2f}" for v in info["loadavg_after"]))
+    if loaded:
+        print(
+            f"* other processes used more than {LOADED_SHARE:.0%} of the CPUs during at least "
+            f"one run of {len(loaded)} cell(s): those timings are not clean"
+        )
+    return cells
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -645,7 +717,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="fresh processes per cell (median)")
     parser.add_argument("--cases", default=",".join(CASES), help=f"subset of {','.join(CASES)}")
     parser.add_argument("--json", metavar="PATH", help="save every process's raw result here")
+    parser.add_argument(
+        "--from-json",
+        metavar="PATH",
+        help="print the tables of a run saved with --json; run nothing",
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        info = saved["info"]
+        print(f"Saved run {args.from_json}")
+        print_header(info)
+        for record in saved["records"]:
+            print_progress(record)
+        cells = report(saved["records"], info)
+        return 1 if any(c["failed"] for c in cells) else 0
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = sorted(set(cases) - set(CASES))
     if unknown or args.repeat < 1:
@@ -658,16 +745,9 @@ def main(argv: list[str] | None = None) -> int:
         "repo": repo_state(),
         "loadavg_before": os.getloadavg(),
     }
+    info["cases"], info["repeat"] = cases, args.repeat
     print("Time to first answer, each measurement a fresh Python process")
-    print(
-        f"machine: {info['cpu']}, {info['cores']} cores; "
-        + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-    )
-    print(f"jaxem: {info['repo']}")
-    print(
-        "load average before (1/5/15 min): " + " ".join(f"{v:.2f}" for v in info["loadavg_before"])
-    )
-    print(f"cases {','.join(cases)}; {args.repeat} process(es) per cell\n", flush=True)
+    print_header(info)
 
     records: list[dict] = []
     support = None
@@ -687,19 +767,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def progress(record: dict) -> None:
         records.append(record)
-        what = f"{record['case']} {record['side']} {record['cache']}"
-        if record.get("run"):
-            what += f" run{record['run']}"
-        if "error" in record:
-            print(f"  {what}: FAILED {record['error']}", flush=True)
-            return
-        block = record.get("phases", {}).get("block", {})
-        print(
-            f"  {what}: wall {record['wall_s']:.3f} s, process {record['process_s']:.2f} s, "
-            f"compiles {block.get('compiles', '-')} ({block.get('compile_s', 0.0):.2f} s), "
-            f"cache hits {block.get('cache_hits', '-')}, others' CPU {record['others']:.0%}",
-            flush=True,
-        )
+        print_progress(record)
 
     with tempfile.TemporaryDirectory(prefix="jaxem-startup-") as tmp:
         for _rep in range(args.repeat):
@@ -720,38 +788,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(cache_dir, ignore_errors=True)
 
     info["loadavg_after"] = os.getloadavg()
-    cells = summarise(records)
-    order = {c: i for i, c in enumerate(CASES)}
-    setting = {"none": 0, "off": 1, "cold": 2, "warm": 3}
-    cells.sort(
-        key=lambda c: (order[c["case"]], c["side"] == "jaxem", setting[c["cache"]], c["run"] or 0)
-    )
-    print()
-    print_table(cells)
-    print_results(cells)
-    methods = sorted({c["cache_method"] for c in cells if c["cache_method"]})
-    print(
-        "\nwall s: median of the measured block (fits only; demo: the whole command); "
-        "compiles/compile s: real XLA compilations in that block; trace s: tracing + "
-        "lowering; hits: persistent-cache loads; x peer: jaxem wall / peer wall."
-    )
-    print(f"cache turned on with: {', '.join(m for m in methods if m != 'disabled') or '-'}")
-    if support is not None:
-        files = [
-            c["cache_files_after"] for c in cells if c["case"] == "demo" and c["cache"] == "cold"
-        ]
-        print(
-            f"demo: --no-cache supported: {support['no_cache_flag']}; JAXEM_CACHE_DIR in jaxem's "
-            f"source: {support['cache_dir_env']}; files in JAXEM_CACHE_DIR after the "
-            f"first cached run: {files[0] if files else '-'}"
-        )
-    loaded = [c for c in cells if c["others_max"] > LOADED_SHARE]
-    print("load average after (1/5/15 min): " + " ".join(f"{v:.2f}" for v in info["loadavg_after"]))
-    if loaded:
-        print(
-            f"* other processes used more than {LOADED_SHARE:.0%} of the CPUs during at least "
-            f"one run of {len(loaded)} cell(s): those timings are not clean"
-        )
+    cells = report(records, info)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"info": info, "cells": cells, "records": records}, f, indent=2)
