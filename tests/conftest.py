@@ -61,3 +61,13 @@ class CompileCounter:
 def count_compiles():
     """``with count_compiles() as counter: ...; counter.count`` compilations inside."""
     return CompileCounter
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop compiled programs after each test module. One process compiles hundreds of
+    programs over the suite; XLA's CPU executables each hold their own memory
+    mappings, and without this the suite's process grew past 4 GB and crashed inside
+    XLA's compiler. Programs are shared within a module, where the tests reuse them."""
+    yield
+    jax.clear_caches()

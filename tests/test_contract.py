@@ -187,7 +187,10 @@ def test_batched_restarts_equal_single_runs(model_name, x64):
             model, data, init_params=jax.tree.map(lambda leaf, r=r: leaf[r], init), **options
         )
         _assert_tree_close(
-            jax.tree.map(lambda leaf, r=r: leaf[r], batched.restarts.params), single.params
+            _as_users_see_them(
+                model, jax.tree.map(lambda leaf, r=r: leaf[r], batched.restarts.params)
+            ),
+            _as_users_see_them(model, single.params),
         )
         assert int(batched.restarts.n_iter[r]) == single.n_iter
 
