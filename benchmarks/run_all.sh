@@ -32,3 +32,7 @@ run hmm_many benchmarks.peers_hmm --preset medium-many --iters 20 --repeats 3 --
 # 32 restarts of the 100-sequence case (compare with the 1-restart row above).
 run hmm_many_32 benchmarks.peers_hmm --preset medium-many --iters 20 --restarts 32 \
     --peers jaxem,jaxem-blocked
+# Time to first answer in fresh processes (cache off / cold / warm), side by side with
+# scikit-learn and hmmlearn; and the peak memory of initialisation against the EM loop.
+"$PY" benchmarks/startup.py --repeat 3 --json "$OUT/startup.json" | tee "$OUT/startup.log"
+"$PY" benchmarks/init_memory.py --json "$OUT/init_memory.json" | tee "$OUT/init_memory.log"

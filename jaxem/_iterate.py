@@ -38,16 +38,14 @@ RUNNING, CONVERGED, MAX_ITER, NON_FINITE = (int(status) for status in Status)
 def make_chunks(x, weights, chunk_size: int) -> Chunks:
     """Pad rows to a multiple of ``chunk_size`` with zero weight and reshape.
 
-    Rows of weight 0 are zeroed: padding may hold anything (even 1e30 or NaN)
-    and must change nothing, and ``0 · inf`` would.
+    Rows of weight 0 may hold anything (even 1e30 or NaN): :func:`chunked_sum` zeroes
+    them chunk by chunk before a model sees them (here it would copy all the data).
     """
     n_rows = weights.shape[0]
     n_chunks = max(1, -(-n_rows // chunk_size))
     padding = n_chunks * chunk_size - n_rows
-    used = weights > 0
 
     def cut(leaf):
-        leaf = jnp.where(used.reshape((-1,) + (1,) * (leaf.ndim - 1)), leaf, 0).astype(leaf.dtype)
         leaf = jnp.pad(leaf, [(0, padding)] + [(0, 0)] * (leaf.ndim - 1))
         return leaf.reshape((n_chunks, chunk_size) + leaf.shape[1:])
 
@@ -57,17 +55,32 @@ def make_chunks(x, weights, chunk_size: int) -> Chunks:
 def chunked_sum(fn, chunks: Chunks, combine=ops.tree_add):
     """``combine`` of ``fn(x_chunk, weights_chunk)`` over all chunks, by ``lax.scan``.
 
+    Rows of weight 0 reach ``fn`` zeroed, whatever they held.
+
     Only one chunk's intermediates are alive at a time, so memory is
     O(chunk_size × whatever ``fn`` makes per row), never O(n_rows × ...).
     """
+
+    def clean(x, weights):
+        # Rows of weight 0 must change nothing whatever they hold, and 0 · inf is NaN.
+        used = weights > 0
+
+        def zero(leaf):  # leaves without a row axis (a chunk's index) pass unchanged
+            if leaf.ndim == 0 or leaf.shape[0] != used.shape[0]:
+                return leaf
+            mask = used.reshape(used.shape + (1,) * (leaf.ndim - 1))
+            return jnp.where(mask, leaf, jnp.zeros((), leaf.dtype))
+
+        return fn(jax.tree.map(zero, x), weights)
+
     first = jax.tree.map(lambda leaf: leaf[0], chunks)
-    total = fn(first.x, first.weights)
+    total = clean(first.x, first.weights)
     if chunks.n_chunks == 1:
         return total
     rest = jax.tree.map(lambda leaf: leaf[1:], chunks)
 
     def body(accumulated, chunk):
-        return combine(accumulated, fn(chunk.x, chunk.weights)), None
+        return combine(accumulated, clean(chunk.x, chunk.weights)), None
 
     total, _ = jax.lax.scan(body, total, rest)
     return total

@@ -14,8 +14,10 @@
 
 Compile once, reuse everywhere: ``max_iter``, ``tol`` and every numeric
 hyperparameter are array inputs of the programs; rows are padded with zero weight
-to :func:`padded_rows` buckets; models pad sizes that only change numbers (a
-mixture's ``n_components`` within ``max_components``). What remains static is the
+to :func:`padded_rows` buckets (data up to 64 MiB; larger data keeps its shape, where
+a padded copy would cost memory and compiling is a small part of the fit); models
+pad sizes that only change numbers (a mixture's ``n_components`` within
+``max_components``). What remains static is the
 model's structure, the data's padded shape and dtype, the restart count and the
 trace length bucket of :func:`jaxem._iterate.trace_length`.
 
@@ -166,6 +168,17 @@ def _pad_rows(x, weights, n_rows: int):
     if weights.shape[0] == n_rows:
         return x, weights
     return jax.tree.map(pad, x), pad(weights)
+
+
+#: Data up to this size is padded to a row bucket (compile reuse); larger data keeps its
+#: shape: a padded copy would cost memory, and compiling is a small part of its fit.
+_PADDED_BYTES = 1 << 26
+
+
+def _nbytes(x) -> int:
+    return sum(
+        int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(x)
+    )
 
 
 def _float_dtype(leaves):
@@ -356,7 +369,7 @@ def _prepare(model, x, weights, hyper, n_restarts, chunk_size) -> _Prepared:
             )
     if hyper is None:
         hyper = model.hyper(dtype)
-    n_padded = model.padded_rows(n_rows)
+    n_padded = model.padded_rows(n_rows) if _nbytes(x) <= _PADDED_BYTES else n_rows
     x, weights = _pad_rows(x, weights, n_padded)
     if chunk_size is None:
         chunk_size = default_chunk_size(n_padded, int(n_restarts), model.row_width(x))
@@ -539,7 +552,7 @@ def evaluate(model, params, x, outputs, *, chunk_size: int | None = None, restar
             f"{type(model).__name__} has no output {unknown[0]!r}; it has {model.outputs}."
         )
     n_rows = jax.tree.leaves(x)[0].shape[0]
-    n_padded = model.padded_rows(n_rows)
+    n_padded = model.padded_rows(n_rows) if _nbytes(x) <= _PADDED_BYTES else n_rows
     x, _ = _pad_rows(x, np.ones((n_rows,), np.float32), n_padded)
     n_restarts = jax.tree.leaves(params)[0].shape[0] if restarts else 1
     if chunk_size is None:

@@ -24,10 +24,10 @@ from collections import deque
 import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn.base import BaseEstimator
 
 from jaxem import _iterate, engine
 from jaxem.estimators import _validation
+from jaxem.estimators._base import EMEstimator
 from jaxem.families.categorical import Categorical
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian
 from jaxem.families.poisson import Poisson
@@ -69,8 +69,13 @@ class ConvergenceMonitor:
         )
 
 
-class _BaseHMM(BaseEstimator):
-    """Shared fit / inference plumbing; subclasses describe their emissions."""
+class _BaseHMM(EMEstimator):
+    """Shared fit / inference plumbing; subclasses describe their emissions.
+
+    On the estimators' base for the engine call and the restarts' bookkeeping
+    (``restarts_``, ``best_restart_``); the input is sequences, so validation and
+    padding are hmmlearn's (``X``, ``lengths``) and :func:`jaxem.pad_sequences`.
+    """
 
     #: hmmlearn letter -> attribute name, for the emission parameters.
     _emission_letters: dict = {}
@@ -143,7 +148,7 @@ class _BaseHMM(BaseEstimator):
         key = _validation.random_key(self.random_state)
         init_key, fit_key = jax.random.split(key)
         initial = self._initial_params(model, init_key, data, hyper, n_init, dtype)
-        result = engine.fit(
+        result = self._engine_fit(
             model,
             data,
             key=fit_key,
@@ -159,7 +164,7 @@ class _BaseHMM(BaseEstimator):
         self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
         self.monitor_.history = deque(history.tolist())
         self.monitor_.iter = int(result.n_iter)
-        self.n_init_results_ = result.restarts
+        self.n_init_results_ = self.restarts_  # the name of earlier releases
         if self.verbose:
             previous = np.nan
             for iteration, value in enumerate(history, 1):
