@@ -14,7 +14,7 @@ Parts, each measured in its own fresh Python process:
 * ``init``: every restart's initial parameters, ``jaxem.engine.initialise(model, x,
   key=..., n_restarts=R)`` where the engine has it, else ``jaxem.fit(model, x,
   key=..., n_restarts=R, max_iter=0)`` (init and no EM iteration; the output says
-  which). The parameters are saved (pickled numpy) for the next part.
+  which). The parameters are saved (an ``.npz`` of the leaves) for the next part.
 * ``em``: the EM loop only, from those parameters: ``jaxem.fit(model, x, key=...,
   n_restarts=R, init_params=params, max_iter=10, tol=0)``.
 * ``fit``: the whole fit, ``jaxem.fit(model, x, key=..., n_restarts=R, max_iter=10, tol=0)``.
@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import platform
 import subprocess
 import sys
@@ -57,6 +56,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as ``python benchmarks/init_memory.py``
     sys.path.insert(0, str(REPO))
 
+from benchmarks._harness import _reset_hwm, _status_kib  # noqa: E402
+
 METHODS = ("k-means++", "kmeans", "kmeans-model")
 PARTS = ("init", "em", "fit")
 TARGET_RATIO = 2.0
@@ -64,23 +65,6 @@ CHILD_TIMEOUT_S = 1800
 
 
 # -- child -----------------------------------------------------------------------------------
-
-
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
-def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def build_model(jaxem, method: str, n_components: int):
@@ -131,8 +115,12 @@ def child(args: argparse.Namespace) -> None:
     key = jax.random.key(args.seed + 1)
     params = None
     if args.part == "em":
-        with open(args.params_file, "rb") as f:
-            params = jax.device_put(pickle.load(f))
+        # The leaves in an .npz (never a pickle); the structure from the model itself.
+        with np.load(args.params_file, allow_pickle=False) as saved:
+            leaves = [saved[f"arr_{index}"] for index in range(len(saved.files))]
+        chunks = jaxem._iterate.make_chunks(x, jnp.ones(shape[0], jnp.float32), shape[0])
+        skeleton = jax.eval_shape(model.init, key, chunks, model.hyper(jnp.float32))
+        params = jax.device_put(jax.tree.unflatten(jax.tree.structure(skeleton), leaves))
         jax.block_until_ready(params)
     initialise = getattr(getattr(jaxem, "engine", None), "initialise", None)
     init_api = "jaxem.engine.initialise" if initialise is not None else "jaxem.fit(max_iter=0)"
@@ -181,7 +169,7 @@ def child(args: argparse.Namespace) -> None:
         record["init_api"] = init_api
         if args.save_params:
             with open(args.save_params, "wb") as f:
-                pickle.dump(jax.tree.map(np.asarray, out), f)
+                np.savez(f, *(np.asarray(leaf) for leaf in jax.tree.leaves(out)))
     else:
         record["n_iter"] = int(np.max(np.asarray(out.restarts.n_iter)))
         record["log_likelihood"] = float(out.log_likelihood)
