@@ -36,12 +36,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxem import _iterate
+from jaxem._iterate import CONVERGED, MAX_ITER, NON_FINITE, RUNNING
 from jaxem.contract import STATUS_MESSAGES, Chunks, Status, padded_rows
 
 __all__ = [
     "fit",
     "fit_traced",
     "initialise",
+    "initial_shapes",
     "evaluate",
     "statistics",
     "sample",
@@ -61,12 +63,6 @@ __all__ = [
     "STATUS_MESSAGES",
 ]
 
-RUNNING, CONVERGED, MAX_ITER, NON_FINITE = (
-    Status.RUNNING,
-    Status.CONVERGED,
-    Status.MAX_ITER,
-    Status.NON_FINITE,
-)
 
 #: Rows per chunk are chosen so one chunk's per-row work stays near this many elements.
 _CHUNK_ELEMENTS = 1 << 21
@@ -500,6 +496,14 @@ def initialise(model, x, *, key, n_restarts: int = 1, weights=None, hyper=None, 
         n_restarts=int(n_restarts),
         chunk_size=prepared.chunk_size,
     )
+
+
+def initial_shapes(model, x, *, n_restarts: int = 1, hyper=None):
+    """Shapes and dtypes of :func:`initialise`'s result, without compiling or running
+    the model's init (``jax.ShapeDtypeStruct`` leaves with a leading restart axis)."""
+    prepared = _prepare(model, x, None, hyper, n_restarts, None)
+    one = _expected_init(model, _spec(prepared.x), _spec(prepared.weights), _spec(prepared.hyper))
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct((n_restarts,) + s.shape, s.dtype), one)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "outputs", "chunk_size", "restarts"))

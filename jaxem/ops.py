@@ -48,12 +48,9 @@ def tree_where(condition, on_true, on_false):
     return jax.tree.map(select, on_true, on_false)
 
 
-def tree_all_finite(tree, batch_ndim: int = 0):
-    """True where every leaf is finite, reducing all but the first ``batch_ndim`` axes."""
-    leaves = jax.tree.leaves(tree)
-    flags = [
-        jnp.all(jnp.isfinite(leaf), axis=tuple(range(batch_ndim, leaf.ndim))) for leaf in leaves
-    ]
+def tree_all_finite(tree):
+    """True where every leaf of ``tree`` is finite (vmap it for a batch of trees)."""
+    flags = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]
     out = flags[0]
     for flag in flags[1:]:
         out = out & flag

@@ -36,7 +36,7 @@ def _fit(x, n_components=3, *, reg_covar=1e-6, **kwargs):
         {"max_iter": 80},
         {"tol": 1e-6},
         {"reg_covar": 1e-2},
-        {"n_rows": 230},  # 200 and 230 rows share the 256-row bucket
+        {"n_rows": 230},  # 200 and 230 rows share the 1024-row bucket
         {"key": 7},
     ],
     ids=lambda change: next(iter(change)),
@@ -47,13 +47,7 @@ def test_second_functional_fit_compiles_nothing(change, count_compiles):
     assert first.params.log_weights.shape == (3,)
     name, value = next(iter(change.items()))
     rows = value if name == "n_rows" else 200
-    kwargs = {}
-    if name in ("n_components", "reg_covar"):
-        kwargs[name] = value
-    elif name == "key":
-        kwargs["key"] = jax.random.key(value)
-    elif name != "n_rows":
-        kwargs[name] = value
+    kwargs = {} if name == "n_rows" else {name: jax.random.key(value) if name == "key" else value}
     with count_compiles() as counter:
         second = _fit(x[:rows], **kwargs)
         jax.block_until_ready(second.params)
@@ -121,7 +115,6 @@ def test_traced_fit_under_jit_equals_host_fit(x64):
     x, _ = make_blobs(n_samples=120, n_features=2, n_clusters=2)
     model = jaxem.mixture(jaxem.gaussian("diag"), 2)
     host = jaxem.fit(model, x, key=jax.random.key(3), n_restarts=5, max_iter=60, tol=1e-6)
-    weights = jnp.ones(x.shape[0])
     padded_x, padded_w = engine._pad_rows(x, np.ones(x.shape[0]), engine.padded_rows(len(x)))
     traced = jax.jit(
         lambda x, w, max_iter, tol: jaxem.fit_traced(
@@ -131,7 +124,6 @@ def test_traced_fit_under_jit_equals_host_fit(x64):
     assert bool(traced.any_usable) and int(traced.best_restart) == host.best_restart
     chex.assert_trees_all_close(traced.params, host.params, rtol=1e-12)
     np.testing.assert_allclose(float(traced.log_likelihood), host.log_likelihood, rtol=1e-12)
-    del weights
 
 
 def test_traced_fit_vmaps_over_data_sets_and_component_counts(x64):

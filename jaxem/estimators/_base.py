@@ -21,6 +21,7 @@ Nothing here compiles: the engine owns every program.
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 from sklearn.base import BaseEstimator
 
@@ -145,6 +146,4 @@ class EMEstimator(BaseEstimator):
 
 def _host(tree):
     """Device arrays to numpy (one transfer)."""
-    import jax
-
     return jax.tree.map(np.asarray, jax.device_get(tree))

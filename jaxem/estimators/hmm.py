@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxem import _iterate, engine
+from jaxem import engine
 from jaxem.estimators import _validation
 from jaxem.estimators._base import EMEstimator
 from jaxem.families.categorical import Categorical
@@ -214,13 +214,8 @@ class _BaseHMM(EMEstimator):
         letters = {"s": "startprob_", "t": "transmat_", **self._emission_letters}
         if all(user(letter, name) for letter, name in letters.items()):
             # Everything user-set: no need to compile the model's init at all.
-            params = jax.eval_shape(
-                jax.vmap(model.init, in_axes=(0, None, None)),
-                jax.random.split(key, n_init),
-                _iterate.make_chunks(data, jnp.ones(data[1].shape[:1], dtype), data[1].shape[0]),
-                hyper,
-            )
-            params = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), params)
+            shapes = engine.initial_shapes(model, data, n_restarts=n_init, hyper=hyper)
+            params = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), shapes)
         else:
             params = engine.initialise(model, data, key=key, n_restarts=n_init, hyper=hyper)
 
