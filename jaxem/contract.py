@@ -121,9 +121,12 @@ class Family(Protocol):
 
     so that the log-densities of all components for a chunk of rows are one matrix
     product and the expected sufficient statistics one more (``respᵀ features``).
-    Mixtures and HMMs use the same family object. A family is a frozen dataclass
-    (hashable: a static argument of compiled code); numeric hyperparameters are
-    fields with ``compare=False`` handed to compiled code by :meth:`hyper`.
+    Models only call :meth:`log_densities` and :meth:`statistics`, whose defaults
+    are these products; a family whose expanded form cancels in floating point
+    overrides them (the Gaussian works about each component's mean). Mixtures and
+    HMMs use the same family object. A family is a frozen dataclass (hashable: a
+    static argument of compiled code); numeric hyperparameters are fields with
+    ``compare=False`` handed to compiled code by :meth:`hyper`.
 
     A family owns everything about its distribution: the support check, the dtype
     its data needs, its initial parameters from data, sampling, and the conversion
@@ -158,11 +161,13 @@ class Family(Protocol):
         """``(θ, bias)`` of shapes ``(K, F)`` and ``(K,)``."""
         ...
 
-    def m_step(self, feature_sums: Array, counts: Array, hyper) -> Any:
-        """Parameters from weighted feature sums ``(K, F)`` and weights ``(K,)``.
+    def m_step(self, stats, counts: Array, hyper, reference=None) -> Any:
+        """Parameters from the weighted statistics ``stats`` (what :meth:`statistics`
+        returns: by default the feature sums ``(K, F)``) and the weights ``(K,)``.
 
-        A component with a count of 0 must still get finite parameters whenever
-        ``hyper`` regularises it (for example ``reg_covar > 0``).
+        ``reference`` is the parameters :meth:`statistics` was computed about (None
+        when it was given None). A component with a count of 0 must still get finite
+        parameters whenever ``hyper`` regularises it (for example ``reg_covar > 0``).
         """
         ...
 
@@ -175,6 +180,21 @@ class Family(Protocol):
         ...
 
     # -- optional, with defaults -------------------------------------------------------------
+    def log_densities(self, params, x: Array) -> Array:
+        """``(n, K)`` log-densities of every row under every component. Default: the
+        one product ``features(x) @ θᵀ + bias + log_base_measure(x)``; families whose
+        expanded form cancels (Gaussian) compute it about the component instead."""
+        theta, bias = self.natural_parameters(params)
+        return self.features(x) @ theta.T + bias + self.log_base_measure(x)[:, None]
+
+    def statistics(self, params, x: Array, resp: Array) -> Any:
+        """Additive weighted statistics of rows ``x`` under responsibilities ``resp``
+        ``(n, K)``, for :meth:`m_step`. ``params`` are the E-step's parameters (None
+        at initialisation); sums over chunks of rows add up as long as ``params`` is
+        the same. Default: the feature sums ``respᵀ features(x)``."""
+        del params
+        return resp.T @ self.features(x).astype(resp.dtype)
+
     def data_dtype(self, compute_dtype):
         """dtype the data is stored in on the device (integer symbols stay integers)."""
         return compute_dtype
@@ -190,9 +210,8 @@ class Family(Protocol):
         Default: the M-step from one-hot responsibilities. Families whose moment
         form cancels for one point (Gaussian) compute it exactly instead.
         """
-        features = self.features(rows)
-        counts = jnp.ones(rows.shape[:1], features.dtype)
-        return self.m_step(features, counts, hyper)
+        one_hot = jnp.eye(rows.shape[0], dtype=self.features(rows).dtype)
+        return self.m_step(self.statistics(None, rows, one_hot), one_hot.sum(0), hyper)
 
     def initial_params(self, key: PRNGKey, x: Array, weights: Array, n_components: int, hyper):
         """Data-driven initial parameters of ``n_components`` components from all rows
@@ -201,13 +220,13 @@ class Family(Protocol):
         dtype = weights.dtype
         resp = jax.random.dirichlet(key, jnp.ones((n_components,), dtype), x.shape[:1], dtype)
         resp = resp * weights[:, None]
-        features = self.features(x).astype(dtype)
-        return self.m_step(resp.T @ features, resp.sum(0), hyper)
+        return self.m_step(self.statistics(None, x, resp), resp.sum(0), hyper)
 
-    def keep_fixed(self, old, new, update: str, feature_sums, counts, hyper):
+    def keep_fixed(self, old, new, update: str, stats, counts, hyper):
         """``new`` with the parameters whose letter is missing from ``update`` taken
-        from ``old``. Default: all or nothing on :attr:`update_letters`."""
-        del feature_sums, counts, hyper
+        from ``old`` (the E-step's parameters, which ``stats`` is about). Default: all
+        or nothing on :attr:`update_letters`."""
+        del stats, counts, hyper
         return new if any(letter in update for letter in self.update_letters) else old
 
     def where_components(self, keep: Array, on_true, on_false):
@@ -276,6 +295,21 @@ class Model(Protocol):
         ...
 
     # -- optional, with defaults -------------------------------------------------------------
+    def log_densities(self, params, x: Array) -> Array:
+        """``(n, K)`` log-densities of every row under every component. Default: the
+        one product ``features(x) @ θᵀ + bias + log_base_measure(x)``; families whose
+        expanded form cancels (Gaussian) compute it about the component instead."""
+        theta, bias = self.natural_parameters(params)
+        return self.features(x) @ theta.T + bias + self.log_base_measure(x)[:, None]
+
+    def statistics(self, params, x: Array, resp: Array) -> Any:
+        """Additive weighted statistics of rows ``x`` under responsibilities ``resp``
+        ``(n, K)``, for :meth:`m_step`. ``params`` are the E-step's parameters (None
+        at initialisation); sums over chunks of rows add up as long as ``params`` is
+        the same. Default: the feature sums ``respᵀ features(x)``."""
+        del params
+        return resp.T @ self.features(x).astype(resp.dtype)
+
     def padded_rows(self, n_rows: int) -> int:
         """Rows (data units) the engine pads ``n_rows`` to, so that data sets of nearby
         sizes share one compiled program; padding has weight 0."""

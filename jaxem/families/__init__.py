@@ -13,6 +13,7 @@ from jaxem.families.gaussian import (
     Gaussian,
     GaussianHyper,
     GaussianParams,
+    GaussianStats,
     GaussianPriorHyper,
     gaussian,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "component_log_densities",
     "Gaussian",
     "GaussianParams",
+    "GaussianStats",
     "GaussianHyper",
     "COVARIANCE_TYPES",
     "gaussian",

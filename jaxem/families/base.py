@@ -26,10 +26,11 @@ Array = jax.Array
 
 def log_densities(family: Family, params, x: Array) -> Array:
     """``(n, K)`` log-densities of every row under every component."""
-    return component_log_densities(family, params, family.features(x), family.log_base_measure(x))
+    return family.log_densities(params, x)
 
 
 def component_log_densities(family: Family, params, features: Array, log_base: Array) -> Array:
-    """Log-densities from precomputed features: one matrix product."""
+    """Log-densities from precomputed features: the default one matrix product
+    (families that override :meth:`Family.log_densities` are exact only there)."""
     theta, bias = family.natural_parameters(params)
     return features @ theta.T + bias + log_base[:, None]

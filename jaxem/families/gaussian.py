@@ -28,6 +28,7 @@ from jaxem.contract import Chunks, Family
 __all__ = [
     "Gaussian",
     "GaussianParams",
+    "GaussianStats",
     "GaussianHyper",
     "GaussianPriorHyper",
     "CovarianceView",
@@ -53,6 +54,21 @@ class GaussianParams(NamedTuple):
 
     means: jax.Array
     precisions_cholesky: jax.Array
+
+
+class GaussianStats(NamedTuple):
+    """Weighted moments about each component's reference mean ``c_k`` (the E-step's
+    means, or 0 at initialisation); additive over rows for a fixed reference.
+
+    Attributes
+    ----------
+    first : (K, D) ``Σ r (x - c_k)``
+    second : ``Σ r (x - c_k)(x - c_k)ᵀ`` (K, D, D) for full and tied, its diagonal
+        (K, D) for diag, its trace (K,) for spherical.
+    """
+
+    first: jax.Array
+    second: jax.Array
 
 
 class GaussianHyper(NamedTuple):
@@ -217,41 +233,72 @@ class Gaussian(Family):
         bias = -0.5 * jnp.sum(linear * means, axis=-1) + log_det
         return jnp.concatenate([quadratic, linear], axis=-1), bias
 
-    def m_step(self, feature_sums, counts, hyper) -> GaussianParams:
+    def log_densities(self, params: GaussianParams, x):
+        """``(n, K)`` log-densities from the whitened offsets ``y = (x - μ_k) U_k``:
+        ``-½|y|² + log|U_k| - D/2 log 2π``. No quadratic form is expanded, so a
+        component far narrower than the data's spread keeps its digits."""
+        means, chol = params
+        x = x.astype(means.dtype)
+        n_features = means.shape[-1]
+        offsets = x[:, None, :] - means[None]  # (n, K, D)
+        if self.covariance_type in ("full", "tied"):
+            chol = jnp.broadcast_to(chol, means.shape[:1] + chol.shape[-2:])
+            whitened = jnp.einsum("nkd,kde->nke", offsets, chol)
+            log_det = ops.log_det_from_cholesky(chol)
+        elif self.covariance_type == "diag":
+            whitened = offsets * chol[None]
+            log_det = jnp.sum(jnp.log(chol), axis=-1)
+        else:
+            whitened = offsets * chol[None, :, None]
+            log_det = n_features * jnp.log(chol)
+        squared = jnp.sum(whitened * whitened, axis=-1)
+        return -0.5 * squared + log_det - 0.5 * n_features * ops.LOG_2PI
+
+    def statistics(self, params: GaussianParams | None, x, resp) -> GaussianStats:
+        """Weighted first and second moments of ``x`` about each component's mean in
+        ``params`` (about 0 when None): exact where the raw moments ``Σ r x xᵀ`` would
+        cancel against ``N μ μᵀ`` (data far from the origin, narrow components)."""
+        x = x.astype(resp.dtype)
+        n_components = resp.shape[1]
+        if params is None:
+            reference = jnp.zeros((n_components, x.shape[1]), resp.dtype)
+        else:
+            reference = params.means.astype(resp.dtype)
+        offsets = x[:, None, :] - reference[None]  # (n, K, D)
+        first = jnp.einsum("nk,nkd->kd", resp, offsets)
+        if self.covariance_type in ("full", "tied"):
+            second = jnp.einsum("nk,nkd,nke->kde", resp, offsets, offsets)
+        elif self.covariance_type == "diag":
+            second = jnp.einsum("nk,nkd->kd", resp, offsets * offsets)
+        else:
+            second = jnp.einsum("nk,nk->k", resp, jnp.sum(offsets * offsets, axis=-1))
+        return GaussianStats(first, second)
+
+    def m_step(self, stats: GaussianStats, counts, hyper, reference=None) -> GaussianParams:
         if isinstance(hyper, GaussianPriorHyper):
-            return self.map_m_step(feature_sums, counts, hyper)
-        n_features = self._n_features(feature_sums)
-        quadratic_sums, linear_sums = feature_sums[:, :-n_features], feature_sums[:, -n_features:]
+            return self.map_m_step(stats, counts, hyper, reference=reference)
         safe_counts = counts + ops.tiny(counts.dtype)
-        means = linear_sums / safe_counts[:, None]
+        shift = stats.first / safe_counts[:, None]  # mean minus the reference
+        means = _reference_means(reference, shift) + shift
+        # Scatter about the new means, divided by the floored count as scikit-learn does.
+        scatter = _scatter(self.covariance_type, stats, counts, shift)
         reg = hyper.reg_covar
+        n_features = means.shape[-1]
         if self.covariance_type == "full":
-            second = ops.unvech(quadratic_sums, n_features)
-            # Σ r (x-μ)(x-μ)ᵀ expanded; divided by the floored count as scikit-learn does.
-            cross = linear_sums[:, :, None] * means[:, None, :]
-            scatter = (
-                second
-                - cross
-                - jnp.swapaxes(cross, -1, -2)
-                + counts[:, None, None] * means[:, :, None] * means[:, None, :]
-            )
             covariance = scatter / safe_counts[:, None, None] + reg * jnp.eye(n_features)
             return GaussianParams(means, ops.precision_cholesky_from_covariance(covariance))
         if self.covariance_type == "tied":
-            second = ops.unvech(jnp.sum(quadratic_sums, axis=0), n_features)
-            between = jnp.einsum("k,ki,kj->ij", safe_counts, means, means)
-            covariance = (second - between) / jnp.sum(safe_counts) + reg * jnp.eye(n_features)
+            covariance = scatter.sum(0) / jnp.sum(safe_counts) + reg * jnp.eye(n_features)
             return GaussianParams(means, ops.precision_cholesky_from_covariance(covariance))
         if self.covariance_type == "diag":
-            variance = quadratic_sums / safe_counts[:, None] - means * means + reg
+            variance = scatter / safe_counts[:, None] + reg
         else:  # spherical: the mean over features of the diagonal variances
-            second = quadratic_sums[:, 0] / safe_counts
-            variance = (second - jnp.sum(means * means, axis=-1)) / n_features + reg
+            variance = scatter / (n_features * safe_counts) + reg
         # A non-positive variance becomes NaN here: the engine marks the restart non-finite.
         return GaussianParams(means, jnp.where(variance > 0, jax.lax.rsqrt(variance), jnp.nan))
 
     def map_m_step(
-        self, feature_sums, counts, hyper: GaussianPriorHyper, means=None
+        self, stats: GaussianStats, counts, hyper: GaussianPriorHyper, means=None, reference=None
     ) -> GaussianParams:
         """hmmlearn's MAP M-step (Huang, Acero & Hon, *Spoken Language Processing*).
 
@@ -264,33 +311,24 @@ class Gaussian(Family):
 
         ``reg_covar`` is then added to the diagonal. ``means`` (K, D), when given,
         are kept fixed instead of re-estimated (hmmlearn without ``"m"`` in ``params``).
+        ``stats`` are about ``reference``'s means (see :meth:`statistics`).
         """
-        n_features = self._n_features(feature_sums)
-        quadratic_sums, linear_sums = feature_sums[:, :-n_features], feature_sums[:, -n_features:]
+        origin = _reference_means(reference, stats.first)
         prior_mean, prior_weight = hyper.means_prior, hyper.means_weight
         if means is None:
             # An empty component without a prior keeps mean 0 instead of 0 / 0.
             weight = prior_weight + counts[:, None]
-            means = (prior_weight * prior_mean + linear_sums) / jnp.where(weight > 0, weight, 1)
+            centred_prior = prior_weight * (prior_mean - origin)
+            means = origin + (centred_prior + stats.first) / jnp.where(weight > 0, weight, 1)
         offset = means - prior_mean
-        eye = jnp.eye(n_features, dtype=means.dtype)
+        n_features = means.shape[-1]
+        scatter = _scatter(self.covariance_type, stats, counts, means - origin)
         if self.covariance_type in ("diag", "spherical"):
             if self.covariance_type == "diag":
-                second = quadratic_sums
-                scatter = (
-                    prior_weight * offset**2
-                    + second
-                    - 2 * means * linear_sums
-                    + means**2 * counts[:, None]
-                )
+                scatter = prior_weight * offset**2 + scatter
                 prior = hyper.covars_prior
-            else:  # only Σ_d x_d² is a feature: sum the per-feature scatter over d
-                scatter = (
-                    prior_weight * jnp.sum(offset**2, -1)
-                    + quadratic_sums[:, 0]
-                    - 2 * jnp.sum(means * linear_sums, -1)
-                    + jnp.sum(means**2, -1) * counts
-                )
+            else:
+                scatter = prior_weight * jnp.sum(offset**2, -1) + scatter
                 prior = jnp.sum(
                     jnp.broadcast_to(hyper.covars_prior, means.shape[:1] + (n_features,)), -1
                 )
@@ -300,15 +338,7 @@ class Gaussian(Family):
             else:
                 variance = (prior + scatter) / (n_features * denominator) + hyper.reg_covar
             return GaussianParams(means, jnp.where(variance > 0, jax.lax.rsqrt(variance), jnp.nan))
-        second = ops.unvech(quadratic_sums, n_features)
-        cross = linear_sums[:, :, None] * means[:, None, :]
-        scatter = (
-            prior_weight * offset[:, :, None] * offset[:, None, :]
-            + second
-            - cross
-            - jnp.swapaxes(cross, -1, -2)
-            + counts[:, None, None] * means[:, :, None] * means[:, None, :]
-        )
+        scatter = prior_weight * offset[:, :, None] * offset[:, None, :] + scatter
         weight = jnp.maximum(hyper.covars_weight - n_features, 0)
         # Denominators floored at 1e-5 as hmmlearn does for diag (it has no floor here, so
         # a component with no weight at all would get an infinite covariance).
@@ -318,7 +348,7 @@ class Gaussian(Family):
         else:
             denominator = jnp.maximum(weight + counts.sum(), 1e-5)
             covariance = (hyper.covars_prior + scatter.sum(0)) / denominator
-        covariance = covariance + hyper.reg_covar * eye
+        covariance = covariance + hyper.reg_covar * jnp.eye(n_features, dtype=means.dtype)
         return GaussianParams(means, ops.precision_cholesky_from_covariance(covariance))
 
     def n_parameters(self, n_components: int, n_features: int) -> int:
@@ -401,15 +431,16 @@ class Gaussian(Family):
             layout = jnp.full((n_components,), jnp.mean(covariance), dtype)
         return self.params_from_covariances(means, layout)
 
-    def keep_fixed(self, old, new, update: str, feature_sums, counts, hyper) -> GaussianParams:
+    def keep_fixed(self, old, new, update: str, stats, counts, hyper) -> GaussianParams:
         """Means from ``new`` if ``"m" in update``, covariances if ``"c"``, else ``old``'s.
 
         With ``"c"`` but not ``"m"`` the MAP covariances are re-estimated around the
         fixed old means, as hmmlearn does (only the MAP form keeps the means apart).
+        ``stats`` are about ``old``'s means.
         """
         update_means, update_covariances = "m" in update, "c" in update
         if update_covariances and not update_means and isinstance(hyper, GaussianPriorHyper):
-            new = self.map_m_step(feature_sums, counts, hyper, means=old.means)
+            new = self.map_m_step(stats, counts, hyper, means=old.means, reference=old)
         return GaussianParams(
             new.means if update_means else old.means,
             new.precisions_cholesky if update_covariances else old.precisions_cholesky,
@@ -801,14 +832,24 @@ class Gaussian(Family):
             )
         return CovarianceView(per_component=covariances, shared=None)
 
-    def _n_features(self, feature_sums) -> int:
-        width = feature_sums.shape[-1]
-        if self.covariance_type in ("full", "tied"):
-            # width = D(D+1)/2 + D  =>  D = (-3 + sqrt(9 + 8 width)) / 2
-            return int(round((-3 + (9 + 8 * width) ** 0.5) / 2))
-        if self.covariance_type == "diag":
-            return width // 2
-        return width - 1
+
+def _reference_means(reference: GaussianParams | None, like):
+    """The means the statistics were taken about (zeros without a reference)."""
+    return jnp.zeros_like(like) if reference is None else reference.means.astype(like.dtype)
+
+
+def _scatter(covariance_type: str, stats: GaussianStats, counts, point):
+    """``Σ r (x-p)(x-p)ᵀ`` (full, tied), its diagonal (diag) or trace (spherical) per
+    component, from moments about the reference and ``point`` = p - reference:
+    ``S₂ - d S₁ᵀ - S₁ dᵀ + N d dᵀ``, whose terms are small when p is near the reference."""
+    first, second = stats
+    if covariance_type in ("full", "tied"):
+        cross = first[:, :, None] * point[:, None, :]
+        outer = counts[:, None, None] * point[:, :, None] * point[:, None, :]
+        return second - cross - jnp.swapaxes(cross, -1, -2) + outer
+    if covariance_type == "diag":
+        return second - 2 * first * point + counts[:, None] * point * point
+    return second - 2 * jnp.sum(first * point, -1) + counts * jnp.sum(point * point, -1)
 
 
 def gaussian(

@@ -5,14 +5,14 @@ The data unit is a sequence. Data is the pytree ``(observations, mask)`` with
 steps, 0 on the padding that ends shorter sequences; see :func:`pad_sequences`).
 The engine chunks over sequences and sample weights are per sequence.
 
-The E-step computes the emission log-densities of a whole chunk as one matrix
-product (``features(x) @ θᵀ``), runs forward-backward (:mod:`jaxem.models.hmm_inference`)
+The E-step computes the emission log-densities of a whole chunk at once (the
+family's ``log_densities``), runs forward-backward (:mod:`jaxem.models.hmm_inference`)
 on every sequence with ``vmap``, and returns the additive statistics
 
-    (Σ w γ₁, Σ w ξ, Σ w γ_t, Σ w γ_tᵀ φ(x_t))
+    (Σ w γ₁, Σ w ξ, Σ w γ_t, the family's statistics of the frames weighted by w γ_t)
 
 and ``Σ w log p(x_seq)``. The M-step sets the start and transition probabilities
-with hmmlearn's Dirichlet pseudo-counts and hands the feature sums to the family.
+with hmmlearn's Dirichlet pseudo-counts and hands the emission statistics to the family.
 
 Start and transition probabilities are stored as probabilities, not logs: zeros
 (forbidden starts or transitions, e.g. left-right models) are then finite
@@ -30,7 +30,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxem.contract import Chunks, Family, Model, finely_padded_rows
-from jaxem.families.base import component_log_densities
 from jaxem.models import hmm_inference
 
 __all__ = [
@@ -68,13 +67,14 @@ class HMMStats(NamedTuple):
     initial : (K,) Σ γ₁
     transitions : (K, K) Σ_t ξ_t
     counts : (K,) Σ_t γ_t
-    feature_sums : (K, F) Σ_t γ_tᵀ φ(x_t)
+    emission_stats : the family's statistics of the frames weighted by γ (by default
+        the feature sums ``(K, F)`` Σ_t γ_tᵀ φ(x_t))
     """
 
     initial: jax.Array
     transitions: jax.Array
     counts: jax.Array
-    feature_sums: jax.Array
+    emission_stats: Any
 
 
 class HMMHyper(NamedTuple):
@@ -188,25 +188,31 @@ class HMM(Model):
         )
 
     def e_step(self, params: HMMParams, data, weights, hyper):
-        posterior, features, valid = self._posteriors(params, data)
+        posterior, frames, valid = self._posteriors(params, data)
         n_sequences, n_steps = valid.shape
         # where() keeps zero-weight sequences (even NaN garbage) out of the sums.
         used = weights > 0
         smoothed = jnp.where(used[:, None, None], posterior.smoothed, 0) * weights[:, None, None]
         transition_counts = jnp.where(used[:, None, None], posterior.transition_counts, 0)
-        gamma = smoothed.reshape(n_sequences * n_steps, self.n_states)
-        features = jnp.where(jnp.repeat(used, n_steps)[:, None], features, 0)
+        # Padding frames and zero-weight sequences (which may hold anything) get no
+        # responsibility, and are zeroed so 0 · NaN cannot leak into the sums.
+        keep = (valid & used[:, None]).reshape(-1)
+        gamma = jnp.where(keep[:, None], smoothed.reshape(n_sequences * n_steps, -1), 0)
+        frames = jnp.where(keep.reshape((-1,) + (1,) * (frames.ndim - 1)), frames, 0)
         stats = HMMStats(
             initial=smoothed[:, 0].sum(0),
             transitions=jnp.einsum("s,sij->ij", weights, transition_counts),
             counts=gamma.sum(0),
-            feature_sums=gamma.T @ features,
+            emission_stats=self.family.statistics(params.emissions, frames, gamma),
         )
         log_likelihood = jnp.sum(jnp.where(used, weights * posterior.log_likelihood, 0.0))
         return stats, log_likelihood
 
     def m_step(self, stats: HMMStats, params: HMMParams, hyper) -> HMMParams:
-        emissions = self.family.m_step(stats.feature_sums, stats.counts, hyper.family)
+        reference = None if params is None else params.emissions
+        emissions = self.family.m_step(
+            stats.emission_stats, stats.counts, hyper.family, reference=reference
+        )
         if params is None:  # called from init: everything is new
             return HMMParams(
                 _normalize_rows(stats.initial), _normalize_rows(stats.transitions), emissions
@@ -224,7 +230,12 @@ class HMM(Model):
             )
         )
         emissions = self.family.keep_fixed(
-            params.emissions, emissions, self.update, stats.feature_sums, stats.counts, hyper.family
+            params.emissions,
+            emissions,
+            self.update,
+            stats.emission_stats,
+            stats.counts,
+            hyper.family,
         )
         return HMMParams(
             startprob if "s" in self.update else params.startprob,
@@ -341,18 +352,18 @@ class HMM(Model):
             valid = mask > 0
         frames = observations.reshape((n_sequences * n_steps,) + observations.shape[2:])
         frame_valid = valid.reshape(-1)
-        features = self.family.features(frames)
-        # Padding frames may hold anything: zero their features so 0 · NaN cannot leak.
-        features = jnp.where(frame_valid[:, None], features, 0)
-        log_base = jnp.where(frame_valid, self.family.log_base_measure(frames), 0)
-        log_emission = component_log_densities(self.family, params.emissions, features, log_base)
+        # Padding frames may hold anything: zero them so 0 · NaN cannot leak.
+        valid_frames = frame_valid.reshape((-1,) + (1,) * (frames.ndim - 1))
+        frames = jnp.where(valid_frames, frames, jnp.zeros((), frames.dtype))
+        log_emission = self.family.log_densities(params.emissions, frames)
+        log_emission = jnp.where(frame_valid[:, None], log_emission, 0)
         dtype = params.transmat.dtype
         log_emission = log_emission.astype(dtype).reshape(n_sequences, n_steps, self.n_states)
-        return log_emission, valid, features.astype(dtype)
+        return log_emission, valid, frames
 
     def _posteriors(self, params, data):
         observations, mask = data
-        log_emission, valid, features = self._log_emissions(params, observations, mask)
+        log_emission, valid, frames = self._log_emissions(params, observations, mask)
         smoother = {
             "scan": hmm_inference.forward_backward,
             "associative": hmm_inference.parallel_forward_backward,
@@ -361,7 +372,7 @@ class HMM(Model):
         posterior = jax.vmap(smoother, in_axes=(None, None, 0, 0))(
             _log(params.startprob), _log(params.transmat), log_emission, valid
         )
-        return posterior, features, valid
+        return posterior, frames, valid
 
 
 def hmm(

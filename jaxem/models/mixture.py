@@ -18,7 +18,6 @@ import numpy as np
 
 from jaxem import _iterate, ops
 from jaxem.contract import Chunks, Family, Model
-from jaxem.families.base import component_log_densities
 from jaxem.seeding import kmeans_plusplus_chunked, lloyd, nearest_centers, random_rows
 
 __all__ = ["Mixture", "MixtureParams", "MixtureStats", "MixtureHyper", "mixture", "INIT_METHODS"]
@@ -34,10 +33,11 @@ class MixtureParams(NamedTuple):
 
 
 class MixtureStats(NamedTuple):
-    """Responsibility sums ``(K,)`` and responsibility-weighted feature sums ``(K, F)``."""
+    """Responsibility sums ``(K,)`` and the family's weighted statistics
+    (:meth:`~jaxem.contract.Family.statistics`: by default the feature sums ``(K, F)``)."""
 
     counts: jax.Array
-    feature_sums: jax.Array
+    emission_stats: Any
 
 
 class MixtureHyper(NamedTuple):
@@ -125,10 +125,9 @@ class Mixture(Model):
         return jnp.arange(self.max_components) < hyper.n_active
 
     def e_step(self, params: MixtureParams, x, weights, hyper):
-        features = self.family.features(x)
-        log_joint = self._log_joint(params, features, self.family.log_base_measure(x))
+        log_joint = self.log_joint(params, x)
         resp, log_norm = ops.softmax_and_logsumexp(log_joint, axis=1, scale=weights)
-        stats = MixtureStats(resp.sum(0), resp.T @ features)
+        stats = MixtureStats(resp.sum(0), self.family.statistics(params.components, x, resp))
         # where() keeps 0 * -inf of padding rows from turning the sum into NaN.
         return stats, jnp.sum(jnp.where(weights > 0, weights * log_norm, 0.0))
 
@@ -136,7 +135,10 @@ class Mixture(Model):
         active = self.active(hyper)
         counts = stats.counts + ops.tiny(stats.counts.dtype)
         total = jnp.sum(jnp.where(active, counts, 0))
-        components = self.family.m_step(stats.feature_sums, stats.counts, hyper.family)
+        reference = None if params is None else params.components
+        components = self.family.m_step(
+            stats.emission_stats, stats.counts, hyper.family, reference=reference
+        )
         return MixtureParams(
             log_weights=jnp.where(active, jnp.log(counts / total), -jnp.inf),
             components=self._pad_components(components, active),
@@ -223,7 +225,7 @@ class Mixture(Model):
         def chunk_stats(chunk, _):
             x_chunk, w_chunk, index = chunk
             resp = responsibilities(x_chunk, index) * w_chunk[:, None]
-            return MixtureStats(resp.sum(0), resp.T @ family.features(x_chunk).astype(resp.dtype))
+            return MixtureStats(resp.sum(0), family.statistics(None, x_chunk, resp))
 
         indexed = Chunks((chunks.x, chunks.weights, jnp.arange(chunks.n_chunks)), chunks.weights)
         stats = _iterate.chunked_sum(chunk_stats, indexed)
@@ -242,7 +244,7 @@ class Mixture(Model):
     # -- derived quantities ------------------------------------------------------------------
     def log_joint(self, params: MixtureParams, x):
         """``(n, K)`` log of ``π_k p_k(x)``."""
-        return self._log_joint(params, self.family.features(x), self.family.log_base_measure(x))
+        return self.family.log_densities(params.components, x) + params.log_weights
 
     def log_responsibilities(self, params: MixtureParams, x):
         """``(n, K)`` log posterior probability of each component."""
@@ -262,11 +264,6 @@ class Mixture(Model):
         label_key, draw_key = jax.random.split(key)
         labels = jax.random.categorical(label_key, params.log_weights, shape=(n_samples,))
         return self.family.sample(draw_key, params.components, labels), labels
-
-    def _log_joint(self, params, features, log_base):
-        return component_log_densities(self.family, params.components, features, log_base) + (
-            params.log_weights
-        )
 
 
 def mixture(

@@ -218,7 +218,8 @@ def test_family_check_data_messages():
 def test_default_gaussian_m_step_is_unchanged_by_the_prior_extension(x64):
     # The maximum-likelihood path (no priors) must stay scikit-learn's formula.
     family = jaxem.gaussian("diag")
-    sums = jnp.array([[10.0, 4.0]])  # Σx² and Σx of one component, D = 1
+    # Σx = 4 and Σx² = 10 of one component, D = 1, about the origin.
+    sums = jaxem.families.GaussianStats(jnp.array([[4.0]]), jnp.array([[10.0]]))
     params = family.m_step(sums, jnp.array([2.0]), family.hyper(jnp.float64))
     variance = (
         10.0 / (2.0 + 10 * np.finfo(float).eps) - (4.0 / (2.0 + 10 * np.finfo(float).eps)) ** 2
