@@ -192,7 +192,7 @@ def _add_engine_options(engine) -> None:
     engine.add_argument(
         "--float64",
         action="store_true",
-        help="compute in float64 (turns on JAX's x64 mode for this run); default: float32",
+        help="compute in float64 (slower, digits as scikit-learn); default: float32",
     )
 
 

@@ -88,7 +88,8 @@ def _header_lines(run: FitRun, about) -> list[str]:
         *(f"              {line}" for line in about),
         f"  rows        {n_samples}",
         f"  features    {n_features}: {_names_list(data.feature_names)}",
-        f"  precision   {run.dtype}" + _centring_note(run.dtype),
+        f"  precision   {run.dtype}, centred on the column means for fitting "
+        "(means below are uncentred)",
         "",
         "Model",
         f"  {_plural(options.n_components, 'component')}, "
@@ -96,14 +97,6 @@ def _header_lines(run: FitRun, about) -> list[str]:
         f"  {options.n_restarts} restarts (init {options.init}, seed {options.seed}), "
         f"max_iter {options.max_iter}, tol {options.tol:g}",
     ]
-
-
-def _centring_note(dtype: str) -> str:
-    # The estimator centres float32 data on its column means; means are reported back
-    # in the data's own coordinates.
-    if dtype != "float32":
-        return ""
-    return ", centred on the column means for fitting (means below are uncentred)"
 
 
 def _best_lines(run: FitRun) -> list[str]:

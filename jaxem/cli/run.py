@@ -16,7 +16,6 @@ import warnings
 from pathlib import Path
 from typing import NamedTuple
 
-import jax
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
@@ -77,14 +76,10 @@ class FitOptions(NamedTuple):
             random_state=self.seed,
         )
 
-    def precision(self):
-        """Context to fit and score in: JAX's 64-bit mode on for ``float64``, else off.
-
-        Pinned either way, so JAX_ENABLE_X64 in the environment does not change the
-        default (float32; the estimator computes float64 data in float64 only when
-        64-bit mode is on).
-        """
-        return jax.enable_x64(self.float64)
+    def table(self, x: np.ndarray) -> np.ndarray:
+        """``x`` in the precision to fit in: float64 with ``--float64``, else float32
+        (the estimators compute in the precision of their input)."""
+        return np.asarray(x, np.float64 if self.float64 else np.float32)
 
 
 class Timing(NamedTuple):
@@ -172,8 +167,8 @@ def run_fit(
     Parameters
     ----------
     data : the table to fit (float64).
-    options : the estimator's settings; ``float64`` turns on JAX's 64-bit mode for
-        this fit, else it runs in float32 (the estimator centres float32 data itself).
+    options : the estimator's settings; ``float64`` fits the data in float64, else
+        it is fitted in float32.
     cache : the persistent compilation cache in use, for the report.
     progress : optional display to report stages to.
 
@@ -197,13 +192,13 @@ def run_fit(
     """
     _check_rows(data, options.n_components)
     estimator = options.estimator()
-    with options.precision():
-        if progress is not None:
-            progress.stage(f"fitting {options.n_restarts} restarts")
-        labels, timing = _timed_fit(estimator, data.x)
-        if progress is not None:
-            progress.stage("scoring the best restart")
-        bic, aic = estimator.bic(data.x), estimator.aic(data.x)
+    x = options.table(data.x)
+    if progress is not None:
+        progress.stage(f"fitting {options.n_restarts} restarts")
+    labels, timing = _timed_fit(estimator, x)
+    if progress is not None:
+        progress.stage("scoring the best restart")
+    bic, aic = estimator.bic(x), estimator.aic(x)
     return FitRun(
         data=data,
         options=options,
@@ -266,8 +261,8 @@ def command_demo(args, cache: Cache) -> int:
     with Progress(sys.stderr, progress_mode(args.progress, sys.stderr)) as progress:
         run = run_fit(data, options, cache, progress)
         progress.stage("timing repeat calls")
-        with options.precision():
-            repeats = [_timed_fit(options.estimator(), data.x)[1] for _ in range(args.repeats)]
+        x = options.table(data.x)
+        repeats = [_timed_fit(options.estimator(), x)[1] for _ in range(args.repeats)]
     print(report.format_summary(run, about=_FAITHFUL_ABOUT, extra_timing=_repeat_rows(repeats)))
     return 0
 

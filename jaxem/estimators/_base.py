@@ -16,10 +16,17 @@ attribute map:
 ``_n_components_fitted()``
     The fitted number of components (from the attributes).
 
+Precision follows the input as in scikit-learn: public methods are wrapped in
+:func:`in_input_precision` (``fit``: float32 input computes in float32, anything else
+in float64) or :func:`in_fitted_precision` (``predict`` and the like: the fitted
+attributes' precision), which turn JAX's 64-bit types on or off for the call only.
+
 Nothing here compiles: the engine owns every program.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import numpy as np
@@ -28,7 +35,7 @@ from sklearn.base import BaseEstimator
 from jaxem import engine
 from jaxem.estimators import _validation
 
-__all__ = ["EMEstimator", "component_bucket"]
+__all__ = ["EMEstimator", "component_bucket", "in_input_precision", "in_fitted_precision"]
 
 #: Below this many (padded rows x padded components), component counts are padded to
 #: a bucket: compiling dominates the fit, so programs are shared across counts.
@@ -54,14 +61,38 @@ def component_bucket(n_components: int, n_rows: int) -> int:
     return int(n_components)
 
 
+def in_input_precision(method):
+    """Run ``method(self, X, ...)`` in the precision of ``X`` (see
+    :func:`jaxem.estimators._validation.input_precision`)."""
+
+    @functools.wraps(method)
+    def wrapper(self, X, *args, **kwargs):
+        with _validation.precision(_validation.input_precision(X)):
+            return method(self, X, *args, **kwargs)
+
+    return wrapper
+
+
+def in_fitted_precision(method):
+    """Run ``method(self, ...)`` in the precision of the fitted attributes (unfitted:
+    unchanged, so the method raises its ``NotFittedError``)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with _validation.precision(self._stored_dtype()):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class EMEstimator(BaseEstimator):
     """Validation, precision, centring, padding, the engine call and attributes."""
 
-    #: Centre the rows before fitting: "float32" (where cancellation bites) or "always".
-    _centre_when = "float32"
     #: Outputs computed together by every predict-like call, so they share one program
     #: (``predict`` after ``score`` compiles nothing); empty: only those asked for.
     _evaluation_outputs: tuple[str, ...] = ()
+    #: The fitted attribute whose dtype is the fit's precision.
+    _precision_attribute = "means_"
 
     # -- to be provided by subclasses -----------------------------------------------------
     def _build_model(self, n_components: int, max_components: int):
@@ -81,10 +112,9 @@ class EMEstimator(BaseEstimator):
         """``(X, dtype, offset)``: scikit-learn's validation, the precision, the centre."""
         X = _validation.check_data(self, X, reset=True, ensure_min_samples=ensure_min_samples)
         dtype = _validation.compute_dtype(X.dtype)
-        if self._centre_when == "always" or dtype == np.float32:
-            offset = X.mean(axis=0, dtype=np.float64)
-        else:
-            offset = np.zeros(X.shape[1])
+        # Centred rows keep the moment sums and the expanded distances exact when the
+        # data sits far from the origin (timestamps, offsets of 1e8), in both precisions.
+        offset = X.mean(axis=0, dtype=np.float64)
         return X, dtype, offset
 
     def _model_for(self, n_components: int, n_rows: int):
@@ -119,8 +149,14 @@ class EMEstimator(BaseEstimator):
         offset = self._offset(X.shape[1])
         return X, self._centred(X, offset, dtype), dtype, offset
 
+    def _stored_dtype(self):
+        """dtype of the fitted attributes, or None before fitting."""
+        stored = getattr(self, self._precision_attribute, None)
+        return None if stored is None else np.asarray(stored).dtype
+
     def _fitted_dtype(self):
-        raise NotImplementedError
+        """The precision to evaluate in (inside :func:`in_fitted_precision`)."""
+        return _validation.compute_dtype(self._stored_dtype())
 
     def _n_parameters(self) -> int:
         """Free parameters of the fitted model, for BIC and AIC."""

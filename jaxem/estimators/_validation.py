@@ -7,17 +7,22 @@ Every estimator turns user input into device arrays the same way:
    rows, ``n_features_in_`` / ``feature_names_in_`` set on fit and checked after
    (``"X has 3 features, but GaussianMixture is expecting 2 features as input."``).
 2. :func:`check_n_samples` -- at least as many rows as components or clusters.
-3. :func:`compute_dtype` -- the precision policy below.
+3. :func:`input_precision`, :func:`precision` and :func:`compute_dtype` -- the
+   precision policy below.
 
-Precision policy: computation runs in float64 if and only if the data is float64
-*and* JAX's 64-bit mode is on (``jax.config.update("jax_enable_x64", True)`` or
-``JAX_ENABLE_X64=1``); otherwise in float32. Library code never changes the flag.
+Precision policy (scikit-learn's): float32 input is computed and returned in
+float32; float64, integer and boolean input in float64, whatever JAX's global
+64-bit flag says. The estimators run their JAX calls inside :func:`precision`, a
+``jax.enable_x64`` context that sets 64-bit types on or off for the call only and
+restores the caller's setting afterwards; the global flag is never changed.
 
 Also: :func:`check_fitted` (``NotFittedError`` via scikit-learn's
 ``check_is_fitted``) and :func:`random_key` (``random_state`` to a JAX key).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import jax
 import numpy as np
@@ -27,6 +32,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 __all__ = [
     "FLOAT_DTYPES",
     "x64_enabled",
+    "input_precision",
+    "precision",
     "compute_dtype",
     "check_data",
     "check_n_samples",
@@ -44,8 +51,46 @@ def x64_enabled() -> bool:
     return bool(jax.config.read("jax_enable_x64"))
 
 
+def input_precision(X) -> np.dtype:
+    """The precision ``X`` is computed in: float32 if it holds float32, else float64.
+
+    Reads the dtype without converting: numpy, JAX and scipy.sparse arrays by
+    ``dtype``, DataFrames by their columns' (all float32: float32), anything else
+    (lists, integers, booleans) is float64, as scikit-learn's validation converts it.
+
+    >>> input_precision(np.zeros(3, np.float32)), input_precision([[1, 2]])
+    (dtype('float32'), dtype('float64'))
+    """
+    dtype = getattr(X, "dtype", None)
+    if dtype is None and hasattr(X, "dtypes"):  # a DataFrame
+        kinds = {str(column) for column in X.dtypes}
+        dtype = np.float32 if kinds == {"float32"} else np.float64
+    try:
+        single = np.dtype(dtype) == np.float32
+    except TypeError:  # an extension or object dtype: converted to float64
+        single = False
+    return np.dtype(np.float32 if single else np.float64)
+
+
+def precision(dtype):
+    """A context with JAX's 64-bit types on iff ``dtype`` is float64 (None: unchanged).
+
+    The caller's setting is restored on exit, so estimators compute float64 input
+    in float64 whether or not the user enabled x64 globally.
+
+    >>> import jax
+    >>> with precision(np.float64):
+    ...     jax.numpy.zeros(2).dtype
+    dtype('float64')
+    """
+    if dtype is None:
+        return contextlib.nullcontext()
+    return jax.enable_x64(np.dtype(dtype) == np.float64)
+
+
 def compute_dtype(dtype) -> np.dtype:
-    """float64 iff ``dtype`` is float64 and JAX's 64-bit mode is on, else float32."""
+    """float64 iff ``dtype`` is float64 and 64-bit types are on (inside
+    :func:`precision` of float64 input, they are), else float32."""
     if np.dtype(dtype) == np.float64 and x64_enabled():
         return np.dtype(np.float64)
     return np.dtype(np.float32)

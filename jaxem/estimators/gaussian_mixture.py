@@ -22,7 +22,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from jaxem import engine
 from jaxem.contract import Status
 from jaxem.estimators import _validation
-from jaxem.estimators._base import EMEstimator
+from jaxem.estimators._base import EMEstimator, in_fitted_precision, in_input_precision
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian, GaussianParams, gaussian
 from jaxem.models.mixture import MixtureParams, mixture
 
@@ -208,6 +208,7 @@ default='kmeans'
         self.verbose_interval = verbose_interval
 
     # -- fitting ---------------------------------------------------------------------------
+    @in_input_precision
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Estimate the parameters with batched EM (``n_init`` restarts, best kept).
@@ -230,6 +231,7 @@ default='kmeans'
         self._fit(X)
         return self
 
+    @in_input_precision
     @_fit_context(prefer_skip_nested_validation=True)
     def fit_predict(self, X, y=None):
         """Fit and return the component of every row of ``X``.
@@ -327,9 +329,6 @@ default='kmeans'
     def _n_components_fitted(self):
         return int(np.shape(self.weights_)[0])
 
-    def _fitted_dtype(self):
-        return _validation.compute_dtype(np.asarray(self.means_).dtype)
-
     def _fitted_params(self, offset, dtype):
         return self._params_from_attributes(self.weights_, self.means_, offset, dtype)
 
@@ -402,6 +401,7 @@ default='kmeans'
         self._fit_offset = np.asarray(offset, np.float64)
 
     # -- evaluation ------------------------------------------------------------------------
+    @in_fitted_precision
     def predict(self, X):
         """Most probable component of every row.
 
@@ -415,6 +415,7 @@ default='kmeans'
         """
         return self._evaluate(X, "predict").astype(np.int64)
 
+    @in_fitted_precision
     def predict_proba(self, X):
         """Posterior probability of every component for every row.
 
@@ -428,6 +429,7 @@ default='kmeans'
         """
         return self._evaluate(X, "predict_proba")[:, : self._n_components_fitted()]
 
+    @in_fitted_precision
     def score_samples(self, X):
         """Log-likelihood of every row.
 
@@ -441,6 +443,7 @@ default='kmeans'
         """
         return self._evaluate(X, "log_prob")
 
+    @in_fitted_precision
     def score(self, X, y=None):
         """Mean per-sample log-likelihood of ``X``.
 
@@ -455,6 +458,7 @@ default='kmeans'
         """
         return float(np.mean(self.score_samples(X), dtype=np.float64))
 
+    @in_fitted_precision
     def bic(self, X):
         """Bayesian information criterion of the model on ``X`` (lower is better).
 
@@ -469,6 +473,7 @@ default='kmeans'
         n_samples = np.shape(X)[0]
         return -2 * self.score(X) * n_samples + self._n_parameters() * math.log(n_samples)
 
+    @in_fitted_precision
     def aic(self, X):
         """Akaike information criterion of the model on ``X`` (lower is better).
 

@@ -8,8 +8,10 @@ parallel-in-time forward-backward for accelerators) and ``"blocked"`` (a two-lev
 blocked forward-backward, faster on a CPU for a few very long sequences); ``"log"`` and
 ``"scaling"`` both run the sequential log-space one.
 
-Precision: float64 if and only if the data is float64 (integer symbols and counts
-count as float64) *and* ``jax_enable_x64`` is on; otherwise float32.
+Precision follows the input, as in the mixtures: float32 observations are computed
+in float32, float64, integer symbols and counts in float64, whatever JAX's global
+64-bit flag says (it is set for each call only). Fitted attributes are float64, as
+hmmlearn's.
 
 Convergence is hmmlearn's: stop when the increase of the total log-likelihood
 (summed over sequences) is below ``tol``. The engine tracks the mean per sequence,
@@ -27,7 +29,7 @@ import numpy as np
 
 from jaxem import engine
 from jaxem.estimators import _validation
-from jaxem.estimators._base import EMEstimator
+from jaxem.estimators._base import EMEstimator, in_input_precision
 from jaxem.families.categorical import Categorical
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian
 from jaxem.families.poisson import Poisson
@@ -122,6 +124,7 @@ class _BaseHMM(EMEstimator):
         raise NotImplementedError
 
     # -- fitting ----------------------------------------------------------------------------------
+    @in_input_precision
     def fit(self, X, lengths=None):
         """Estimate the parameters by Baum-Welch EM.
 
@@ -270,6 +273,7 @@ class _BaseHMM(EMEstimator):
         obs = jnp.asarray(observations, self._obs_dtype(dtype))
         return model, params, obs, jnp.asarray(mask), mask > 0
 
+    @in_input_precision
     def score_samples(self, X, lengths=None):
         """Total log-likelihood and the posteriors ``(n_samples, n_components)`` of the states."""
         model, params, obs, mask, valid = self._fitted_model_data(X, lengths)
@@ -277,16 +281,19 @@ class _BaseHMM(EMEstimator):
         log_likelihood = float(np.sum(np.asarray(posterior.log_likelihood, np.float64)))
         return log_likelihood, np.asarray(posterior.smoothed, np.float64)[valid]
 
+    @in_input_precision
     def score(self, X, lengths=None):
         """Log-likelihood of ``X`` under the model, summed over sequences."""
         model, params, obs, mask, _ = self._fitted_model_data(X, lengths)
         log_likelihood = engine.evaluate(model, params, (obs, mask), "log_prob")
         return float(np.sum(np.asarray(log_likelihood, np.float64)))
 
+    @in_input_precision
     def predict_proba(self, X, lengths=None):
         """Posterior probability of every state at every sample."""
         return self.score_samples(X, lengths)[1]
 
+    @in_input_precision
     def decode(self, X, lengths=None, algorithm=None):
         """Most likely states: ``(log_prob, state_sequence)`` as hmmlearn.
 
@@ -304,6 +311,7 @@ class _BaseHMM(EMEstimator):
         states, log_prob = engine.evaluate(model, params, (obs, mask), "viterbi")
         return float(np.sum(np.asarray(log_prob, np.float64))), np.asarray(states)[valid]
 
+    @in_input_precision
     def predict(self, X, lengths=None):
         """Most likely state of every sample (by ``algorithm``)."""
         return self.decode(X, lengths)[1]
@@ -317,7 +325,11 @@ class _BaseHMM(EMEstimator):
             self, ["startprob_", "transmat_", *self._emission_letters.values()]
         )
         self._check_shapes()
-        dtype = _validation.compute_dtype(np.float64)
+        with _validation.precision(np.float64):  # the attributes are float64
+            return self._sample(n_samples, random_state, currstate)
+
+    def _sample(self, n_samples, random_state, currstate):
+        dtype = np.dtype(np.float64)
         model = self._model("")
         startprob = np.asarray(self.startprob_, np.float64)
         if currstate is not None:

@@ -31,7 +31,12 @@ from sklearn.utils.validation import (
 from jaxem import engine
 from jaxem.contract import Status
 from jaxem.estimators import _validation
-from jaxem.estimators._base import EMEstimator, component_bucket
+from jaxem.estimators._base import (
+    EMEstimator,
+    component_bucket,
+    in_fitted_precision,
+    in_input_precision,
+)
 from jaxem.models.kmeans import KMeansParams, kmeans
 
 __all__ = ["KMeans"]
@@ -174,12 +179,11 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        # Outputs are float32 unless JAX's 64-bit mode is on (then float64 input stays).
-        preserved = ["float64", "float32"] if _validation.x64_enabled() else ["float32"]
-        tags.transformer_tags.preserves_dtype = preserved
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
     # -- fitting ---------------------------------------------------------------------------
+    @in_input_precision
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, sample_weight=None):
         """Compute k-means clustering with ``n_init`` batched restarts.
@@ -278,6 +282,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
         self.n_iter_ = int(self.restarts_.n_iter[best])
         return self
 
+    @in_input_precision
     def fit_predict(self, X, y=None, sample_weight=None):
         """Fit and return the cluster of every row; equal to ``fit(X).predict(X)``.
 
@@ -293,6 +298,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
         """
         return self.fit(X, sample_weight=sample_weight).labels_
 
+    @in_input_precision
     def fit_transform(self, X, y=None, sample_weight=None):
         """Fit and return the distances of every row to every centre.
 
@@ -373,8 +379,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
                 print(f"Converged at iteration {int(n_iters[restart]) - 1}.")
 
     # -- the base's hooks --------------------------------------------------------------------
-    _centre_when = "always"
     _evaluation_outputs = ("predict", "nearest_squared_distance")
+    _precision_attribute = "cluster_centers_"
 
     def _build_model(self, n_components, max_components):
         init = "random" if self._init_name() == "random" else "k-means++"
@@ -382,9 +388,6 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
 
     def _n_components_fitted(self):
         return int(np.shape(self.cluster_centers_)[0])
-
-    def _fitted_dtype(self):
-        return _validation.compute_dtype(np.asarray(self.cluster_centers_).dtype)
 
     def _fitted_params(self, offset, dtype):
         centers = np.asarray(self.cluster_centers_, np.float64) - offset
@@ -396,6 +399,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
         return np.asarray(values, np.float64)
 
     # -- evaluation ------------------------------------------------------------------------
+    @in_fitted_precision
     def predict(self, X):
         """Index of the nearest centre of every row (the lowest index on ties).
 
@@ -409,6 +413,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
         """
         return self._evaluate(X, "predict")
 
+    @in_fitted_precision
     def transform(self, X):
         """Euclidean distance of every row to every centre.
 
@@ -433,6 +438,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
         distances = self._evaluate(X, "transform", chunk_size=chunk_size)
         return distances[:, :n_clusters]
 
+    @in_fitted_precision
     def score(self, X, y=None, sample_weight=None):
         """Opposite of the (weighted) inertia of ``X`` with the fitted centres.
 

@@ -73,13 +73,16 @@ def test_sample_weights_equal_repeated_rows(x64, faithful):
     np.testing.assert_array_equal(weighted.predict(faithful), repeated.predict(faithful))
 
 
-def test_float32_by_default_close_to_sklearn(faithful):
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_precision_follows_the_input(faithful, dtype):
     assert not jax.config.read("jax_enable_x64")
+    faithful = faithful.astype(dtype)
     init = faithful[[0, 100, 200]]
-    ours = KMeans(3, init=init).fit(faithful)  # float64 input, computed in float32
+    ours = KMeans(3, init=init).fit(faithful)
     theirs = SklearnKMeans(3, init=init).fit(faithful)
-    assert ours.cluster_centers_.dtype == np.float32
-    assert ours.transform(faithful).dtype == np.float32
+    assert ours.cluster_centers_.dtype == dtype
+    assert ours.transform(faithful).dtype == dtype
+    assert not jax.config.read("jax_enable_x64")
     np.testing.assert_allclose(ours.cluster_centers_, theirs.cluster_centers_, rtol=1e-5)
     np.testing.assert_array_equal(ours.labels_, theirs.labels_)
     np.testing.assert_allclose(ours.inertia_, theirs.inertia_, rtol=1e-5)
