@@ -3,15 +3,22 @@ writing a fit's arrays as ``.npz`` or ``.json``.
 
 Every problem with the user's files becomes a :class:`DataError` (input) or an
 :class:`OutputError` (output) whose message is one line fit for
-``jaxem: error: ...``; anything else (a bug) propagates.
+``jaxem: error: ...``; anything else (a bug) propagates. That includes files too
+large to read: beyond :data:`MAX_COLUMNS` columns, or an ``.npy`` header (alone
+or in an ``.npz``) declaring more than the memory available, checked from the
+header before numpy allocates the array.
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import json
+import math
+import os
+import tokenize
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,12 +36,18 @@ __all__ = [
     "json_value",
     "EXTENSIONS",
     "OUTPUT_EXTENSIONS",
+    "MAX_COLUMNS",
 ]
 
 #: File name endings :func:`load` understands.
 EXTENSIONS = (".csv", ".npy", ".npz")
 #: File name endings :func:`save` writes.
 OUTPUT_EXTENSIONS = (".npz", ".json")
+#: Most columns :func:`load` reads. A Gaussian mixture over d features keeps a d x d
+#: covariance per component (full, the default): at 100,000 features that is 40 GB in
+#: float32 for each component and restart, beyond any one machine. Tables that wide
+#: are mostly samples laid out as columns.
+MAX_COLUMNS = 100_000
 
 
 class DataError(ValueError):
@@ -83,7 +96,10 @@ def load(path, *, key: str | None = None, delimiter: str = ",", header: bool = T
     Raises
     ------
     DataError
-        With a one-line message, for anything wrong with the file or its contents.
+        With a one-line message, for anything wrong with the file or its contents,
+        and for a file too large: more than :data:`MAX_COLUMNS` columns, an
+        ``.npy`` header declaring an array (plus its float64 copy) larger than
+        the memory available, or a read that runs out of memory.
 
     Examples
     --------
@@ -112,6 +128,8 @@ def load(path, *, key: str | None = None, delimiter: str = ",", header: bool = T
             return _load_csv(path, delimiter, header)
         _check_magic(path, suffix)
         if suffix == ".npy":
+            with open(path, "rb") as file:
+                _check_declared(file, str(path))
             try:
                 array = np.load(path, allow_pickle=False)
             except (ValueError, EOFError) as error:  # bad header, truncated, object dtype
@@ -122,6 +140,11 @@ def load(path, *, key: str | None = None, delimiter: str = ",", header: bool = T
         return _load_npz(path, key)
     except OSError as error:  # permissions, I/O errors
         raise DataError(f"{path}: cannot read: {error.strerror or error}.") from error
+    except MemoryError as error:  # numpy raises it before allocating; nothing is lost
+        raise DataError(
+            f"{path}: too large for the memory available; "
+            "use a sample of its rows, or a machine with more memory."
+        ) from error
 
 
 def load_faithful() -> Dataset:
@@ -163,6 +186,7 @@ def _load_csv(path: Path, delimiter: str, header: bool) -> Dataset:
         first = file.readline()
         if not first.strip():
             raise DataError(f"{path}: empty file (expected a header row and numeric rows).")
+        _check_columns(first.count(delimiter) + 1, str(path))  # before parsing any row
         names = tuple(name.strip().strip('"').strip("'") for name in first.split(delimiter))
         if header and _all_numeric(names):
             raise DataError(
@@ -213,11 +237,22 @@ def _load_npz(path: Path, key: str | None) -> Dataset:
             raise DataError(
                 f"{path}: no array named {key!r}; it holds {', '.join(keys) or 'no arrays'}."
             )
+        source = f"{path} (array {key!r})"
+        # numpy's own lookup: the member as named, else with .npy appended.
+        member = key if key in archive.zip.namelist() else f"{key}.npy"
         try:
+            with archive.zip.open(member) as file:
+                _check_declared(file, source)
             array = archive[key]
+        except DataError:  # a ValueError too, and already one line
+            raise
         except ValueError as error:  # object arrays need pickle
             raise DataError(f"{path}[{key}]: {_first_line(error)}") from error
-    return _table(array, None, f"{path} (array {key!r})")
+        except (zipfile.BadZipFile, zlib.error) as error:  # bad CRC, corrupted compression
+            raise DataError(
+                f"{source}: corrupted in the archive ({_first_line(error)})."
+            ) from error
+    return _table(array, None, source)
 
 
 def _table(array: np.ndarray, names, source: str, csv_header: bool | None = None) -> Dataset:
@@ -274,6 +309,91 @@ def _check_magic(path: Path, suffix: str) -> None:
         raise DataError(f"{path}: not a .npy file (no NumPy header; use numpy.save).")
     if suffix == ".npz" and start[:2] != b"PK":
         raise DataError(f"{path}: not a .npz file (not a zip archive; use numpy.savez).")
+
+
+def _check_declared(file, source: str) -> None:
+    """Refuse an ``.npy`` array whose header is corrupted or declares too much.
+
+    Reads the header only (no data, never a pickle) from ``file``, an open binary
+    file at the start of the array, so that a tiny file declaring a huge shape is
+    refused before numpy allocates that shape.
+
+    Raises
+    ------
+    DataError
+        If the header cannot be parsed, has a negative dimension, or declares an
+        array that, with the float64 copy :func:`load` makes of other dtypes, needs
+        more than :func:`_available_memory`; or more than :data:`MAX_COLUMNS`
+        columns.
+    """
+    try:
+        version = np.lib.format.read_magic(file)
+        # Versions 2.0 and 3.0 differ only in the header's encoding (latin-1 or UTF-8),
+        # which matters only for the field names of structured dtypes.
+        read = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read(file)
+        if min(shape, default=0) < 0:  # two negatives would multiply to a valid size
+            raise ValueError(f"negative dimension in shape {shape}")
+    # numpy's header parser lets out each of these on corrupted bytes.
+    except (ValueError, TypeError, SyntaxError, EOFError, tokenize.TokenError) as error:
+        reason = error.args[0] if isinstance(error, tokenize.TokenError) else _first_line(error)
+        raise DataError(
+            f"{source}: not a readable .npy file (corrupted header: {reason})."
+        ) from error
+    cells = math.prod(shape)
+    needed = cells * dtype.itemsize + (0 if dtype == np.float64 else cells * 8)
+    available = _available_memory()
+    if available is not None and needed > available:
+        raise DataError(
+            f"{source}: its header declares shape {shape} {dtype}, which needs "
+            f"{_size(needed)} of memory and {_size(available)} is available; "
+            "use a sample of its rows, or a machine with more memory."
+        )
+    _check_columns(shape[1] if len(shape) == 2 else 1, source)
+
+
+def _check_columns(columns: int, source: str) -> None:
+    """Refuse tables wider than :data:`MAX_COLUMNS`, saying what to do instead."""
+    if columns > MAX_COLUMNS:
+        raise DataError(
+            f"{source}: {columns:,} columns, more than the {MAX_COLUMNS:,} jaxem reads; "
+            "if the samples are columns, transpose the table, else reduce the features "
+            "first (e.g. with PCA)."
+        )
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory a new array may take, or None where unknown.
+
+    Linux's MemAvailable counts the page cache the kernel would give back, which
+    ``SC_AVPHYS_PAGES`` (free pages only) leaves out; elsewhere the physical memory
+    is the bound. Neither sees a container's own memory limit.
+    """
+    try:
+        with open("/proc/meminfo", encoding="ascii") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # given in kB
+    except (OSError, ValueError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # no sysconf (Windows) or no such name
+        return None
+
+
+def _size(n: int) -> str:
+    """Bytes for people, ``"8,000 PB"``: integer steps, as a header's size may not
+    fit a float."""
+    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
+        if n < 10_000:
+            return f"{n:,} {unit}"
+        n //= 1000
+    return f"{n:,} EB"
 
 
 def _all_numeric(cells) -> bool:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import types
+import zipfile
 
 import jax
 import numpy as np
@@ -104,7 +105,15 @@ def test_version(capsys):
         ),
         (
             ["fit", "--help"],
-            ["FILE", "--covariance-type", "--float64", "--labels", "--key", "--cache-dir"],
+            [
+                "FILE",
+                "--covariance-type",
+                "--float64",
+                "--labels",
+                "--key",
+                "--cache-dir",
+                "100,000",
+            ],
         ),
     ],
 )
@@ -497,6 +506,184 @@ def test_directory_as_file(capsys, tmp_path):
     folder = tmp_path / "folder.csv"
     folder.mkdir()
     assert_one_line_error(*run(capsys, "fit", folder), "is a directory")
+
+
+# -- files too large to read, or with corrupted headers ---------------------------------------
+
+WIDE = 1_000_000  # columns: parsed, a full covariance over them overflows in the fit
+
+
+def _npy_header(shape, descr="<f8", version=(1, 0)) -> bytes:
+    """An ``.npy`` header declaring ``shape`` and ``descr``, followed by no data."""
+    file = io.BytesIO()
+    header = {"descr": descr, "fortran_order": False, "shape": shape}
+    if version == (1, 0):
+        np.lib.format.write_array_header_1_0(file, header)
+    else:
+        np.lib.format.write_array_header_2_0(file, header)
+    return file.getvalue()
+
+
+def _raw_npy(text: bytes) -> bytes:
+    """An ``.npy`` version 1.0 file whose header is ``text``, however broken."""
+    return np.lib.format.magic(1, 0) + len(text).to_bytes(2, "little") + text
+
+
+def _npy_or_npz(tmp_path, suffix, content: bytes):
+    """``content`` as an ``.npy`` file, or as member ``X.npy`` of an ``.npz``."""
+    path = tmp_path / f"declared{suffix}"
+    if suffix == ".npy":
+        path.write_bytes(content)
+    else:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("X.npy", content)
+    return path
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("read past the check")
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_too_many_csv_columns_refused_from_the_first_line(capsys, monkeypatch, tmp_path, header):
+    names = ",".join(f"c{i}" for i in range(WIDE)) if header else ",".join(["0"] * WIDE)
+    path = _write(tmp_path / "wide.csv", names + "\n" + ",".join(["1"] * WIDE) + "\n")
+    monkeypatch.setattr(np, "loadtxt", _never)  # refused before any row is parsed
+    argv = ["fit", path] + ([] if header else ["--no-header"])
+    assert_one_line_error(*run(capsys, *argv), "1,000,000 columns", "100,000", "transpose", "PCA")
+
+
+def test_column_limit_is_inclusive(tmp_path):
+    width = _io.MAX_COLUMNS
+    row = ",".join(["1"] * width)
+    path = _write(tmp_path / "widest.csv", ",".join(f"c{i}" for i in range(width)) + f"\n{row}\n")
+    assert _io.load(path).x.shape == (1, width)
+    path = _write(tmp_path / "wider.csv", f"{row},1\n")
+    with pytest.raises(_io.DataError, match="100,001 columns"):
+        _io.load(path, header=False)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_header_declaring_more_than_memory(capsys, tmp_path, suffix):
+    # 8 * 10**18 bytes, declared in a file of 128 bytes: numpy would try to allocate it.
+    path = _npy_or_npz(tmp_path, suffix, _npy_header((10**12, 10**6)))
+    where = f"{path} (array 'X')" if suffix == ".npz" else str(path)
+    assert_one_line_error(
+        *run(capsys, "fit", path),
+        f"jaxem: error: {where}: its header declares shape (1000000000000, 1000000) float64",
+        "needs 8,000 PB of memory",
+        "use a sample of its rows",
+    )
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0)])
+def test_wide_npy_header_refused_before_reading(capsys, monkeypatch, tmp_path, version):
+    monkeypatch.setattr(_io, "_available_memory", lambda: 10**12)
+    path = _npy_or_npz(tmp_path, ".npy", _npy_header((3, WIDE), version=version))
+    monkeypatch.setattr(np, "load", _never)
+    assert_one_line_error(*run(capsys, "fit", path), "1,000,000 columns", "transpose")
+
+
+def test_memory_check_counts_the_float64_copy(monkeypatch, tmp_path):
+    path = tmp_path / "small.npy"
+    np.save(path, np.ones((10, 10), np.float32))  # 400 bytes, and 800 as float64
+    monkeypatch.setattr(_io, "_available_memory", lambda: 1199)
+    with pytest.raises(_io.DataError, match="needs 1,200 bytes of memory and 1,199 bytes"):
+        _io.load(path)
+    monkeypatch.setattr(_io, "_available_memory", lambda: 1200)
+    assert _io.load(path).x.shape == (10, 10)
+
+
+def test_available_memory_is_measured():
+    available = _io._available_memory()
+    assert isinstance(available, int) and available > 2**20
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        pytest.param(
+            _raw_npy(b"{'descr': '<f8', 'shape': (2,"),
+            "corrupted header: EOF in multi-line statement).",
+            id="unclosed",  # tokenize.TokenError
+        ),
+        pytest.param(
+            _raw_npy(b"{'descr': '<,f8', 'fortran_order': False, 'shape': (3,)}"),
+            "invalid syntax",
+            id="syntax",  # SyntaxError
+        ),
+        pytest.param(
+            _raw_npy(b"{'descr': '<f8', 'fortran_order': False,B'shape': (3,)}"),
+            "not supported between",
+            id="bytes-key",  # TypeError
+        ),
+        pytest.param(_npy_header((-(10**6), -(10**6))), "negative dimension", id="negative-shape"),
+        pytest.param(
+            _raw_npy(b"{'descr': '<f8', 'fortran_order': False, 'shape': (1.5, 2)}"),
+            "shape is not valid",
+            id="float-shape",
+        ),
+        pytest.param(
+            _raw_npy(b"{'descr': 'zz', 'fortran_order': False, 'shape': (3,)}"),
+            "not a valid dtype descriptor",
+            id="descr",
+        ),
+        pytest.param(
+            _raw_npy(b"{'descr': '<f8', 'fortran_order': False}"), "correct keys", id="keys"
+        ),
+        pytest.param(
+            np.lib.format.magic(1, 0) + b"\xff\x00{'descr'",
+            "expected 255 bytes",
+            id="truncated",
+        ),
+    ],
+)
+def test_corrupted_npy_header_is_one_line(capsys, tmp_path, suffix, content, fragment):
+    path = _npy_or_npz(tmp_path, suffix, content)
+    where = f"{path} (array 'X')" if suffix == ".npz" else str(path)
+    start = f"jaxem: error: {where}: not a readable .npy file (corrupted header"
+    assert_one_line_error(*run(capsys, "fit", path), start, fragment)
+
+
+def test_npz_member_that_is_not_npy(capsys, tmp_path):
+    path = tmp_path / "raw.npz"
+    with zipfile.ZipFile(path, "w") as archive:  # numpy would hand back these bytes
+        archive.writestr("X", b"hello")
+    assert_one_line_error(*run(capsys, "fit", path), "(array 'X')", "magic string")
+
+
+def _flip_deflate(data: bytes) -> bytes:
+    # Bytes 60 to 120 lie in the compressed stream, past the member's 55-byte local header.
+    return data[:60] + bytes(b ^ 0x5A for b in data[60:120]) + data[120:]
+
+
+def _zero_crc(data: bytes) -> bytes:
+    crc = data.rindex(b"PK\x01\x02") + 16  # the central directory's CRC-32, which zipfile checks
+    return data[:crc] + bytes(4) + data[crc + 4 :]
+
+
+@pytest.mark.parametrize(
+    "corrupt, fragment",
+    [(_flip_deflate, "Error -3"), (_zero_crc, "Bad CRC-32")],
+    ids=["deflate", "crc"],
+)
+def test_corrupted_compressed_npz_member_is_one_line(capsys, tmp_path, corrupt, fragment):
+    path = tmp_path / "compressed.npz"
+    np.savez_compressed(path, X=np.arange(600.0).reshape(300, 2))
+    path.write_bytes(corrupt(path.read_bytes()))
+    assert_one_line_error(*run(capsys, "fit", path), "(array 'X'): corrupted", fragment)
+
+
+def test_out_of_memory_while_reading_is_one_line(capsys, monkeypatch, tmp_path):
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 9 TiB")
+
+    monkeypatch.setattr(np, "loadtxt", out_of_memory)
+    path = _write(tmp_path / "big.csv", "a,b\n1,2\n3,4\n")
+    assert_one_line_error(
+        *run(capsys, "fit", path), "too large for the memory available", "a sample of its rows"
+    )
 
 
 @pytest.mark.parametrize(

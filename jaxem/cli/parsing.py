@@ -12,6 +12,7 @@ import math
 import jax
 
 import jaxem
+from jaxem._io import MAX_COLUMNS
 from jaxem.families.gaussian import COVARIANCE_TYPES
 from jaxem.models.mixture import INIT_METHODS
 
@@ -129,7 +130,10 @@ def _add_fit(commands, common) -> None:
         description="Fit a Gaussian mixture (jaxem.GaussianMixture) to FILE with batched "
         "restarts and print a summary. FILE is a CSV with a header row and numeric "
         "columns, a .npy array (n_samples, n_features), or a .npz archive (array 'X' or "
-        "its only array; see --key). A 1-D array is one feature.",
+        "its only array; see --key). A 1-D array is one feature. Refused, with one "
+        f"line: more than {MAX_COLUMNS:,} columns (a full covariance over more is 40 GB per "
+        "component and restart), and an .npy array (alone or in an .npz) whose header "
+        "declares more than the memory available (checked before reading the data).",
         epilog=_CACHE_HELP,
     )
     fit.add_argument("file", metavar="FILE", help="data file: .csv, .npy or .npz")
