@@ -20,6 +20,7 @@ from jaxem.engine import (
     fit_traced,
 )
 from jaxem.estimators import CategoricalHMM, GaussianHMM, GaussianMixture, KMeans, PoissonHMM
+from jaxem.estimators._persist import load, load_fit, save_fit
 from jaxem.families import (
     Bernoulli,
     BernoulliParams,
@@ -98,4 +99,7 @@ __all__ = [
     "HMM",
     "HMMParams",
     "pad_sequences",
+    "load",
+    "save_fit",
+    "load_fit",
 ]

@@ -207,7 +207,8 @@ def _add_output_options(output) -> None:
         metavar="FILE",
         help="write the fit to FILE (.npz or .json): weights, means, covariances, "
         "precisions_cholesky, log_likelihood, n_iter, converged, per-restart "
-        "log-likelihoods, n_iter and statuses",
+        "log-likelihoods, n_iter and statuses; a .npz also loads back as the fitted "
+        "GaussianMixture with jaxem.load(FILE)",
     )
     output.add_argument(
         "--labels", action="store_true", help="also write each row's most probable component"

@@ -24,6 +24,7 @@ from jaxem.cli import report
 from jaxem.cli.parsing import UsageError
 from jaxem.cli.progress import CompileMeter, Progress, progress_mode
 from jaxem.estimators import GaussianMixture
+from jaxem.estimators._persist import estimator_arrays
 
 __all__ = [
     "FitError",
@@ -308,7 +309,10 @@ def command_fit(args, cache: Cache) -> int:
             raise FitError(f"{error} (options: --reg-covar, --components, --float64)") from error
     print(report.format_summary(run))
     if output is not None:
-        _io.save(output, report.output_arrays(run, args.labels))
+        arrays = report.output_arrays(run, args.labels)
+        if output.suffix.lower() == ".npz":  # also the estimator's file: jaxem.load reads it
+            arrays.update(estimator_arrays(run.estimator))
+        _io.save(output, arrays)
         print(f"\nwrote {output}")
     return 0
 
