@@ -298,7 +298,7 @@ def random_rows(key, weights, n_rows: int, *, weighted: bool = False):
         chunk_key = jax.random.fold_in(key, index) if n_chunks > 1 else key
         keys = jax.random.gumbel(chunk_key, (chunk_size,), dtype) + jnp.log(mass[index] / total)
         values, rows = jax.lax.top_k(keys, take)
-        rows = rows.astype(jnp.int32) + index * chunk_size
+        rows = (rows + index * chunk_size).astype(jnp.int32)  # int32 whatever x64 says
         pad = n_rows - take
         return jnp.pad(values, (0, pad), constant_values=-jnp.inf), jnp.pad(rows, (0, pad))
 

@@ -184,6 +184,13 @@ def test_random_rows_over_chunks():
     np.testing.assert_allclose(frequencies, 1 / np.sum(WEIGHTS > 0), atol=0.002)
 
 
+def test_random_rows_over_chunks_in_64_bit_mode(x64):
+    """Chunk offsets are int64 under x64; the rows stay int32 (the scan's carry)."""
+    chunks = make_chunks(jnp.asarray(X), jnp.asarray(WEIGHTS), 16)
+    rows = np.asarray(random_rows(jax.random.key(0), chunks.weights, 5))
+    assert rows.dtype == np.int32 and np.all(WEIGHTS[rows] > 0)
+
+
 def test_more_random_rows_than_a_chunk():
     weights = jnp.ones((4, 3))
     rows = random_rows(jax.random.key(0), weights, 7)
