@@ -18,6 +18,7 @@ so the estimators hand it ``tol / n_sequences``.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections import deque
 
@@ -119,6 +120,9 @@ class _BaseHMM(EMEstimator):
         raise NotImplementedError
 
     def _set_emission_attributes(self, family, emissions):
+        raise NotImplementedError
+
+    def _n_fit_scalars_per_emission(self):  # emission letter -> free scalars
         raise NotImplementedError
 
     # -- fitting ----------------------------------------------------------------------------------
@@ -251,6 +255,58 @@ class _BaseHMM(EMEstimator):
         self.startprob_ = np.asarray(params.startprob, np.float64)
         self.transmat_ = np.asarray(params.transmat, np.float64)
         self._set_emission_attributes(family, params.emissions)
+
+    # -- model selection --------------------------------------------------------------------------
+    def _n_fit_scalars_per_param(self):
+        """Free scalars per parameter letter (hmmlearn's ``_get_n_fit_scalars_per_param``).
+
+        Every row of ``startprob_`` and ``transmat_`` sums to 1, so each loses one.
+        """
+        n = int(self.n_components)
+        return {"s": n - 1, "t": n * (n - 1), **self._n_fit_scalars_per_emission()}
+
+    def aic(self, X, lengths=None):
+        """Akaike information criterion of the model on ``X`` (lower is better).
+
+        ``-2 * score(X, lengths) + 2 * n_parameters``, as hmmlearn: the free scalars
+        of every parameter group count, whether or not ``params`` lets a fit update
+        them.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            All sequences concatenated.
+        lengths : array-like of int, optional
+            Length of every sequence; they must sum to ``n_samples``.
+
+        Returns
+        -------
+        aic : float
+        """
+        log_likelihood = self.score(X, lengths=lengths)  # validates X and the attributes
+        n_parameters = sum(self._n_fit_scalars_per_param().values())
+        return -2 * log_likelihood + 2 * n_parameters
+
+    def bic(self, X, lengths=None):
+        """Bayesian information criterion of the model on ``X`` (lower is better).
+
+        ``-2 * score(X, lengths) + n_parameters * log(n_samples)``, as hmmlearn
+        (parameters counted as in :meth:`aic`).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            All sequences concatenated.
+        lengths : array-like of int, optional
+            Length of every sequence; they must sum to ``n_samples``.
+
+        Returns
+        -------
+        bic : float
+        """
+        log_likelihood = self.score(X, lengths=lengths)  # validates X and the attributes
+        n_parameters = sum(self._n_fit_scalars_per_param().values())
+        return -2 * log_likelihood + n_parameters * math.log(len(X))
 
     # -- inference --------------------------------------------------------------------------------
     def _fitted_model_data(self, X, lengths):
@@ -506,6 +562,17 @@ class GaussianHMM(_BaseHMM):
         self.means_ = np.asarray(emissions.means, np.float64)
         self._covars_ = np.asarray(family.covariances(emissions), np.float64)
 
+    def _n_fit_scalars_per_emission(self):
+        n = int(self.n_components)
+        d = getattr(self, "n_features", None) or np.shape(self.means_)[1]
+        covars = {
+            "spherical": n,
+            "diag": n * d,
+            "full": n * d * (d + 1) // 2,
+            "tied": d * (d + 1) // 2,
+        }
+        return {"m": n * d, "c": covars[self.covariance_type]}
+
 
 class CategoricalHMM(_BaseHMM):
     """Hidden Markov model with categorical emissions (hmmlearn's ``CategoricalHMM``).
@@ -608,6 +675,13 @@ class CategoricalHMM(_BaseHMM):
         probs = family.to_layout(emissions)["probabilities"][:, 0, :]
         self.emissionprob_ = np.asarray(probs, np.float64)
 
+    def _n_fit_scalars_per_emission(self):
+        n_symbols = self.n_features
+        if n_symbols is None:
+            n_symbols = np.shape(self.emissionprob_)[1]
+        # Every row of emissionprob_ sums to 1.
+        return {"e": int(self.n_components) * (int(n_symbols) - 1)}
+
 
 class PoissonHMM(_BaseHMM):
     """Hidden Markov model with independent Poisson emissions (hmmlearn's ``PoissonHMM``).
@@ -701,3 +775,7 @@ class PoissonHMM(_BaseHMM):
 
     def _set_emission_attributes(self, family, emissions):
         self.lambdas_ = np.asarray(family.to_layout(emissions)["rates"], np.float64)
+
+    def _n_fit_scalars_per_emission(self):
+        n_features = getattr(self, "n_features", None) or np.shape(self.lambdas_)[1]
+        return {"l": int(self.n_components) * n_features}

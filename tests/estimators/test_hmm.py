@@ -154,3 +154,58 @@ def test_other_bad_input():
     for estimator in [jaxem.GaussianHMM(2), jaxem.CategoricalHMM(2), jaxem.PoissonHMM(2)]:
         with pytest.raises(NotFittedError, match="is not fitted yet"):
             estimator.predict(np.zeros((3, 1), int))
+
+
+# -- model selection: aic, bic --------------------------------------------------------------
+def _hmmlearn_twin(ours, ref):
+    """``ref`` (an hmmlearn model) with every fitted parameter of ``ours``."""
+    for name in ["startprob_", "transmat_", *ours._emission_letters.values()]:
+        value = ours._covars_ if name == "covars_" else getattr(ours, name)
+        setattr(ref, name, np.array(value))
+    ref.n_features = ours.n_features
+    return ref
+
+
+def _model_pair(kind, **kwargs):
+    """(jaxem, hmmlearn) models of one kind: a covariance type, "categorical" or "poisson"."""
+    if kind == "categorical":
+        return jaxem.CategoricalHMM(K, **kwargs), hmm.CategoricalHMM(K, **kwargs)
+    if kind == "poisson":
+        return jaxem.PoissonHMM(K, **kwargs), hmm.PoissonHMM(K, **kwargs)
+    kwargs["covariance_type"] = kind
+    return jaxem.GaussianHMM(K, **kwargs), hmm.GaussianHMM(K, **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["diag", "full", "spherical", "tied", "categorical", "poisson"])
+@pytest.mark.parametrize("params", [None, "st"])
+def test_aic_bic_match_hmmlearn(kind, params):
+    """float32 fits; hmmlearn evaluates the same parameters in float64."""
+    rng = np.random.default_rng(6)
+    n = sum(LENGTHS)
+    if kind == "categorical":
+        X = rng.integers(0, 4, size=(n, 1))
+    elif kind == "poisson":
+        X = rng.poisson(rng.choice([1.0, 8.0], size=(n, 1)), size=(n, 2))
+    else:
+        X = _gaussian_X(6).astype(np.float32)
+    ours, ref = _model_pair(kind, **({} if params is None else {"params": params}))
+    ours.set_params(n_iter=5, random_state=0).fit(X, LENGTHS)
+    ref = _hmmlearn_twin(ours, ref)
+    # hmmlearn counts every parameter group whatever ``params`` says; so does jaxem.
+    assert ours._n_fit_scalars_per_param() == ref._get_n_fit_scalars_per_param()
+    for criterion in ["aic", "bic"]:
+        for lengths in [LENGTHS, None]:
+            expected = getattr(ref, criterion)(X, lengths)
+            np.testing.assert_allclose(getattr(ours, criterion)(X, lengths), expected, rtol=1e-5)
+    # The penalty itself, exactly: the two criteria differ by n_parameters * (log n - 2).
+    n_parameters = sum(ref._get_n_fit_scalars_per_param().values())
+    np.testing.assert_allclose(
+        ours.bic(X, LENGTHS) - ours.aic(X, LENGTHS), n_parameters * (np.log(n) - 2), rtol=1e-12
+    )
+
+
+def test_aic_bic_need_a_fitted_model():
+    with pytest.raises(NotFittedError, match="is not fitted yet"):
+        jaxem.GaussianHMM(2).aic(np.zeros((4, 1)))
+    with pytest.raises(NotFittedError, match="is not fitted yet"):
+        jaxem.PoissonHMM(2).bic(np.zeros((4, 1), int))
