@@ -14,10 +14,16 @@ count as float64) *and* ``jax_enable_x64`` is on; otherwise float32.
 Convergence is hmmlearn's: stop when the increase of the total log-likelihood
 (summed over sequences) is below ``tol``. The engine tracks the mean per sequence,
 so the estimators hand it ``tol / n_sequences``.
+
+Like hmmlearn, ``fit`` reports through :mod:`logging` (logger
+``jaxem.estimators.hmm``, hmmlearn's messages) when ``init_params`` overwrites an
+attribute you set and when the model has more free scalars than data values; it
+refuses more states than samples with a ``ValueError``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from collections import deque
@@ -35,6 +41,10 @@ from jaxem.families.poisson import Poisson
 from jaxem.models.hmm import HMM, HMMParams, pad_sequences
 
 __all__ = ["GaussianHMM", "CategoricalHMM", "PoissonHMM", "ConvergenceMonitor"]
+
+#: hmmlearn reports its initialisation notices through ``logging`` (logger
+#: ``hmmlearn.base``), not ``warnings``; jaxem does the same on this module's logger.
+_log = logging.getLogger(__name__)
 
 IMPLEMENTATIONS = ("log", "scaling", "associative", "blocked")
 DECODER_ALGORITHMS = ("viterbi", "map")
@@ -139,13 +149,21 @@ class _BaseHMM(EMEstimator):
         Returns
         -------
         self
+
+        Raises
+        ------
+        ValueError
+            If ``X`` has fewer samples than ``n_components`` states (fit fewer states
+            or give more data), besides invalid input or hyperparameters.
         """
         self._check_hyperparameters()
         X = self._check_X(X, reset=True)
+        _validation.check_n_samples(X.shape[0], int(self.n_components))
         dtype = self._dtype(X)
         observations, mask = pad_sequences(X, lengths, dtype=dtype)
         n_sequences = mask.shape[0]
         model = self._model(self.params)
+        self._log_initialisation_notices(X)
         data = (jnp.asarray(observations, self._obs_dtype(dtype)), jnp.asarray(mask))
         hyper = model.hyper(dtype)
         n_init = int(self.n_init)
@@ -177,6 +195,38 @@ class _BaseHMM(EMEstimator):
                 )
                 previous = value
         return self
+
+    def _log_initialisation_notices(self, X):
+        """hmmlearn's ``_init`` notices, same messages, same order, through ``logging``.
+
+        An attribute set by hand whose letter is in ``init_params`` is overwritten by
+        the initialisation (the letter must be left out to keep it), and a model with
+        more free scalars than data values in ``params`` cannot be fitted sensibly.
+        """
+        letters = {"s": "startprob_", "t": "transmat_", **self._emission_letters}
+
+        def notice(letter):
+            if letter in self.init_params and hasattr(self, letters[letter]):
+                _log.warning(
+                    "Even though the %r attribute is set, it will be overwritten during "
+                    "initialization because 'init_params' contains %r",
+                    letters[letter],
+                    letter,
+                )
+
+        notice("s")
+        notice("t")
+        counts = self._n_fit_scalars_per_param()
+        n_fit_scalars = sum(counts.get(letter, 0) for letter in self.params)
+        if X.size < n_fit_scalars:
+            _log.warning(
+                "Fitting a model with %d free scalar parameters with only %d data points "
+                "will result in a degenerate solution.",
+                n_fit_scalars,
+                X.size,
+            )
+        for letter in self._emission_letters:
+            notice(letter)
 
     def _check_hyperparameters(self):
         if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:

@@ -209,3 +209,67 @@ def test_aic_bic_need_a_fitted_model():
         jaxem.GaussianHMM(2).aic(np.zeros((4, 1)))
     with pytest.raises(NotFittedError, match="is not fitted yet"):
         jaxem.PoissonHMM(2).bic(np.zeros((4, 1), int))
+
+
+# -- initialisation notices, too few samples ------------------------------------------------
+OVERWRITTEN = (
+    "Even though the {!r} attribute is set, it will be overwritten during initialization "
+    "because 'init_params' contains {!r}"
+)
+
+
+def _notices(caplog, logger):
+    return [r.getMessage() for r in caplog.records if r.name == logger and r.levelname == "WARNING"]
+
+
+def test_init_params_overwriting_set_attributes_is_logged_as_hmmlearn(caplog):
+    X = _gaussian_X(7)
+    kwargs = dict(n_components=K, n_iter=1, random_state=0, init_params="tm", params="st")
+    caplog.set_level("WARNING")
+    _set(hmm.GaussianHMM(**kwargs), means_=MEANS, covars_=COVARS["diag"]).fit(X, LENGTHS)
+    ours = _set(jaxem.GaussianHMM(**kwargs), means_=MEANS, covars_=COVARS["diag"])
+    ours.fit(X, LENGTHS)
+    expected = [OVERWRITTEN.format("transmat_", "t"), OVERWRITTEN.format("means_", "m")]
+    assert _notices(caplog, "hmmlearn.base") == expected
+    assert _notices(caplog, "jaxem.estimators.hmm") == expected
+    # Not overwritten (nor updated: not in params): the user's values, in float32.
+    np.testing.assert_allclose(ours._covars_, COVARS["diag"], rtol=1e-6)
+
+    # Nothing is logged when init_params leaves the set attributes alone, or for a first fit.
+    caplog.clear()
+    _set(jaxem.GaussianHMM(K, n_iter=1, init_params="c")).fit(X, LENGTHS)
+    jaxem.PoissonHMM(K, n_iter=1).fit(np.ones((20, 1), int))
+    assert _notices(caplog, "jaxem.estimators.hmm") == []
+    # A refit overwrites the previous fit's attributes: hmmlearn says so each time.
+    symbols = np.array([[0], [1], [1], [0]] * 2)
+    model = jaxem.CategoricalHMM(2, n_iter=1).fit(symbols)
+    model.fit(symbols)
+    names = [("startprob_", "s"), ("transmat_", "t"), ("emissionprob_", "e")]
+    assert _notices(caplog, "jaxem.estimators.hmm") == [OVERWRITTEN.format(*n) for n in names]
+
+
+def test_degenerate_model_is_logged_as_hmmlearn(caplog):
+    X = np.random.default_rng(8).normal(size=(6, 2))
+    caplog.set_level("WARNING")
+    hmm.GaussianHMM(4, n_iter=1, random_state=0).fit(X)
+    jaxem.GaussianHMM(4, n_iter=1, random_state=0).fit(X)
+    expected = [
+        "Fitting a model with 31 free scalar parameters with only 12 data points will "
+        "result in a degenerate solution."
+    ]
+    assert _notices(caplog, "hmmlearn.base") == expected
+    assert _notices(caplog, "jaxem.estimators.hmm") == expected
+
+
+@pytest.mark.parametrize(
+    "estimator, X",
+    [
+        (jaxem.GaussianHMM(4), np.zeros((3, 2))),
+        (jaxem.CategoricalHMM(4), np.array([[0], [1], [1]])),
+        (jaxem.PoissonHMM(4), np.ones((3, 1), int)),
+    ],
+)
+def test_more_states_than_samples_is_refused(estimator, X):
+    message = "Expected n_samples >= n_components but got n_components = 4, n_samples = 3"
+    with pytest.raises(ValueError, match=message):
+        estimator.fit(X, [2, 1])
