@@ -11,6 +11,7 @@ import warnings
 import jax
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from sklearn.base import clone
 from sklearn.cluster import KMeans as SklearnKMeans
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
@@ -187,6 +188,83 @@ def test_verbose_prints_sklearn_lines(capsys):
     assert "Converged at iteration" in out
 
 
+# -- 3b. sparse input -----------------------------------------------------------------------
+def _sparse_blobs():
+    x = _blobs(n_samples=200, n_features=6, n_clusters=4, seed=5)
+    return np.where(np.random.default_rng(6).random(x.shape) < 0.5, 0.0, x)
+
+
+@pytest.mark.parametrize(
+    "container", [sp.csr_matrix, sp.csr_array, sp.csc_matrix, sp.csc_array, sp.coo_matrix]
+)
+@pytest.mark.parametrize("block_elements", [None, 6 * 7])  # default, and 7 rows a block
+def test_sparse_input_gives_the_dense_result(container, block_elements, monkeypatch):
+    import jaxem.estimators.kmeans as module
+
+    if block_elements is not None:
+        monkeypatch.setattr(module, "_SPARSE_BLOCK_ELEMENTS", block_elements)
+    x = _sparse_blobs()
+    weights = np.random.default_rng(7).uniform(0.5, 2.0, len(x))
+    dense = KMeans(4, n_init=3, random_state=0).fit(x, sample_weight=weights)
+    sparse = KMeans(4, n_init=3, random_state=0).fit(container(x), sample_weight=weights)
+    np.testing.assert_array_equal(sparse.labels_, dense.labels_)
+    np.testing.assert_allclose(sparse.cluster_centers_, dense.cluster_centers_, rtol=1e-6)
+    np.testing.assert_allclose(sparse.inertia_, dense.inertia_, rtol=1e-6)
+    assert sparse.n_iter_ == dense.n_iter_
+    queries = x[::3] + 0.5
+    np.testing.assert_array_equal(sparse.predict(container(queries)), dense.predict(queries))
+    np.testing.assert_allclose(
+        sparse.transform(container(queries)), dense.transform(queries), rtol=1e-6
+    )
+    np.testing.assert_allclose(sparse.score(container(queries)), dense.score(queries), rtol=1e-6)
+    np.testing.assert_array_equal(
+        clone(sparse).fit_predict(container(x)), clone(dense).fit_predict(x)
+    )
+    np.testing.assert_allclose(
+        clone(sparse).fit_transform(container(x)), clone(dense).fit_transform(x), rtol=1e-6
+    )
+
+
+def test_sparse_float32_and_init_choices():
+    x = _sparse_blobs().astype(np.float32)
+    rows = [0, 50, 100, 150]
+    by_array = KMeans(4, init=x[rows]).fit(sp.csr_matrix(x))
+    dense = KMeans(4, init=x[rows]).fit(x)
+    # float32: the two data means (the centring offsets) may differ in the last bit.
+    np.testing.assert_allclose(by_array.cluster_centers_, dense.cluster_centers_, atol=1e-6)
+    np.testing.assert_array_equal(by_array.labels_, dense.labels_)
+    assert by_array.cluster_centers_.dtype == np.float32
+    # A callable init sees the sparse rows uncentred (as in scikit-learn); its centres
+    # are in the data's coordinates.
+    seen = []
+
+    def init(X, n_clusters, random_state):
+        seen.append(X)
+        return X[rows].toarray()
+
+    by_callable = KMeans(4, init=init, n_init=1).fit(sp.csr_matrix(x))
+    assert sp.issparse(seen[0])
+    np.testing.assert_allclose(by_callable.cluster_centers_, by_array.cluster_centers_)
+    np.testing.assert_array_equal(by_callable.labels_, by_array.labels_)
+
+
+def test_sparse_bad_input():
+    x = sp.csr_matrix(_sparse_blobs())
+    bad = x.copy()
+    bad.data[0] = np.nan
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        KMeans(3).fit(bad)
+    km = KMeans(3, random_state=0).fit(x)
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        km.predict(bad)
+    features = "X has 5 features, but KMeans is expecting 6 features as input."
+    for method in ("predict", "transform", "score"):
+        with pytest.raises(ValueError, match=features):
+            getattr(km, method)(sp.csr_matrix(np.zeros((4, 5))))
+    with pytest.raises(ValueError, match="n_samples=2 should be >= n_clusters=3"):
+        KMeans(3).fit(x[:2])
+
+
 # -- 4. degenerate data and bad input -------------------------------------------------------
 def test_fewer_distinct_points_than_clusters_warns_like_sklearn():
     x = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0], [5.0, 0.0]]), 3, axis=0)
@@ -302,13 +380,15 @@ def test_clone_and_pipeline():
 
 
 def _expected_failed_checks(estimator):
+    reason = (
+        "Random seeding: the check shuffles the weighted rows, so JAX's generator draws "
+        "other k-means++ seeds than for the repeated rows and the fits differ; weights "
+        "equal repetition exactly from the same initial centres "
+        "(test_sample_weights_equal_repeated_rows)."
+    )
     return {
-        "check_sample_weight_equivalence_on_dense_data": (
-            "Random seeding: the check shuffles the weighted rows, so JAX's generator draws "
-            "other k-means++ seeds than for the repeated rows and the fits differ; weights "
-            "equal repetition exactly from the same initial centres "
-            "(test_sample_weights_equal_repeated_rows)."
-        )
+        "check_sample_weight_equivalence_on_dense_data": reason,
+        "check_sample_weight_equivalence_on_sparse_data": reason,
     }
 
 
