@@ -76,15 +76,24 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
         its centres is at most ``tol`` times the mean per-feature variance of ``X``,
         or when no label changes.
     verbose : int, default=0
-        Print scikit-learn's per-iteration lines (reconstructed after the batched run).
+        Print scikit-learn's lines for every initialisation after the batched run,
+        from its trace: "Initialization complete", "Iteration i, inertia v." (the
+        inertia of the centres before iteration i's update) and "Converged at
+        iteration i: ...". The run does not record the final centre shift, so a
+        convergence with ``tol > 0`` is reported as "center shift at most tol"
+        (scikit-learn prints the shift, or "strict convergence" when no label
+        changed); with ``tol=0`` it is "strict convergence".
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisations.
     copy_x : bool, default=True
-        Accepted for compatibility; ``X`` is never modified (it is copied to the device).
+        Accepted for compatibility and validated; jaxem never modifies ``X`` (the
+        centred rows are a new array, copied to the device), so both values behave
+        as scikit-learn's ``copy_x=True``.
     algorithm : {'lloyd', 'elkan'}, default='lloyd'
-        Accepted for compatibility; both run Lloyd's algorithm (Elkan's triangle
-        inequality bounds give the same result, and on accelerators the dense batched
-        assignment step is faster than bound bookkeeping).
+        Accepted for compatibility; both run Lloyd's algorithm and give exactly the
+        same result (Elkan's triangle-inequality bounds only skip distance
+        computations, and on accelerators the dense batched assignment step is
+        faster than bound bookkeeping).
 
     Attributes
     ----------
@@ -238,6 +247,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
             sample_weight, X, dtype=X.dtype, ensure_non_negative=True
         )
         n_init = self._resolve_n_init()
+        self._n_init = n_init  # scikit-learn keeps the resolved count here too
         if self.algorithm == "elkan" and n_clusters == 1:
             warnings.warn(
                 "algorithm='elkan' doesn't make sense for a single cluster. Using 'lloyd' instead.",
@@ -286,7 +296,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
             usable = (self.restarts_.status != Status.NON_FINITE) & np.isfinite(inertias)
             best = int(np.argmin(np.where(usable, inertias, np.inf)))
         if self.verbose:
-            self._print_trace(result, float(np.sum(sample_weight)))
+            self._print_trace(result, float(np.sum(sample_weight)), tol)
         del x  # sparse input is densified again below, one dense copy at a time
 
         self.cluster_centers_ = (np.asarray(centers[best], np.float64) + offset).astype(dtype)
@@ -393,8 +403,13 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
                 f"the number of features of the data {X.shape[1]}."
             )
 
-    def _print_trace(self, result, total_weight):
-        """scikit-learn's verbose lines, reconstructed from the batched run's trace."""
+    def _print_trace(self, result, total_weight, tol):
+        """scikit-learn's verbose lines, reconstructed from the batched run's trace.
+
+        The trace holds every iteration's inertia but not the centre shift, so a
+        convergence is "strict" when ``tol`` is 0 (the only way to stop then) and
+        "center shift at most tol" otherwise.
+        """
         trace = np.asarray(result.restarts.trace)
         n_iters = np.asarray(result.restarts.n_iter)
         statuses = np.asarray(result.restarts.status)
@@ -404,7 +419,11 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
                 inertia = -float(trace[restart, iteration]) * total_weight
                 print(f"Iteration {iteration}, inertia {inertia}.")
             if statuses[restart] == Status.CONVERGED:
-                print(f"Converged at iteration {int(n_iters[restart]) - 1}.")
+                at = f"Converged at iteration {int(n_iters[restart]) - 1}"
+                if tol == 0:
+                    print(f"{at}: strict convergence.")
+                else:
+                    print(f"{at}: center shift at most tol, within tolerance {tol}.")
 
     # -- the base's hooks --------------------------------------------------------------------
     _centre_when = "always"

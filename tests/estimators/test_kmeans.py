@@ -114,8 +114,9 @@ def test_n_init_and_callable_init_as_sklearn(x64, n_init):
     ("init", "expected"), [("k-means++", 1), ("random", 10), (np.zeros((3, 2)), 1)]
 )
 def test_n_init_auto_counts_initialisations(capsys, init, expected):
-    KMeans(3, init=init, n_init="auto", max_iter=1, verbose=1, random_state=0).fit(_blobs())
+    km = KMeans(3, init=init, n_init="auto", max_iter=1, verbose=1, random_state=0).fit(_blobs())
     assert capsys.readouterr().out.count("Initialization complete") == expected
+    assert km._n_init == expected  # scikit-learn's resolved count (its tests read it)
 
 
 def test_array_init_with_several_n_init_warns_and_runs_one(capsys):
@@ -124,8 +125,9 @@ def test_array_init_with_several_n_init_warns_and_runs_one(capsys):
         "instead of n_init=4."
     )
     with pytest.warns(RuntimeWarning, match=re.escape(message)):
-        KMeans(3, init=_blobs()[:3], n_init=4, verbose=1).fit(_blobs())
+        km = KMeans(3, init=_blobs()[:3], n_init=4, verbose=1).fit(_blobs())
     assert capsys.readouterr().out.count("Initialization complete") == 1
+    assert km._n_init == 1
 
 
 def test_best_initialisation_has_the_lowest_final_inertia(x64):
@@ -182,10 +184,39 @@ def test_transform_is_euclidean_distance_to_the_centres():
 
 
 def test_verbose_prints_sklearn_lines(capsys):
-    KMeans(3, n_init=1, random_state=0, verbose=1).fit(_blobs())
+    km = KMeans(3, n_init=1, random_state=0, verbose=1).fit(_blobs())
     out = capsys.readouterr().out
     assert out.startswith("Initialization complete\nIteration 0, inertia ")
-    assert "Converged at iteration" in out
+    assert f"Converged at iteration {km.n_iter_ - 1}: center shift at most tol, within" in out
+    # scikit-learn's test_kmeans_verbose patterns.
+    assert re.search(r"center shift .* within tolerance", out)
+    strict = KMeans(3, n_init=1, random_state=0, verbose=1, tol=0).fit(_blobs())
+    out = capsys.readouterr().out
+    assert re.search(r"Converged at iteration \d+: strict convergence\.", out)
+    lines = [line for line in out.splitlines() if line.startswith("Iteration")]
+    inertias = [float(line.split()[-1].rstrip(".")) for line in lines]
+    assert len(inertias) == strict.n_iter_
+    # Lloyd never increases the inertia; at strict convergence the last line is the
+    # inertia of the final centres.
+    assert np.all(np.diff(inertias) <= 1e-5 * inertias[0])
+    np.testing.assert_allclose(inertias[-1], strict.inertia_, rtol=1e-5)
+
+
+def test_elkan_gives_exactly_the_lloyd_result():
+    x = _blobs(n_clusters=4, seed=3)
+    for kwargs in ({"n_init": 3}, {"init": "random", "n_init": 2}):
+        lloyd = KMeans(4, random_state=0, algorithm="lloyd", **kwargs).fit(x)
+        elkan = KMeans(4, random_state=0, algorithm="elkan", **kwargs).fit(x)
+        for name in ATTRIBUTES:
+            np.testing.assert_array_equal(getattr(elkan, name), getattr(lloyd, name))
+
+
+@pytest.mark.parametrize("copy_x", [True, False])
+def test_x_is_never_modified(copy_x):
+    x = _blobs()
+    before = x.copy()
+    KMeans(3, random_state=0, copy_x=copy_x).fit(x)
+    np.testing.assert_array_equal(x, before)
 
 
 # -- 3b. sparse input -----------------------------------------------------------------------
