@@ -16,10 +16,17 @@ hmmlearn's.
 Convergence is hmmlearn's: stop when the increase of the total log-likelihood
 (summed over sequences) is below ``tol``. The engine tracks the mean per sequence,
 so the estimators hand it ``tol / n_sequences``.
+
+Like hmmlearn, ``fit`` reports through :mod:`logging` (logger
+``jaxem.estimators.hmm``, hmmlearn's messages) when ``init_params`` overwrites an
+attribute you set and when the model has more free scalars than data values; it
+refuses more states than samples with a ``ValueError``.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import sys
 from collections import deque
 
@@ -36,6 +43,10 @@ from jaxem.families.poisson import Poisson
 from jaxem.models.hmm import HMM, HMMParams, pad_sequences
 
 __all__ = ["GaussianHMM", "CategoricalHMM", "PoissonHMM", "ConvergenceMonitor"]
+
+#: hmmlearn reports its initialisation notices through ``logging`` (logger
+#: ``hmmlearn.base``), not ``warnings``; jaxem does the same on this module's logger.
+_log = logging.getLogger(__name__)
 
 IMPLEMENTATIONS = ("log", "scaling", "associative", "blocked")
 DECODER_ALGORITHMS = ("viterbi", "map")
@@ -123,6 +134,9 @@ class _BaseHMM(EMEstimator):
     def _set_emission_attributes(self, family, emissions):
         raise NotImplementedError
 
+    def _n_fit_scalars_per_emission(self):  # emission letter -> free scalars
+        raise NotImplementedError
+
     # -- fitting ----------------------------------------------------------------------------------
     @in_input_precision
     def fit(self, X, lengths=None):
@@ -138,13 +152,21 @@ class _BaseHMM(EMEstimator):
         Returns
         -------
         self
+
+        Raises
+        ------
+        ValueError
+            If ``X`` has fewer samples than ``n_components`` states (fit fewer states
+            or give more data), besides invalid input or hyperparameters.
         """
         self._check_hyperparameters()
         X = self._check_X(X, reset=True)
+        _validation.check_n_samples(X.shape[0], int(self.n_components))
         dtype = self._dtype(X)
         observations, mask = pad_sequences(X, lengths, dtype=dtype)
         n_sequences = mask.shape[0]
         model = self._model(self.params)
+        self._log_initialisation_notices(X)
         data = (jnp.asarray(observations, self._obs_dtype(dtype)), jnp.asarray(mask))
         hyper = model.hyper(dtype)
         n_init = int(self.n_init)
@@ -176,6 +198,38 @@ class _BaseHMM(EMEstimator):
                 )
                 previous = value
         return self
+
+    def _log_initialisation_notices(self, X):
+        """hmmlearn's ``_init`` notices, same messages, same order, through ``logging``.
+
+        An attribute set by hand whose letter is in ``init_params`` is overwritten by
+        the initialisation (the letter must be left out to keep it), and a model with
+        more free scalars than data values in ``params`` cannot be fitted sensibly.
+        """
+        letters = {"s": "startprob_", "t": "transmat_", **self._emission_letters}
+
+        def notice(letter):
+            if letter in self.init_params and hasattr(self, letters[letter]):
+                _log.warning(
+                    "Even though the %r attribute is set, it will be overwritten during "
+                    "initialization because 'init_params' contains %r",
+                    letters[letter],
+                    letter,
+                )
+
+        notice("s")
+        notice("t")
+        counts = self._n_fit_scalars_per_param()
+        n_fit_scalars = sum(counts.get(letter, 0) for letter in self.params)
+        if X.size < n_fit_scalars:
+            _log.warning(
+                "Fitting a model with %d free scalar parameters with only %d data points "
+                "will result in a degenerate solution.",
+                n_fit_scalars,
+                X.size,
+            )
+        for letter in self._emission_letters:
+            notice(letter)
 
     def _check_hyperparameters(self):
         if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
@@ -254,6 +308,58 @@ class _BaseHMM(EMEstimator):
         self.startprob_ = np.asarray(params.startprob, np.float64)
         self.transmat_ = np.asarray(params.transmat, np.float64)
         self._set_emission_attributes(family, params.emissions)
+
+    # -- model selection --------------------------------------------------------------------------
+    def _n_fit_scalars_per_param(self):
+        """Free scalars per parameter letter (hmmlearn's ``_get_n_fit_scalars_per_param``).
+
+        Every row of ``startprob_`` and ``transmat_`` sums to 1, so each loses one.
+        """
+        n = int(self.n_components)
+        return {"s": n - 1, "t": n * (n - 1), **self._n_fit_scalars_per_emission()}
+
+    def aic(self, X, lengths=None):
+        """Akaike information criterion of the model on ``X`` (lower is better).
+
+        ``-2 * score(X, lengths) + 2 * n_parameters``, as hmmlearn: the free scalars
+        of every parameter group count, whether or not ``params`` lets a fit update
+        them.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            All sequences concatenated.
+        lengths : array-like of int, optional
+            Length of every sequence; they must sum to ``n_samples``.
+
+        Returns
+        -------
+        aic : float
+        """
+        log_likelihood = self.score(X, lengths=lengths)  # validates X and the attributes
+        n_parameters = sum(self._n_fit_scalars_per_param().values())
+        return -2 * log_likelihood + 2 * n_parameters
+
+    def bic(self, X, lengths=None):
+        """Bayesian information criterion of the model on ``X`` (lower is better).
+
+        ``-2 * score(X, lengths) + n_parameters * log(n_samples)``, as hmmlearn
+        (parameters counted as in :meth:`aic`).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            All sequences concatenated.
+        lengths : array-like of int, optional
+            Length of every sequence; they must sum to ``n_samples``.
+
+        Returns
+        -------
+        bic : float
+        """
+        log_likelihood = self.score(X, lengths=lengths)  # validates X and the attributes
+        n_parameters = sum(self._n_fit_scalars_per_param().values())
+        return -2 * log_likelihood + n_parameters * math.log(len(X))
 
     # -- inference --------------------------------------------------------------------------------
     def _fitted_model_data(self, X, lengths):
@@ -518,6 +624,17 @@ class GaussianHMM(_BaseHMM):
         self.means_ = np.asarray(emissions.means, np.float64)
         self._covars_ = np.asarray(family.covariances(emissions), np.float64)
 
+    def _n_fit_scalars_per_emission(self):
+        n = int(self.n_components)
+        d = getattr(self, "n_features", None) or np.shape(self.means_)[1]
+        covars = {
+            "spherical": n,
+            "diag": n * d,
+            "full": n * d * (d + 1) // 2,
+            "tied": d * (d + 1) // 2,
+        }
+        return {"m": n * d, "c": covars[self.covariance_type]}
+
 
 class CategoricalHMM(_BaseHMM):
     """Hidden Markov model with categorical emissions (hmmlearn's ``CategoricalHMM``).
@@ -620,6 +737,13 @@ class CategoricalHMM(_BaseHMM):
         probs = family.to_layout(emissions)["probabilities"][:, 0, :]
         self.emissionprob_ = np.asarray(probs, np.float64)
 
+    def _n_fit_scalars_per_emission(self):
+        n_symbols = self.n_features
+        if n_symbols is None:
+            n_symbols = np.shape(self.emissionprob_)[1]
+        # Every row of emissionprob_ sums to 1.
+        return {"e": int(self.n_components) * (int(n_symbols) - 1)}
+
 
 class PoissonHMM(_BaseHMM):
     """Hidden Markov model with independent Poisson emissions (hmmlearn's ``PoissonHMM``).
@@ -713,3 +837,7 @@ class PoissonHMM(_BaseHMM):
 
     def _set_emission_attributes(self, family, emissions):
         self.lambdas_ = np.asarray(family.to_layout(emissions)["rates"], np.float64)
+
+    def _n_fit_scalars_per_emission(self):
+        n_features = getattr(self, "n_features", None) or np.shape(self.lambdas_)[1]
+        return {"l": int(self.n_components) * n_features}

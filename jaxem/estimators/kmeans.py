@@ -5,6 +5,10 @@ batched restarts of one :func:`jaxem.fit` call over the :func:`jaxem.kmeans`
 model (Lloyd's algorithm as hard EM), finishes with a final assignment step from
 every restart's final centres, keeps the restart of lowest inertia and stores
 scikit-learn's fitted attributes.
+
+Sparse input (any scipy.sparse format, converted to CSR as scikit-learn does) is
+densified a block of rows at a time on its way to the device: the E-step works
+on dense rows, and the host never holds a second full copy.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import (
     ClassNamePrefixFeaturesOutMixin,
     ClusterMixin,
@@ -26,6 +31,7 @@ from sklearn.utils.validation import (
     _check_sample_weight,
     _is_arraylike_not_scalar,
     _num_samples,
+    validate_data,
 )
 
 from jaxem import engine
@@ -40,6 +46,10 @@ from jaxem.estimators._base import (
 from jaxem.models.kmeans import KMeansParams, kmeans
 
 __all__ = ["KMeans"]
+
+#: Elements of sparse input densified at a time (32 MiB of float64): the host memory
+#: that densifying needs beyond the dense array the device receives.
+_SPARSE_BLOCK_ELEMENTS = 1 << 22
 
 
 class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EMEstimator):
@@ -71,15 +81,24 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
         its centres is at most ``tol`` times the mean per-feature variance of ``X``,
         or when no label changes.
     verbose : int, default=0
-        Print scikit-learn's per-iteration lines (reconstructed after the batched run).
+        Print scikit-learn's lines for every initialisation after the batched run,
+        from its trace: "Initialization complete", "Iteration i, inertia v." (the
+        inertia of the centres before iteration i's update) and "Converged at
+        iteration i: ...". The run does not record the final centre shift, so a
+        convergence with ``tol > 0`` is reported as "center shift at most tol"
+        (scikit-learn prints the shift, or "strict convergence" when no label
+        changed); with ``tol=0`` it is "strict convergence".
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisations.
     copy_x : bool, default=True
-        Accepted for compatibility; ``X`` is never modified (it is copied to the device).
+        Accepted for compatibility and validated; jaxem never modifies ``X`` (the
+        centred rows are a new array, copied to the device), so both values behave
+        as scikit-learn's ``copy_x=True``.
     algorithm : {'lloyd', 'elkan'}, default='lloyd'
-        Accepted for compatibility; both run Lloyd's algorithm (Elkan's triangle
-        inequality bounds give the same result, and on accelerators the dense batched
-        assignment step is faster than bound bookkeeping).
+        Accepted for compatibility; both run Lloyd's algorithm and give exactly the
+        same result (Elkan's triangle-inequality bounds only skip distance
+        computations, and on accelerators the dense batched assignment step is
+        faster than bound bookkeeping).
 
     Attributes
     ----------
@@ -125,7 +144,14 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
     generator, so for a given ``random_state`` they differ from scikit-learn's
     (fits from the same ``init`` array agree). A cluster left empty when every
     row already sits on a centre keeps its previous centre (scikit-learn moves it
-    onto the largest cluster's). Sparse input is not accepted.
+    onto the largest cluster's).
+
+    **Sparse input.** ``X`` may be any scipy.sparse matrix or array (converted to
+    CSR, as scikit-learn does) in :meth:`fit`, :meth:`predict`, :meth:`transform`,
+    :meth:`score` and the ``fit_*`` methods, with the same result as its dense
+    equivalent. The E-step needs dense rows, so the device receives the centred
+    rows densified; the host densifies them a block of rows at a time. A callable
+    ``init`` receives the sparse ``X`` uncentred, as in scikit-learn.
 
     Examples
     --------
@@ -180,6 +206,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.input_tags.sparse = True
         return tags
 
     # -- fitting ---------------------------------------------------------------------------
@@ -190,7 +217,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Training rows.
         y : Ignored
         sample_weight : array-like of shape (n_samples,), default=None
@@ -210,7 +237,12 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
             If ``init`` is an array and ``n_init`` is not 1 (only one init runs), or
             ``algorithm='elkan'`` with one cluster (Lloyd is used).
         """
-        X, dtype, offset = self._validate_fit_input(X)
+        if sp.issparse(X):
+            X = self._check_sparse(X, reset=True)
+            dtype = _validation.compute_dtype(X.dtype)
+            offset = np.asarray(X.mean(axis=0, dtype=np.float64)).ravel()
+        else:
+            X, dtype, offset = self._validate_fit_input(X)
         n_samples, n_features = X.shape
         n_clusters = int(self.n_clusters)
         if n_samples < n_clusters:
@@ -219,6 +251,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
             sample_weight, X, dtype=X.dtype, ensure_non_negative=True
         )
         n_init = self._resolve_n_init()
+        self._n_init = n_init  # scikit-learn keeps the resolved count here too
         if self.algorithm == "elkan" and n_clusters == 1:
             warnings.warn(
                 "algorithm='elkan' doesn't make sense for a single cluster. Using 'lloyd' instead.",
@@ -229,14 +262,20 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
 
         # Centre the data (scikit-learn does too): the distances expanded as
         # |x|² - 2 x·c + |c|² stay accurate in float32.
-        centred = X - offset.astype(X.dtype)
-        x = np.asarray(centred, dtype)
+        if sp.issparse(X):
+            x, variances = _dense_rows(X, lambda rows: rows - offset.astype(X.dtype), dtype)
+            init_data = X  # a callable init sees the sparse rows, as in scikit-learn
+        else:
+            centred = X - offset.astype(X.dtype)
+            x = np.asarray(centred, dtype)
+            variances = np.var(centred, axis=0)
+            init_data = centred
         weights = np.asarray(sample_weight, dtype)
         # scikit-learn's _tolerance: tol times the mean per-feature variance of X.
-        tol = 0.0 if self.tol == 0 else float(self.tol) * float(np.var(centred, axis=0).mean())
+        tol = 0.0 if self.tol == 0 else float(self.tol) * float(variances.mean())
 
         model = self._model_for(n_clusters, n_samples)
-        init_params = self._initial_centers(centred, offset, n_init, random_state, dtype)
+        init_params = self._initial_centers(init_data, offset, n_init, random_state, dtype)
         if init_params is not None:
             init_params = KMeansParams(np.asarray(model.pad(init_params).centers))
         key = _validation.random_key(random_state)
@@ -261,7 +300,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
             usable = (self.restarts_.status != Status.NON_FINITE) & np.isfinite(inertias)
             best = int(np.argmin(np.where(usable, inertias, np.inf)))
         if self.verbose:
-            self._print_trace(result, float(np.sum(sample_weight)))
+            self._print_trace(result, float(np.sum(sample_weight)), tol)
+        del x  # sparse input is densified again below, one dense copy at a time
 
         self.cluster_centers_ = (np.asarray(centers[best], np.float64) + offset).astype(dtype)
         self._fit_offset = offset
@@ -288,7 +328,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
         y : Ignored
         sample_weight : array-like of shape (n_samples,), default=None
 
@@ -304,7 +344,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
         y : Ignored
         sample_weight : array-like of shape (n_samples,), default=None
 
@@ -313,7 +353,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
         distances : ndarray of shape (n_samples, n_clusters)
         """
         self.fit(X, sample_weight=sample_weight)
-        return self._distances(_validation.check_data(self, X, reset=False))
+        return self._distances(X)
 
     def _resolve_n_init(self) -> int:
         """scikit-learn's ``n_init`` rule, with its warning for an array ``init``."""
@@ -336,20 +376,24 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
             return self.init
         return "array" if _is_arraylike_not_scalar(self.init) else "callable"
 
-    def _initial_centers(self, centred, offset, n_init, random_state, dtype):
-        """User-given initial centres in centred coordinates, or None for the model's."""
+    def _initial_centers(self, data, offset, n_init, random_state, dtype):
+        """User-given initial centres in centred coordinates, or None for the model's.
+
+        ``data`` is what a callable ``init`` receives: the centred rows, or sparse
+        rows uncentred (scikit-learn centres only dense input).
+        """
         name = self._init_name()
         if name == "array":
-            centers = check_array(self.init, dtype=centred.dtype, copy=True, order="C")
-            self._check_center_shape(centred, centers)
+            centers = check_array(self.init, dtype=data.dtype, copy=True, order="C")
+            self._check_center_shape(data, centers)
             return KMeansParams(np.asarray(centers - offset, dtype))
         if name == "callable":
             stacked = []
             for _ in range(n_init):
-                centers = self.init(centred, int(self.n_clusters), random_state=random_state)
-                centers = check_array(centers, dtype=centred.dtype, copy=False, order="C")
-                self._check_center_shape(centred, centers)
-                stacked.append(centers)
+                centers = self.init(data, int(self.n_clusters), random_state=random_state)
+                centers = check_array(centers, dtype=data.dtype, copy=False, order="C")
+                self._check_center_shape(data, centers)
+                stacked.append(centers - offset if sp.issparse(data) else centers)
             return KMeansParams(np.asarray(np.stack(stacked), dtype))
         return None
 
@@ -365,8 +409,13 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
                 f"the number of features of the data {X.shape[1]}."
             )
 
-    def _print_trace(self, result, total_weight):
-        """scikit-learn's verbose lines, reconstructed from the batched run's trace."""
+    def _print_trace(self, result, total_weight, tol):
+        """scikit-learn's verbose lines, reconstructed from the batched run's trace.
+
+        The trace holds every iteration's inertia but not the centre shift, so a
+        convergence is "strict" when ``tol`` is 0 (the only way to stop then) and
+        "center shift at most tol" otherwise.
+        """
         trace = np.asarray(result.restarts.trace)
         n_iters = np.asarray(result.restarts.n_iter)
         statuses = np.asarray(result.restarts.status)
@@ -376,7 +425,11 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
                 inertia = -float(trace[restart, iteration]) * total_weight
                 print(f"Iteration {iteration}, inertia {inertia}.")
             if statuses[restart] == Status.CONVERGED:
-                print(f"Converged at iteration {int(n_iters[restart]) - 1}.")
+                at = f"Converged at iteration {int(n_iters[restart]) - 1}"
+                if tol == 0:
+                    print(f"{at}: strict convergence.")
+                else:
+                    print(f"{at}: center shift at most tol, within tolerance {tol}.")
 
     # -- the base's hooks --------------------------------------------------------------------
     _evaluation_outputs = ("predict", "nearest_squared_distance")
@@ -393,6 +446,28 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
         centers = np.asarray(self.cluster_centers_, np.float64) - offset
         return KMeansParams(np.asarray(centers, dtype))
 
+    def _check_sparse(self, X, *, reset):
+        """scikit-learn's validation of sparse ``X``: any format to CSR, finite values."""
+        return validate_data(
+            self, X, reset=reset, accept_sparse="csr", dtype=[np.float64, np.float32]
+        )
+
+    def _check_test_data(self, X):
+        if sp.issparse(X):
+            return self._check_sparse(X, reset=False)
+        return _validation.check_data(self, X, reset=False)
+
+    def _evaluation_input(self, X):
+        """The base's ``(X, x, dtype, offset)``; sparse ``X`` centred block by block."""
+        if not sp.issparse(X):
+            return super()._evaluation_input(X)
+        _validation.check_fitted(self)
+        X = self._check_sparse(X, reset=False)
+        dtype = self._fitted_dtype()
+        offset = self._offset(X.shape[1])
+        x, _ = _dense_rows(X, lambda rows: self._centred(rows, offset, dtype), dtype)
+        return X, x, dtype, offset
+
     def _evaluate_restarts(self, model, params, x):
         """``(R, n)`` squared distance of every row to its nearest centre, per restart."""
         values = engine.evaluate(model, params, x, "nearest_squared_distance", restarts=True)
@@ -405,7 +480,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
 
         Returns
         -------
@@ -419,7 +494,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
 
         Returns
         -------
@@ -444,7 +519,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
         y : Ignored
         sample_weight : array-like of shape (n_samples,), default=None
 
@@ -453,7 +528,33 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
         score : float
         """
         _validation.check_fitted(self)
-        X = _validation.check_data(self, X, reset=False)
+        X = self._check_test_data(X)
         sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
         squared = self._evaluate(X, "nearest_squared_distance")
         return -float(np.dot(squared.astype(np.float64), sample_weight))
+
+
+def _dense_rows(X, centre, dtype):
+    """``centre`` of every block of rows of sparse ``X``, as one dense ``dtype`` array.
+
+    Densifying ``_SPARSE_BLOCK_ELEMENTS`` at a time bounds the memory beyond the dense
+    result (which the device needs) by one block.
+
+    Returns
+    -------
+    x : ndarray (n_samples, n_features) of ``dtype``
+    variances : ndarray (n_features,)
+        Per-feature variance of the centred rows (float64), for scikit-learn's ``tol``.
+    """
+    n_samples, n_features = X.shape
+    x = np.empty((n_samples, n_features), dtype)
+    total = np.zeros(n_features)
+    squares = np.zeros(n_features)
+    step = max(1, _SPARSE_BLOCK_ELEMENTS // max(n_features, 1))
+    for start in range(0, n_samples, step):
+        rows = centre(X[start : start + step].toarray())
+        x[start : start + step] = rows
+        total += rows.sum(axis=0, dtype=np.float64)
+        squares += np.square(rows, dtype=np.float64).sum(axis=0)
+    mean = total / n_samples
+    return x, squares / n_samples - mean * mean

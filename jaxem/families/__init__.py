@@ -13,8 +13,8 @@ from jaxem.families.gaussian import (
     Gaussian,
     GaussianHyper,
     GaussianParams,
-    GaussianStats,
     GaussianPriorHyper,
+    GaussianStats,
     gaussian,
 )
 from jaxem.families.poisson import Poisson, PoissonHyper, PoissonParams, poisson

@@ -169,6 +169,24 @@ def test_partial_initial_parameters_follow_sklearn(faithful):
     assert gm.lower_bound_ == -np.inf
 
 
+def test_lower_bounds_trace_the_kept_restart():
+    """scikit-learn 1.9's lower_bounds_: the kept initialisation's lower bound at each of
+    its n_iter_ iterations, as a list of floats ending with lower_bound_."""
+    X = _three_blobs()
+    gm = _shared(n_init=8, tol=1e-4, random_state=3).fit(X)
+    best = gm.restarts_.trace[gm.best_restart_]
+    assert gm.best_restart_ > 0  # not just the first restart's trace
+    assert isinstance(gm.lower_bounds_, list) and len(gm.lower_bounds_) == gm.n_iter_ > 2
+    assert all(type(value) is float for value in gm.lower_bounds_)
+    np.testing.assert_array_equal(gm.lower_bounds_, best[: gm.n_iter_])
+    assert gm.lower_bounds_[-1] == gm.lower_bound_
+    assert 0 <= gm.lower_bounds_[-1] - gm.lower_bounds_[-2] < gm.tol  # converged, EM ascent
+    assert np.all(np.diff(gm.lower_bounds_) > -1e-5)
+    # A warm start that converges at its first iteration has one value, as scikit-learn.
+    gm.set_params(warm_start=True).fit(X)
+    assert (gm.n_iter_, len(gm.lower_bounds_)) == (1, 1)
+
+
 def test_n_init_keeps_the_best_restart():
     """Restart keys do not depend on n_init (jax.random.split), so the single-init run is
     restart 0 of the n_init=8 run: the batch can only do as well or better."""

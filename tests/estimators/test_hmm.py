@@ -154,3 +154,122 @@ def test_other_bad_input():
     for estimator in [jaxem.GaussianHMM(2), jaxem.CategoricalHMM(2), jaxem.PoissonHMM(2)]:
         with pytest.raises(NotFittedError, match="is not fitted yet"):
             estimator.predict(np.zeros((3, 1), int))
+
+
+# -- model selection: aic, bic --------------------------------------------------------------
+def _hmmlearn_twin(ours, ref):
+    """``ref`` (an hmmlearn model) with every fitted parameter of ``ours``."""
+    for name in ["startprob_", "transmat_", *ours._emission_letters.values()]:
+        value = ours._covars_ if name == "covars_" else getattr(ours, name)
+        setattr(ref, name, np.array(value))
+    ref.n_features = ours.n_features
+    return ref
+
+
+def _model_pair(kind, **kwargs):
+    """(jaxem, hmmlearn) models of one kind: a covariance type, "categorical" or "poisson"."""
+    if kind == "categorical":
+        return jaxem.CategoricalHMM(K, **kwargs), hmm.CategoricalHMM(K, **kwargs)
+    if kind == "poisson":
+        return jaxem.PoissonHMM(K, **kwargs), hmm.PoissonHMM(K, **kwargs)
+    kwargs["covariance_type"] = kind
+    return jaxem.GaussianHMM(K, **kwargs), hmm.GaussianHMM(K, **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["diag", "full", "spherical", "tied", "categorical", "poisson"])
+@pytest.mark.parametrize("params", [None, "st"])
+def test_aic_bic_match_hmmlearn(kind, params):
+    """float32 fits; hmmlearn evaluates the same parameters in float64."""
+    rng = np.random.default_rng(6)
+    n = sum(LENGTHS)
+    if kind == "categorical":
+        X = rng.integers(0, 4, size=(n, 1))
+    elif kind == "poisson":
+        X = rng.poisson(rng.choice([1.0, 8.0], size=(n, 1)), size=(n, 2))
+    else:
+        X = _gaussian_X(6).astype(np.float32)
+    ours, ref = _model_pair(kind, **({} if params is None else {"params": params}))
+    ours.set_params(n_iter=5, random_state=0).fit(X, LENGTHS)
+    ref = _hmmlearn_twin(ours, ref)
+    # hmmlearn counts every parameter group whatever ``params`` says; so does jaxem.
+    assert ours._n_fit_scalars_per_param() == ref._get_n_fit_scalars_per_param()
+    for criterion in ["aic", "bic"]:
+        for lengths in [LENGTHS, None]:
+            expected = getattr(ref, criterion)(X, lengths)
+            np.testing.assert_allclose(getattr(ours, criterion)(X, lengths), expected, rtol=1e-5)
+    # The penalty itself, exactly: the two criteria differ by n_parameters * (log n - 2).
+    n_parameters = sum(ref._get_n_fit_scalars_per_param().values())
+    np.testing.assert_allclose(
+        ours.bic(X, LENGTHS) - ours.aic(X, LENGTHS), n_parameters * (np.log(n) - 2), rtol=1e-12
+    )
+
+
+def test_aic_bic_need_a_fitted_model():
+    with pytest.raises(NotFittedError, match="is not fitted yet"):
+        jaxem.GaussianHMM(2).aic(np.zeros((4, 1)))
+    with pytest.raises(NotFittedError, match="is not fitted yet"):
+        jaxem.PoissonHMM(2).bic(np.zeros((4, 1), int))
+
+
+# -- initialisation notices, too few samples ------------------------------------------------
+OVERWRITTEN = (
+    "Even though the {!r} attribute is set, it will be overwritten during initialization "
+    "because 'init_params' contains {!r}"
+)
+
+
+def _notices(caplog, logger):
+    return [r.getMessage() for r in caplog.records if r.name == logger and r.levelname == "WARNING"]
+
+
+def test_init_params_overwriting_set_attributes_is_logged_as_hmmlearn(caplog):
+    X = _gaussian_X(7)
+    kwargs = dict(n_components=K, n_iter=1, random_state=0, init_params="tm", params="st")
+    caplog.set_level("WARNING")
+    _set(hmm.GaussianHMM(**kwargs), means_=MEANS, covars_=COVARS["diag"]).fit(X, LENGTHS)
+    ours = _set(jaxem.GaussianHMM(**kwargs), means_=MEANS, covars_=COVARS["diag"])
+    ours.fit(X, LENGTHS)
+    expected = [OVERWRITTEN.format("transmat_", "t"), OVERWRITTEN.format("means_", "m")]
+    assert _notices(caplog, "hmmlearn.base") == expected
+    assert _notices(caplog, "jaxem.estimators.hmm") == expected
+    # Not overwritten (nor updated: not in params): the user's values, in float32.
+    np.testing.assert_allclose(ours._covars_, COVARS["diag"], rtol=1e-6)
+
+    # Nothing is logged when init_params leaves the set attributes alone, or for a first fit.
+    caplog.clear()
+    _set(jaxem.GaussianHMM(K, n_iter=1, init_params="c")).fit(X, LENGTHS)
+    jaxem.PoissonHMM(K, n_iter=1).fit(np.ones((20, 1), int))
+    assert _notices(caplog, "jaxem.estimators.hmm") == []
+    # A refit overwrites the previous fit's attributes: hmmlearn says so each time.
+    symbols = np.array([[0], [1], [1], [0]] * 2)
+    model = jaxem.CategoricalHMM(2, n_iter=1).fit(symbols)
+    model.fit(symbols)
+    names = [("startprob_", "s"), ("transmat_", "t"), ("emissionprob_", "e")]
+    assert _notices(caplog, "jaxem.estimators.hmm") == [OVERWRITTEN.format(*n) for n in names]
+
+
+def test_degenerate_model_is_logged_as_hmmlearn(caplog):
+    X = np.random.default_rng(8).normal(size=(6, 2))
+    caplog.set_level("WARNING")
+    hmm.GaussianHMM(4, n_iter=1, random_state=0).fit(X)
+    jaxem.GaussianHMM(4, n_iter=1, random_state=0).fit(X)
+    expected = [
+        "Fitting a model with 31 free scalar parameters with only 12 data points will "
+        "result in a degenerate solution."
+    ]
+    assert _notices(caplog, "hmmlearn.base") == expected
+    assert _notices(caplog, "jaxem.estimators.hmm") == expected
+
+
+@pytest.mark.parametrize(
+    "estimator, X",
+    [
+        (jaxem.GaussianHMM(4), np.zeros((3, 2))),
+        (jaxem.CategoricalHMM(4), np.array([[0], [1], [1]])),
+        (jaxem.PoissonHMM(4), np.ones((3, 1), int)),
+    ],
+)
+def test_more_states_than_samples_is_refused(estimator, X):
+    message = "Expected n_samples >= n_components but got n_components = 4, n_samples = 3"
+    with pytest.raises(ValueError, match=message):
+        estimator.fit(X, [2, 1])

@@ -11,6 +11,7 @@ import warnings
 import jax
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from sklearn.base import clone
 from sklearn.cluster import KMeans as SklearnKMeans
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
@@ -116,8 +117,9 @@ def test_n_init_and_callable_init_as_sklearn(x64, n_init):
     ("init", "expected"), [("k-means++", 1), ("random", 10), (np.zeros((3, 2)), 1)]
 )
 def test_n_init_auto_counts_initialisations(capsys, init, expected):
-    KMeans(3, init=init, n_init="auto", max_iter=1, verbose=1, random_state=0).fit(_blobs())
+    km = KMeans(3, init=init, n_init="auto", max_iter=1, verbose=1, random_state=0).fit(_blobs())
     assert capsys.readouterr().out.count("Initialization complete") == expected
+    assert km._n_init == expected  # scikit-learn's resolved count (its tests read it)
 
 
 def test_array_init_with_several_n_init_warns_and_runs_one(capsys):
@@ -126,8 +128,9 @@ def test_array_init_with_several_n_init_warns_and_runs_one(capsys):
         "instead of n_init=4."
     )
     with pytest.warns(RuntimeWarning, match=re.escape(message)):
-        KMeans(3, init=_blobs()[:3], n_init=4, verbose=1).fit(_blobs())
+        km = KMeans(3, init=_blobs()[:3], n_init=4, verbose=1).fit(_blobs())
     assert capsys.readouterr().out.count("Initialization complete") == 1
+    assert km._n_init == 1
 
 
 def test_best_initialisation_has_the_lowest_final_inertia(x64):
@@ -184,10 +187,116 @@ def test_transform_is_euclidean_distance_to_the_centres():
 
 
 def test_verbose_prints_sklearn_lines(capsys):
-    KMeans(3, n_init=1, random_state=0, verbose=1).fit(_blobs())
+    km = KMeans(3, n_init=1, random_state=0, verbose=1).fit(_blobs())
     out = capsys.readouterr().out
     assert out.startswith("Initialization complete\nIteration 0, inertia ")
-    assert "Converged at iteration" in out
+    assert f"Converged at iteration {km.n_iter_ - 1}: center shift at most tol, within" in out
+    # scikit-learn's test_kmeans_verbose patterns.
+    assert re.search(r"center shift .* within tolerance", out)
+    strict = KMeans(3, n_init=1, random_state=0, verbose=1, tol=0).fit(_blobs())
+    out = capsys.readouterr().out
+    assert re.search(r"Converged at iteration \d+: strict convergence\.", out)
+    lines = [line for line in out.splitlines() if line.startswith("Iteration")]
+    inertias = [float(line.split()[-1].rstrip(".")) for line in lines]
+    assert len(inertias) == strict.n_iter_
+    # Lloyd never increases the inertia; at strict convergence the last line is the
+    # inertia of the final centres.
+    assert np.all(np.diff(inertias) <= 1e-5 * inertias[0])
+    np.testing.assert_allclose(inertias[-1], strict.inertia_, rtol=1e-5)
+
+
+def test_elkan_gives_exactly_the_lloyd_result():
+    x = _blobs(n_clusters=4, seed=3)
+    for kwargs in ({"n_init": 3}, {"init": "random", "n_init": 2}):
+        lloyd = KMeans(4, random_state=0, algorithm="lloyd", **kwargs).fit(x)
+        elkan = KMeans(4, random_state=0, algorithm="elkan", **kwargs).fit(x)
+        for name in ATTRIBUTES:
+            np.testing.assert_array_equal(getattr(elkan, name), getattr(lloyd, name))
+
+
+@pytest.mark.parametrize("copy_x", [True, False])
+def test_x_is_never_modified(copy_x):
+    x = _blobs()
+    before = x.copy()
+    KMeans(3, random_state=0, copy_x=copy_x).fit(x)
+    np.testing.assert_array_equal(x, before)
+
+
+# -- 3b. sparse input -----------------------------------------------------------------------
+def _sparse_blobs():
+    x = _blobs(n_samples=200, n_features=6, n_clusters=4, seed=5)
+    return np.where(np.random.default_rng(6).random(x.shape) < 0.5, 0.0, x)
+
+
+@pytest.mark.parametrize(
+    "container", [sp.csr_matrix, sp.csr_array, sp.csc_matrix, sp.csc_array, sp.coo_matrix]
+)
+@pytest.mark.parametrize("block_elements", [None, 6 * 7])  # default, and 7 rows a block
+def test_sparse_input_gives_the_dense_result(container, block_elements, monkeypatch):
+    import jaxem.estimators.kmeans as module
+
+    if block_elements is not None:
+        monkeypatch.setattr(module, "_SPARSE_BLOCK_ELEMENTS", block_elements)
+    x = _sparse_blobs()
+    weights = np.random.default_rng(7).uniform(0.5, 2.0, len(x))
+    dense = KMeans(4, n_init=3, random_state=0).fit(x, sample_weight=weights)
+    sparse = KMeans(4, n_init=3, random_state=0).fit(container(x), sample_weight=weights)
+    np.testing.assert_array_equal(sparse.labels_, dense.labels_)
+    np.testing.assert_allclose(sparse.cluster_centers_, dense.cluster_centers_, rtol=1e-6)
+    np.testing.assert_allclose(sparse.inertia_, dense.inertia_, rtol=1e-6)
+    assert sparse.n_iter_ == dense.n_iter_
+    queries = x[::3] + 0.5
+    np.testing.assert_array_equal(sparse.predict(container(queries)), dense.predict(queries))
+    np.testing.assert_allclose(
+        sparse.transform(container(queries)), dense.transform(queries), rtol=1e-6
+    )
+    np.testing.assert_allclose(sparse.score(container(queries)), dense.score(queries), rtol=1e-6)
+    np.testing.assert_array_equal(
+        clone(sparse).fit_predict(container(x)), clone(dense).fit_predict(x)
+    )
+    np.testing.assert_allclose(
+        clone(sparse).fit_transform(container(x)), clone(dense).fit_transform(x), rtol=1e-6
+    )
+
+
+def test_sparse_float32_and_init_choices():
+    x = _sparse_blobs().astype(np.float32)
+    rows = [0, 50, 100, 150]
+    by_array = KMeans(4, init=x[rows]).fit(sp.csr_matrix(x))
+    dense = KMeans(4, init=x[rows]).fit(x)
+    # float32: the two data means (the centring offsets) may differ in the last bit.
+    np.testing.assert_allclose(by_array.cluster_centers_, dense.cluster_centers_, atol=1e-6)
+    np.testing.assert_array_equal(by_array.labels_, dense.labels_)
+    assert by_array.cluster_centers_.dtype == np.float32
+    # A callable init sees the sparse rows uncentred (as in scikit-learn); its centres
+    # are in the data's coordinates.
+    seen = []
+
+    def init(X, n_clusters, random_state):
+        seen.append(X)
+        return X[rows].toarray()
+
+    by_callable = KMeans(4, init=init, n_init=1).fit(sp.csr_matrix(x))
+    assert sp.issparse(seen[0])
+    np.testing.assert_allclose(by_callable.cluster_centers_, by_array.cluster_centers_)
+    np.testing.assert_array_equal(by_callable.labels_, by_array.labels_)
+
+
+def test_sparse_bad_input():
+    x = sp.csr_matrix(_sparse_blobs())
+    bad = x.copy()
+    bad.data[0] = np.nan
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        KMeans(3).fit(bad)
+    km = KMeans(3, random_state=0).fit(x)
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        km.predict(bad)
+    features = "X has 5 features, but KMeans is expecting 6 features as input."
+    for method in ("predict", "transform", "score"):
+        with pytest.raises(ValueError, match=features):
+            getattr(km, method)(sp.csr_matrix(np.zeros((4, 5))))
+    with pytest.raises(ValueError, match="n_samples=2 should be >= n_clusters=3"):
+        KMeans(3).fit(x[:2])
 
 
 # -- 4. degenerate data and bad input -------------------------------------------------------
@@ -305,13 +414,15 @@ def test_clone_and_pipeline():
 
 
 def _expected_failed_checks(estimator):
+    reason = (
+        "Random seeding: the check shuffles the weighted rows, so JAX's generator draws "
+        "other k-means++ seeds than for the repeated rows and the fits differ; weights "
+        "equal repetition exactly from the same initial centres "
+        "(test_sample_weights_equal_repeated_rows)."
+    )
     return {
-        "check_sample_weight_equivalence_on_dense_data": (
-            "Random seeding: the check shuffles the weighted rows, so JAX's generator draws "
-            "other k-means++ seeds than for the repeated rows and the fits differ; weights "
-            "equal repetition exactly from the same initial centres "
-            "(test_sample_weights_equal_repeated_rows)."
-        )
+        "check_sample_weight_equivalence_on_dense_data": reason,
+        "check_sample_weight_equivalence_on_sparse_data": reason,
     }
 
 

@@ -384,7 +384,9 @@ def test_array_unlike_its_metadata_is_refused(saved):
         jaxem.GaussianMixture.load(path)
 
 
-@pytest.mark.parametrize("attribute", ["predict", "__class__", "_precision_attribute", "n_components"])
+@pytest.mark.parametrize(
+    "attribute", ["predict", "__class__", "_precision_attribute", "n_components"]
+)
 def test_attribute_names_are_checked(saved, attribute):
     path, _ = saved
     _rewrite(path, lambda metadata, arrays: metadata["attributes"].update({attribute: 1}))
