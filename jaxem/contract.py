@@ -161,13 +161,13 @@ class Family(Protocol):
         """``(θ, bias)`` of shapes ``(K, F)`` and ``(K,)``."""
         ...
 
-    def m_step(self, stats, counts: Array, hyper, reference=None) -> Any:
+    def m_step(self, stats, counts: Array, hyper) -> Any:
         """Parameters from the weighted statistics ``stats`` (what :meth:`statistics`
-        returns: by default the feature sums ``(K, F)``) and the weights ``(K,)``.
+        returns, merged over chunks by :meth:`combine_stats`: by default the feature
+        sums ``(K, F)``) and the weights ``(K,)``.
 
-        ``reference`` is the parameters :meth:`statistics` was computed about (None
-        when it was given None). A component with a count of 0 must still get finite
-        parameters whenever ``hyper`` regularises it (for example ``reg_covar > 0``).
+        A component with a count of 0 must still get finite parameters whenever
+        ``hyper`` regularises it (for example ``reg_covar > 0``).
         """
         ...
 
@@ -188,12 +188,17 @@ class Family(Protocol):
         return self.features(x) @ theta.T + bias + self.log_base_measure(x)[:, None]
 
     def statistics(self, params, x: Array, resp: Array) -> Any:
-        """Additive weighted statistics of rows ``x`` under responsibilities ``resp``
+        """Weighted statistics of rows ``x`` under responsibilities ``resp``
         ``(n, K)``, for :meth:`m_step`. ``params`` are the E-step's parameters (None
-        at initialisation); sums over chunks of rows add up as long as ``params`` is
-        the same. Default: the feature sums ``respᵀ features(x)``."""
+        at initialisation). Statistics of chunks of rows merge with
+        :meth:`combine_stats`. Default: the feature sums ``respᵀ features(x)``."""
         del params
         return resp.T @ self.features(x).astype(resp.dtype)
+
+    def combine_stats(self, a, b):
+        """The statistics of two chunks of rows together; associative and
+        commutative. Default: their sum."""
+        return ops.tree_add(a, b)
 
     def data_dtype(self, compute_dtype):
         """dtype the data is stored in on the device (integer symbols stay integers)."""
@@ -295,21 +300,6 @@ class Model(Protocol):
         ...
 
     # -- optional, with defaults -------------------------------------------------------------
-    def log_densities(self, params, x: Array) -> Array:
-        """``(n, K)`` log-densities of every row under every component. Default: the
-        one product ``features(x) @ θᵀ + bias + log_base_measure(x)``; families whose
-        expanded form cancels (Gaussian) compute it about the component instead."""
-        theta, bias = self.natural_parameters(params)
-        return self.features(x) @ theta.T + bias + self.log_base_measure(x)[:, None]
-
-    def statistics(self, params, x: Array, resp: Array) -> Any:
-        """Additive weighted statistics of rows ``x`` under responsibilities ``resp``
-        ``(n, K)``, for :meth:`m_step`. ``params`` are the E-step's parameters (None
-        at initialisation); sums over chunks of rows add up as long as ``params`` is
-        the same. Default: the feature sums ``respᵀ features(x)``."""
-        del params
-        return resp.T @ self.features(x).astype(resp.dtype)
-
     def padded_rows(self, n_rows: int) -> int:
         """Rows (data units) the engine pads ``n_rows`` to, so that data sets of nearby
         sizes share one compiled program; padding has weight 0."""

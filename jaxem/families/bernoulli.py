@@ -131,10 +131,7 @@ class Bernoulli(Family):
         # log(1 - p) = -softplus(θ), stable for large |θ|.
         return logits, -jnp.sum(jax.nn.softplus(logits), axis=-1)
 
-    def m_step(
-        self, feature_sums, counts, hyper: BernoulliHyper, reference=None
-    ) -> BernoulliParams:
-        del reference  # feature sums need no reference point
+    def m_step(self, feature_sums, counts, hyper: BernoulliHyper) -> BernoulliParams:
         numerator = hyper.alpha - 1 + feature_sums
         denominator = hyper.alpha + hyper.beta - 2 + counts[:, None]
         # No weight and no pseudo-counts: nothing is known, p = 1/2 (finite logits).

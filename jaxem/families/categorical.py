@@ -150,10 +150,7 @@ class Categorical(Family):
             jnp.zeros((n_components,), log_probs.dtype),
         )
 
-    def m_step(
-        self, feature_sums, counts, hyper: CategoricalHyper, reference=None
-    ) -> CategoricalParams:
-        del reference  # feature sums need no reference point
+    def m_step(self, feature_sums, counts, hyper: CategoricalHyper) -> CategoricalParams:
         del counts
         n_components = feature_sums.shape[0]
         symbol_counts = feature_sums.reshape(n_components, -1, self.n_symbols)

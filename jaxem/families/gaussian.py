@@ -57,18 +57,24 @@ class GaussianParams(NamedTuple):
 
 
 class GaussianStats(NamedTuple):
-    """Weighted moments about each component's reference mean ``c_k`` (the E-step's
-    means, or 0 at initialisation); additive over rows for a fixed reference.
+    """Per component: total weight, weighted mean and scatter about that mean.
+
+    Chunks merge by Chan, Golub and LeVeque's pairwise update
+    (:meth:`Gaussian.combine_stats`), never by subtracting raw moments, so the
+    covariances keep their digits for data far from the origin and for components
+    much narrower than the data.
 
     Attributes
     ----------
-    first : (K, D) ``Σ r (x - c_k)``
-    second : ``Σ r (x - c_k)(x - c_k)ᵀ`` (K, D, D) for full and tied, its diagonal
-        (K, D) for diag, its trace (K,) for spherical.
+    weight : (K,) ``Σ r``
+    mean : (K, D) ``Σ r x / Σ r`` (0 where the weight is 0)
+    scatter : ``Σ r (x - mean)(x - mean)ᵀ`` (K, D, D) for full and tied, its
+        diagonal (K, D) for diag, its trace (K,) for spherical.
     """
 
-    first: jax.Array
-    second: jax.Array
+    weight: jax.Array
+    mean: jax.Array
+    scatter: jax.Array
 
 
 class GaussianHyper(NamedTuple):
@@ -255,35 +261,49 @@ class Gaussian(Family):
         return -0.5 * squared + log_det - 0.5 * n_features * ops.LOG_2PI
 
     def statistics(self, params: GaussianParams | None, x, resp) -> GaussianStats:
-        """Weighted first and second moments of ``x`` about each component's mean in
-        ``params`` (about 0 when None): exact where the raw moments ``Σ r x xᵀ`` would
-        cancel against ``N μ μᵀ`` (data far from the origin, narrow components)."""
+        """Weights, means and scatter about the means of the rows ``x`` under ``resp``,
+        computed in two passes over the chunk (exact where ``Σ r x xᵀ - N μ μᵀ``
+        would cancel). ``params`` is not needed."""
+        del params
         x = x.astype(resp.dtype)
-        n_components = resp.shape[1]
-        if params is None:
-            reference = jnp.zeros((n_components, x.shape[1]), resp.dtype)
-        else:
-            reference = params.means.astype(resp.dtype)
-        offsets = x[:, None, :] - reference[None]  # (n, K, D)
-        first = jnp.einsum("nk,nkd->kd", resp, offsets)
-        if self.covariance_type in ("full", "tied"):
-            second = jnp.einsum("nk,nkd,nke->kde", resp, offsets, offsets)
-        elif self.covariance_type == "diag":
-            second = jnp.einsum("nk,nkd->kd", resp, offsets * offsets)
-        else:
-            second = jnp.einsum("nk,nk->k", resp, jnp.sum(offsets * offsets, axis=-1))
-        return GaussianStats(first, second)
+        weight = resp.sum(0)
+        mean = (resp.T @ x) / _safe(weight)[:, None]
+        offsets = x[:, None, :] - mean[None]  # (n, K, D)
+        return GaussianStats(weight, mean, self._scatter(resp, offsets))
 
-    def m_step(self, stats: GaussianStats, counts, hyper, reference=None) -> GaussianParams:
+    def combine_stats(self, a: GaussianStats, b: GaussianStats) -> GaussianStats:
+        """The statistics of two chunks together (Chan, Golub & LeVeque): the means
+        move by ``δ n_b / n`` and the scatters add up with ``δ δᵀ n_a n_b / n``."""
+        weight = a.weight + b.weight
+        share = b.weight / _safe(weight)  # 0 when both are empty
+        delta = b.mean - a.mean
+        mean = a.mean + delta * share[:, None]
+        between = self._scatter((a.weight * share)[None], delta[None])
+        return GaussianStats(weight, mean, a.scatter + b.scatter + between)
+
+    def _scatter(self, resp, offsets):
+        """``Σ_n r_nk o_nk o_nkᵀ`` in this covariance type's layout, for offsets
+        ``o`` (n, K, D)."""
+        if self.covariance_type in ("full", "tied"):
+            return jnp.einsum("nk,nkd,nke->kde", resp, offsets, offsets)
+        squares = resp[:, :, None] * offsets * offsets
+        if self.covariance_type == "diag":
+            return squares.sum(0)
+        return squares.sum((0, 2))
+
+    def _scatter_about(self, stats: GaussianStats, counts, points):
+        """``Σ r (x - p)(x - p)ᵀ`` per component about ``points`` (K, D): the scatter
+        about the mean plus ``N (mean - p)(mean - p)ᵀ``, a sum of positive terms."""
+        return stats.scatter + self._scatter(counts[None], (stats.mean - points)[None])
+
+    def m_step(self, stats: GaussianStats, counts, hyper) -> GaussianParams:
         if isinstance(hyper, GaussianPriorHyper):
-            return self.map_m_step(stats, counts, hyper, reference=reference)
+            return self.map_m_step(stats, counts, hyper)
         safe_counts = counts + ops.tiny(counts.dtype)
-        shift = stats.first / safe_counts[:, None]  # mean minus the reference
-        means = _reference_means(reference, shift) + shift
-        # Scatter about the new means, divided by the floored count as scikit-learn does.
-        scatter = _scatter(self.covariance_type, stats, counts, shift)
+        means, scatter = stats.mean, stats.scatter
         reg = hyper.reg_covar
         n_features = means.shape[-1]
+        # Divided by the floored count, as scikit-learn does.
         if self.covariance_type == "full":
             covariance = scatter / safe_counts[:, None, None] + reg * jnp.eye(n_features)
             return GaussianParams(means, ops.precision_cholesky_from_covariance(covariance))
@@ -298,7 +318,7 @@ class Gaussian(Family):
         return GaussianParams(means, jnp.where(variance > 0, jax.lax.rsqrt(variance), jnp.nan))
 
     def map_m_step(
-        self, stats: GaussianStats, counts, hyper: GaussianPriorHyper, means=None, reference=None
+        self, stats: GaussianStats, counts, hyper: GaussianPriorHyper, means=None
     ) -> GaussianParams:
         """hmmlearn's MAP M-step (Huang, Acero & Hon, *Spoken Language Processing*).
 
@@ -311,18 +331,16 @@ class Gaussian(Family):
 
         ``reg_covar`` is then added to the diagonal. ``means`` (K, D), when given,
         are kept fixed instead of re-estimated (hmmlearn without ``"m"`` in ``params``).
-        ``stats`` are about ``reference``'s means (see :meth:`statistics`).
         """
-        origin = _reference_means(reference, stats.first)
         prior_mean, prior_weight = hyper.means_prior, hyper.means_weight
         if means is None:
             # An empty component without a prior keeps mean 0 instead of 0 / 0.
             weight = prior_weight + counts[:, None]
-            centred_prior = prior_weight * (prior_mean - origin)
-            means = origin + (centred_prior + stats.first) / jnp.where(weight > 0, weight, 1)
+            pulled = prior_weight * (prior_mean - stats.mean)
+            means = stats.mean + pulled / jnp.where(weight > 0, weight, 1)
         offset = means - prior_mean
         n_features = means.shape[-1]
-        scatter = _scatter(self.covariance_type, stats, counts, means - origin)
+        scatter = self._scatter_about(stats, counts, means)
         if self.covariance_type in ("diag", "spherical"):
             if self.covariance_type == "diag":
                 scatter = prior_weight * offset**2 + scatter
@@ -436,11 +454,10 @@ class Gaussian(Family):
 
         With ``"c"`` but not ``"m"`` the MAP covariances are re-estimated around the
         fixed old means, as hmmlearn does (only the MAP form keeps the means apart).
-        ``stats`` are about ``old``'s means.
         """
         update_means, update_covariances = "m" in update, "c" in update
         if update_covariances and not update_means and isinstance(hyper, GaussianPriorHyper):
-            new = self.map_m_step(stats, counts, hyper, means=old.means, reference=old)
+            new = self.map_m_step(stats, counts, hyper, means=old.means)
         return GaussianParams(
             new.means if update_means else old.means,
             new.precisions_cholesky if update_covariances else old.precisions_cholesky,
@@ -833,23 +850,9 @@ class Gaussian(Family):
         return CovarianceView(per_component=covariances, shared=None)
 
 
-def _reference_means(reference: GaussianParams | None, like):
-    """The means the statistics were taken about (zeros without a reference)."""
-    return jnp.zeros_like(like) if reference is None else reference.means.astype(like.dtype)
-
-
-def _scatter(covariance_type: str, stats: GaussianStats, counts, point):
-    """``Σ r (x-p)(x-p)ᵀ`` (full, tied), its diagonal (diag) or trace (spherical) per
-    component, from moments about the reference and ``point`` = p - reference:
-    ``S₂ - d S₁ᵀ - S₁ dᵀ + N d dᵀ``, whose terms are small when p is near the reference."""
-    first, second = stats
-    if covariance_type in ("full", "tied"):
-        cross = first[:, :, None] * point[:, None, :]
-        outer = counts[:, None, None] * point[:, :, None] * point[:, None, :]
-        return second - cross - jnp.swapaxes(cross, -1, -2) + outer
-    if covariance_type == "diag":
-        return second - 2 * first * point + counts[:, None] * point * point
-    return second - 2 * jnp.sum(first * point, -1) + counts * jnp.sum(point * point, -1)
+def _safe(weight):
+    """``weight`` with zeros replaced by ones, for divisions that must give 0 / 1."""
+    return jnp.where(weight > 0, weight, 1)
 
 
 def gaussian(

@@ -105,8 +105,7 @@ class Poisson(Family):
         log_rates = params.log_rates
         return log_rates, -jnp.sum(jnp.exp(log_rates), axis=-1)
 
-    def m_step(self, feature_sums, counts, hyper: PoissonHyper, reference=None) -> PoissonParams:
-        del reference  # feature sums need no reference point
+    def m_step(self, feature_sums, counts, hyper: PoissonHyper) -> PoissonParams:
         denominator = hyper.rates_weight + counts[:, None]
         rates = (hyper.rates_prior + feature_sums) / jnp.where(denominator > 0, denominator, 1)
         return PoissonParams(self.log_rates_from_rates(rates))

@@ -209,10 +209,7 @@ class HMM(Model):
         return stats, log_likelihood
 
     def m_step(self, stats: HMMStats, params: HMMParams, hyper) -> HMMParams:
-        reference = None if params is None else params.emissions
-        emissions = self.family.m_step(
-            stats.emission_stats, stats.counts, hyper.family, reference=reference
-        )
+        emissions = self.family.m_step(stats.emission_stats, stats.counts, hyper.family)
         if params is None:  # called from init: everything is new
             return HMMParams(
                 _normalize_rows(stats.initial), _normalize_rows(stats.transitions), emissions
@@ -241,6 +238,15 @@ class HMM(Model):
             startprob if "s" in self.update else params.startprob,
             transmat if "t" in self.update else params.transmat,
             emissions,
+        )
+
+    def combine_stats(self, a: HMMStats, b: HMMStats) -> HMMStats:
+        """Counts add; the family merges its own emission statistics."""
+        return HMMStats(
+            a.initial + b.initial,
+            a.transitions + b.transitions,
+            a.counts + b.counts,
+            self.family.combine_stats(a.emission_stats, b.emission_stats),
         )
 
     def converged(self, old_params, new_params, log_likelihood, previous, tol):

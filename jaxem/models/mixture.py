@@ -135,13 +135,16 @@ class Mixture(Model):
         active = self.active(hyper)
         counts = stats.counts + ops.tiny(stats.counts.dtype)
         total = jnp.sum(jnp.where(active, counts, 0))
-        reference = None if params is None else params.components
-        components = self.family.m_step(
-            stats.emission_stats, stats.counts, hyper.family, reference=reference
-        )
+        components = self.family.m_step(stats.emission_stats, stats.counts, hyper.family)
         return MixtureParams(
             log_weights=jnp.where(active, jnp.log(counts / total), -jnp.inf),
             components=self._pad_components(components, active),
+        )
+
+    def combine_stats(self, a: MixtureStats, b: MixtureStats) -> MixtureStats:
+        """Counts add; the family merges its own statistics."""
+        return MixtureStats(
+            a.counts + b.counts, self.family.combine_stats(a.emission_stats, b.emission_stats)
         )
 
     def is_finite(self, params: MixtureParams):
@@ -228,7 +231,7 @@ class Mixture(Model):
             return MixtureStats(resp.sum(0), family.statistics(None, x_chunk, resp))
 
         indexed = Chunks((chunks.x, chunks.weights, jnp.arange(chunks.n_chunks)), chunks.weights)
-        stats = _iterate.chunked_sum(chunk_stats, indexed)
+        stats = _iterate.chunked_sum(chunk_stats, indexed, self.combine_stats)
         return self.m_step(stats, None, hyper)
 
     def log_prob(self, params: MixtureParams, x):
