@@ -40,6 +40,8 @@ __all__ = ["EMEstimator", "component_bucket", "in_input_precision", "in_fitted_p
 #: Below this many (padded rows x padded components), component counts are padded to
 #: a bucket: compiling dominates the fit, so programs are shared across counts.
 _SMALL_PROBLEM = 1 << 20
+#: A feature whose mean exceeds this many standard deviations is centred before fitting.
+_FAR_FROM_ORIGIN = 10.0
 
 
 def component_bucket(n_components: int, n_rows: int) -> int:
@@ -112,10 +114,20 @@ class EMEstimator(BaseEstimator):
         """``(X, dtype, offset)``: scikit-learn's validation, the precision, the centre."""
         X = _validation.check_data(self, X, reset=True, ensure_min_samples=ensure_min_samples)
         dtype = _validation.compute_dtype(X.dtype)
-        # Centred rows keep the moment sums and the expanded distances exact when the
-        # data sits far from the origin (timestamps, offsets of 1e8), in both precisions.
-        offset = X.mean(axis=0, dtype=np.float64)
-        return X, dtype, offset
+        return X, dtype, self._centre(X)
+
+    def _centre(self, X):
+        """The offset subtracted from every row before fitting (added back after).
+
+        Features far from the origin against their spread (timestamps, offsets of
+        1e8: ``|mean| > 10 std``) are centred, so the seeding's expanded distances
+        and the float32 copy keep their digits. Others are left alone: centring
+        there would gain nothing and would round a narrow cluster near the origin
+        to the resolution of the data's mean.
+        """
+        mean = X.mean(axis=0, dtype=np.float64)
+        spread = X.std(axis=0, dtype=np.float64)
+        return np.where(np.abs(mean) > _FAR_FROM_ORIGIN * spread, mean, 0.0)
 
     def _model_for(self, n_components: int, n_rows: int):
         return self._build_model(int(n_components), component_bucket(n_components, n_rows))

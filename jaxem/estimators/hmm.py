@@ -163,7 +163,8 @@ class _BaseHMM(EMEstimator):
         X = self._check_X(X, reset=True)
         _validation.check_n_samples(X.shape[0], int(self.n_components))
         dtype = self._dtype(X)
-        observations, mask = pad_sequences(X, lengths, dtype=dtype)
+        self._fit_offset = self._data_offset(X)
+        observations, mask = pad_sequences(self._centred_rows(X), lengths, dtype=dtype)
         n_sequences = mask.shape[0]
         model = self._model(self.params)
         self._log_initialisation_notices(X)
@@ -369,7 +370,7 @@ class _BaseHMM(EMEstimator):
         self._check_shapes()
         X = self._check_X(X, reset=False)
         dtype = self._dtype(X)
-        observations, mask = pad_sequences(X, lengths, dtype=dtype)
+        observations, mask = pad_sequences(self._centred_rows(X), lengths, dtype=dtype)
         model = self._model("")
         params = HMMParams(
             jnp.asarray(self.startprob_, dtype),
@@ -451,6 +452,17 @@ class _BaseHMM(EMEstimator):
 
     def _sample_output(self, x):
         return x
+
+    def _data_offset(self, X):
+        """Offset subtracted from the observations before fitting; None: none."""
+        return None
+
+    def _centred_rows(self, X):
+        """``X`` minus the fit's offset (computed in float64, in ``X``'s dtype)."""
+        offset = getattr(self, "_fit_offset", None)
+        if offset is None:
+            return X
+        return np.asarray(np.asarray(X, np.float64) - offset, X.dtype)
 
     def _check_shapes(self):
         n = self.n_components
@@ -586,6 +598,13 @@ class GaussianHMM(_BaseHMM):
             self.n_features = X.shape[1]
         return X
 
+    def _data_offset(self, X):
+        """Features far from the origin are centred, as in the mixtures."""
+        return self._centre(X)
+
+    def _sample_output(self, x):
+        return x + self._offset(x.shape[1])
+
     def _layout_family(self):
         """A family for the covariance layout only (no priors); checks ``covariance_type``."""
         return Gaussian(covariance_type=self.covariance_type)
@@ -613,6 +632,7 @@ class GaussianHMM(_BaseHMM):
         means = np.asarray(getattr(self, "means_", np.zeros((n, d))), np.float64)
         if means.shape != (n, d):
             raise ValueError(f"means_ must have shape ({n}, n_features), got {means.shape}.")
+        means = means - self._offset(d)  # the fit works on centred rows
         if hasattr(self, "_covars_"):
             # hmmlearn's layout for the type (or its tiled spherical one), checked.
             covars = family.compact_covariances(self._covars_, n, d, name="covars_")
@@ -621,7 +641,7 @@ class GaussianHMM(_BaseHMM):
         return family.params_from_covariances(jnp.asarray(means, dtype), jnp.asarray(covars, dtype))
 
     def _set_emission_attributes(self, family, emissions):
-        self.means_ = np.asarray(emissions.means, np.float64)
+        self.means_ = np.asarray(emissions.means, np.float64) + self._offset(self.n_features)
         self._covars_ = np.asarray(family.covariances(emissions), np.float64)
 
     def _n_fit_scalars_per_emission(self):

@@ -136,9 +136,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
     ``labels_`` and ``inertia_`` from those centres, exactly as :meth:`predict` and
     :meth:`score` would; ``fit_predict(X)`` equals ``fit(X).predict(X)``.
 
-    **Precision.** jaxem computes in float64 only when ``X`` is float64 *and*
-    JAX's 64-bit mode is on; otherwise in float32, and the fitted arrays are
-    float32. It never changes that global flag itself.
+    **Precision.** As in scikit-learn, float64 (and integer) ``X`` is computed and
+    returned in float64, float32 ``X`` in float32, whatever JAX's global 64-bit
+    flag says (it is set around jaxem's own calls only, and restored). Pass
+    ``X.astype(np.float32)`` for float32's speed.
 
     **Differences from scikit-learn.** Random initialisations use JAX's random
     generator, so for a given ``random_state`` they differ from scikit-learn's
@@ -434,6 +435,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
     # -- the base's hooks --------------------------------------------------------------------
     _evaluation_outputs = ("predict", "nearest_squared_distance")
     _precision_attribute = "cluster_centers_"
+
+    def _centre(self, X):
+        """Always the column means, as scikit-learn's KMeans centres its data."""
+        return X.mean(axis=0, dtype=np.float64)
 
     def _build_model(self, n_components, max_components):
         init = "random" if self._init_name() == "random" else "k-means++"
