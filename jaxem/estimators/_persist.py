@@ -566,8 +566,8 @@ def _check_loaded(estimator, dtype, decoder: _Decoder) -> None:
     n_features = getattr(estimator, "n_features_in_", getattr(estimator, "n_features", None))
     sizes = {"K": n_components, "D": n_features}
     for attribute, rule in _SHAPES.items():
-        if attribute not in attributes or n_features is None:
-            continue
+        if attribute not in attributes or attributes[attribute] is None or n_features is None:
+            continue  # None: not fitted that way (an HMM whose emissions are not centred)
         value = np.asarray(attributes[attribute])
         try:
             if rule == "covars":  # hmmlearn accepts two layouts; the family checks them
