@@ -1,0 +1,254 @@
+"""scikit-learn's and hmmlearn's own test files, run against jaxem's estimators.
+
+At test time the peers' test files for these classes are copied out of the
+installed packages into a temporary directory, their imports are pointed at
+jaxem (``from sklearn.mixture import GaussianMixture`` imports jaxem's; other
+classes of the same files, such as ``MiniBatchKMeans``, stay the peer's), and they
+run in a pytest subprocess, once with JAX's 64-bit flag off (``JAX_ENABLE_X64``
+unset) and once on. See ``tests/dropin/harness.py`` for the copy and the rewrite.
+
+Every test of those files must pass, except those in :data:`EXCLUDED`: a test is
+excluded only when it cannot exercise jaxem's class at all, because it
+
+- tests a private function of the peer (``_compute_precision_cholesky``), calls a
+  private method of the peer's implementation on the estimator (``_initialize``,
+  hmmlearn's ``_init`` and ``_check``) or reads a private attribute jaxem does not
+  mirror, or patches the peer's internals (jaxem never calls them);
+- tests another class or function of the same file (``MiniBatchKMeans``,
+  ``BayesianGaussianMixture``, ``k_means``, ``kmeans_plusplus``);
+- depends on something outside the class (threadpool limits, scikit-learn's array
+  API dispatch).
+
+Private members that jaxem does mirror (``_n_parameters``, ``_covars_``) are not
+excluded, nor are private functions used only to compute a reference value. A test
+that fails because jaxem gets a number wrong or lacks a feature is a failure to
+fix, never an exclusion. If jaxem grows one of the private members named below,
+drop its entry.
+
+Run: ``python -m pytest tests/test_dropin.py`` (marked ``slow``; ``-m "not slow"``
+leaves it out). ``-k test_k_means`` or ``-k x64-off`` runs part of it; the
+subprocess runs only the files and flag settings selected. On failure the message
+lists the failing test ids grouped by their error. ``JAXEM_DROPIN_REPORTS=dir``
+keeps each run's JSON report (every test's outcome, error lines and time).
+"""
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+
+from tests.dropin import harness
+
+_INIT = "calls hmmlearn's private _BaseHMM._init (its parameter initialisation)"
+_CHECK = "calls hmmlearn's private _BaseHMM._check (its attribute validation)"
+_SPARSE_HELPERS = "tests a private helper of sklearn.cluster._k_means_common, no estimator"
+
+#: Test-id pattern (``file::[Class::]test[params]``, ``*`` matches anything) -> why it
+#: cannot test jaxem. Only the three kinds of reasons of the module docstring.
+EXCLUDED = {
+    # sklearn/mixture/tests/test_gaussian_mixture.py
+    "test_gaussian_mixture.py::test_suffstat_sk_full": (
+        "tests sklearn's private _estimate_gaussian_covariances_full and "
+        "_compute_precision_cholesky, no estimator"
+    ),
+    "test_gaussian_mixture.py::test_suffstat_sk_tied": (
+        "tests sklearn's private _estimate_gaussian_covariances_tied, no estimator"
+    ),
+    "test_gaussian_mixture.py::test_suffstat_sk_diag": (
+        "tests sklearn's private _estimate_gaussian_covariances_diag, no estimator"
+    ),
+    "test_gaussian_mixture.py::test_gaussian_suffstat_sk_spherical*": (
+        "tests sklearn's private _estimate_gaussian_covariances_spherical, no estimator"
+    ),
+    "test_gaussian_mixture.py::test_compute_log_det_cholesky*": (
+        "tests sklearn's private _compute_log_det_cholesky, no estimator"
+    ),
+    "test_gaussian_mixture.py::test_gaussian_mixture_log_probabilities": (
+        "tests sklearn's private _estimate_log_gaussian_prob, no estimator"
+    ),
+    "test_gaussian_mixture.py::test_gaussian_mixture_precisions_init[*": (
+        "calls sklearn's private BaseMixture._initialize(X, resp) and "
+        "GaussianMixture._set_parameters on the estimator"
+    ),
+    "test_gaussian_mixture.py::test_gaussian_mixture_all_init_does_not_estimate_*": (
+        "patches sklearn.mixture._gaussian_mixture._estimate_gaussian_parameters and counts "
+        "its calls; jaxem's class never calls it"
+    ),
+    "test_gaussian_mixture.py::test_gaussian_mixture_array_api_compliance[*": (
+        "scikit-learn's array API dispatch (sklearn.config_context(array_api_dispatch=True)) "
+        "over array_api_strict / torch / cupy namespaces: a scikit-learn global setting, "
+        "outside the class"
+    ),
+    "test_gaussian_mixture.py::test_gaussian_mixture_raises_where_array_api_not_implemented[*": (
+        "scikit-learn's array API dispatch, a scikit-learn global setting outside the class"
+    ),
+    # sklearn/mixture/tests/test_mixture.py: the GaussianMixture half only
+    "test_mixture.py::*[estimator1]": "the BayesianGaussianMixture() parametrisation",
+    # sklearn/cluster/tests/test_k_means.py
+    "test_k_means.py::*MiniBatchKMeans*": "the MiniBatchKMeans parametrisation",
+    "test_k_means.py::test_minibatch_*": "tests MiniBatchKMeans",
+    "test_k_means.py::test_relocate_empty_clusters[*": (
+        "tests sklearn's private _relocate_empty_clusters_dense / _sparse, no estimator"
+    ),
+    "test_k_means.py::test_euclidean_distance[*": _SPARSE_HELPERS,
+    "test_k_means.py::test_inertia[*": _SPARSE_HELPERS,
+    "test_k_means.py::test_is_same_clustering": _SPARSE_HELPERS,
+    "test_k_means.py::test_k_means_function*": (
+        "tests the function sklearn.cluster.k_means (which runs sklearn's KMeans), not the class"
+    ),
+    "test_k_means.py::test_kmeans_plusplus_*": "tests the function sklearn.cluster.kmeans_plusplus",
+    "test_k_means.py::test_result_equal_in_diff_n_threads[*": (
+        "limits OpenMP threads through threadpoolctl: sklearn's Cython threading, outside the class"
+    ),
+    "test_k_means.py::test_kmeans_init_auto_with_initial_centroids[KMeans-*": (
+        "reads sklearn's private attribute KMeans._n_init"
+    ),
+    "test_k_means.py::test_n_init_auto[*": "reads sklearn's private attribute KMeans._n_init",
+    "test_k_means.py::test_sample_weight_init[*": (
+        "calls sklearn's private _BaseKMeans._init_centroids"
+    ),
+    "test_k_means.py::test_sample_weight_zero[*": (
+        "calls sklearn's private _BaseKMeans._init_centroids"
+    ),
+    # hmmlearn/tests/test_gaussian_hmm.py
+    "test_gaussian_hmm.py::*::test_bad_covariance_type[*": _CHECK,
+    "test_gaussian_hmm.py::*::test_score_samples_and_decode[*": _INIT,
+    "test_gaussian_hmm.py::*::test_fit_too_little_data[*": _INIT,
+    "test_gaussian_hmm.py::*::test_covar_is_writeable[*": _INIT,
+    # hmmlearn/tests/test_categorical_hmm.py
+    "test_categorical_hmm.py::*::test_attributes[*": _CHECK,
+    "test_categorical_hmm.py::*::test_fit_with_init[*": _INIT,
+    "test_categorical_hmm.py::*::test__check_and_set_categorical_n_features[*": (
+        "calls hmmlearn's private CategoricalHMM._check_and_set_n_features"
+    ),
+    # hmmlearn/tests/test_poisson_hmm.py
+    "test_poisson_hmm.py::*::test_attributes[*": _CHECK,
+    "test_poisson_hmm.py::*::test_fit_with_init[*": _INIT,
+}
+
+MODES = {"x64-off": False, "x64-on": True}
+TIMEOUT = float(os.environ.get("JAXEM_DROPIN_TIMEOUT", 3600))
+
+
+@pytest.fixture(scope="session")
+def peer_tree(tmp_path_factory):
+    """The peers' test files, copied and pointed at jaxem, for this session."""
+    return harness.prepare(tmp_path_factory.mktemp("dropin"), EXCLUDED)
+
+
+@pytest.fixture(scope="session")
+def peer_report(request, peer_tree):
+    """``peer_report(mode)``: the report of one subprocess per mode, run on first use.
+
+    The subprocess runs every file that this session selected for that mode.
+    """
+    reports = {}
+
+    def report(mode):
+        if mode not in reports:
+            names = [
+                item.callspec.params["name"]
+                for item in request.session.items
+                if item.originalname == "test_peer_file_passes"
+                and item.callspec.params["mode"] == mode
+            ]
+            try:
+                reports[mode] = harness.run(peer_tree, names, MODES[mode], TIMEOUT)
+            except Exception as error:  # every file of the mode fails with it, once
+                reports[mode] = error
+            keep = os.environ.get("JAXEM_DROPIN_REPORTS")
+            if keep and isinstance(reports[mode], dict):
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                Path(keep, f"report-{mode}.json").write_text(json.dumps(reports[mode], indent=1))
+                shutil.copyfile(
+                    peer_tree.root / f"output-{mode}.txt", Path(keep, f"output-{mode}.txt")
+                )
+        if isinstance(reports[mode], Exception):
+            raise reports[mode]
+        return reports[mode]
+
+    return report
+
+
+def test_exclusions_are_patterns_of_known_files():
+    for pattern, reason in EXCLUDED.items():
+        assert pattern.partition("::")[0] in harness.PEER_FILES, pattern
+        assert reason.strip(), pattern
+
+
+def test_rewrite_points_the_classes_at_jaxem_and_keeps_line_numbers():
+    source = (
+        "from sklearn.cluster import (\n"
+        "    KMeans,\n"
+        "    MiniBatchKMeans as MB,\n"
+        ")\n"
+        "from .. import hmm\n"
+        "from . import normalized\n"
+        "from ..utils import normalize\n"
+        "def test_patch(monkeypatch):\n"
+        "    from sklearn.mixture import GaussianMixture as GM\n"
+        "    monkeypatch.setattr(sklearn.mixture._gaussian_mixture, '_f', None)\n"
+        "    mock.patch('sklearn.cluster.KMeans.fit')\n"
+    )
+    rewritten, names = harness.rewrite_source(source, "hmmlearn.tests")
+    lines = rewritten.splitlines()
+    assert len(lines) == len(source.splitlines())
+    assert lines[0] == "import jaxem; from sklearn.cluster import MiniBatchKMeans as MB; " + (
+        "from jaxem import KMeans"
+    )
+    assert lines[1:4] == ["", "", ""]
+    assert lines[4] == "import jaxem_hmm_shim as hmm"
+    assert lines[5] == "from . import normalized"  # hmmlearn's tests/__init__.py is copied
+    assert lines[6] == "from hmmlearn.utils import normalize"
+    assert lines[8] == "    from jaxem import GaussianMixture as GM"
+    assert lines[10] == "    mock.patch('jaxem.KMeans.fit')"
+    assert {"KMeans", "GaussianMixture", "hmmlearn.hmm", "jaxem.KMeans"} <= set(names)
+    assert harness.patching_tests(rewritten) == {"test_patch"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("name", list(harness.PEER_FILES))
+def test_peer_file_passes(name, mode, peer_tree, peer_report):
+    report = peer_report(mode)
+    summary = harness.file_summary(report, name)
+    print(
+        f"{name} [{mode}]: {summary['passed']} passed, {summary['failed']} failed, "
+        f"{summary['skipped']} skipped, {summary['excluded']} excluded, "
+        f"{summary['seconds']:.1f} s; whole run {report['wall_seconds']:.0f} s, "
+        f"{report['crashes']} interpreter crashes"
+    )
+    assert not summary["collection_errors"], summary["collection_errors"]
+
+    patching = {
+        key
+        for key in summary["tests"]
+        if key.partition("::")[2].rpartition("::")[2].partition("[")[0] in peer_tree.patching[name]
+    }
+    assert not patching, (
+        f"these tests patch scikit-learn or hmmlearn internals, which jaxem never calls: "
+        f"exclude them with a reason in EXCLUDED, or redirect the patch: {sorted(patching)}"
+    )
+
+    used = set(report["excluded"].values())
+    stale = [p for p in EXCLUDED if p.startswith(f"{name}::") and p not in used]
+    if stale:
+        warnings.warn(f"exclusions matching no test of {name}: {stale}", stacklevel=1)
+
+    unfinished = (
+        ""
+        if report["finished"]
+        else f"\nThe run did not finish: over {TIMEOUT:.0f} s (JAXEM_DROPIN_TIMEOUT) or over "
+        f"{harness.MAX_CRASHES} interpreter crashes; see {peer_tree.root}/output-{mode}.txt"
+    )
+    assert summary["passed"], f"no test of {name} passed{unfinished}"
+    assert not summary["failures"] and not unfinished, (
+        f"{summary['failed']} of {name}'s own tests fail against jaxem with JAX_ENABLE_X64 "
+        f"{'=1' if MODES[mode] else 'unset'} ({summary['passed']} passed, "
+        f"{summary['skipped']} skipped, {summary['excluded']} excluded); by error:\n"
+        + harness.describe_failures(summary["failures"])
+        + unfinished
+    )
