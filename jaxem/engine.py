@@ -50,6 +50,7 @@ __all__ = [
     "per_restart",
     "FitResult",
     "TracedFit",
+    "AllRestartsFailed",
     "RestartSummary",
     "Chunks",
     "Status",
@@ -72,6 +73,18 @@ _ALL_FAILED = (
     "reg_covar, fewer components, scaling the features, or float64 (float64 input to the "
     "estimators, or jax.enable_x64 around jaxem.fit)."
 )
+
+
+class AllRestartsFailed(ValueError):
+    """Every restart of a fit ended non-finite; ``restarts`` says what each did.
+
+    A ``ValueError``, so code that catches scikit-learn's error keeps working; the
+    estimators catch this class (never its message) to raise their peer's message.
+    """
+
+    def __init__(self, message: str, restarts: RestartSummary):
+        super().__init__(message)
+        self.restarts = restarts
 
 
 class RestartSummary(NamedTuple):
@@ -456,7 +469,8 @@ def finish(model, traced: TracedFit) -> FitResult:
     """Host-side result of a :class:`TracedFit`: raise if every restart failed, trim
     padded components, convert the scalars to Python numbers."""
     if not bool(traced.any_usable):
-        raise ValueError(_ALL_FAILED.format(n=traced.restarts.status.shape[0]))
+        restarts = jax.device_get(traced.restarts)
+        raise AllRestartsFailed(_ALL_FAILED.format(n=restarts.status.shape[0]), restarts)
     params, restarts = traced.params, traced.restarts
     if model.has_padding():  # on the host: trimmed shapes would mean new programs
         params = model.trim(jax.device_get(params))

@@ -392,7 +392,8 @@ def kmeans_plusplus_chunked(
 
     # First centre: a row drawn in proportion to its weight (as jax.random.choice).
     row_weights = jnp.where(weights > 0, weights, 0).astype(dtype)
-    fraction = 1 - jax.random.uniform(first_key, (1,), dtype)
+    # Draws are float32 in either precision, so float32 and float64 data seed alike.
+    fraction = 1 - jax.random.uniform(first_key, (1,), jnp.float32).astype(dtype)
     chunk_index, row_index = _draw_rows(
         fraction, row_weights.sum(axis=1), lambda i: row_weights[i], row_weights
     )
@@ -429,7 +430,9 @@ def kmeans_plusplus_chunked(
             _, closest = join_previous(chunk_points(index), index, labels[index])
             return _positive_mass(weights[index], closest).astype(dtype)
 
-        fractions = jax.random.uniform(jax.random.fold_in(loop_key, c), (n_local_trials,), dtype)
+        fractions = jax.random.uniform(
+            jax.random.fold_in(loop_key, c), (n_local_trials,), jnp.float32
+        ).astype(dtype)
         chunk_index, row_index = _draw_rows(fractions, chunk_totals, row_mass, row_weights)
         candidates = row_points(chunk_index, row_index)
 

@@ -286,15 +286,18 @@ default='kmeans'
             initial = None
 
         start = time.perf_counter()
-        result = self._engine_fit(
-            model,
-            x,
-            key=key,
-            n_restarts=n_restarts,
-            max_iter=max_iter,
-            tol=float(self.tol),
-            init_params=initial,
-        )
+        try:
+            result = self._engine_fit(
+                model,
+                x,
+                key=key,
+                n_restarts=n_restarts,
+                max_iter=max_iter,
+                tol=float(self.tol),
+                init_params=initial,
+            )
+        except engine.AllRestartsFailed as failure:
+            raise ValueError(_failed_fit_message(dtype, failure)) from failure
         elapsed = time.perf_counter() - start
         if self.verbose:
             self._print_trace(result, elapsed)
@@ -563,13 +566,31 @@ def _check_shape(param, param_shape, name):
         )
 
 
+def _failed_fit_message(dtype, failure) -> str:
+    """scikit-learn's message for a fit whose covariances broke down, then jaxem's."""
+    message = (
+        "Fitting the mixture model failed because some components have ill-defined "
+        "empirical covariance (for instance caused by singleton or collapsed samples). "
+        "Try to decrease the number of components, increase reg_covar, or scale the "
+        "input data."
+    )
+    if dtype == np.float32:
+        message += (
+            " The numerical accuracy can also be improved by passing float64 data "
+            "instead of float32."
+        )
+    return f"{message} ({failure})"
+
+
 def _check_weights(weights, n_components):
     weights = check_array(weights, dtype=[np.float64, np.float32], ensure_2d=False)
     _check_shape(weights, (n_components,), "weights")
     if np.any(weights < 0.0) or np.any(weights > 1.0):
         raise ValueError(
+            # scikit-learn's message word for word (its labels swap min and max), so
+            # code and tests matching it keep working.
             "The parameter 'weights' should be in the range [0, 1], but got "
-            f"max value {np.max(weights):.5f}, min value {np.min(weights):.5f}"
+            f"max value {np.min(weights):.5f}, min value {np.max(weights):.5f}"
         )
     atol = 1e-6 if weights.dtype == np.float32 else 1e-8
     if not np.allclose(abs(1.0 - np.sum(weights)), 0.0, atol=atol):

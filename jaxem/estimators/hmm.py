@@ -6,7 +6,10 @@ restarts at once on the device and keeps the best (hmmlearn has one); the EM loo
 is one compiled program; ``implementation`` also accepts ``"associative"`` (a
 parallel-in-time forward-backward for accelerators) and ``"blocked"`` (a two-level
 blocked forward-backward, faster on a CPU for a few very long sequences); ``"log"`` and
-``"scaling"`` both run the sequential log-space one.
+``"scaling"`` both run the sequential log-space one, and ``"scaling"`` fails where
+hmmlearn's scaled forward pass underflows (a step with every emission density below
+float64's smallest number), with hmmlearn's ValueError, so code written against that
+behaviour keeps it; use ``"log"`` to fit such data.
 
 Precision follows the input, as in the mixtures: float32 observations are computed
 in float32, float64, integer symbols and counts in float64, whatever JAX's global
@@ -174,16 +177,24 @@ class _BaseHMM(EMEstimator):
         key = _validation.random_key(self.random_state)
         init_key, fit_key = jax.random.split(key)
         initial = self._initial_params(model, init_key, data, hyper, n_init, dtype)
-        result = self._engine_fit(
-            model,
-            data,
-            key=fit_key,
-            n_restarts=n_init,
-            max_iter=int(self.n_iter),
-            tol=float(self.tol) / n_sequences,
-            init_params=initial,
-            hyper=hyper,
-        )
+        try:
+            result = self._engine_fit(
+                model,
+                data,
+                key=fit_key,
+                n_restarts=n_init,
+                max_iter=int(self.n_iter),
+                tol=float(self.tol) / n_sequences,
+                init_params=initial,
+                hyper=hyper,
+            )
+        except engine.AllRestartsFailed as failure:
+            if self.implementation != "scaling":
+                raise
+            raise ValueError(  # hmmlearn's message: its scaling pass underflows likewise
+                "forward pass failed with underflow; consider using implementation='log' "
+                f"instead ({failure})"
+            ) from failure
         self._set_params(model.family, result.params)
         trace = np.asarray(result.restarts.trace[result.best_restart], np.float64)
         history = trace[: result.n_iter] * n_sequences
@@ -261,6 +272,7 @@ class _BaseHMM(EMEstimator):
             update=update,
             startprob_prior=self.startprob_prior,
             transmat_prior=self.transmat_prior,
+            fail_on_underflow=self.implementation == "scaling",
         )
 
     def _initial_params(self, model, key, data, hyper, n_init, dtype):
@@ -602,6 +614,13 @@ class GaussianHMM(_BaseHMM):
         """Features far from the origin are centred, as in the mixtures."""
         return self._centre(X)
 
+    def _centred_means_prior(self):
+        """``means_prior`` in the centred coordinates the fit works in."""
+        offset = getattr(self, "_fit_offset", None)
+        if offset is None or not np.any(offset):
+            return self.means_prior
+        return np.asarray(self.means_prior, np.float64) - offset
+
     def _sample_output(self, x):
         return x + self._offset(x.shape[1])
 
@@ -618,7 +637,7 @@ class GaussianHMM(_BaseHMM):
             covariance_type=self.covariance_type,
             reg_covar=0.0,
             map_prior=True,
-            means_prior=self.means_prior,
+            means_prior=self._centred_means_prior(),
             means_weight=self.means_weight,
             covars_prior=self.covars_prior,
             covars_weight=self.covars_weight,

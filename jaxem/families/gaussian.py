@@ -300,7 +300,11 @@ class Gaussian(Family):
         if isinstance(hyper, GaussianPriorHyper):
             return self.map_m_step(stats, counts, hyper)
         safe_counts = counts + ops.tiny(counts.dtype)
-        means, scatter = stats.mean, stats.scatter
+        # scikit-learn's means divide by the floored count, Σ r x / (N + 10 eps), and its
+        # covariances are about them: a lone point keeps a tiny positive variance there,
+        # as in scikit-learn, where the exact scatter about its own mean is 0.
+        means = stats.mean * (counts / safe_counts)[:, None]
+        scatter = self._scatter_about(stats, counts, means)
         reg = hyper.reg_covar
         n_features = means.shape[-1]
         # Divided by the floored count, as scikit-learn does.
@@ -762,7 +766,8 @@ class Gaussian(Family):
         Raises
         ------
         ValueError
-            If the shape is neither the layout's nor (spherical) the tiled one.
+            If the shape is neither the layout's nor (spherical) the tiled one or
+            ``n_components`` values in a ``(K, 1, ...)`` array, as hmmlearn accepts.
 
         Examples
         --------
@@ -777,8 +782,11 @@ class Gaussian(Family):
         """
         covariances = np.asarray(covariances, np.float64)
         expected = self.layout_shape(n_components, n_features)
-        if self.covariance_type == "spherical" and covariances.shape == (n_components, n_features):
-            covariances = covariances.mean(axis=1)  # hmmlearn's tiled layout
+        if self.covariance_type == "spherical":
+            if covariances.shape == (n_components, n_features):
+                covariances = covariances.mean(axis=1)  # hmmlearn's tiled layout
+            elif covariances.ndim > 1 and covariances.size == n_components == len(covariances):
+                covariances = covariances.reshape(n_components)  # hmmlearn ravels (K, 1, ...)
         if covariances.shape != expected:
             raise ValueError(
                 f"{self.covariance_type!r} {name} must have shape {expected}, "

@@ -129,6 +129,11 @@ class HMM(Model):
     startprob_prior, transmat_prior : float or array
         Dirichlet concentrations; the M-step adds ``prior - 1`` pseudo-counts and
         clips at 0 (hmmlearn). 1 is maximum likelihood.
+    fail_on_underflow : bool
+        Emulate hmmlearn's ``implementation="scaling"``: a sequence with a step whose
+        emission probabilities all underflow in float64 (log-density below -745.13
+        in every state) has log-likelihood ``-inf``, so a fit fails as hmmlearn's
+        does. False (default): the log-space recursions need no such limit.
 
     Notes
     -----
@@ -165,6 +170,7 @@ class HMM(Model):
     init_transitions: str = "random"
     startprob_prior: float = dataclasses.field(default=1.0, compare=False)
     transmat_prior: float = dataclasses.field(default=1.0, compare=False)
+    fail_on_underflow: bool = False
 
     outputs: ClassVar[tuple[str, ...]] = ("log_prob", "posterior", "viterbi")
 
@@ -378,7 +384,15 @@ class HMM(Model):
         posterior = jax.vmap(smoother, in_axes=(None, None, 0, 0))(
             _log(params.startprob), _log(params.transmat), log_emission, valid
         )
+        if self.fail_on_underflow:
+            underflow = jnp.any(valid & (log_emission.max(-1) < _LOG_SMALLEST_FLOAT64), axis=1)
+            log_likelihood = jnp.where(underflow, -jnp.inf, posterior.log_likelihood)
+            posterior = posterior._replace(log_likelihood=log_likelihood)
         return posterior, frames, valid
+
+
+#: log of the smallest positive float64 (a subnormal): below it exp() underflows to 0.
+_LOG_SMALLEST_FLOAT64 = -745.1332191019411
 
 
 def hmm(
@@ -390,6 +404,7 @@ def hmm(
     init_transitions: str = "random",
     startprob_prior: float = 1.0,
     transmat_prior: float = 1.0,
+    fail_on_underflow: bool = False,
 ) -> HMM:
     """Hidden Markov model over ``family``; see :class:`HMM`."""
     return HMM(
@@ -400,6 +415,7 @@ def hmm(
         init_transitions=init_transitions,
         startprob_prior=startprob_prior,
         transmat_prior=transmat_prior,
+        fail_on_underflow=fail_on_underflow,
     )
 
 

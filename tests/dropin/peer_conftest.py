@@ -71,6 +71,16 @@ JAXEM_HMM_CLASSES = {
     "PoissonHMM": jaxem.PoissonHMM,
 }
 
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_jax_caches():
+    """Drop compiled programs between modules, as jaxem's own conftest does: hundreds
+    of programs in one long process exhaust the memory maps and crash XLA."""
+    yield
+    import jax
+
+    jax.clear_caches()
+
+
 _RESULTS: dict = {}  # tests under way, by id
 _START = time.perf_counter()
 

@@ -273,3 +273,22 @@ def test_more_states_than_samples_is_refused(estimator, X):
     message = "Expected n_samples >= n_components but got n_components = 4, n_samples = 3"
     with pytest.raises(ValueError, match=message):
         estimator.fit(X, [2, 1])
+
+
+@pytest.mark.parametrize("implementation", ["scaling", "log"])
+def test_scaling_fails_where_hmmlearns_scaled_pass_underflows(implementation):
+    """An outlier 1e4 away from both unit-variance states underflows every emission
+    probability in float64: hmmlearn's "scaling" raises, "log" fits; jaxem the same."""
+    rng = np.random.default_rng(0)
+    data = np.concatenate([rng.normal(0, 1, 100), rng.normal(5, 1, 100)])[:, None]
+    data[40] = 10_000
+    model = jaxem.GaussianHMM(
+        2, covariance_type="spherical", implementation=implementation, init_params=""
+    )
+    model.startprob_, model.transmat_ = [0.0, 1.0], [[0.4, 0.6], [0.6, 0.4]]
+    model.means_, model.covars_ = [[0.0], [5.0]], [1.0, 1.0]
+    if implementation == "scaling":
+        with pytest.raises(ValueError, match="forward pass failed with underflow"):
+            model.fit(data)
+    else:
+        assert np.isfinite(model.fit(data).score(data))
