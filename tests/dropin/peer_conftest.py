@@ -71,6 +71,7 @@ JAXEM_HMM_CLASSES = {
     "PoissonHMM": jaxem.PoissonHMM,
 }
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _fresh_jax_caches():
     """Drop compiled programs between modules, as jaxem's own conftest does: hundreds
