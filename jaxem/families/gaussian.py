@@ -370,8 +370,14 @@ class Gaussian(Family):
         else:
             denominator = jnp.maximum(weight + counts.sum(), 1e-5)
             covariance = (hyper.covars_prior + scatter.sum(0)) / denominator
-        covariance = covariance + hyper.reg_covar * jnp.eye(n_features, dtype=means.dtype)
-        return GaussianParams(means, ops.precision_cholesky_from_covariance(covariance))
+        eye = jnp.eye(n_features, dtype=means.dtype)
+        covariance = covariance + hyper.reg_covar * eye
+        chol = ops.precision_cholesky_from_covariance(covariance)
+        # hmmlearn evaluates a covariance that is not positive definite as Σ + min_covar I
+        # (its Cholesky retry); the same here, per matrix, so such a state stays usable.
+        rescued = ops.precision_cholesky_from_covariance(covariance + hyper.init_covar * eye)
+        usable = jnp.all(jnp.isfinite(chol), axis=(-2, -1), keepdims=True)
+        return GaussianParams(means, jnp.where(usable, chol, rescued))
 
     def n_parameters(self, n_components: int, n_features: int) -> int:
         covariance = {

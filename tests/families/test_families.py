@@ -595,3 +595,15 @@ def test_check_data_accepts_the_support():
 
 
 # -- layering ----------------------------------------------------------------------------------
+
+
+def test_map_m_step_rescues_a_singular_covariance_as_hmmlearn(x64):
+    """hmmlearn evaluates a covariance that is not positive definite as Σ + min_covar I."""
+    family = jaxem.gaussian("full", reg_covar=0.0, map_prior=True, covars_prior=0.0)
+    hyper = family.hyper(jnp.float64)
+    x = jnp.array([[1.0, 2.0], [3.0, 6.0]])  # two points on a line: a singular scatter
+    resp = jnp.ones((2, 1), jnp.float64)
+    params = family.m_step(family.statistics(None, x, resp), resp.sum(0), hyper)
+    scatter = np.cov(np.asarray(x).T, bias=True)
+    expected = np.linalg.inv(scatter + 1e-3 * np.eye(2))  # init_covar: hmmlearn's min_covar
+    np.testing.assert_allclose(family.precisions(params)[0], expected, rtol=1e-10)
