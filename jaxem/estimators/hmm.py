@@ -642,6 +642,7 @@ class GaussianHMM(_BaseHMM):
             covars_prior=self.covars_prior,
             covars_weight=self.covars_weight,
             init_covar=self.min_covar,
+            exact=True,
         )
 
     def _emission_params(self, family, dtype):

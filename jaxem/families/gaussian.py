@@ -144,6 +144,14 @@ class Gaussian(Family):
         Added to the diagonal of the data covariance that initialises every
         covariance in :meth:`initial_params` (hmmlearn's ``min_covar``). Excluded
         from equality.
+    exact : bool
+        False (default): the one-GEMM natural-parameter forms, the fastest on a CPU;
+        the expanded quadratic forms lose digits for components much narrower than
+        their distance from the origin (centre the data). True: log-densities from
+        whitened offsets ``(x - μ_k) U_k`` and statistics in two passes per chunk
+        (scatter about each component's chunk mean), exact in either precision but
+        batched small products, several times slower on a CPU (measured in
+        ``benchmarks/RESULTS.md``). The estimators use True.
 
     Examples
     --------
@@ -164,6 +172,7 @@ class Gaussian(Family):
     covars_prior: float = dataclasses.field(default=1e-2, compare=False)
     covars_weight: float = dataclasses.field(default=1.0, compare=False)
     init_covar: float = dataclasses.field(default=1e-3, compare=False)
+    exact: bool = False
 
     update_letters: ClassVar[str] = "mc"
 
@@ -243,6 +252,8 @@ class Gaussian(Family):
         """``(n, K)`` log-densities from the whitened offsets ``y = (x - μ_k) U_k``:
         ``-½|y|² + log|U_k| - D/2 log 2π``. No quadratic form is expanded, so a
         component far narrower than the data's spread keeps its digits."""
+        if not self.exact:
+            return super().log_densities(params, x)
         means, chol = params
         x = x.astype(means.dtype)
         n_features = means.shape[-1]
@@ -268,8 +279,21 @@ class Gaussian(Family):
         x = x.astype(resp.dtype)
         weight = resp.sum(0)
         mean = (resp.T @ x) / _safe(weight)[:, None]
+        if not self.exact:  # raw second moments by one product, then about the mean
+            return GaussianStats(weight, mean, self._raw_scatter(resp, x, weight, mean))
         offsets = x[:, None, :] - mean[None]  # (n, K, D)
         return GaussianStats(weight, mean, self._scatter(resp, offsets))
+
+    def _raw_scatter(self, resp, x, weight, mean):
+        """``Σ r x xᵀ - N m mᵀ`` from one ``respᵀ features`` product (``exact=False``)."""
+        n_features = x.shape[1]
+        second = resp.T @ self.features(x)[:, :-n_features]
+        if self.covariance_type in ("full", "tied"):
+            second = ops.unvech(second, n_features)
+        elif self.covariance_type == "spherical":
+            second = second[:, 0]
+        centre = self._scatter(weight[None], mean[None])
+        return second - centre
 
     def combine_stats(self, a: GaussianStats, b: GaussianStats) -> GaussianStats:
         """The statistics of two chunks together (Chan, Golub & LeVeque): the means
@@ -870,12 +894,21 @@ def _safe(weight):
 
 
 def gaussian(
-    covariance_type: str = "full", reg_covar: float = 1e-6, *, init_covar: float = 1e-3, **priors
+    covariance_type: str = "full",
+    reg_covar: float = 1e-6,
+    *,
+    init_covar: float = 1e-3,
+    exact: bool = False,
+    **priors,
 ) -> Gaussian:
     """Gaussian component family; see :class:`Gaussian`.
 
     ``priors`` are the optional MAP fields (``map_prior=True``, ``means_prior``, ...).
     """
     return Gaussian(
-        covariance_type=covariance_type, reg_covar=reg_covar, init_covar=init_covar, **priors
+        covariance_type=covariance_type,
+        reg_covar=reg_covar,
+        init_covar=init_covar,
+        exact=exact,
+        **priors,
     )

@@ -46,11 +46,12 @@ def _responsibilities(rng, n_rows, n_components):
 # -- log-densities against scipy ------------------------------------------------------------
 
 
+@pytest.mark.parametrize("exact", [False, True])
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
-def test_gaussian_log_densities_match_scipy(covariance_type, x64):
+def test_gaussian_log_densities_match_scipy(covariance_type, exact, x64):
     rng = np.random.default_rng(0)
     n_components, n_features = 3, 4
-    family = jaxem.gaussian(covariance_type)
+    family = jaxem.gaussian(covariance_type, exact=exact)
     means = rng.normal(size=(n_components, n_features)) * 3
     layout, full = _gaussian_layout(covariance_type, rng, n_components, n_features)
     params = family.from_layout(jnp.float64, means=means, covariances=layout)
@@ -127,12 +128,13 @@ def _m_step(family, x, resp):
     return family.m_step(stats, resp.sum(0), family.hyper(jnp.float64))
 
 
+@pytest.mark.parametrize("exact", [False, True])
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
-def test_gaussian_m_step_matches_naive_weighted_estimate(covariance_type, x64):
+def test_gaussian_m_step_matches_naive_weighted_estimate(covariance_type, exact, x64):
     rng = np.random.default_rng(4)
     x = rng.normal(size=(60, 3)) * [1.0, 2.0, 0.5] + 1.0
     resp = _responsibilities(rng, 60, 3)
-    family = jaxem.gaussian(covariance_type, reg_covar=1e-3)
+    family = jaxem.gaussian(covariance_type, reg_covar=1e-3, exact=exact)
     params = _m_step(family, x, resp)
     counts = resp.sum(0)
     means = resp.T @ x / counts[:, None]
