@@ -120,8 +120,8 @@ default='kmeans'
     **Precision.** As in scikit-learn, float64 (and integer) ``X`` is computed and
     returned in float64, float32 ``X`` in float32, whatever JAX's global 64-bit
     flag says (it is set around jaxem's own calls only, and restored). float32 is
-    the fast path: pass ``X.astype(np.float32)`` for its speed (about 1.6-2x on a
-    CPU for this class, more on a GPU). The data is centred before fitting and
+    the fast path: pass ``X.astype(np.float32)`` for its speed (1.8-2.0x on a
+    2-core CPU for this class, ``benchmarks/RESULTS.md``). The data is centred before fitting and
     the statistics are taken about each component's mean, so offsets and narrow
     components keep their digits; :meth:`predict` and :meth:`score` evaluate in
     the precision of the fitted attributes.

@@ -14,7 +14,8 @@ behaviour keeps it; use ``"log"`` to fit such data.
 Precision follows the input, as in the mixtures: float32 observations are computed
 in float32, float64, integer symbols and counts in float64, whatever JAX's global
 64-bit flag says (it is set for each call only). Fitted attributes are float64, as
-hmmlearn's.
+hmmlearn's. On a 2-core CPU a diagonal GaussianHMM ran no faster in float32
+(``benchmarks/RESULTS.md``); float32 is meant for accelerators.
 
 Convergence is hmmlearn's: stop when the increase of the total log-likelihood
 (summed over sequences) is below ``tol``. The engine tracks the mean per sequence,
