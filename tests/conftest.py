@@ -1,5 +1,6 @@
 """Shared fixtures. x64 is switched on only inside the tests that ask for it."""
 
+import sys
 from pathlib import Path
 
 import jax
@@ -71,3 +72,11 @@ def _release_compiled_programs():
     XLA's compiler. Programs are shared within a module, where the tests reuse them."""
     yield
     jax.clear_caches()
+
+
+def pytest_collection_finish(session):
+    """Start the peers' test files (tests/test_dropin.py) in the background at once,
+    so they run beside the rest of the suite instead of after it."""
+    module = sys.modules.get("tests.test_dropin")
+    if module is not None:
+        module.start_peer_runs(session.items)

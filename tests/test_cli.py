@@ -378,7 +378,9 @@ def test_every_restart_failing_is_one_line_exit_2(capsys, tmp_path):
     path = tmp_path / "singular.npy"
     np.save(path, np.hstack([eruptions, eruptions]))
     status, out, err = run(capsys, "fit", path, *SHARED, "--reg-covar", 0)
-    assert_one_line_error(status, out, err, "fit failed: All 16 restarts", "--reg-covar")
+    assert_one_line_error(
+        status, out, err, "fit failed: Fitting the mixture model failed", "All 16 restarts"
+    )
 
 
 # -- errors: one line on stderr, exit status 2 ---------------------------------------------

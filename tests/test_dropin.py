@@ -36,6 +36,7 @@ import concurrent.futures
 import json
 import os
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -130,49 +131,66 @@ MODES = {"x64-off": False, "x64-on": True}
 TIMEOUT = float(os.environ.get("JAXEM_DROPIN_TIMEOUT", 3600))
 
 
+#: mode -> future of its report, started by :func:`start_peer_runs` at collection end,
+#: and "tree": the copied files they run.
+_RUNS: dict = {}
+
+
+def _selected_files(items) -> dict:
+    """mode -> the peer files this session selected for it."""
+    selected: dict = {}
+    for item in items:
+        if getattr(item, "originalname", None) == "test_peer_file_passes":
+            params = item.callspec.params
+            selected.setdefault(params["mode"], []).append(params["name"])
+    return selected
+
+
+def _run_mode(tree, mode, names):
+    try:
+        result = harness.run(tree, names, MODES[mode], TIMEOUT)
+    except Exception as error:  # every file of the mode fails with it, once
+        return error
+    keep = os.environ.get("JAXEM_DROPIN_REPORTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        Path(keep, f"report-{mode}.json").write_text(json.dumps(result, indent=1))
+        shutil.copyfile(tree.root / f"output-{mode}.txt", Path(keep, f"output-{mode}.txt"))
+    return result
+
+
+def start_peer_runs(items) -> None:
+    """Start one subprocess per mode in the background as soon as the session is
+    collected (``tests/conftest.py`` calls this), so the peers' files run while the
+    rest of the suite does; each ``test_peer_file_passes`` then waits for its mode."""
+    selected = _selected_files(items)
+    if not selected or _RUNS:
+        return
+    tree = _RUNS["tree"] = harness.prepare(Path(tempfile.mkdtemp(prefix="jaxem-dropin-")), EXCLUDED)
+    pool = concurrent.futures.ThreadPoolExecutor(len(selected))
+    for mode, names in selected.items():
+        _RUNS[mode] = pool.submit(_run_mode, tree, mode, names)
+    pool.shutdown(wait=False)
+
+
 @pytest.fixture(scope="session")
-def peer_tree(tmp_path_factory):
+def peer_tree(request):
     """The peers' test files, copied and pointed at jaxem, for this session."""
-    return harness.prepare(tmp_path_factory.mktemp("dropin"), EXCLUDED)
+    start_peer_runs(request.session.items)
+    return _RUNS["tree"]
 
 
 @pytest.fixture(scope="session")
-def peer_report(request, peer_tree):
-    """``peer_report(mode)``: the report of one subprocess per mode, run on first use.
-
-    The subprocess runs every file that this session selected for that mode.
-    """
-    reports = {}
-
-    def names_for(mode):
-        return [
-            item.callspec.params["name"]
-            for item in request.session.items
-            if item.originalname == "test_peer_file_passes" and item.callspec.params["mode"] == mode
-        ]
-
-    def run(mode):
-        try:
-            result = harness.run(peer_tree, names_for(mode), MODES[mode], TIMEOUT)
-        except Exception as error:  # every file of the mode fails with it, once
-            return error
-        keep = os.environ.get("JAXEM_DROPIN_REPORTS")
-        if keep:
-            Path(keep).mkdir(parents=True, exist_ok=True)
-            Path(keep, f"report-{mode}.json").write_text(json.dumps(result, indent=1))
-            shutil.copyfile(peer_tree.root / f"output-{mode}.txt", Path(keep, f"output-{mode}.txt"))
-        return result
+def peer_report(request):
+    """``peer_report(mode)``: the report of that mode's subprocess (started at
+    collection end, or here when the hook did not run)."""
+    start_peer_runs(request.session.items)
 
     def report(mode):
-        if not reports:
-            # Both modes at once, one subprocess each: the two share the machine's cores
-            # and the suite waits for the slower instead of their sum.
-            modes = [other for other in MODES if names_for(other)]
-            with concurrent.futures.ThreadPoolExecutor(len(modes)) as pool:
-                reports.update(zip(modes, pool.map(run, modes)))
-        if isinstance(reports[mode], Exception):
-            raise reports[mode]
-        return reports[mode]
+        result = _RUNS[mode].result()
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     return report
 

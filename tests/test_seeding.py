@@ -28,11 +28,13 @@ def _reference(key, x, weights, n_clusters, n_trials):
     """The all-rows k-means++ in numpy, with jaxem's random draws."""
     first_key, loop_key = jax.random.split(key)
     cumulative = np.cumsum(weights)
-    fraction = 1 - float(jax.random.uniform(first_key, (), jnp.float64))
+    fraction = 1 - float(jax.random.uniform(first_key, (1,), jnp.float32)[0])
     indices = [int(np.searchsorted(cumulative, fraction * cumulative[-1]))]
     closest = ((x - x[indices[0]]) ** 2).sum(axis=1)
     for c in range(1, n_clusters):
-        draws = jax.random.uniform(jax.random.fold_in(loop_key, c), (n_trials,), jnp.float64)
+        # float32 draws in either precision, as jaxem's seeding
+        draws = jax.random.uniform(jax.random.fold_in(loop_key, c), (n_trials,), jnp.float32)
+        draws = np.asarray(draws, np.float64)
         cumulative = np.cumsum(weights * closest)
         candidates = np.searchsorted(cumulative, np.asarray(draws) * cumulative[-1])
         to_candidates = ((x[:, None] - x[candidates]) ** 2).sum(axis=-1)

@@ -224,7 +224,7 @@ class EMEstimator(BaseEstimator):
         >>> gm.save(path)
         >>> loaded = GaussianMixture.load(path)
         >>> bool(np.all(loaded.predict(X) == gm.predict(X))), loaded.means_.dtype
-        (True, dtype('float32'))
+        (True, dtype('float64'))
         """
         _persist.save_estimator(path, self)
 

@@ -312,8 +312,9 @@ def test_invalid_parameters(params, message):
         (
             "full",
             dict(weights_init=[1.5, -0.5]),
-            "The parameter 'weights' should be in the range [0, 1], but got max value 1.50000, "
-            "min value -0.50000",
+            # scikit-learn's message, whose labels swap min and max, word for word
+            "The parameter 'weights' should be in the range [0, 1], but got max value -0.50000, "
+            "min value 1.50000",
         ),
         (
             "full",
