@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 __all__ = [
@@ -109,16 +108,6 @@ def unvech(vector, n_features: int):
     )
 
 
-def flush_below(dtype) -> float:
-    """Log of the smallest probability kept (relative to the largest): ten nats above
-    the smallest normal number of ``dtype``, so products of a few stay normal.
-
-    >>> round(flush_below(np.float32), 1), round(flush_below(np.float64), 1)
-    (-77.3, -698.4)
-    """
-    return float(np.log(np.finfo(dtype).tiny)) + 10.0
-
-
 def softmax_and_logsumexp(log_values, axis: int = -1, scale=None):
     """``(scale · softmax(log_values), logsumexp(log_values))`` with one ``exp`` pass.
 
@@ -130,11 +119,7 @@ def softmax_and_logsumexp(log_values, axis: int = -1, scale=None):
     """
     peak = jnp.max(log_values, axis=axis, keepdims=True)
     peak = jax.lax.stop_gradient(jnp.where(jnp.isfinite(peak), peak, 0.0))
-    shifted = log_values - peak
-    # Terms below e^-77 (float32; e^-698 in float64) of the largest are flushed to 0:
-    # they change no sum, and as subnormal numbers they slow every later product
-    # on a CPU many times over.
-    unnormalised = jnp.exp(jnp.where(shifted < flush_below(shifted.dtype), -jnp.inf, shifted))
+    unnormalised = jnp.exp(log_values - peak)
     total = jnp.sum(unnormalised, axis=axis, keepdims=True)
     factor = 1.0 / jnp.where(total > 0, total, 1.0)
     if scale is not None:

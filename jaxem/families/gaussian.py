@@ -249,9 +249,9 @@ class Gaussian(Family):
         return jnp.concatenate([quadratic, linear], axis=-1), bias
 
     def log_densities(self, params: GaussianParams, x):
-        """``(n, K)`` log-densities from the whitened offsets ``y = (x - μ_k) U_k``:
-        ``-½|y|² + log|U_k| - D/2 log 2π``. No quadratic form is expanded, so a
-        component far narrower than the data's spread keeps its digits."""
+        """``(n, K)`` log-densities. With ``exact``, from the whitened offsets
+        ``y = (x - μ_k) U_k``: ``-½|y|² + log|U_k| - D/2 log 2π``, no quadratic form
+        expanded; else the one-product natural-parameter form."""
         if not self.exact:
             return super().log_densities(params, x)
         means, chol = params
@@ -272,9 +272,9 @@ class Gaussian(Family):
         return -0.5 * squared + log_det - 0.5 * n_features * ops.LOG_2PI
 
     def statistics(self, params: GaussianParams | None, x, resp) -> GaussianStats:
-        """Weights, means and scatter about the means of the rows ``x`` under ``resp``,
-        computed in two passes over the chunk (exact where ``Σ r x xᵀ - N μ μᵀ``
-        would cancel). ``params`` is not needed."""
+        """Weights, means and scatter about the means of the rows ``x`` under ``resp``.
+        With ``exact``, two passes over the chunk (exact where ``Σ r x xᵀ - N μ μᵀ``
+        cancels); else raw moments by one product. ``params`` is not needed."""
         del params
         x = x.astype(resp.dtype)
         weight = resp.sum(0)
