@@ -44,6 +44,7 @@ __all__ = [
     "fit_traced",
     "initialise",
     "initial_shapes",
+    "restart_keys",
     "evaluate",
     "statistics",
     "sample",
@@ -115,7 +116,7 @@ class TracedFit(NamedTuple):
     ----------
     params : parameters of the best usable restart
     log_likelihood : its mean per-sample log-likelihood (scalar array)
-    best_restart : its index (ties go to the lowest index)
+    best_restart : its index (ties within rounding go to the lowest index)
     status : its :class:`~jaxem.contract.Status` code
     n_iter : its iteration count
     any_usable : False when every restart ended non-finite (``params`` then are
@@ -206,21 +207,47 @@ def _normalised_weights(weights):
     return weights * (kept / jnp.sum(weights))
 
 
+def restart_keys(key, n_restarts: int, first_restart=0):
+    """One key per restart: restart ``r`` draws from ``fold_in(key, first_restart + r)``.
+
+    A restart's key depends on its index only, never on how many restarts run, so
+    restart ``r`` of a batch can be run again alone (``n_restarts=1,
+    first_restart=r``) and restart 0 is what a fit with one restart runs.
+    ``first_restart`` may be traced.
+
+    >>> import jax
+    >>> keys = restart_keys(jax.random.key(0), 4)
+    >>> bool((jax.random.key_data(keys[2]) == jax.random.key_data(
+    ...     restart_keys(jax.random.key(0), 1, first_restart=2)[0])).all())
+    True
+    """
+    indices = jnp.arange(n_restarts, dtype=jnp.uint32) + jnp.asarray(first_restart, jnp.uint32)
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, indices)
+
+
 def _initial_params(model, keys, chunks, hyper):
     return jax.vmap(model.init, in_axes=(0, None, None))(keys, chunks, hyper)
 
 
+#: Log-likelihoods within this many units of rounding (relative) of the highest count
+#: as tied: restarts that reach the same optimum differ by a few ulps, and which of them
+#: wins must not depend on that noise.
+_TIE_ULPS = 64
+
+
 def _select_best(state: _iterate.LoopState) -> TracedFit:
-    """The usable restart with the highest log-likelihood, ties to the lowest index."""
+    """The usable restart with the highest log-likelihood, ties (within rounding) to
+    the lowest index."""
     # A restart that never iterated (max_iter=0) keeps its initial parameters and a
     # log-likelihood of -inf; it is usable, not failed.
     usable = (state.status != NON_FINITE) & (
         jnp.isfinite(state.log_likelihood) | (state.n_iter == 0)
     )
     score = jnp.where(usable & ~jnp.isnan(state.log_likelihood), state.log_likelihood, -jnp.inf)
-    best = jnp.where(jnp.max(score) > -jnp.inf, jnp.argmax(score), jnp.argmax(usable)).astype(
-        jnp.int32
-    )
+    top = jnp.max(score)
+    eps = jnp.finfo(score.dtype).eps
+    tied = score >= top - _TIE_ULPS * eps * jnp.abs(jnp.where(jnp.isfinite(top), top, 0.0))
+    best = jnp.where(top > -jnp.inf, jnp.argmax(tied), jnp.argmax(usable)).astype(jnp.int32)
     return TracedFit(
         params=jax.tree.map(lambda leaf: leaf[best], state.params),
         log_likelihood=state.log_likelihood[best],
@@ -247,6 +274,7 @@ def fit_traced(
     init_params=None,
     chunk_size: int | None = None,
     n_trace: int | None = None,
+    first_restart=0,
 ) -> TracedFit:
     """Pure form of :func:`fit`, usable inside ``jax.jit``, ``jax.vmap`` and ``lax`` code.
 
@@ -256,7 +284,8 @@ def fit_traced(
     x : array or pytree of arrays with a leading row axis (traced).
     weights : (n_rows,) non-negative weights, 0 on padding (traced). Rescaled to
         sum to the number of kept rows, so only their ratios matter.
-    key : PRNG key, split into one key per restart exactly as :func:`fit` does.
+    key : PRNG key; restart ``r`` draws from ``restart_keys(key, ...)[r]``, exactly as
+        :func:`fit` does.
     n_restarts : static number of restarts.
     max_iter, tol : iteration cap and tolerance (traced).
     hyper : numeric hyperparameters; default ``model.hyper(dtype of weights)``.
@@ -266,6 +295,8 @@ def fit_traced(
     n_trace : static trace length; at least the largest ``max_iter`` used
         (default :func:`jaxem._iterate.trace_length` of ``max_iter`` when it is a
         Python int, else 128). EM stops at ``min(max_iter, n_trace)``.
+    first_restart : index of the first restart (traced): the restarts are
+        ``first_restart, ..., first_restart + n_restarts - 1`` of :func:`restart_keys`.
 
     Returns
     -------
@@ -298,7 +329,8 @@ def fit_traced(
     weights = _normalised_weights(weights)
     chunks = _iterate.make_chunks(x, weights, min(chunk_size, n_rows))
     if init_params is None:
-        init_params = _initial_params(model, jax.random.split(key, n_restarts), chunks, hyper)
+        keys = restart_keys(key, n_restarts, first_restart)
+        init_params = _initial_params(model, keys, chunks, hyper)
     state = _iterate.run_em(
         model, init_params, chunks, hyper, max_iter=max_iter, tol=tol, n_trace=n_trace
     )
@@ -306,7 +338,19 @@ def fit_traced(
 
 
 def _fit_body(
-    model, x, weights, key, hyper, init_params, max_iter, tol, *, n_restarts, chunk_size, n_trace
+    model,
+    x,
+    weights,
+    key,
+    hyper,
+    init_params,
+    max_iter,
+    tol,
+    first_restart,
+    *,
+    n_restarts,
+    chunk_size,
+    n_trace,
 ):
     return fit_traced(
         model,
@@ -320,6 +364,7 @@ def _fit_body(
         init_params=init_params,
         chunk_size=chunk_size,
         n_trace=n_trace,
+        first_restart=first_restart,
     )
 
 
@@ -337,9 +382,10 @@ _SMALL_WORK = 1 << 18
 
 
 @functools.partial(jax.jit, static_argnames=("model", "n_restarts", "chunk_size"))
-def _init_program(model, x, weights, key, hyper, *, n_restarts, chunk_size):
+def _init_program(model, x, weights, key, hyper, first_restart, *, n_restarts, chunk_size):
     chunks = _iterate.make_chunks(x, _normalised_weights(weights), chunk_size)
-    return _initial_params(model, jax.random.split(key, n_restarts), chunks, hyper)
+    keys = restart_keys(key, n_restarts, first_restart)
+    return _initial_params(model, keys, chunks, hyper)
 
 
 # -- host-side API -----------------------------------------------------------------------------
@@ -399,6 +445,7 @@ def fit(
     init_params=None,
     chunk_size: int | None = None,
     hyper=None,
+    first_restart: int = 0,
 ) -> FitResult:
     """Fit ``model`` to ``x`` with ``n_restarts`` batched EM restarts.
 
@@ -408,7 +455,8 @@ def fit(
     x : array (n_samples, ...) or pytree of arrays sharing the first axis
         The data; its floating dtype is kept (JAX's conventions: float64 needs 64-bit
         mode, e.g. ``with jax.enable_x64(True):``).
-    key : PRNG key (``jax.random.key``), split into one key per restart.
+    key : PRNG key (``jax.random.key``); restart ``r`` draws from
+        ``restart_keys(key, n_restarts)[r]``, which does not depend on ``n_restarts``.
     n_restarts : number of restarts, all run in one compiled program.
     max_iter : iteration cap per restart (an input of the program: changing it within
         its bucket of :func:`jaxem._iterate.trace_length` does not recompile).
@@ -420,12 +468,15 @@ def fit(
         to every restart) or a pytree with a leading axis of ``n_restarts``.
     chunk_size : rows per chunk of the E-step; default :func:`default_chunk_size`.
     hyper : override ``model.hyper(dtype)`` (numeric hyperparameters).
+    first_restart : run restarts ``first_restart, ...`` of :func:`restart_keys`
+        (an input of the program: changing it does not recompile). With
+        ``n_restarts=1`` it runs one restart of a batch again on its own.
 
     Returns
     -------
     FitResult
         The best restart (highest final log-likelihood among finite restarts, ties
-        to the lowest index) and a summary of all restarts.
+        within rounding to the lowest index) and a summary of all restarts.
 
     Raises
     ------
@@ -458,6 +509,7 @@ def fit(
         init_params,
         np.asarray(max_iter, np.int32),
         np.asarray(tol, prepared.dtype),
+        _check_first_restart(first_restart),
         n_restarts=int(n_restarts),
         chunk_size=prepared.chunk_size,
         n_trace=_iterate.trace_length(max_iter),
@@ -494,8 +546,27 @@ def per_restart(function, params):
     return jax.tree.map(lambda *leaves: np.stack(leaves), *results)
 
 
-def initialise(model, x, *, key, n_restarts: int = 1, weights=None, hyper=None, chunk_size=None):
-    """Every restart's initial parameters, exactly as :func:`fit` with ``key`` starts.
+def _check_first_restart(first_restart) -> np.ndarray:
+    if not isinstance(first_restart, (int, np.integer)) or not 0 <= first_restart < 2**31:
+        raise ValueError(
+            f"first_restart must be an int in [0, 2**31), got {first_restart!r}."
+        )
+    return np.asarray(first_restart, np.int32)
+
+
+def initialise(
+    model,
+    x,
+    *,
+    key,
+    n_restarts: int = 1,
+    weights=None,
+    hyper=None,
+    chunk_size=None,
+    first_restart: int = 0,
+):
+    """Every restart's initial parameters, exactly as :func:`fit` with ``key`` (and
+    ``first_restart``) starts.
 
     Returns a pytree with a leading axis of ``n_restarts`` (untrimmed: padded
     components included), ready for ``fit(..., init_params=...)``.
@@ -507,6 +578,7 @@ def initialise(model, x, *, key, n_restarts: int = 1, weights=None, hyper=None, 
         prepared.weights,
         key,
         prepared.hyper,
+        _check_first_restart(first_restart),
         n_restarts=int(n_restarts),
         chunk_size=prepared.chunk_size,
     )

@@ -135,17 +135,53 @@ class EMEstimator(BaseEstimator):
     def _centred(self, X, offset, dtype):
         return np.asarray(np.asarray(X, np.float64) - offset, dtype)
 
-    def _engine_fit(self, model, x, **options) -> engine.FitResult:
-        """:func:`jaxem.engine.fit`, keeping what every restart did."""
-        result = engine.fit(model, x, **options)
+    def _engine_fit(
+        self, model, x, *, n_restarts, initial=None, rerun_alone=False, **options
+    ) -> engine.FitResult:
+        """:func:`jaxem.engine.fit`, keeping what every restart did.
+
+        ``initial(n_restarts, first_restart)`` gives the initial parameters of those
+        restarts (None: the model's init). With ``rerun_alone``, the kept restart of a
+        batch is run again on its own, as a fit with ``n_init=1`` runs it: XLA
+        vectorises a batch of restarts differently from a single one, which moves the
+        last bits, and a result must not depend on how many restarts ran beside it
+        (scikit-learn: more restarts never end lower than restart 0 alone).
+        """
+
+        def run(count, first):
+            init_params = None if initial is None else initial(count, first)
+            return engine.fit(
+                model,
+                x,
+                n_restarts=count,
+                first_restart=first,
+                init_params=init_params,
+                **options,
+            )
+
+        result = run(n_restarts, 0)
         # jaxem extensions: every restart's outcome, and which one was kept.
         self.restarts_ = engine.RestartSummary(*_host(tuple(result.restarts)))
         self.best_restart_ = int(result.best_restart)
+        if rerun_alone and n_restarts > 1:
+            try:
+                alone = run(1, self.best_restart_)
+            except engine.AllRestartsFailed:  # it did not fail in the batch: keep that
+                return result
+            # Restart ``best``'s record becomes that of its run alone.
+            best = self.best_restart_
+            solo = _host(tuple(alone.restarts))
+            self.restarts_ = engine.RestartSummary(
+                *jax.tree.map(_with_row(best), tuple(self.restarts_), solo)
+            )
+            result = alone._replace(best_restart=best, restarts=self.restarts_)
         return result
 
-    def _initial_params(self, model, x, *, key, n_restarts, weights=None):
+    def _initial_params(self, model, x, *, key, n_restarts, weights=None, first_restart=0):
         """Every restart's initial parameters as the fit with ``key`` would start."""
-        return engine.initialise(model, x, key=key, n_restarts=n_restarts, weights=weights)
+        return engine.initialise(
+            model, x, key=key, n_restarts=n_restarts, weights=weights, first_restart=first_restart
+        )
 
     # -- evaluation -----------------------------------------------------------------------
     def _offset(self, n_features: int):
@@ -255,3 +291,14 @@ class EMEstimator(BaseEstimator):
 def _host(tree):
     """Device arrays to numpy (one transfer)."""
     return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def _with_row(index: int):
+    """``(batch, solo) -> batch`` with row ``index`` replaced by ``solo``'s only row."""
+
+    def replace(batch, solo):
+        batch = np.array(batch)
+        batch[index] = solo[0]
+        return batch
+
+    return replace

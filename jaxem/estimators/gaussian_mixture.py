@@ -280,7 +280,10 @@ default='kmeans'
             initial = model.pad(self._user_params(user_init, offset, dtype))
         elif any(value is not None for value in user_init.values()):
             n_restarts = int(self.n_init)
-            initial = self._mixed_params(model, key, x, n_restarts, user_init, offset)
+
+            def initial(count, first):
+                return self._mixed_params(model, key, x, count, first, user_init, offset)
+
         else:
             n_restarts = int(self.n_init)
             initial = None
@@ -294,7 +297,8 @@ default='kmeans'
                 n_restarts=n_restarts,
                 max_iter=max_iter,
                 tol=float(self.tol),
-                init_params=initial,
+                initial=initial if initial is None or callable(initial) else lambda *_: initial,
+                rerun_alone=True,
             )
         except engine.AllRestartsFailed as failure:
             raise ValueError(_failed_fit_message(dtype, failure)) from failure
@@ -365,10 +369,12 @@ default='kmeans'
         chol = self._family().cholesky_from_precisions(user_init["precisions"])
         return _host_params(user_init["weights"], user_init["means"] - offset, chol, dtype)
 
-    def _mixed_params(self, model, key, x, n_restarts, user_init, offset):
+    def _mixed_params(self, model, key, x, n_restarts, first_restart, user_init, offset):
         """Initialise every restart with ``init_params``, then put in the user's parts."""
         dtype = x.dtype
-        padded = self._initial_params(model, x, key=key, n_restarts=n_restarts)
+        padded = self._initial_params(
+            model, x, key=key, n_restarts=n_restarts, first_restart=first_restart
+        )
         log_weights, (means, chol) = engine.per_restart(model.trim, padded)
         if user_init["weights"] is not None:
             with np.errstate(divide="ignore"):  # a zero weight is allowed: log 0 = -inf

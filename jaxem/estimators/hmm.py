@@ -186,7 +186,7 @@ class _BaseHMM(EMEstimator):
                 n_restarts=n_init,
                 max_iter=int(self.n_iter),
                 tol=float(self.tol) / n_sequences,
-                init_params=initial,
+                initial=lambda *_: initial,
                 hyper=hyper,
             )
         except engine.AllRestartsFailed as failure:

@@ -188,16 +188,38 @@ def test_lower_bounds_trace_the_kept_restart():
 
 
 def test_n_init_keeps_the_best_restart():
-    """Restart keys do not depend on n_init (jax.random.split), so the single-init run is
-    restart 0 of the n_init=8 run: the batch can only do as well or better."""
+    """Restart keys do not depend on n_init, so the single-init run is restart 0 of the
+    n_init=8 run: the batch can only do as well or better."""
     X = _three_blobs()
     gains = []
     for seed in range(4):
         single = _shared(random_state=seed).fit(X)
         batched = _shared(random_state=seed, n_init=8).fit(X)
-        assert batched.lower_bound_ >= single.lower_bound_ - 1e-5
+        assert batched.lower_bound_ >= single.lower_bound_
         gains.append(batched.lower_bound_ - single.lower_bound_)
     assert max(gains) > 0.1  # some single init was beaten by another restart
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("max_iter", [1, 100])
+def test_kept_restart_does_not_depend_on_the_batch(max_iter):
+    """The kept restart is run again alone: its result is bit for bit what n_init=1
+    gives when restart 0 wins (a batch of 10 restarts moved the last bits of restart
+    0 before: scikit-learn's test_init failed by 2e-16), and near-ties within
+    rounding go to restart 0."""
+    kept_zero = 0
+    for seed in range(6):
+        X = np.random.RandomState(seed).randn(50, 2) + np.repeat([[0, 0], [2, 2]], 25, axis=0)
+        options = dict(n_components=2, max_iter=max_iter, random_state=seed, tol=1e-8)
+        single = GaussianMixture(n_init=1, **options).fit(X)
+        batched = GaussianMixture(n_init=10, **options).fit(X)
+        assert batched.lower_bound_ >= single.lower_bound_
+        assert batched.lower_bounds_[-1] == batched.lower_bound_
+        if batched.best_restart_ == 0:
+            kept_zero += 1
+            for name in ("weights_", "means_", "covariances_", "lower_bounds_"):
+                np.testing.assert_array_equal(getattr(batched, name), getattr(single, name))
+    assert kept_zero >= 2
 
 
 # -- 3. bad input, every message pinned -----------------------------------------------------
