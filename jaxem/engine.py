@@ -548,9 +548,7 @@ def per_restart(function, params):
 
 def _check_first_restart(first_restart) -> np.ndarray:
     if not isinstance(first_restart, (int, np.integer)) or not 0 <= first_restart < 2**31:
-        raise ValueError(
-            f"first_restart must be an int in [0, 2**31), got {first_restart!r}."
-        )
+        raise ValueError(f"first_restart must be an int in [0, 2**31), got {first_restart!r}.")
     return np.asarray(first_restart, np.int32)
 
 
