@@ -5,6 +5,7 @@ many random restarts at once in one compiled ``lax.while_loop`` and keeps the be
 """
 
 from jaxem import contract, engine, families, models, ops, seeding
+from jaxem._differentiate import AdjointNotConverged, DifferentiableFit, fit_differentiable
 from jaxem.contract import Chunks, Family, Model, Status
 from jaxem.engine import (
     CONVERGED,
@@ -61,6 +62,9 @@ __all__ = [
     "fit",
     "fit_traced",
     "TracedFit",
+    "fit_differentiable",
+    "DifferentiableFit",
+    "AdjointNotConverged",
     "enable_compilation_cache",
     "contract",
     "engine",
