@@ -160,14 +160,18 @@ def _run_mode(tree, mode, names):
 
 
 def start_peer_runs(items) -> None:
-    """Start one subprocess per mode in the background as soon as the session is
-    collected (``tests/conftest.py`` calls this), so the peers' files run while the
-    rest of the suite does; each ``test_peer_file_passes`` then waits for its mode."""
+    """Start the subprocesses (one per mode, in turn) in the background as soon as the
+    session is collected (``tests/conftest.py`` calls this), so the peers' files run
+    while the rest of the suite does; each ``test_peer_file_passes`` then waits for its
+    mode."""
     selected = _selected_files(items)
     if not selected or _RUNS:
         return
     tree = _RUNS["tree"] = harness.prepare(Path(tempfile.mkdtemp(prefix="jaxem-dropin-")), EXCLUDED)
-    pool = concurrent.futures.ThreadPoolExecutor(len(selected))
+    # One after the other: the second mode reuses the first's compiled programs (the
+    # harness shares a persistent compilation cache), and the rest of the suite keeps a
+    # core to itself on a 2-core machine.
+    pool = concurrent.futures.ThreadPoolExecutor(1)
     for mode, names in selected.items():
         _RUNS[mode] = pool.submit(_run_mode, tree, mode, names)
     pool.shutdown(wait=False)
