@@ -268,3 +268,32 @@ def test_bad_arguments_are_named():
         jaxem.fit_differentiable(model, x)
     with pytest.raises(ValueError, match="adjoint_max_iter must be a positive int"):
         jaxem.fit_differentiable(model, x, key=jax.random.key(0), adjoint_max_iter=0)
+
+
+def test_kmeans_gradient_is_that_of_fixed_assignments():
+    """k-means centres are weighted means of their rows, piecewise smooth in the data:
+    the gradient holds the assignments fixed (d centre / d row = w_row / W_cluster,
+    d centre / d w_row = (row - centre) / W_cluster)."""
+    rng = np.random.RandomState(6)
+    x = np.concatenate([rng.randn(30, 2), rng.randn(30, 2) + 6.0])
+    weights = rng.uniform(0.5, 1.5, 60)
+    model = jaxem.kmeans(2)
+
+    def first_coordinates(x, weights):
+        fit = jaxem.fit_differentiable(
+            model, x, weights=weights, key=jax.random.key(0), tol=1e-12, max_iter=50
+        )
+        return fit.params.centers[:, 0], fit.params.centers
+
+    (grad_x, grad_w), centers = jax.jacrev(first_coordinates, argnums=(0, 1), has_aux=True)(
+        x, weights
+    )
+    labels = np.argmin(((x[:, None] - np.asarray(centers)[None]) ** 2).sum(-1), axis=1)
+    for k in range(2):
+        owned = labels == k
+        total = weights[owned].sum()
+        expected_x = np.where(owned, weights / total, 0.0)
+        np.testing.assert_allclose(grad_x[k, :, 0], expected_x, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(grad_x[k, :, 1], 0.0, atol=1e-14)
+        expected_w = np.where(owned, (x[:, 0] - centers[k, 0]) / total, 0.0)
+        np.testing.assert_allclose(grad_w[k], expected_w, rtol=1e-8, atol=1e-12)

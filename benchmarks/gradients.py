@@ -1,0 +1,150 @@
+"""What a gradient through an EM fit costs: implicit versus unrolled, against the fit.
+
+One full-covariance Gaussian mixture fit (default N=100,000, D=16, K=16, float32),
+from one fixed start drawn from the data, run to ``--tol``; then one gradient of
+``loss = mean log-likelihood + sum of squared means`` with respect to the data by
+:func:`jaxem.fit_differentiable` with ``adjoint="implicit"`` (forward fit plus the
+adjoint solve) and ``adjoint="unrolled"`` (as many EM steps as the fit ran, in a
+``lax.scan``, differentiated in reverse mode). Every program is compiled ahead of
+time (compile seconds reported apart); times are medians of ``--repeats`` runs.
+
+Memory is XLA's buffer assignment for each compiled program (arguments + outputs +
+temporaries: the peak the program can reach) and, as a check, the process's peak
+resident set above its baseline while it runs (``VmHWM``). The unrolled gradient is
+also compiled (not run) at fewer steps to show its memory growing with them.
+
+Reproduce (repository root)::
+
+    python -m benchmarks.gradients                        # N=100,000 D=16 K=16
+    python -m benchmarks.gradients --n 20000 --repeats 1  # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from benchmarks import _harness
+
+
+def _data(n, d, k, seed=0):
+    """Overlapping clusters, so EM needs on the order of 100 iterations."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)) * 1.6
+    scales = rng.uniform(0.6, 1.4, size=(k, 1, 1)) * np.eye(d)
+    labels = rng.integers(0, k, n)
+    noise = np.einsum("nd,nde->ne", rng.normal(size=(n, d)), scales[labels])
+    return centres[labels] + noise
+
+
+def _memory(compiled) -> int:
+    analysis = compiled.memory_analysis()
+    return int(
+        analysis.argument_size_in_bytes
+        + analysis.output_size_in_bytes
+        + analysis.temp_size_in_bytes
+        - analysis.alias_size_in_bytes
+    )
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--d", type=int, default=16)
+    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--tol", type=float, default=1e-4)
+    parser.add_argument("--max-iter", type=int, default=500)
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    _harness.ensure_clean_blas_env()
+
+    import jax
+    import jax.numpy as jnp
+
+    import jaxem
+
+    with jax.enable_x64(args.dtype == "float64"):
+        ceiling = _harness.matmul_ceiling()
+        x = jnp.asarray(_data(args.n, args.d, args.k), args.dtype)
+        model = jaxem.mixture(jaxem.gaussian("full"), args.k, init="random_from_data")
+        start = jax.tree.map(
+            lambda leaf: leaf[0],
+            jaxem.engine.initialise(model, x, key=jax.random.key(0), n_restarts=1),
+        )
+        options = dict(init_params=start, tol=args.tol, max_iter=args.max_iter)
+
+        def fit(x):
+            result = jaxem.fit_differentiable(model, x, **options)
+            return result.log_likelihood, result.n_iter, result.status
+
+        def loss(x, adjoint, max_iter):
+            result = jaxem.fit_differentiable(
+                model, x, **{**options, "max_iter": max_iter}, adjoint=adjoint
+            )
+            return result.log_likelihood + jnp.sum(result.params.components.means**2)
+
+        forward, forward_compile = _harness.aot_compile(fit, x)
+        first, (log_likelihood, n_iter, status) = _harness.first_call_seconds(
+            lambda: jax.block_until_ready(forward(x))
+        )
+        n_iter, status = int(n_iter), int(status)
+
+        def gradient(adjoint, steps):
+            function = jax.jit(jax.grad(lambda x: loss(x, adjoint, steps)))
+            return _harness.aot_compile(function, x)
+
+        implicit, implicit_compile = gradient("implicit", args.max_iter)
+        unrolled, unrolled_compile = gradient("unrolled", n_iter)
+
+        rows = []
+        figures = {}
+        for name, compiled, compile_s, run in (
+            ("forward fit", forward, forward_compile, lambda: forward(x)),
+            ("implicit gradient", implicit, implicit_compile, lambda: implicit(x)),
+            ("unrolled gradient", unrolled, unrolled_compile, lambda: unrolled(x)),
+        ):
+            seconds, _, _ = _harness.timed_runs(
+                lambda run=run: jax.block_until_ready(run()), args.repeats
+            )
+            rss = _harness.peak_rss_delta(lambda run=run: jax.block_until_ready(run()))
+            figures[name] = (seconds, _memory(compiled), rss.peak_delta_bytes)
+            rows.append((name, compile_s, seconds, _memory(compiled), rss.peak_delta_bytes))
+
+        growth = []
+        for steps in (max(1, n_iter // 4), max(1, n_iter // 2)):
+            compiled, _ = gradient("unrolled", steps)
+            growth.append((steps, _memory(compiled)))
+        growth.append((n_iter, figures["unrolled gradient"][1]))
+
+        implicit_value = float(loss(x, "implicit", args.max_iter))
+        unrolled_value = float(loss(x, "unrolled", n_iter))
+
+    flops = _harness.flops_gmm_full_iter(args.n, args.k, args.d) * n_iter
+    forward_s = figures["forward fit"][0]
+    print(
+        f"Full-covariance GMM, N={args.n:,} D={args.d} K={args.k}, {args.dtype}, "
+        f"tol={args.tol:g}: the fit ran {n_iter} iterations (status {status}), "
+        f"final mean log-likelihood {float(log_likelihood):.6f}; "
+        f"loss at the implicit fit {implicit_value:.6f}, unrolled {unrolled_value:.6f}."
+    )
+    print(
+        f"matmul ceiling {ceiling:.1f} GFLOP/s; the forward fit ran at "
+        f"{flops / forward_s / 1e9:.1f} GFLOP/s; its first call (compile included) "
+        f"{first + forward_compile:.2f} s."
+    )
+    print(f"{'':20} {'compile s':>10} {'run s':>8} {'x fit':>6} {'XLA MB':>8} {'x fit':>6} "
+          f"{'RSS MB':>8}")
+    for name, compile_s, seconds, memory, rss in rows:
+        print(
+            f"{name:20} {compile_s:10.2f} {seconds:8.3f} {seconds / forward_s:6.2f} "
+            f"{memory / 1e6:8.1f} {memory / figures['forward fit'][1]:6.2f} {rss / 1e6:8.1f}"
+        )
+    print("unrolled gradient memory (XLA) by steps: " + ", ".join(
+        f"{steps} steps {memory / 1e6:.1f} MB" for steps, memory in growth
+    ))
+
+
+if __name__ == "__main__":
+    main()
