@@ -134,16 +134,19 @@ def main(argv=None) -> None:
         f"{flops / forward_s / 1e9:.1f} GFLOP/s; its first call (compile included) "
         f"{first + forward_compile:.2f} s."
     )
-    print(f"{'':20} {'compile s':>10} {'run s':>8} {'x fit':>6} {'XLA MB':>8} {'x fit':>6} "
-          f"{'RSS MB':>8}")
+    print(
+        f"{'':20} {'compile s':>10} {'run s':>8} {'x fit':>6} {'XLA MB':>8} {'x fit':>6} "
+        f"{'RSS MB':>8}"
+    )
     for name, compile_s, seconds, memory, rss in rows:
         print(
             f"{name:20} {compile_s:10.2f} {seconds:8.3f} {seconds / forward_s:6.2f} "
             f"{memory / 1e6:8.1f} {memory / figures['forward fit'][1]:6.2f} {rss / 1e6:8.1f}"
         )
-    print("unrolled gradient memory (XLA) by steps: " + ", ".join(
-        f"{steps} steps {memory / 1e6:.1f} MB" for steps, memory in growth
-    ))
+    print(
+        "unrolled gradient memory (XLA) by steps: "
+        + ", ".join(f"{steps} steps {memory / 1e6:.1f} MB" for steps, memory in growth)
+    )
 
 
 if __name__ == "__main__":
