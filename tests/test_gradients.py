@@ -196,8 +196,12 @@ def test_implicit_and_unrolled_gradients_agree_at_convergence():
 
     implicit = jax.grad(loss, argnums=(0, 1))(x, weights, "implicit", **_CONVERGED)
     unrolled = jax.grad(loss, argnums=(0, 1))(x, weights, "unrolled", max_iter=150)
-    for a, b in zip(implicit, unrolled):
+    iterated = jax.grad(loss, argnums=(0, 1))(
+        x, weights, "implicit", adjoint_solver="iteration", **_CONVERGED
+    )
+    for a, b, c in zip(implicit, unrolled, iterated):
         np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-9 * np.abs(b).max())
+        np.testing.assert_allclose(c, b, rtol=1e-7, atol=1e-9 * np.abs(b).max())
     # Truncated early, the unrolled gradient is that of the iterations run: it differs.
     early = jax.grad(loss, argnums=0)(x, weights, "unrolled", max_iter=2)
     assert np.abs(early - implicit[0]).max() > 1e-3 * np.abs(implicit[0]).max()
@@ -248,8 +252,11 @@ def test_failed_adjoint_solve_raises_instead_of_nan():
         return jaxem.fit_differentiable(model, x, key=jax.random.key(0), **options).log_likelihood
 
     failures = (jaxem.AdjointNotConverged, jax.errors.JaxRuntimeError)
-    with pytest.raises(failures, match="adjoint solve did not converge in 1 steps"):
+    with pytest.raises(failures, match="adjoint solve did not converge within 1 steps"):
         jax.grad(lambda x: loss(x, tol=1e-12, adjoint_max_iter=1, adjoint_tol=1e-14))(x)
+    with pytest.raises(failures, match="adjoint solve did not converge within 1 steps"):
+        options = dict(adjoint_solver="iteration", adjoint_max_iter=1, adjoint_tol=1e-14)
+        jax.grad(lambda x: loss(x, tol=1e-12, **options))(x)
     with pytest.raises(failures, match="adjoint solve did not converge"):
         jax.jit(jax.grad(lambda x: loss(x, tol=1e-12, adjoint_max_iter=1, adjoint_tol=1e-14)))(x)
     with pytest.raises(failures, match="the fit had not converged"):
@@ -266,6 +273,8 @@ def test_bad_arguments_are_named():
         jaxem.fit_differentiable(model, x, key=jax.random.key(0), adjoint="backprop")
     with pytest.raises(ValueError, match="Pass key= .* or init_params="):
         jaxem.fit_differentiable(model, x)
+    with pytest.raises(ValueError, match="adjoint_solver must be one of"):
+        jaxem.fit_differentiable(model, x, key=jax.random.key(0), adjoint_solver="cg")
     with pytest.raises(ValueError, match="adjoint_max_iter must be a positive int"):
         jaxem.fit_differentiable(model, x, key=jax.random.key(0), adjoint_max_iter=0)
 
