@@ -330,7 +330,7 @@ def fit_differentiable(
     >>> def upper_mean(x):
     ...     fit = jaxem.fit_differentiable(model, x, key=jax.random.key(1), tol=1e-6)
     ...     return fit.params.components.means.max()
-    >>> g = jax.grad(upper_mean)(x)
+    >>> g = jax.jit(jax.grad(upper_mean))(x)
     >>> print(g[:50].sum().round(3), g[50:].sum().round(3))
     0.0 1.0
     """
