@@ -59,7 +59,10 @@ class GaussianMixture(DensityMixin, EMEstimator):
     max_iter : int, default=100
         EM iterations per initialisation. 0 returns the initial parameters.
     n_init : int, default=1
-        Number of initialisations, run as batched restarts; the best is kept.
+        Number of initialisations, run as batched restarts; the best is kept and
+        run once more on its own, so the result is bit for bit what ``n_init=1``
+        gives when restart 0 wins (restart ``r`` starts from the same draw
+        whatever ``n_init``).
     init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, \
 default='kmeans'
         Initial responsibilities: from a k-means fit, one-hot on k-means++ seeds,
