@@ -79,14 +79,9 @@ def em_step(model, params, chunks, hyper):
     return model.m_step(stats, params, hyper), log_likelihood_sum
 
 
-def _normalised(weights):
-    """Weights rescaled to sum to the number of rows they keep (as :func:`jaxem.fit`)."""
-    kept = jax.lax.stop_gradient(jnp.sum(weights > 0)).astype(weights.dtype)
-    return weights * (kept / jnp.sum(weights))
-
-
 def _chunks(x, weights, chunk_size):
-    return _iterate.make_chunks(x, _normalised(weights), chunk_size)
+    """Chunks with the weights normalised as :func:`jaxem.fit` normalises them."""
+    return _iterate.make_chunks(x, engine._normalised_weights(weights), chunk_size)
 
 
 def _zeros_like_cotangent(leaf):
@@ -96,8 +91,29 @@ def _zeros_like_cotangent(leaf):
     return np.zeros(np.shape(leaf), jax.dtypes.float0)
 
 
-def _differentiable_leaves(tree):
-    return [jnp.issubdtype(leaf.dtype, jnp.inexact) for leaf in jax.tree.leaves(tree)]
+class _FloatLeaves(NamedTuple):
+    """The floating leaves of a data pytree apart from the others (integer symbols,
+    boolean masks), which carry no gradient."""
+
+    leaves: list
+    keep: list
+    treedef: Any
+
+    @classmethod
+    def of(cls, tree):
+        leaves, treedef = jax.tree.flatten(tree)
+        return cls(leaves, [jnp.issubdtype(leaf.dtype, jnp.inexact) for leaf in leaves], treedef)
+
+    def floats(self):
+        return [leaf for leaf, keep in zip(self.leaves, self.keep) if keep]
+
+    def merge(self, floats, other=lambda leaf: leaf):
+        """The tree with ``floats`` in the floating places, ``other(leaf)`` elsewhere."""
+        floats = iter(floats)
+        merged = [
+            next(floats) if keep else other(leaf) for leaf, keep in zip(self.leaves, self.keep)
+        ]
+        return jax.tree.unflatten(self.treedef, merged)
 
 
 def _raise_unless_solved(fit_status, solved, n_steps, residual):
@@ -217,19 +233,16 @@ def _fixed_point_backward(model, chunk_size, adjoint, residuals, cotangent):
     # A vector-Jacobian product keeps several arrays of a chunk's E-step alive where the
     # forward keeps one or two: smaller chunks keep the backward's peak near the fit's.
     backward_chunk = max(1, -(-chunk_size // _BACKWARD_CHUNK_DIVISOR))
-    float_x = [leaf for leaf, keep in zip(jax.tree.leaves(x), _differentiable_leaves(x)) if keep]
+    data = _FloatLeaves.of(x)
 
     def step(params, float_leaves, weights, hyper):
-        leaves = iter(float_leaves)
-        merged = [
-            next(leaves) if keep else leaf
-            for leaf, keep in zip(jax.tree.leaves(x), _differentiable_leaves(x))
-        ]
-        data = jax.tree.unflatten(jax.tree.structure(x), merged)
-        return em_step(model, params, _chunks(data, weights, backward_chunk), hyper)[0]
+        chunks = _chunks(data.merge(float_leaves), weights, backward_chunk)
+        return em_step(model, params, chunks, hyper)[0]
 
+    float_x = data.floats()
     _, transpose_params = jax.vjp(lambda p: step(p, float_x, weights, hyper), fitted)
-    # Cotangents on zero-weight padding or constant outputs may be NaN-free zeros only.
+    # A padded component's log-weight is -inf, and a cotangent reaching it (0 · inf) is
+    # NaN that means nothing: zero it so that it cannot spread through the solve.
     cotangent = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), cotangent)
     v, solved, steps, residual = SOLVERS[adjoint.solver](
         lambda v: transpose_params(v)[0], cotangent, adjoint.tol, adjoint.max_iter
@@ -239,14 +252,7 @@ def _fixed_point_backward(model, chunk_size, adjoint, residuals, cotangent):
         lambda leaves, w, h: step(fitted, leaves, w, h), float_x, weights, hyper
     )
     x_float_bar, weights_bar, hyper_bar = transpose_inputs(v)
-    bars = iter(x_float_bar)
-    x_bar = jax.tree.unflatten(
-        jax.tree.structure(x),
-        [
-            next(bars) if keep else _zeros_like_cotangent(leaf)
-            for leaf, keep in zip(jax.tree.leaves(x), _differentiable_leaves(x))
-        ],
-    )
+    x_bar = data.merge(x_float_bar, _zeros_like_cotangent)
     fitted_bar = jax.tree.map(jnp.zeros_like, fitted)  # θ* does not move with its start
     status_bar = _zeros_like_cotangent(status)
     return fitted_bar, status_bar, x_bar, weights_bar, hyper_bar
@@ -384,6 +390,7 @@ def fit_differentiable(
         init_params=initial,
         chunk_size=chunk_size,
     )
+    chunks = _chunks(x, weights, chunk_size)
     if adjoint == "implicit":
         params = _fixed_point(
             model,
@@ -400,11 +407,10 @@ def fit_differentiable(
         start = jax.tree.map(lambda leaf: leaf[forward.best_restart], initial)
 
         def one_step(params, _):
-            return em_step(model, params, _chunks(x, weights, chunk_size), hyper)[0], None
+            return em_step(model, params, chunks, hyper)[0], None
 
         params, _ = jax.lax.scan(one_step, start, None, length=int(max_iter))
         n_iter = jnp.asarray(max_iter, jnp.int32)
-    chunks = _chunks(x, weights, chunk_size)
     _, log_likelihood_sum = em_step(model, params, chunks, hyper)
     return DifferentiableFit(
         params,
@@ -420,8 +426,7 @@ def _initial_params(model, x, weights, hyper, key, init_params, n_restarts, chun
     keys of :func:`jaxem.fit`, or ``init_params`` (one set is broadcast)."""
     if init_params is None:
         keys = engine.restart_keys(key, n_restarts)
-        chunks = _chunks(x, weights, chunk_size)
-        return jax.vmap(model.init, in_axes=(0, None, None))(keys, chunks, hyper)
+        return engine._initial_params(model, keys, _chunks(x, weights, chunk_size), hyper)
     one = jax.eval_shape(
         lambda: model.init(jax.random.key(0), _chunks(x, weights, chunk_size), hyper)
     )

@@ -47,6 +47,29 @@ def _projection(params, seed):
     return project
 
 
+def _fit_loss(model, start, *, seed, hyper_field, make_data=lambda data: data, scale=1.0):
+    """``loss(data, weights, value, **fit_options)``: a random projection of the fitted
+    parameters plus ``scale`` × the log-likelihood, fitted from ``start`` with the
+    family hyperparameter ``hyper_field`` set to ``value``."""
+    project = _projection(start, seed)
+    hyper = model.hyper(jnp.float64)
+
+    def loss(data, weights, value, **options):
+        default = getattr(hyper.family, hyper_field)
+        family = hyper.family._replace(**{hyper_field: jnp.full_like(default, value)})
+        fit = jaxem.fit_differentiable(
+            model,
+            make_data(data),
+            weights=weights,
+            hyper=hyper._replace(family=family),
+            init_params=start,
+            **options,
+        )
+        return project(fit.params) + scale * fit.log_likelihood
+
+    return loss
+
+
 def _largest(gradient, count):
     flat = np.abs(np.asarray(gradient)).reshape(-1)
     return np.argsort(flat)[::-1][:count]
@@ -79,21 +102,7 @@ def test_gaussian_mixture_gradients_match_finite_differences(covariance_type):
     x, weights = _two_clusters()
     model = jaxem.mixture(jaxem.gaussian(covariance_type), 2)
     start = jaxem.fit_differentiable(model, x, key=jax.random.key(0), **_CONVERGED).params
-    project = _projection(start, seed=1)
-    hyper = model.hyper(jnp.float64)
-
-    def loss(x, weights, reg_covar, **options):
-        family = hyper.family._replace(reg_covar=reg_covar)
-        fit = jaxem.fit_differentiable(
-            model,
-            x,
-            weights=weights,
-            hyper=hyper._replace(family=family),
-            init_params=start,
-            **options,
-        )
-        return project(fit.params) + 3.0 * fit.log_likelihood
-
+    loss = _fit_loss(model, start, seed=1, hyper_field="reg_covar", scale=3.0)
     _check_against_finite_differences(loss, (x, weights, np.float64(1e-2)), which=(0, 1, 2))
 
 
@@ -103,21 +112,7 @@ def test_poisson_mixture_gradients_match_finite_differences():
     weights = rng.uniform(0.5, 1.5, len(x))
     model = jaxem.mixture(jaxem.poisson(rates_prior=1.0, rates_weight=2.0), 2)
     start = jaxem.fit_differentiable(model, x, key=jax.random.key(0), **_CONVERGED).params
-    project = _projection(start, seed=2)
-    hyper = model.hyper(jnp.float64)
-
-    def loss(x, weights, prior, **options):
-        family = hyper.family._replace(rates_prior=prior)
-        fit = jaxem.fit_differentiable(
-            model,
-            x,
-            weights=weights,
-            hyper=hyper._replace(family=family),
-            init_params=start,
-            **options,
-        )
-        return project(fit.params) + fit.log_likelihood
-
+    loss = _fit_loss(model, start, seed=2, hyper_field="rates_prior")
     _check_against_finite_differences(loss, (x, weights, np.float64(1.0)), which=(0, 1, 2))
 
 
@@ -133,22 +128,9 @@ def test_categorical_mixture_gradients_match_finite_differences():
     weights = rng.uniform(0.5, 1.5, len(x))
     model = jaxem.mixture(jaxem.categorical(4, prior=1.5), 2, init="random_from_data")
     start = jaxem.fit_differentiable(model, x, key=jax.random.key(2), **_CONVERGED).params
-    project = _projection(start, seed=3)
-    hyper = model.hyper(jnp.float64)
-
-    def loss(weights, prior, **options):
-        family = hyper.family._replace(prior=jnp.full_like(hyper.family.prior, prior))
-        fit = jaxem.fit_differentiable(
-            model,
-            x,
-            weights=weights,
-            hyper=hyper._replace(family=family),
-            init_params=start,
-            **options,
-        )
-        return project(fit.params) + fit.log_likelihood
-
-    _check_against_finite_differences(loss, (weights, np.float64(1.5)), which=(0, 1))
+    loss = _fit_loss(model, start, seed=3, hyper_field="prior")
+    symbols_fixed = lambda weights, prior, **options: loss(x, weights, prior, **options)  # noqa: E731
+    _check_against_finite_differences(symbols_fixed, (weights, np.float64(1.5)), which=(0, 1))
 
 
 def test_gaussian_hmm_gradients_match_finite_differences():
@@ -164,20 +146,13 @@ def test_gaussian_hmm_gradients_match_finite_differences():
     model = jaxem.hmm(jaxem.gaussian("diag"), 2)
     data = (observations, mask)
     start = jaxem.fit_differentiable(model, data, key=jax.random.key(0), **_CONVERGED).params
-    project = _projection(start, seed=4)
-    hyper = model.hyper(jnp.float64)
-
-    def loss(observations, weights, reg_covar, **options):
-        family = hyper.family._replace(reg_covar=reg_covar)
-        fit = jaxem.fit_differentiable(
-            model,
-            (observations, mask),
-            weights=weights,
-            hyper=hyper._replace(family=family),
-            init_params=start,
-            **options,
-        )
-        return project(fit.params) + fit.log_likelihood
+    loss = _fit_loss(
+        model,
+        start,
+        seed=4,
+        hyper_field="reg_covar",
+        make_data=lambda observations: (observations, mask),
+    )
 
     arguments = (observations, weights, np.float64(1e-2))
     gradients = _check_against_finite_differences(loss, arguments, which=(0, 1, 2))

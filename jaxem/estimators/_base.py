@@ -136,12 +136,13 @@ class EMEstimator(BaseEstimator):
         return np.asarray(np.asarray(X, np.float64) - offset, dtype)
 
     def _engine_fit(
-        self, model, x, *, n_restarts, initial=None, rerun_alone=False, **options
+        self, model, x, *, n_restarts, init_params=None, rerun_alone=False, **options
     ) -> engine.FitResult:
         """:func:`jaxem.engine.fit`, keeping what every restart did.
 
-        ``initial(n_restarts, first_restart)`` gives the initial parameters of those
-        restarts (None: the model's init). With ``rerun_alone``, the kept restart of a
+        ``init_params``: None (the model's init), parameters, or a function
+        ``(n_restarts, first_restart) -> parameters`` of those restarts (so a restart
+        can be initialised again alone). With ``rerun_alone``, the kept restart of a
         batch is run again on its own, as a fit with ``n_init=1`` runs it: XLA
         vectorises a batch of restarts differently from a single one, which moves the
         last bits, and a result must not depend on how many restarts ran beside it
@@ -149,14 +150,9 @@ class EMEstimator(BaseEstimator):
         """
 
         def run(count, first):
-            init_params = None if initial is None else initial(count, first)
+            start = init_params(count, first) if callable(init_params) else init_params
             return engine.fit(
-                model,
-                x,
-                n_restarts=count,
-                first_restart=first,
-                init_params=init_params,
-                **options,
+                model, x, n_restarts=count, first_restart=first, init_params=start, **options
             )
 
         result = run(n_restarts, 0)

@@ -300,7 +300,7 @@ default='kmeans'
                 n_restarts=n_restarts,
                 max_iter=max_iter,
                 tol=float(self.tol),
-                initial=initial if initial is None or callable(initial) else lambda *_: initial,
+                init_params=initial,
                 rerun_alone=True,
             )
         except engine.AllRestartsFailed as failure:

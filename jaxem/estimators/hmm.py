@@ -186,7 +186,7 @@ class _BaseHMM(EMEstimator):
                 n_restarts=n_init,
                 max_iter=int(self.n_iter),
                 tol=float(self.tol) / n_sequences,
-                initial=lambda *_: initial,
+                init_params=initial,
                 hyper=hyper,
             )
         except engine.AllRestartsFailed as failure:

@@ -289,7 +289,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
             max_iter=int(self.max_iter),
             tol=tol,
             weights=weights,
-            initial=None if init_params is None else lambda *_: init_params,
+            init_params=init_params,
         )
 
         # Final assignment with every restart's final centres; keep the lowest inertia.
