@@ -19,7 +19,9 @@ a padded copy would cost memory and compiling is a small part of the fit); model
 pad sizes that only change numbers (a mixture's ``n_components`` within
 ``max_components``). What remains static is the
 model's structure, the data's padded shape and dtype, the restart count and the
-trace length bucket of :func:`jaxem._iterate.trace_length`.
+trace length bucket of :func:`jaxem._iterate.trace_length`. Every program goes
+through :func:`_program`; once :func:`enable_compilation_cache` is on, it is also kept
+traced and lowered on disk (:mod:`jaxem._program_store`) for the next process.
 
 The model contract is :class:`jaxem.contract.Model`.
 """
@@ -35,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxem import _iterate
+from jaxem import _iterate, _program_store
 from jaxem._iterate import CONVERGED, MAX_ITER, NON_FINITE, RUNNING
 from jaxem.contract import STATUS_MESSAGES, Chunks, Status, padded_rows
 
@@ -368,20 +370,39 @@ def _fit_body(
     )
 
 
-_FIT_STATIC = ("model", "n_restarts", "chunk_size", "n_trace")
-_fit_program = jax.jit(_fit_body, static_argnames=_FIT_STATIC)
+def _program(function=None, *, static=(), compiler_options=None):
+    """``function(model, *arrays, **static)`` compiled once per model, static values and
+    input shapes (``model`` is always static). When :func:`enable_compilation_cache` is
+    on, the traced and lowered program is also kept on disk (:mod:`jaxem._program_store`),
+    so a new process neither traces nor lowers it again."""
+    if function is None:
+        return functools.partial(_program, static=static, compiler_options=compiler_options)
+    jitted = jax.jit(
+        function, static_argnames=("model",) + tuple(static), compiler_options=compiler_options
+    )
+    name = function.__name__.strip("_")
+
+    @functools.wraps(function)
+    def run(model, *arrays, **statics):
+        return _program_store.call(name, jitted, function, model, arrays, statics, compiler_options)
+
+    return run
+
+
+_FIT_STATIC = ("n_restarts", "chunk_size", "n_trace")
+_fit_program = _program(_fit_body, static=_FIT_STATIC)
 #: Small problems run in milliseconds and compile in seconds: compile them with
 #: XLA's cheapest backend optimisation (about a third less compile time).
-_small_fit_program = jax.jit(
+_small_fit_program = _program(
     _fit_body,
-    static_argnames=_FIT_STATIC,
+    static=_FIT_STATIC,
     compiler_options={"xla_backend_optimization_level": 0},
 )
 #: Work (padded rows x row width x restarts) up to which a fit counts as small.
 _SMALL_WORK = 1 << 18
 
 
-@functools.partial(jax.jit, static_argnames=("model", "n_restarts", "chunk_size"))
+@_program(static=("n_restarts", "chunk_size"))
 def _init_program(model, x, weights, key, hyper, first_restart, *, n_restarts, chunk_size):
     chunks = _iterate.make_chunks(x, _normalised_weights(weights), chunk_size)
     keys = restart_keys(key, n_restarts, first_restart)
@@ -590,7 +611,7 @@ def initial_shapes(model, x, *, n_restarts: int = 1, hyper=None):
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct((n_restarts,) + s.shape, s.dtype), one)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "outputs", "chunk_size", "restarts"))
+@_program(static=("outputs", "chunk_size", "restarts"))
 def _evaluate_program(model, params, x, *, outputs, chunk_size, restarts):
     n_rows = jax.tree.leaves(x)[0].shape[0]
     chunks = _iterate.make_chunks(x, jnp.ones((n_rows,), jnp.float32), chunk_size)
@@ -661,7 +682,7 @@ def evaluate(model, params, x, outputs, *, chunk_size: int | None = None, restar
     return values[0] if isinstance(outputs, str) else values
 
 
-@functools.partial(jax.jit, static_argnames=("model", "chunk_size"))
+@_program(static=("chunk_size",))
 def _statistics_program(model, params, x, weights, hyper, *, chunk_size):
     chunks = _iterate.make_chunks(x, weights, chunk_size)
     return _iterate.chunked_sum(
@@ -680,7 +701,7 @@ def statistics(model, params, x, *, weights=None, hyper=None, chunk_size=None):
     )
 
 
-@functools.partial(jax.jit, static_argnames=("model", "n_samples"))
+@_program(static=("n_samples",))
 def _sample_program(model, key, params, *, n_samples):
     return model.sample(key, params, n_samples)
 
@@ -756,25 +777,36 @@ def default_cache_dir() -> Path:
     return Path(base) / "jaxem" / "xla"
 
 
-def enable_compilation_cache(path=None) -> Path:
+def enable_compilation_cache(path=None, *, store_programs: bool = True) -> Path:
     """Keep compiled programs on disk, so a new process reuses them instead of compiling.
 
     A one-line opt-in for applications (the ``jaxem`` command turns it on by default);
     the library never turns it on by itself. It sets JAX's persistent compilation
     cache for the whole process (``jax_compilation_cache_dir``), caching every
-    program however quick its compile.
+    program however quick its compile. With ``store_programs``, jaxem's own programs
+    are also kept traced and lowered (as :mod:`jax.export` artifacts, in the
+    ``programs`` subfolder), so that a new process skips tracing and lowering too:
+    with both, a warm process spends no time on its first fit beyond loading and
+    running (see ``benchmarks/startup.py``).
 
     Parameters
     ----------
     path : folder for the cache; default :func:`default_cache_dir`.
+    store_programs : also keep jaxem's traced programs (default True).
 
     Returns
     -------
     The folder used.
+
+    Examples
+    --------
+    >>> import tempfile, jaxem
+    >>> folder = jaxem.enable_compilation_cache(tempfile.mkdtemp())  # doctest: +SKIP
     """
     folder = Path(path).expanduser() if path is not None else default_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    _program_store.use_folder(folder / "programs" if store_programs else None)
     return folder

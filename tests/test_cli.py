@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import jaxem
-from jaxem import _io, cli
+from jaxem import _io, _program_store, cli
 from jaxem.cli import progress, report
 from jaxem.engine import RestartSummary, Status
 from tests.conftest import FAITHFUL
@@ -47,9 +47,11 @@ def no_user_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("JAXEM_NO_CACHE", "1")
     monkeypatch.setenv("JAXEM_CACHE_DIR", str(tmp_path / "cache-of-this-test"))
     saved = {name: getattr(jax.config, name) for name in _CACHE_CONFIG}
+    store = _program_store.folder()
     yield
     for name, value in saved.items():
         jax.config.update(name, value)
+    _program_store.use_folder(store)
 
 
 def run(capsys, *argv):

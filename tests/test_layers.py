@@ -18,6 +18,7 @@ FORBIDDEN = {
     "seeding.py": ("jaxem.families", "jaxem.models", "jaxem.engine", "jaxem.estimators"),
     "families": ("jaxem.models", "jaxem.engine", "jaxem.estimators", "jaxem.cli"),
     "models": ("jaxem.engine", "jaxem.estimators", "jaxem.cli"),
+    "_program_store.py": ("jaxem",),
     "engine.py": ("jaxem.estimators", "jaxem.cli", "jaxem.families", "jaxem.models"),
     "_differentiate.py": ("jaxem.estimators", "jaxem.cli", "jaxem.families", "jaxem.models"),
     "estimators": ("jaxem.cli",),
