@@ -33,6 +33,13 @@ def _two_clusters(n=90, seed=0):
     return np.concatenate([first, second]), rng.uniform(0.5, 1.5, n)
 
 
+def _start(model, x, seed, **options):
+    """Fitted parameters to start from, in one compiled program (run op by op, the
+    model's k-means initialisation alone takes about 10 s)."""
+    fit = jax.jit(lambda x: jaxem.fit_differentiable(model, x, key=jax.random.key(seed), **options))
+    return fit(x).params
+
+
 def _projection(params, seed):
     """A fixed random linear functional of the parameters (-inf entries skipped)."""
     rng = np.random.RandomState(seed)
@@ -101,7 +108,7 @@ def _check_against_finite_differences(loss, arguments, which, step=1e-5, count=3
 def test_gaussian_mixture_gradients_match_finite_differences(covariance_type):
     x, weights = _two_clusters()
     model = jaxem.mixture(jaxem.gaussian(covariance_type), 2)
-    start = jaxem.fit_differentiable(model, x, key=jax.random.key(0), **_CONVERGED).params
+    start = _start(model, x, 0, **_CONVERGED)
     loss = _fit_loss(model, start, seed=1, hyper_field="reg_covar", scale=3.0)
     _check_against_finite_differences(loss, (x, weights, np.float64(1e-2)), which=(0, 1, 2))
 
@@ -111,7 +118,7 @@ def test_poisson_mixture_gradients_match_finite_differences():
     x = np.concatenate([rng.poisson(2.0, (60, 3)), rng.poisson(9.0, (60, 3))]).astype(float)
     weights = rng.uniform(0.5, 1.5, len(x))
     model = jaxem.mixture(jaxem.poisson(rates_prior=1.0, rates_weight=2.0), 2)
-    start = jaxem.fit_differentiable(model, x, key=jax.random.key(0), **_CONVERGED).params
+    start = _start(model, x, 0, **_CONVERGED)
     loss = _fit_loss(model, start, seed=2, hyper_field="rates_prior")
     _check_against_finite_differences(loss, (x, weights, np.float64(1.0)), which=(0, 1, 2))
 
@@ -127,7 +134,7 @@ def test_categorical_mixture_gradients_match_finite_differences():
     )
     weights = rng.uniform(0.5, 1.5, len(x))
     model = jaxem.mixture(jaxem.categorical(4, prior=1.5), 2, init="random_from_data")
-    start = jaxem.fit_differentiable(model, x, key=jax.random.key(2), **_CONVERGED).params
+    start = _start(model, x, 2, **_CONVERGED)
     loss = _fit_loss(model, start, seed=3, hyper_field="prior")
     symbols_fixed = lambda weights, prior, **options: loss(x, weights, prior, **options)  # noqa: E731
     _check_against_finite_differences(symbols_fixed, (weights, np.float64(1.5)), which=(0, 1))
@@ -145,7 +152,7 @@ def test_gaussian_hmm_gradients_match_finite_differences():
     weights = np.array([1.0, 0.7, 1.3, 0.9])
     model = jaxem.hmm(jaxem.gaussian("diag"), 2)
     data = (observations, mask)
-    start = jaxem.fit_differentiable(model, data, key=jax.random.key(0), **_CONVERGED).params
+    start = _start(model, data, 0, **_CONVERGED)
     loss = _fit_loss(
         model,
         start,
@@ -162,7 +169,7 @@ def test_gaussian_hmm_gradients_match_finite_differences():
 def test_implicit_and_unrolled_gradients_agree_at_convergence():
     x, weights = _two_clusters()
     model = jaxem.mixture(jaxem.gaussian("full"), 2)
-    start = jaxem.fit_differentiable(model, x, key=jax.random.key(0), max_iter=3).params
+    start = _start(model, x, 0, max_iter=3)
 
     def loss(x, weights, adjoint, **options):
         fit = jaxem.fit_differentiable(
@@ -209,9 +216,9 @@ def test_gradients_compose_with_jit_and_vmap_and_compile_once(count_compiles):
     assert np.all(np.isfinite(again))
 
     # Per restart: each start's own fixed point, differentiated in one program.
-    starts = jax.vmap(lambda k: jaxem.fit_differentiable(model, sets[0], key=k, max_iter=0).params)(
-        jax.random.split(jax.random.key(3), 4)
-    )
+    starts = jax.jit(
+        jax.vmap(lambda k: jaxem.fit_differentiable(model, sets[0], key=k, max_iter=0).params)
+    )(jax.random.split(jax.random.key(3), 4))
 
     def from_start(start, x):
         fit = jaxem.fit_differentiable(model, x, init_params=start, tol=1e-10)
@@ -227,9 +234,10 @@ def test_gradients_compose_with_jit_and_vmap_and_compile_once(count_compiles):
 def test_failed_adjoint_solve_raises_instead_of_nan():
     x, _ = _two_clusters()
     model = jaxem.mixture(jaxem.gaussian("full"), 2)
+    start = _start(model, x, 0, max_iter=0)  # the model's init, compiled once
 
     def loss(x, **options):
-        return jaxem.fit_differentiable(model, x, key=jax.random.key(0), **options).log_likelihood
+        return jaxem.fit_differentiable(model, x, init_params=start, **options).log_likelihood
 
     failures = (jaxem.AdjointNotConverged, jax.errors.JaxRuntimeError)
     with pytest.raises(failures, match="adjoint solve did not converge within 1 steps"):
@@ -240,7 +248,7 @@ def test_failed_adjoint_solve_raises_instead_of_nan():
     with pytest.raises(failures, match="the fit had not converged"):
         jax.jit(jax.grad(lambda x: loss(x, tol=0.0, max_iter=3)))(x)
     # The forward pass alone never raises: the status says how the fit ended.
-    fit = jaxem.fit_differentiable(model, x, key=jax.random.key(0), tol=0.0, max_iter=3)
+    fit = jaxem.fit_differentiable(model, x, init_params=start, tol=0.0, max_iter=3)
     assert int(fit.status) == int(jaxem.MAX_ITER)
 
 
