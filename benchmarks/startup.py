@@ -21,8 +21,9 @@ jaxem runs in these cache settings:
 * ``cold``: first process on a fresh, empty temporary cache directory (it fills it).
 * ``warm``: a second fresh process on that directory (the number the targets use).
 
-The cache is turned on in the child with ``jaxem.enable_compilation_cache(path)`` when
-jaxem has it, else with ``jax.config`` (``jax_compilation_cache_dir`` = path,
+The cache is turned on in the child with ``jaxem.enable_compilation_cache(path,
+store_programs=True)`` when jaxem has it (without ``store_programs`` before it
+existed), else with ``jax.config`` (``jax_compilation_cache_dir`` = path,
 ``jax_persistent_cache_min_compile_time_secs`` = 0,
 ``jax_persistent_cache_min_entry_size_bytes`` = -1); the table's notes say which. The
 demo gets its cache folder through the ``JAXEM_CACHE_DIR`` environment variable; whether
@@ -175,8 +176,12 @@ def configure_cache(jax, jaxem):
         return "disabled"
     path = spec["cache_dir"]
     if hasattr(jaxem, "enable_compilation_cache"):
-        jaxem.enable_compilation_cache(path)
-        return "jaxem.enable_compilation_cache"
+        try:  # with jaxem's program store, as the jaxem command runs
+            jaxem.enable_compilation_cache(path, store_programs=True)
+            return "jaxem.enable_compilation_cache(store_programs=True)"
+        except TypeError:  # before the program store
+            jaxem.enable_compilation_cache(path)
+            return "jaxem.enable_compilation_cache"
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)

@@ -41,8 +41,10 @@ _PACKAGE = Path(__file__).resolve().parent
 
 #: Where programs are stored; None: the store is off (the default).
 _folder: Path | None = None
-#: In-process memo: signature -> (compiled callable, output skeleton).
-_loaded: dict[tuple, tuple[Callable, Any]] = {}
+#: In-process memo: signature -> (exported program, output skeleton). It holds no compiled
+#: executable: those live in the cache of :func:`_runner`'s ``jax.jit``, so that
+#: ``jax.clear_caches()`` frees them as it frees every other program's.
+_loaded: dict[tuple, tuple[Any, Any]] = {}
 #: Memo value of a program whose output cannot be described (see _skeleton).
 _NOT_STORABLE = object()
 #: Counters for tests and benchmarks: programs exported, and read back from disk.
@@ -108,9 +110,9 @@ def call(
         _loaded[signature] = entry
     if entry is _NOT_STORABLE:  # an output the JSON description cannot hold
         return jitted(model, *args, **statics)
-    compiled, skeleton = entry
+    exported, skeleton = entry
     flat = [jax.random.key_data(leaf) if impl else leaf for leaf, impl in zip(leaves, key_impls)]
-    outputs = compiled(*flat)
+    outputs = _runner(_options_key(compiler_options))(exported, *flat)
     return _rebuild(skeleton, outputs)
 
 
@@ -157,8 +159,23 @@ def _load_or_export(signature, function, in_tree, statics, key_impls, leaves, co
         _write(program_path, exported.serialize())
         _write(tree_path, json.dumps(skeleton).encode())
         counts["exported"] += 1
-    compiled = jax.jit(exported.call, compiler_options=compiler_options)
-    return compiled, skeleton
+    return exported, skeleton
+
+
+def _options_key(compiler_options) -> tuple:
+    return tuple(sorted((compiler_options or {}).items()))
+
+
+@functools.cache
+def _runner(options: tuple):
+    """One ``jax.jit`` per set of compiler options, with the exported program a static
+    argument (``Exported`` is a frozen, hashable dataclass): its compiled executables are
+    kept in JAX's own cache."""
+    return jax.jit(
+        lambda exported, *flat: exported.call(*flat),
+        static_argnums=0,
+        compiler_options=dict(options) or None,
+    )
 
 
 def _export(function, in_tree, statics, key_impls, leaves):

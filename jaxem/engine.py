@@ -777,7 +777,7 @@ def default_cache_dir() -> Path:
     return Path(base) / "jaxem" / "xla"
 
 
-def enable_compilation_cache(path=None, *, store_programs: bool = True) -> Path:
+def enable_compilation_cache(path=None, *, store_programs: bool = False) -> Path:
     """Keep compiled programs on disk, so a new process reuses them instead of compiling.
 
     A one-line opt-in for applications (the ``jaxem`` command turns it on by default);
@@ -787,12 +787,16 @@ def enable_compilation_cache(path=None, *, store_programs: bool = True) -> Path:
     are also kept traced and lowered (as :mod:`jax.export` artifacts, in the
     ``programs`` subfolder), so that a new process skips tracing and lowering too:
     with both, a warm process spends no time on its first fit beyond loading and
-    running (see ``benchmarks/startup.py``).
+    running (2-3x faster first fits, ``benchmarks/RESULTS.md``). The ``jaxem``
+    command turns it on (one process, a few programs). It is off by default in
+    the library: one long test process that compiled about 70 HMM programs with it
+    on crashed inside XLA while writing an executable to the persistent cache
+    (reproduced, cause not yet found; not seen with it off).
 
     Parameters
     ----------
     path : folder for the cache; default :func:`default_cache_dir`.
-    store_programs : also keep jaxem's traced programs (default True).
+    store_programs : also keep jaxem's traced programs (default False).
 
     Returns
     -------

@@ -137,7 +137,7 @@ _CHILD = textwrap.dedent(
     import numpy as np
     import jaxem
     from jaxem import _program_store, engine
-    jaxem.enable_compilation_cache(sys.argv[1])
+    jaxem.enable_compilation_cache(sys.argv[1], store_programs=True)
     traces = []
     traced = engine.fit_traced
     engine.fit_traced = lambda *a, **k: traces.append(1) or traced(*a, **k)

@@ -149,7 +149,7 @@ def setup_cache(no_cache: bool, cache_dir: str | None, environ=os.environ) -> Ca
     if environ.get("JAXEM_NO_CACHE", "").strip().lower() not in _FALSE_WORDS:
         return Cache(None, "JAXEM_NO_CACHE is set")
     try:
-        return Cache(engine.enable_compilation_cache(cache_dir))
+        return Cache(engine.enable_compilation_cache(cache_dir, store_programs=True))
     except OSError as error:
         where = error.filename or cache_dir
         reason = f"cannot create {where}: {error.strerror or error}"
