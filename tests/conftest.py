@@ -1,10 +1,16 @@
 """Shared fixtures. x64 is switched on only inside the tests that ask for it."""
 
+import os
 from pathlib import Path
 
-import jax
-import numpy as np
-import pytest
+# scikit-learn's array API dispatch (tests/estimators/test_array_api.py and its own array
+# API tests in tests/test_dropin.py) needs SciPy's array API support, which this variable
+# turns on before scipy is first imported, as in scikit-learn's own test runs.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 FAITHFUL = Path(__file__).resolve().parents[1] / "jaxem" / "data" / "faithful.csv"
 

@@ -15,9 +15,11 @@ excluded only when it cannot exercise jaxem's class at all, because it
   hmmlearn's ``_init`` and ``_check``) or reads a private attribute jaxem does not
   mirror, or patches the peer's internals (jaxem never calls them);
 - tests another class or function of the same file (``MiniBatchKMeans``,
-  ``BayesianGaussianMixture``, ``k_means``, ``kmeans_plusplus``);
-- depends on something outside the class (threadpool limits, scikit-learn's array
-  API dispatch).
+  ``BayesianGaussianMixture``, ``k_means``, ``kmeans_plusplus``).
+
+scikit-learn's array API tests run (array-api-strict and array-api-compat are test
+dependencies; the namespaces that are not installed, PyTorch and CuPy, skip as in
+scikit-learn's own runs), and so does the OpenMP thread-limit test.
 
 Private members that jaxem does mirror (``_n_parameters``, ``_covars_``) are not
 excluded, nor are private functions used only to compute a reference value. A test
@@ -79,14 +81,6 @@ EXCLUDED = {
         "patches sklearn.mixture._gaussian_mixture._estimate_gaussian_parameters and counts "
         "its calls; jaxem's class never calls it"
     ),
-    "test_gaussian_mixture.py::test_gaussian_mixture_array_api_compliance[*": (
-        "scikit-learn's array API dispatch (sklearn.config_context(array_api_dispatch=True)) "
-        "over array_api_strict / torch / cupy namespaces: a scikit-learn global setting, "
-        "outside the class"
-    ),
-    "test_gaussian_mixture.py::test_gaussian_mixture_raises_where_array_api_not_implemented[*": (
-        "scikit-learn's array API dispatch, a scikit-learn global setting outside the class"
-    ),
     # sklearn/mixture/tests/test_mixture.py: the GaussianMixture half only
     "test_mixture.py::*[estimator1]": "the BayesianGaussianMixture() parametrisation",
     # sklearn/cluster/tests/test_k_means.py
@@ -102,9 +96,6 @@ EXCLUDED = {
         "tests the function sklearn.cluster.k_means (which runs sklearn's KMeans), not the class"
     ),
     "test_k_means.py::test_kmeans_plusplus_*": "tests the function sklearn.cluster.kmeans_plusplus",
-    "test_k_means.py::test_result_equal_in_diff_n_threads[*": (
-        "limits OpenMP threads through threadpoolctl: sklearn's Cython threading, outside the class"
-    ),
     "test_k_means.py::test_sample_weight_init[*": (
         "calls sklearn's private _BaseKMeans._init_centroids"
     ),
@@ -177,10 +168,19 @@ def start_peer_runs(items) -> None:
     pool.shutdown(wait=False)
 
 
+def _remove_tree() -> None:
+    """Remove the copied files and their compilation cache (tens of MB) once both modes
+    have finished; a run still going (an interrupted session) keeps its folder."""
+    tree = _RUNS.get("tree")
+    if tree is not None and all(_RUNS[mode].done() for mode in MODES if mode in _RUNS):
+        shutil.rmtree(tree.root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def peer_tree(request):
     """The peers' test files, copied and pointed at jaxem, for this session."""
     start_peer_runs(request.session.items)
+    request.addfinalizer(_remove_tree)
     return _RUNS["tree"]
 
 

@@ -20,6 +20,9 @@ Precision follows the input as in scikit-learn: public methods are wrapped in
 :func:`in_input_precision` (``fit``: float32 input computes in float32, anything else
 in float64) or :func:`in_fitted_precision` (``predict`` and the like: the fitted
 attributes' precision), which turn JAX's 64-bit types on or off for the call only.
+Under scikit-learn's array API dispatch, the same wrappers take array API input
+(array_api_strict, PyTorch, ...) and return results and fitted attributes in its
+namespace and on its device (:mod:`jaxem.estimators._array_api`).
 
 Nothing here compiles: the engine owns every program.
 """
@@ -33,7 +36,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from jaxem import engine
-from jaxem.estimators import _persist, _validation
+from jaxem.estimators import _array_api, _persist, _validation
 
 __all__ = ["EMEstimator", "component_bucket", "in_input_precision", "in_fitted_precision"]
 
@@ -65,26 +68,36 @@ def component_bucket(n_components: int, n_rows: int) -> int:
 
 def in_input_precision(method):
     """Run ``method(self, X, ...)`` in the precision of ``X`` (see
-    :func:`jaxem.estimators._validation.input_precision`)."""
+    :func:`jaxem.estimators._validation.input_precision`), and under scikit-learn's
+    array API dispatch in ``X``'s namespace (:mod:`jaxem.estimators._array_api`)."""
 
     @functools.wraps(method)
     def wrapper(self, X, *args, **kwargs):
         with _validation.precision(_validation.input_precision(X)):
             return method(self, X, *args, **kwargs)
 
-    return wrapper
+    converted = _array_api.in_input_namespace(wrapper)
+
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        if _array_api.dispatch_enabled():  # before the conversion turns dispatch off
+            self._check_array_api_dispatch()
+        return converted(self, *args, **kwargs)
+
+    return checked
 
 
 def in_fitted_precision(method):
     """Run ``method(self, ...)`` in the precision of the fitted attributes (unfitted:
-    unchanged, so the method raises its ``NotFittedError``)."""
+    unchanged, so the method raises its ``NotFittedError``), and under scikit-learn's
+    array API dispatch in its input's namespace."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         with _validation.precision(self._stored_dtype()):
             return method(self, *args, **kwargs)
 
-    return wrapper
+    return _array_api.in_input_namespace(wrapper)
 
 
 class EMEstimator(BaseEstimator):
@@ -192,6 +205,11 @@ class EMEstimator(BaseEstimator):
         dtype = self._fitted_dtype()
         offset = self._offset(X.shape[1])
         return X, self._centred(X, offset, dtype), dtype, offset
+
+    def _check_array_api_dispatch(self) -> None:
+        """Raise ``NotImplementedError`` if these parameters cannot be fitted under
+        scikit-learn's array API dispatch, as scikit-learn's class does (default: all
+        can; array API input is converted at the boundary)."""
 
     def _stored_dtype(self):
         """dtype of the fitted attributes, or None before fitting."""

@@ -21,7 +21,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from jaxem import engine
 from jaxem.contract import Status
-from jaxem.estimators import _validation
+from jaxem.estimators import _array_api, _validation
 from jaxem.estimators._base import EMEstimator, in_fitted_precision, in_input_precision
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian, GaussianParams, gaussian
 from jaxem.models.mixture import MixtureParams, mixture
@@ -128,6 +128,13 @@ default='kmeans'
     the statistics are taken about each component's mean, so offsets and narrow
     components keep their digits; :meth:`predict` and :meth:`score` evaluate in
     the precision of the fitted attributes.
+
+    **Array API.** Under ``sklearn.set_config(array_api_dispatch=True)`` the class
+    takes array API input (array_api_strict, PyTorch, CuPy, ...) as scikit-learn's
+    does: results and fitted attributes come back in the input's namespace and on its
+    device, and ``init_params`` must be 'random' or 'random_from_data' (scikit-learn
+    raises ``NotImplementedError`` for its k-means inits there, and so does this
+    class). jaxem computes in JAX whatever the input, converting at the boundary.
 
     **Compilation.** The first fit for a given structure (covariance type,
     ``n_components``, ``init_params``, ``n_init``, ``max_iter``, features, dtype)
@@ -250,6 +257,19 @@ default='kmeans'
         labels : ndarray of shape (n_samples,)
         """
         return self._fit(X)
+
+    def _check_array_api_dispatch(self) -> None:
+        # As scikit-learn's GaussianMixture: its k-means inits do not run under array API
+        # dispatch, and a drop-in behaves the same (jaxem's would: it converts at the
+        # boundary).
+        allowed = ("random", "random_from_data")
+        if self.init_params not in allowed:
+            raise NotImplementedError(
+                f"Allowed `init_params` are {allowed} if 'array_api_dispatch' is enabled. "
+                f"You passed init_params={self.init_params!r}, which are not implemented to "
+                "work with 'array_api_dispatch' enabled, as in scikit-learn. Please disable "
+                f"'array_api_dispatch' to use init_params={self.init_params!r}."
+            )
 
     def _fit(self, X):
         X, dtype, offset = self._validate_fit_input(X, ensure_min_samples=2)
@@ -498,6 +518,7 @@ default='kmeans'
         """
         return -2 * self.score(X) * np.shape(X)[0] + 2 * self._n_parameters()
 
+    @_array_api.in_input_namespace
     def sample(self, n_samples=1):
         """Draw samples from the fitted mixture.
 

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxem import engine
-from jaxem.estimators import _validation
+from jaxem.estimators import _array_api, _validation
 from jaxem.estimators._base import EMEstimator, in_input_precision
 from jaxem.families.categorical import Categorical
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian
@@ -436,6 +436,7 @@ class _BaseHMM(EMEstimator):
         """Most likely state of every sample (by ``algorithm``)."""
         return self.decode(X, lengths)[1]
 
+    @_array_api.in_input_namespace
     def sample(self, n_samples=1, random_state=None, currstate=None):
         """Draw ``n_samples`` steps: ``(X, state_sequence)``.
 

@@ -292,6 +292,7 @@ def run(tree: PeerTree, names: list[str], x64: bool, timeout: float) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env.setdefault("SKLEARN_RUN_FLOAT32_TESTS", "1")
     env.setdefault("HMMLEARN_SEED", "42")
+    env.setdefault("SCIPY_ARRAY_API", "1")  # scikit-learn's array API tests need it
     # One persistent compilation cache for both modes: the peers' files are dominated
     # by compiling, and jaxem computes float64 input in float64 whatever the flag, so the
     # second mode finds most programs compiled (measured: 494 s cold, 156 s warm).
