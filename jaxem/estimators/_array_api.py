@@ -82,11 +82,12 @@ def _numpy_inside(estimator, space: Namespace):
     """The estimator's array API attributes and parameters as numpy for the call; then
     its parameters as they were and its fitted attributes in ``space``."""
     parameters = set(estimator.get_params(deep=False))
-    saved = {}
+    saved, before = {}, {}
     for name, value in _public_arrays(estimator).items():
         if _is_foreign_array(value):
             saved[name] = value
             setattr(estimator, name, space.to_numpy(value))
+        before[name] = getattr(estimator, name)
     try:
         with sklearn.config_context(array_api_dispatch=False):
             yield
@@ -95,7 +96,9 @@ def _numpy_inside(estimator, space: Namespace):
             if name in parameters:
                 if name in saved:
                     setattr(estimator, name, saved[name])
-            elif isinstance(value, np.ndarray):
+            # Back to the namespace: what was there, and what the call set (a fit);
+            # NumPy attributes a call only read stay NumPy.
+            elif isinstance(value, np.ndarray) and (name in saved or before.get(name) is not value):
                 setattr(estimator, name, space.from_numpy(value))
 
 

@@ -72,6 +72,15 @@ def test_array_parameters_are_used_and_left_as_given():
     np.testing.assert_array_equal(_numpy(gm.means_), plain.means_)
 
 
+def test_predicting_on_array_api_input_leaves_a_numpy_fit_numpy():
+    gm = jaxem.GaussianMixture(n_components=2, init_params="random", random_state=0).fit(X)
+    with sklearn.config_context(array_api_dispatch=True):
+        labels = gm.predict(array_api_strict.asarray(X))
+    assert _namespace_and_device(labels)[0] == "array_api_strict"
+    assert type(gm.means_) is np.ndarray and type(gm.covariances_) is np.ndarray
+    np.testing.assert_array_equal(_numpy(labels), gm.predict(X))
+
+
 def test_without_dispatch_nothing_changes():
     gm = jaxem.GaussianMixture(n_components=2, random_state=0).fit(X)
     assert type(gm.means_) is np.ndarray and type(gm.predict(X)) is np.ndarray
