@@ -204,8 +204,11 @@ def _solve_by_gmres(transpose, cotangent, tol, max_steps):
 
 #: The backward pass cuts the forward's chunks into this many.
 _BACKWARD_CHUNK_DIVISOR = 4
-#: Krylov vectors kept between GMRES restarts (each a copy of the parameters).
-_GMRES_RESTART = 30
+#: Krylov vectors kept between GMRES restarts (each a copy of the parameters). 100: on
+#: benchmarks/gradients.py (N=100k, D=K=16, full, float64) restarting every 30 steps
+#: cost about a third more products than every 100 (gradient 2.75x -> 2.34x the fit);
+#: 1000 was slower again (incremental GMRES work grows with the basis).
+_GMRES_RESTART = 100
 SOLVERS = {"gmres": _solve_by_gmres, "iteration": _solve_by_iteration}
 
 
