@@ -132,6 +132,45 @@ def _identity(value) -> str:
     return repr(value)
 
 
+def shapes(name: str, model, specs, compute: Callable):
+    """``compute()`` (a ``jax.eval_shape`` of ``model`` on ``specs``, a pytree of
+    ``jax.ShapeDtypeStruct``), kept on disk as JSON when the store is on, so a new process
+    does not trace the model again to learn the shapes of its parameters."""
+    if _folder is None:
+        return compute()
+    leaves, tree = jax.tree.flatten(specs)
+    signature = (
+        name,
+        _identity(model),
+        str(tree),
+        tuple((tuple(leaf.shape), str(leaf.dtype)) for leaf in leaves),
+    )
+    digest = hashlib.sha256(repr((signature, _environment())).encode()).hexdigest()[:40]
+    path = _folder / f"{name}-{digest}.shapes.json"
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+            found = [
+                jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
+                for shape, dtype in stored["leaves"]
+            ]
+            counts["loaded"] += 1
+            return _rebuild(stored["skeleton"], found)
+        except Exception:  # unreadable: computed and written again
+            pass
+    result = compute()
+    out_leaves, out_tree = jax.tree.flatten(result)
+    skeleton = _skeleton(jax.tree.unflatten(out_tree, range(len(out_leaves))))
+    if skeleton is not None and all(leaf.dtype.kind in "biuf" for leaf in out_leaves):
+        description = {
+            "skeleton": skeleton,
+            "leaves": [[list(leaf.shape), str(leaf.dtype)] for leaf in out_leaves],
+        }
+        _write(path, json.dumps(description).encode())
+        counts["exported"] += 1
+    return result
+
+
 def _key_impl(leaf) -> str | None:
     """The PRNG implementation of a typed key array (passed as its raw data), else None."""
     if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):

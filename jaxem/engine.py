@@ -726,7 +726,8 @@ def _spec(tree):
 @functools.lru_cache(maxsize=256)
 def _expected_init(model, x_spec, weights_spec, hyper_spec):
     """Shapes of one restart's ``model.init`` for data of these shapes, traced once per
-    signature (tracing a model's init costs a tenth of a second, every call)."""
+    signature (tracing a model's init costs a tenth of a second, every call), and kept
+    on disk by the program store when it is on."""
 
     def chunked(spec):  # one chunk holding every row
         return jax.ShapeDtypeStruct((1,) + spec.shape, spec.dtype)
@@ -734,10 +735,15 @@ def _expected_init(model, x_spec, weights_spec, hyper_spec):
     x = jax.tree.unflatten(x_spec[0], [chunked(spec) for spec in x_spec[1]])
     weights = chunked(weights_spec[1][0])
     hyper = jax.tree.unflatten(*hyper_spec)
-    return jax.eval_shape(
-        lambda chunks, hyper: model.init(jax.random.key(0), chunks, hyper),
-        Chunks(x, weights),
-        hyper,
+    return _program_store.shapes(
+        "expected_init",
+        model,
+        (Chunks(x, weights), hyper),
+        lambda: jax.eval_shape(
+            lambda chunks, hyper: model.init(jax.random.key(0), chunks, hyper),
+            Chunks(x, weights),
+            hyper,
+        ),
     )
 
 

@@ -131,6 +131,23 @@ def test_inside_a_trace_the_store_is_bypassed(store):
     assert _program_store.counts["exported"] == exported_before
 
 
+def test_parameter_shapes_are_read_instead_of_traced(store, monkeypatch):
+    model = _model()
+    first = engine.initial_shapes(model, X, n_restarts=2)
+    (path,) = store.glob("*.shapes.json")
+    engine._expected_init.cache_clear()  # a new process
+    monkeypatch.setattr(jax, "eval_shape", lambda *a, **k: pytest.fail("traced again"))
+    second = engine.initial_shapes(model, X, n_restarts=2)
+    assert jax.tree.structure(second) == jax.tree.structure(first)
+    assert jax.tree.leaves(second) == jax.tree.leaves(first)
+    monkeypatch.undo()
+    path.write_text("{damaged")
+    engine._expected_init.cache_clear()
+    assert jax.tree.leaves(engine.initial_shapes(model, X, n_restarts=2)) == jax.tree.leaves(first)
+    json.loads(path.read_text())  # written again
+    engine._expected_init.cache_clear()
+
+
 _CHILD = textwrap.dedent(
     """
     import json, sys
