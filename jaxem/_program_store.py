@@ -47,7 +47,8 @@ _folder: Path | None = None
 _loaded: dict[tuple, tuple[Any, Any]] = {}
 #: Memo value of a program whose output cannot be described (see _skeleton).
 _NOT_STORABLE = object()
-#: Counters for tests and benchmarks: programs exported, and read back from disk.
+#: Counters for tests and benchmarks: entries (programs and parameter shapes) written,
+#: and read back from disk.
 counts = {"exported": 0, "loaded": 0}
 
 
@@ -99,7 +100,7 @@ def call(
         str(in_tree),
         avals,
         key_impls,
-        repr(sorted((compiler_options or {}).items())),
+        _options_key(compiler_options),
     )
     entry = _loaded.get(signature)
     if entry is None:
@@ -145,8 +146,7 @@ def shapes(name: str, model, specs, compute: Callable):
         str(tree),
         tuple((tuple(leaf.shape), str(leaf.dtype)) for leaf in leaves),
     )
-    digest = hashlib.sha256(repr((signature, _environment())).encode()).hexdigest()[:40]
-    path = _folder / f"{name}-{digest}.shapes.json"
+    path = _folder / f"{name}-{_digest(signature)}.shapes.json"
     if path.exists():
         try:
             stored = json.loads(path.read_text())
@@ -159,8 +159,7 @@ def shapes(name: str, model, specs, compute: Callable):
         except Exception:  # unreadable: computed and written again
             pass
     result = compute()
-    out_leaves, out_tree = jax.tree.flatten(result)
-    skeleton = _skeleton(jax.tree.unflatten(out_tree, range(len(out_leaves))))
+    out_leaves, skeleton = _described(result)
     if skeleton is not None and all(leaf.dtype.kind in "biuf" for leaf in out_leaves):
         description = {
             "skeleton": skeleton,
@@ -179,8 +178,7 @@ def _key_impl(leaf) -> str | None:
 
 
 def _load_or_export(signature, function, in_tree, statics, key_impls, leaves, compiler_options):
-    digest = hashlib.sha256(repr((signature, _environment())).encode()).hexdigest()[:40]
-    base = _folder / f"{signature[0]}-{digest}"
+    base = _folder / f"{signature[0]}-{_digest(signature)}"
     program_path, tree_path = base.with_suffix(".jaxexport"), base.with_suffix(".json")
     exported = skeleton = None
     if program_path.exists() and tree_path.exists():
@@ -228,8 +226,7 @@ def _export(function, in_tree, statics, key_impls, leaves):
             for leaf, impl in zip(flat_leaves, key_impls)
         ]
         outputs = function(*jax.tree.unflatten(in_tree, restored), **statics)
-        out_leaves, out_tree = jax.tree.flatten(outputs)
-        found["skeleton"] = _skeleton(jax.tree.unflatten(out_tree, range(len(out_leaves))))
+        out_leaves, found["skeleton"] = _described(outputs)
         return out_leaves
 
     specs = [
@@ -240,6 +237,11 @@ def _export(function, in_tree, statics, key_impls, leaves):
     ]
     exported = jax.export.export(jax.jit(flat))(*specs)
     return exported, found["skeleton"]
+
+
+def _digest(signature) -> str:
+    """File name part for an entry: its signature with the environment, hashed."""
+    return hashlib.sha256(repr((signature, _environment())).encode()).hexdigest()[:40]
 
 
 def _environment() -> tuple:
@@ -269,6 +271,13 @@ def _source_hash() -> str:
 
 
 # -- the output's pytree as JSON -----------------------------------------------------------
+def _described(tree):
+    """``(leaves, skeleton)`` of a pytree: its leaves and the JSON form of its structure
+    (None when :func:`_skeleton` cannot describe it)."""
+    leaves, structure = jax.tree.flatten(tree)
+    return leaves, _skeleton(jax.tree.unflatten(structure, range(len(leaves))))
+
+
 def _skeleton(tree):
     """JSON form of a pytree whose leaves are their flat indices; None when it holds a node
     other than tuple, list, dict (string keys), None or a module-level NamedTuple."""

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from typing import Any, NamedTuple
 
 import numpy as np
 import sklearn
 
 
-class Namespace:
+class Namespace(NamedTuple):
     """An array API namespace and device that results must be returned in."""
 
-    def __init__(self, xp, device):
-        self.xp, self.device = xp, device
+    xp: Any
+    device: Any
 
     def to_numpy(self, value):
         if _is_foreign_array(value):
