@@ -8,6 +8,8 @@ The host-side API, restart keys and best-restart selection live in the engine.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -28,6 +30,14 @@ __all__ = [
     "STATUS_MESSAGES",
     "make_chunks",
     "chunked_sum",
+    "rows_sharded",
+    "row_axis",
+    "across_shards",
+    "chunk_indices",
+    "n_global_chunks",
+    "all_chunks",
+    "from_chunk",
+    "take_rows",
     "batched_statistics",
     "run_em",
 ]
@@ -52,13 +62,120 @@ def make_chunks(x, weights, chunk_size: int) -> Chunks:
     return Chunks(jax.tree.map(cut, x), cut(weights))
 
 
+# -- rows sharded over devices ----------------------------------------------------------------
+# Inside the engine's ``shard_map`` every device holds a contiguous block of the rows,
+# cut into its own chunks: global chunk ``g`` is local chunk ``g - n_local * d`` of
+# device ``d``, so the chunks are those of a one-device fit with the same chunk size.
+# The functions below are the only places that reach across devices; with no row axis
+# active they are the plain one-device operations.
+_ROW_AXIS: list[str | None] = [None]
+
+
+@contextlib.contextmanager
+def rows_sharded(axis_name: str | None):
+    """While tracing inside ``shard_map``, make the data functions of this module treat
+    ``axis_name`` as the mesh axis the rows are split over (``None``: not split)."""
+    _ROW_AXIS.append(axis_name)
+    try:
+        yield
+    finally:
+        _ROW_AXIS.pop()
+
+
+def row_axis() -> str | None:
+    """Name of the mesh axis the rows are split over while tracing, or None."""
+    return _ROW_AXIS[-1]
+
+
+def across_shards(total, combine=ops.tree_add):
+    """``total`` (one shard's sum over its rows) merged over every shard of the rows.
+
+    Sums travel by one all-reduce; other merges (``combine`` is not
+    :func:`jaxem.ops.tree_add`) gather the shards' totals, which are statistics, never
+    rows, and fold them in device order.
+    """
+    axis = row_axis()
+    if axis is None:
+        return total
+    if combine is ops.tree_add:
+        return jax.lax.psum(total, axis)
+    gathered = jax.lax.all_gather(total, axis)
+    parts = [jax.tree.map(lambda leaf, d=d: leaf[d], gathered) for d in range(_n_shards(axis))]
+    return functools.reduce(combine, parts)
+
+
+def _n_shards(axis) -> int:
+    return jax.lax.axis_size(axis)
+
+
+def chunk_indices(n_chunks: int):
+    """``(n_chunks,)`` global index of every chunk this shard holds (``n_chunks`` of
+    them)."""
+    local = jnp.arange(n_chunks, dtype=jnp.int32)
+    axis = row_axis()
+    return local if axis is None else local + jax.lax.axis_index(axis) * n_chunks
+
+
+def n_global_chunks(n_chunks: int) -> int:
+    """Number of chunks over every shard, when each holds ``n_chunks``."""
+    axis = row_axis()
+    return n_chunks if axis is None else n_chunks * _n_shards(axis)
+
+
+def all_chunks(values):
+    """Per-chunk ``values`` (leading axis: this shard's chunks) of every chunk, in
+    global order: small arrays (a number or a few per chunk), never rows."""
+    axis = row_axis()
+    return values if axis is None else jax.lax.all_gather(values, axis, tiled=True)
+
+
+def from_chunk(fn, chunks: Chunks, index):
+    """``fn(local_index)`` evaluated for the global chunk ``index`` (a scalar) by the
+    shard that holds it, and given to every shard (one small all-reduce)."""
+    axis = row_axis()
+    if axis is None:
+        return fn(index)
+    n_local = chunks.n_chunks
+    owner = index // n_local
+    value = fn(index - owner * n_local if n_local > 1 else jnp.zeros_like(index))
+    mine = owner == jax.lax.axis_index(axis)
+    return jax.lax.psum(
+        jax.tree.map(lambda leaf: jnp.where(mine, leaf, jnp.zeros((), leaf.dtype)), value), axis
+    )
+
+
+def take_rows(chunks: Chunks, rows):
+    """Rows ``rows`` (global flat indices, chunk by chunk) of ``chunks.x``, from
+    whichever shard holds them."""
+    chunk_size = chunks.chunk_size
+
+    def rows_of(tree, index):
+        return jax.tree.map(lambda leaf: leaf[index // chunk_size, index % chunk_size], tree)
+
+    axis = row_axis()
+    if axis is None:
+        return rows_of(chunks.x, rows)
+    per_shard = chunks.n_chunks * chunk_size
+    owner = rows // per_shard
+    local = jnp.clip(rows - jax.lax.axis_index(axis) * per_shard, 0, per_shard - 1)
+    mine = owner == jax.lax.axis_index(axis)
+
+    def masked(leaf):
+        shape = mine.shape + (1,) * (leaf.ndim - mine.ndim)
+        return jnp.where(mine.reshape(shape), leaf, jnp.zeros((), leaf.dtype))
+
+    return jax.lax.psum(jax.tree.map(masked, rows_of(chunks.x, local)), axis)
+
+
 def chunked_sum(fn, chunks: Chunks, combine=ops.tree_add):
     """``combine`` of ``fn(x_chunk, weights_chunk)`` over all chunks, by ``lax.scan``.
 
     Rows of weight 0 reach ``fn`` zeroed, whatever they held.
 
     Only one chunk's intermediates are alive at a time, so memory is
-    O(chunk_size × whatever ``fn`` makes per row), never O(n_rows × ...).
+    O(chunk_size × whatever ``fn`` makes per row), never O(n_rows × ...). With the
+    rows sharded (:func:`rows_sharded`), each shard sums its own chunks and the
+    shards' totals are merged by :func:`across_shards`.
     """
 
     def clean(x, weights):
@@ -75,15 +192,14 @@ def chunked_sum(fn, chunks: Chunks, combine=ops.tree_add):
 
     first = jax.tree.map(lambda leaf: leaf[0], chunks)
     total = clean(first.x, first.weights)
-    if chunks.n_chunks == 1:
-        return total
-    rest = jax.tree.map(lambda leaf: leaf[1:], chunks)
+    if chunks.n_chunks > 1:
+        rest = jax.tree.map(lambda leaf: leaf[1:], chunks)
 
-    def body(accumulated, chunk):
-        return combine(accumulated, clean(chunk.x, chunk.weights)), None
+        def body(accumulated, chunk):
+            return combine(accumulated, clean(chunk.x, chunk.weights)), None
 
-    total, _ = jax.lax.scan(body, total, rest)
-    return total
+        total, _ = jax.lax.scan(body, total, rest)
+    return across_shards(total, combine)
 
 
 def batched_statistics(model, params, chunks: Chunks, hyper):
@@ -140,7 +256,7 @@ def run_em(model, params, chunks: Chunks, hyper, *, max_iter, tol, n_trace: int)
     """
     n_restarts = jax.tree.leaves(params)[0].shape[0]
     dtype = chunks.weights.dtype
-    total_weight = jnp.sum(chunks.weights)
+    total_weight = across_shards(jnp.sum(chunks.weights))
     max_iter = jnp.minimum(jnp.asarray(max_iter, jnp.int32), n_trace)
     converged_fn = jax.vmap(model.converged, in_axes=(0, 0, 0, 0, None))
     is_finite = jax.vmap(model.is_finite)

@@ -218,14 +218,34 @@ class Family(Protocol):
         one_hot = jnp.eye(rows.shape[0], dtype=self.features(rows).dtype)
         return self.m_step(self.statistics(None, rows, one_hot), one_hot.sum(0), hyper)
 
-    def initial_params(self, key: PRNGKey, x: Array, weights: Array, n_components: int, hyper):
+    def initial_params(self, key: PRNGKey, chunks: Chunks, n_components: int, hyper):
         """Data-driven initial parameters of ``n_components`` components from all rows
-        (hmmlearn's emission init). Default: the M-step from random soft
-        assignments of the rows."""
-        dtype = weights.dtype
-        resp = jax.random.dirichlet(key, jnp.ones((n_components,), dtype), x.shape[:1], dtype)
-        resp = resp * weights[:, None]
-        return self.m_step(self.statistics(None, x, resp), resp.sum(0), hyper)
+        (hmmlearn's emission init). ``chunks`` holds the rows (already in
+        :meth:`data_dtype`; weight 0 marks padding, which may hold anything): go
+        through them chunk by chunk (``jaxem._iterate.chunked_sum``) so memory stays
+        O(chunk) and sharded rows work. Default: the M-step from random soft
+        assignments of the rows (Dirichlet(1) draws, one key per chunk)."""
+        from jaxem import _iterate  # the engine's layer, below the families at run time
+
+        dtype = chunks.weights.dtype
+
+        def chunk_statistics(data, weights):
+            x, number = data
+            resp = (
+                jax.random.dirichlet(
+                    jax.random.fold_in(key, number), jnp.ones((n_components,), dtype), x.shape[:1]
+                ).astype(dtype)
+                * weights[:, None]
+            )
+            return resp.sum(0), self.statistics(None, x, resp)
+
+        numbered = Chunks((chunks.x, _iterate.chunk_indices(chunks.n_chunks)), chunks.weights)
+        counts, stats = _iterate.chunked_sum(
+            chunk_statistics,
+            numbered,
+            lambda a, b: (a[0] + b[0], self.combine_stats(a[1], b[1])),
+        )
+        return self.m_step(stats, counts, hyper)
 
     def keep_fixed(self, old, new, update: str, stats, counts, hyper):
         """``new`` with the parameters whose letter is missing from ``update`` taken

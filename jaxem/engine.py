@@ -60,6 +60,9 @@ __all__ = [
     "default_chunk_size",
     "padded_rows",
     "enable_compilation_cache",
+    "resolve_mesh",
+    "ROWS",
+    "RESTARTS",
     "RUNNING",
     "CONVERGED",
     "MAX_ITER",
@@ -409,6 +412,157 @@ def _init_program(model, x, weights, key, hyper, first_restart, *, n_restarts, c
     return _initial_params(model, keys, chunks, hyper)
 
 
+# -- several devices --------------------------------------------------------------------------
+#: Mesh axis names the engine understands: rows split over ``"rows"``, restarts over
+#: ``"restarts"``.
+ROWS, RESTARTS = "rows", "restarts"
+
+
+def _axis_size(mesh, name) -> int:
+    return int(mesh.shape[name]) if name in mesh.axis_names else 1
+
+
+def _restart_padding(n_restarts: int, mesh) -> int:
+    """Restarts run: ``n_restarts`` rounded up to a multiple of the restart shards."""
+    shards = _axis_size(mesh, RESTARTS)
+    return -(-n_restarts // shards) * shards
+
+
+def _fit_sharded_body(
+    model,
+    x,
+    weights,
+    key,
+    hyper,
+    init_params,
+    max_iter,
+    tol,
+    first_restart,
+    *,
+    n_restarts,
+    chunk_size,
+    n_trace,
+    mesh,
+):
+    """:func:`fit_traced` with the rows and/or the restarts split over ``mesh``.
+
+    Inside one ``shard_map`` every device initialises and iterates its slice of the
+    restarts over its block of the rows: each E-step sums its own chunks, and the
+    shards' statistics are merged by one collective per iteration
+    (:func:`jaxem._iterate.across_shards`); the data never moves. Devices holding
+    different restarts run their own loops (a slice whose restarts all stopped stops).
+    The best restart is chosen after, over all of them.
+    """
+    rows = ROWS if ROWS in mesh.axis_names else None
+    restarts = RESTARTS if RESTARTS in mesh.axis_names else None
+    n_run = _restart_padding(n_restarts, mesh)
+    row_spec = jax.sharding.PartitionSpec(rows)
+    restart_spec = jax.sharding.PartitionSpec(restarts)
+    replicated = jax.sharding.PartitionSpec()
+    weights = _normalised_weights(weights)
+
+    def local(x, weights, start, hyper, max_iter, tol):
+        with _iterate.rows_sharded(rows):
+            chunks = _iterate.make_chunks(x, weights, chunk_size)
+            params = start if init_params is not None else _initial_params(
+                model, start, chunks, hyper
+            )
+            return _iterate.run_em(
+                model, params, chunks, hyper, max_iter=max_iter, tol=tol, n_trace=n_trace
+            )
+
+    if init_params is None:
+        start = restart_keys(key, n_run, first_restart)
+    else:  # extra restarts (to fill the last shard) repeat the last one and are dropped
+        index = jnp.minimum(jnp.arange(n_run), n_restarts - 1)
+        start = jax.tree.map(lambda leaf: leaf[index], init_params)
+    # Computed on every device; each then keeps its slice.
+    start = jax.tree.map(
+        lambda leaf: jax.reshard(leaf, jax.sharding.NamedSharding(mesh, restart_spec)), start
+    )
+    state = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(
+            jax.tree.map(lambda _: row_spec, x),
+            row_spec,
+            jax.tree.map(lambda _: restart_spec, start),
+            jax.tree.map(lambda _: replicated, hyper),
+            replicated,
+            replicated,
+        ),
+        out_specs=restart_spec,
+        check_vma=False,
+    )(x, weights, start, hyper, max_iter, tol)
+    everywhere = jax.sharding.NamedSharding(mesh, replicated)  # every restart's results
+    return _select_best(
+        jax.tree.map(lambda leaf: jax.reshard(leaf, everywhere)[:n_restarts], state)
+    )
+
+
+#: Not through :func:`_program`: the program store keeps one-device programs only (a
+#: sharded program is bound to its mesh and its inputs' shardings).
+_sharded_fit_program = jax.jit(
+    _fit_sharded_body, static_argnames=("model", "n_restarts", "chunk_size", "n_trace", "mesh")
+)
+
+
+def resolve_mesh(mesh, x=None):
+    """The ``jax.sharding.Mesh`` a fit runs on, or None for one device.
+
+    ``mesh`` is None (one device, unless ``x`` is a ``jax.Array`` already sharded by
+    a ``NamedSharding``: its mesh), an int (the rows split over the first that many
+    devices), or a ``Mesh`` whose axes are among ``"rows"`` and ``"restarts"``.
+    """
+    if mesh is None:
+        sharding = getattr(x, "sharding", None)
+        if isinstance(sharding, jax.sharding.NamedSharding) and sharding.mesh.size > 1:
+            mesh = sharding.mesh
+        else:
+            return None
+    if isinstance(mesh, (int, np.integer)) and not isinstance(mesh, bool):
+        devices = jax.devices()
+        if not 1 <= mesh <= len(devices):
+            raise ValueError(
+                f"mesh={mesh} asks for {mesh} devices but {len(devices)} are visible; "
+                "pass at most jax.device_count(), or a jax.sharding.Mesh."
+            )
+        if mesh == 1:
+            return None
+        return jax.sharding.Mesh(np.asarray(devices[:mesh]), (ROWS,))
+    if not isinstance(mesh, jax.sharding.Mesh):
+        raise TypeError(
+            f"mesh must be None, a device count (int) or a jax.sharding.Mesh, got {mesh!r}."
+        )
+    unknown = set(mesh.axis_names) - {ROWS, RESTARTS}
+    if unknown:
+        raise ValueError(
+            f"mesh axes must be named {ROWS!r} (rows split over devices) and/or "
+            f"{RESTARTS!r} (restarts split over devices); got {mesh.axis_names}. Build it "
+            f"with e.g. jax.make_mesh((n,), ({ROWS!r},))."
+        )
+    return mesh
+
+
+def _put_rows(x, weights, mesh):
+    """``x`` and ``weights`` placed with their rows split over the mesh's row axis (and
+    copied over its restart axis); arrays already laid out so are left as they are."""
+    rows = ROWS if ROWS in mesh.axis_names else None
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(rows))
+
+    def put(leaf):
+        if isinstance(leaf, jax.Array) and leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
+            return leaf
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            raise ValueError(
+                "x spans several processes but is not split by rows over the mesh "
+                f"({leaf.sharding}); build it with jaxem.rows_across_processes."
+            )
+        return jax.device_put(leaf, sharding)
+
+    return jax.tree.map(put, x), put(weights)
+
+
 # -- host-side API -----------------------------------------------------------------------------
 class _Prepared(NamedTuple):
     x: Any
@@ -419,8 +573,14 @@ class _Prepared(NamedTuple):
     chunk_size: int
 
 
-def _prepare(model, x, weights, hyper, n_restarts, chunk_size) -> _Prepared:
-    """Checks and row padding shared by the host-side entry points."""
+def _prepare(model, x, weights, hyper, n_restarts, chunk_size, mesh=None) -> _Prepared:
+    """Checks and row padding shared by the host-side entry points.
+
+    With a ``mesh`` the rows are padded so every shard holds whole chunks of equal size
+    (the chunks of a one-device fit with the same ``chunk_size``, plus empty ones at
+    the end) and placed on the devices; rows that span several processes are used as
+    they are (each process padded its own, see :func:`rows_across_processes`).
+    """
     if not isinstance(n_restarts, (int, np.integer)) or n_restarts < 1:
         raise ValueError(f"n_restarts must be a positive int, got {n_restarts!r}.")
     leaves = jax.tree.leaves(x)
@@ -432,6 +592,8 @@ def _prepare(model, x, weights, hyper, n_restarts, chunk_size) -> _Prepared:
     if any(leaf.shape[:1] != (n_rows,) for leaf in leaves):
         raise ValueError("Every array in x must have the same number of rows.")
     dtype = _float_dtype(leaves)
+    if mesh is not None and not all(_addressable(leaf) for leaf in leaves):
+        return _prepare_across_processes(model, x, weights, hyper, n_restarts, chunk_size, mesh)
     if weights is None:
         weights = np.ones((n_rows,), dtype)
     else:
@@ -445,13 +607,68 @@ def _prepare(model, x, weights, hyper, n_restarts, chunk_size) -> _Prepared:
             )
     if hyper is None:
         hyper = model.hyper(dtype)
+    _check_chunk_size(chunk_size)
     n_padded = model.padded_rows(n_rows) if _nbytes(x) <= _PADDED_BYTES else n_rows
-    x, weights = _pad_rows(x, weights, n_padded)
-    if chunk_size is None:
-        chunk_size = default_chunk_size(n_padded, int(n_restarts), model.row_width(x))
-    elif not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+    if mesh is None:
+        x, weights = _pad_rows(x, weights, n_padded)
+        if chunk_size is None:
+            chunk_size = default_chunk_size(n_padded, int(n_restarts), model.row_width(x))
+        return _Prepared(x, weights, n_rows, dtype, hyper, int(min(chunk_size, n_padded)))
+    n_shards = _axis_size(mesh, ROWS)
+    per_shard = -(-n_padded // n_shards)
+    chunk_size = _sharded_chunk_size(model, x, per_shard, n_restarts, chunk_size, mesh)
+    per_shard = -(-per_shard // chunk_size) * chunk_size
+    x, weights = _put_rows(*_pad_rows(x, weights, n_shards * per_shard), mesh)
+    return _Prepared(x, weights, n_rows, dtype, hyper, chunk_size)
+
+
+def _check_chunk_size(chunk_size):
+    if chunk_size is not None and (
+        not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1
+    ):
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}.")
-    return _Prepared(x, weights, n_rows, dtype, hyper, int(min(chunk_size, n_padded)))
+
+
+def _sharded_chunk_size(model, x, per_shard, n_restarts, chunk_size, mesh) -> int:
+    """Rows per chunk on each device: at most its rows; by default sized, as
+    :func:`default_chunk_size`, for the restarts each device runs."""
+    if chunk_size is None:
+        local_restarts = _restart_padding(int(n_restarts), mesh) // _axis_size(mesh, RESTARTS)
+        chunk_size = default_chunk_size(per_shard, local_restarts, model.row_width(x))
+    return int(min(chunk_size, per_shard))
+
+
+def _addressable(leaf) -> bool:
+    return not isinstance(leaf, jax.Array) or leaf.is_fully_addressable
+
+
+def _prepare_across_processes(model, x, weights, hyper, n_restarts, chunk_size, mesh):
+    """:func:`_prepare` for rows that span processes: no padding or copy (each process
+    holds its block, whole on its devices); weights default to ones laid out alike."""
+    leaves = jax.tree.leaves(x)
+    n_rows = leaves[0].shape[0]
+    dtype = _float_dtype(leaves)
+    if ROWS not in mesh.axis_names:
+        raise ValueError(
+            f"Rows spread over processes need a mesh with a {ROWS!r} axis; got "
+            f"{mesh.axis_names}."
+        )
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(ROWS))
+    if weights is None:
+        weights = jax.make_array_from_callback(
+            (n_rows,), sharding, lambda index: np.ones((n_rows,), dtype)[index]
+        )
+    elif not (isinstance(weights, jax.Array) and weights.shape == (n_rows,)):
+        raise ValueError(
+            "With rows spread over processes, weights must be None or a jax.Array of "
+            f"shape ({n_rows},) laid out as x (see jaxem.rows_across_processes)."
+        )
+    if hyper is None:
+        hyper = model.hyper(dtype)
+    _check_chunk_size(chunk_size)
+    per_shard = n_rows // _axis_size(mesh, ROWS)
+    chunk_size = _sharded_chunk_size(model, x, per_shard, n_restarts, chunk_size, mesh)
+    return _Prepared(x, weights, n_rows, dtype, hyper, chunk_size)
 
 
 def fit(
@@ -467,6 +684,7 @@ def fit(
     chunk_size: int | None = None,
     hyper=None,
     first_restart: int = 0,
+    mesh=None,
 ) -> FitResult:
     """Fit ``model`` to ``x`` with ``n_restarts`` batched EM restarts.
 
@@ -492,6 +710,17 @@ def fit(
     first_restart : run restarts ``first_restart, ...`` of :func:`restart_keys`
         (an input of the program: changing it does not recompile). With
         ``n_restarts=1`` it runs one restart of a batch again on its own.
+    mesh : None, int or ``jax.sharding.Mesh``
+        Devices to spread the fit over (see :func:`resolve_mesh`): an int splits the
+        rows over that many devices; a ``Mesh`` with axes ``"rows"`` and/or
+        ``"restarts"`` splits the rows, the restarts, or both (restarts are rounded up
+        to fill the restart axis; the extra ones are dropped). None uses one device,
+        unless ``x`` is a ``jax.Array`` already split by a ``NamedSharding`` (its mesh
+        is used), such as :func:`jaxem.rows_across_processes` builds for several
+        processes. The result equals the one-device fit with the same ``chunk_size``,
+        up to the rounding of sums (statistics merge across devices in another order).
+        Each E-step merges the devices' statistics with one collective; the rows never
+        move.
 
     Returns
     -------
@@ -516,11 +745,15 @@ def fit(
     """
     if not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative int, got {max_iter!r}.")
-    prepared = _prepare(model, x, weights, hyper, n_restarts, chunk_size)
+    mesh = resolve_mesh(mesh, jax.tree.leaves(x)[0] if jax.tree.leaves(x) else None)
+    prepared = _prepare(model, x, weights, hyper, n_restarts, chunk_size, mesh)
     if init_params is not None:
         init_params = _broadcast_restarts(init_params, model, prepared, int(n_restarts))
     work = jax.tree.leaves(prepared.x)[0].shape[0] * model.row_width(prepared.x) * n_restarts
-    program = _small_fit_program if work <= _SMALL_WORK else _fit_program
+    if mesh is not None:
+        program = functools.partial(_sharded_fit_program, mesh=mesh)
+    else:
+        program = _small_fit_program if work <= _SMALL_WORK else _fit_program
     traced = program(
         model,
         prepared.x,

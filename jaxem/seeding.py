@@ -125,11 +125,6 @@ def _chunk(tree, i):
     return jax.tree.map(lambda leaf: jax.lax.dynamic_index_in_dim(leaf, i, keepdims=False), tree)
 
 
-def _row(tree, i, j):
-    """Row ``j`` of chunk ``i`` of every leaf, kept as a batch of one row."""
-    return jax.tree.map(lambda leaf: leaf[i, j][None], tree)
-
-
 def _identity(x):
     return x
 
@@ -187,18 +182,19 @@ def _search_chunk(cdf, empty, residual, share):
     return _inverse_cdf(cdf, jnp.where(empty, share * cdf[1][-1], residual))[0]
 
 
-def _draw_rows(fractions, chunk_mass, row_mass, weights):
+def _draw_rows(fractions, chunk_mass, chunk_weight, rows_of_chunk):
     """Rows drawn with probability proportional to a mass, by a two-level inverse CDF.
 
     Parameters
     ----------
     fractions : (m,) numbers in [0, 1], one per draw: draw ``t`` is the row where the
         cumulative mass crosses ``fractions[t]`` times the total.
-    chunk_mass : (n_chunks,) total mass of every chunk.
-    row_mass : function of a chunk index giving the ``(chunk_size,)`` masses of its
-        rows (summing to that chunk's entry of ``chunk_mass`` up to rounding).
-    weights : (n_chunks, chunk_size) non-negative row weights: where there is no
-        mass at all (every row sits on a centre), rows are drawn by weight.
+    chunk_mass : (n_chunks,) total mass of every chunk (over every shard of the rows).
+    chunk_weight : (n_chunks,) total weight of every chunk: where there is no mass at
+        all (every row sits on a centre), rows are drawn by weight.
+    rows_of_chunk : function of a (global) chunk index giving the ``(chunk_size,)``
+        masses of its rows (summing to that chunk's entry of ``chunk_mass`` up to
+        rounding) and their non-negative weights.
 
     Returns
     -------
@@ -209,7 +205,7 @@ def _draw_rows(fractions, chunk_mass, row_mass, weights):
     Only the chunk totals are summed over all rows; each draw then searches one
     chunk, one draw at a time, so no cumulative sum over all rows is ever held.
     """
-    chunk_mass = jnp.where(jnp.sum(chunk_mass) > 0, chunk_mass, weights.sum(axis=1))
+    chunk_mass = jnp.where(jnp.sum(chunk_mass) > 0, chunk_mass, chunk_weight)
     chunks = _cdf(chunk_mass)
     targets = fractions * chunks[1][-1]
     chunk_index, before = jax.vmap(_inverse_cdf, in_axes=(None, 0))(chunks, targets)
@@ -218,14 +214,14 @@ def _draw_rows(fractions, chunk_mass, row_mass, weights):
     shares = jnp.clip(residuals / jnp.where(totals > 0, totals, 1), 0, 1)
     if chunk_mass.shape[0] == 1:
         # Every draw searches the one chunk: its table is built once.
-        cdf, empty = _chunk_cdf(row_mass(0), weights[0])
+        cdf, empty = _chunk_cdf(*rows_of_chunk(0))
         search = jax.vmap(_search_chunk, in_axes=(None, None, 0, 0))
         row_index = search(cdf, empty, residuals, shares)
     else:
 
         def search(draw):
             index, residual, share = draw
-            return _search_chunk(*_chunk_cdf(row_mass(index), weights[index]), residual, share)
+            return _search_chunk(*_chunk_cdf(*rows_of_chunk(index)), residual, share)
 
         row_index = jax.lax.map(search, (chunk_index, residuals, shares))
     return chunk_index.astype(jnp.int32), row_index.astype(jnp.int32)
@@ -290,30 +286,37 @@ def random_rows(key, weights, n_rows: int, *, weighted: bool = False):
         mass = jnp.where(chunked > 0, chunked, 0).astype(dtype)
     else:
         mass = (chunked > 0).astype(dtype)
-    total = mass.sum()
+    total = _iterate.across_shards(mass.sum())
     take = min(n_rows, chunk_size)
+    global_index = _iterate.chunk_indices(n_chunks)
+    one_chunk = _iterate.n_global_chunks(n_chunks) == 1
 
     def top(index):
         # One chunk uses the key itself and jax.random.choice's expression: same rows.
-        chunk_key = jax.random.fold_in(key, index) if n_chunks > 1 else key
+        chunk = global_index[index]
+        chunk_key = key if one_chunk else jax.random.fold_in(key, chunk)
         keys = jax.random.gumbel(chunk_key, (chunk_size,), dtype) + jnp.log(mass[index] / total)
         values, rows = jax.lax.top_k(keys, take)
-        rows = (rows + index * chunk_size).astype(jnp.int32)  # int32 whatever x64 says
+        rows = (rows + chunk * chunk_size).astype(jnp.int32)  # int32 whatever x64 says
         pad = n_rows - take
         return jnp.pad(values, (0, pad), constant_values=-jnp.inf), jnp.pad(rows, (0, pad))
 
-    best = top(0)
-    if n_chunks == 1:
-        return best[1]
-
-    def merge(best, index):
-        # The new chunk first: its rows beat the -inf padding of a short first chunk.
-        values, rows = (jnp.concatenate(pair) for pair in zip(top(index), best))
+    def merge(best, new):
+        # The new rows first: they beat the -inf padding of a short first chunk.
+        values, rows = (jnp.concatenate(pair) for pair in zip(new, best))
         values, order = jax.lax.top_k(values, n_rows)
-        return (values, rows[order]), None
+        return values, rows[order]
 
-    (_, rows), _ = jax.lax.scan(merge, best, jnp.arange(1, n_chunks))
-    return rows
+    best = top(0)
+    if n_chunks > 1:
+        best, _ = jax.lax.scan(
+            lambda best, index: (merge(best, top(index)), None), best, jnp.arange(1, n_chunks)
+        )
+    if _iterate.row_axis() is not None:  # every shard's best rows (a few numbers each)
+        gathered = _iterate.all_chunks(jax.tree.map(lambda leaf: leaf[None], best))
+        best = jax.lax.top_k(gathered[0].reshape(-1), n_rows)
+        best = best[0], gathered[1].reshape(-1)[best[1]]
+    return best[1]
 
 
 def kmeans_plusplus_chunked(
@@ -374,17 +377,22 @@ def kmeans_plusplus_chunked(
     if n_local_trials is None:
         n_local_trials = 2 + int(math.log(n_clusters))
     points = _identity if points is None else points
+    # With the rows sharded (see jaxem._iterate.rows_sharded), ``chunks`` are this
+    # shard's; draws and chunk numbers are global, so the seeds are a one-device fit's.
     weights = chunks.weights
     n_chunks, chunk_size = weights.shape
+    global_index = _iterate.chunk_indices(n_chunks)
+    one_chunk = _iterate.n_global_chunks(n_chunks) == 1
 
     def chunk_points(index):
         return points(_chunk(chunks.x, index))
 
     def chunk_rows(index):
-        return index * chunk_size + jnp.arange(chunk_size, dtype=jnp.int32)
+        return global_index[index] * chunk_size + jnp.arange(chunk_size, dtype=jnp.int32)
 
     def row_points(chunk_index, row_index):
-        return jax.vmap(lambda i, j: points(_row(chunks.x, i, j))[0])(chunk_index, row_index)
+        rows = _iterate.take_rows(chunks, chunk_index * chunk_size + row_index)
+        return jax.vmap(lambda row: points(jax.tree.map(lambda leaf: leaf[None], row))[0])(rows)
 
     point_dtype = jax.eval_shape(chunk_points, 0).dtype
     dtype = jnp.result_type(point_dtype, weights.dtype)
@@ -392,10 +400,18 @@ def kmeans_plusplus_chunked(
 
     # First centre: a row drawn in proportion to its weight (as jax.random.choice).
     row_weights = jnp.where(weights > 0, weights, 0).astype(dtype)
+    weight_totals = _iterate.all_chunks(row_weights.sum(axis=1))
+
+    def rows_of_chunk(row_mass):
+        def rows(index):
+            return _iterate.from_chunk(lambda i: (row_mass(i), row_weights[i]), chunks, index)
+
+        return rows
+
     # Draws are float32 in either precision, so float32 and float64 data seed alike.
     fraction = 1 - jax.random.uniform(first_key, (1,), jnp.float32).astype(dtype)
     chunk_index, row_index = _draw_rows(
-        fraction, row_weights.sum(axis=1), lambda i: row_weights[i], row_weights
+        fraction, weight_totals, weight_totals, rows_of_chunk(lambda i: row_weights[i])
     )
     first = row_points(chunk_index, row_index)[0]
     centers = jnp.zeros((n_clusters, first.shape[0]), point_dtype).at[0].set(first)
@@ -404,7 +420,7 @@ def kmeans_plusplus_chunked(
     if n_clusters == 1:
         return centers, indices
 
-    if n_chunks == 1:
+    if one_chunk:
         # All rows are one chunk, as big as the work the chunk size allows: keep the
         # distances themselves rather than recompute them from labels.
         labels = _to_center(chunk_points(0), chunk_rows(0), first, indices[0])[None]
@@ -416,7 +432,7 @@ def kmeans_plusplus_chunked(
             to_first = _to_center(chunk_points(index), chunk_rows(index), first, indices[0])
             return _positive_mass(weights[index], to_first).sum()
 
-        chunk_totals = jax.lax.map(first_total, jnp.arange(n_chunks))
+        chunk_totals = _iterate.all_chunks(jax.lax.map(first_total, jnp.arange(n_chunks)))
 
     def step(c, carry):
         centers, indices, labels, chunk_totals = carry
@@ -433,7 +449,9 @@ def kmeans_plusplus_chunked(
         fractions = jax.random.uniform(
             jax.random.fold_in(loop_key, c), (n_local_trials,), jnp.float32
         ).astype(dtype)
-        chunk_index, row_index = _draw_rows(fractions, chunk_totals, row_mass, row_weights)
+        chunk_index, row_index = _draw_rows(
+            fractions, chunk_totals, weight_totals, rows_of_chunk(row_mass)
+        )
         candidates = row_points(chunk_index, row_index)
 
         def evaluate(labels, index):
@@ -448,12 +466,12 @@ def kmeans_plusplus_chunked(
             return labels.at[index].set(new_labels), potentials.astype(dtype)
 
         labels, potentials = jax.lax.scan(evaluate, labels, jnp.arange(n_chunks))
-        best = jnp.argmin(potentials.sum(axis=0))
+        best = jnp.argmin(_iterate.across_shards(potentials.sum(axis=0)))
         return (
             centers.at[c].set(candidates[best]),
             indices.at[c].set(chunk_index[best] * chunk_size + row_index[best]),
             labels,
-            potentials[:, best],
+            _iterate.all_chunks(potentials[:, best]),
         )
 
     carry = (centers, indices, labels, chunk_totals.astype(dtype))

@@ -173,11 +173,12 @@ class Categorical(Family):
         del compute_dtype
         return jnp.int32
 
-    def initial_params(self, key, x, weights, n_components: int, hyper) -> CategoricalParams:
+    def initial_params(self, key, chunks, n_components: int, hyper) -> CategoricalParams:
         """hmmlearn's init: uniform random probabilities, normalised per column."""
         del hyper
-        dtype = weights.dtype
-        probs = jax.random.uniform(key, (n_components, x.shape[1], self.n_symbols), dtype)
+        dtype = chunks.weights.dtype
+        n_columns = chunks.x.shape[-1]
+        probs = jax.random.uniform(key, (n_components, n_columns, self.n_symbols), dtype)
         return CategoricalParams(jnp.log(probs / probs.sum(-1, keepdims=True)))
 
     def to_layout(self, params: CategoricalParams) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
-from jaxem import ops, seeding
+from jaxem import _iterate, ops, seeding
 from jaxem.contract import Chunks, Family
 
 __all__ = [
@@ -455,23 +455,25 @@ class Gaussian(Family):
     #: Former name of :meth:`params_from_rows`.
     params_at_points = params_from_rows
 
-    def initial_params(self, key, x, weights, n_components: int, hyper) -> GaussianParams:
+    def initial_params(self, key, chunks: Chunks, n_components: int, hyper) -> GaussianParams:
         """hmmlearn's init: k-means centres (k-means++ seeds, then Lloyd) as means, and
-        every covariance the weighted data covariance plus ``init_covar`` on its diagonal."""
-        dtype = weights.dtype
-        used = weights > 0
-        # Rows of weight 0 may hold anything; zero them as the engine's chunks do.
-        x = jnp.where(used[:, None], self.seeding_points(x).astype(dtype), 0)
-        seeds, _ = seeding.kmeans_plusplus(key, x, weights, n_components)
-        means = seeding.lloyd(
-            seeds, Chunks(x[None], weights[None]), max_iter=KMEANS_MAX_ITER, tol=KMEANS_TOL
-        )
-        total = weights.sum()
-        mean = weights @ x / total
-        centred = (x - mean) * jnp.sqrt(weights)[:, None]
+        every covariance the weighted data covariance plus ``init_covar`` on its diagonal.
+        Two passes over the chunks for the covariance (mean, then centred products)."""
+        dtype = chunks.weights.dtype
+        points = Chunks(jax.vmap(self.seeding_points)(chunks.x).astype(dtype), chunks.weights)
+        seeds, _ = seeding.kmeans_plusplus_chunked(key, points, n_components)
+        means = seeding.lloyd(seeds, points, max_iter=KMEANS_MAX_ITER, tol=KMEANS_TOL)
+        total, sums = _iterate.chunked_sum(lambda x, w: (w.sum(), w @ x), points)
+        mean = sums / total
+
+        def scatter(x, w):
+            centred = (x - mean) * jnp.sqrt(w)[:, None]
+            return centred.T @ centred
+
         # np.cov's unbiased normalisation, as hmmlearn.
-        covariance = centred.T @ centred / jnp.maximum(total - 1, 1)
-        n_features = x.shape[1]
+        covariance = _iterate.chunked_sum(scatter, points) / jnp.maximum(total - 1, 1)
+        x = points.x
+        n_features = x.shape[-1]
         covariance = covariance + hyper.init_covar * jnp.eye(n_features, dtype=dtype)
         if self.covariance_type == "full":
             layout = jnp.broadcast_to(covariance, (n_components, n_features, n_features))

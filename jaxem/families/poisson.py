@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxem import _iterate
 from jaxem.contract import Family
 
 __all__ = ["Poisson", "PoissonParams", "PoissonHyper", "poisson"]
@@ -118,16 +119,20 @@ class Poisson(Family):
         return jax.random.poisson(key, rates, rates.shape).astype(rates.dtype)
 
     # -- optional hooks -----------------------------------------------------------------------
-    def initial_params(self, key, x, weights, n_components: int, hyper) -> PoissonParams:
+    def initial_params(self, key, chunks, n_components: int, hyper) -> PoissonParams:
         """hmmlearn's init: Gamma draws of the rates whose mean and variance are those
-        of all counts (pooled over features)."""
+        of all counts (pooled over features); two passes over the chunks."""
         del hyper
-        dtype = weights.dtype
-        values = self.features(x).astype(dtype)
-        total = weights.sum()
-        n_features = values.shape[1]
-        mean = jnp.sum(weights @ values) / (total * n_features)
-        variance = jnp.sum(weights @ (values - mean) ** 2) / (total * n_features)
+        dtype = chunks.weights.dtype
+
+        def values(x):
+            return self.features(x).astype(dtype)
+
+        total, sums = _iterate.chunked_sum(lambda x, w: (w.sum(), jnp.sum(w @ values(x))), chunks)
+        n_features = jax.eval_shape(values, chunks.x[0]).shape[1]
+        mean = sums / (total * n_features)
+        squares = _iterate.chunked_sum(lambda x, w: jnp.sum(w @ (values(x) - mean) ** 2), chunks)
+        variance = squares / (total * n_features)
         variance = jnp.maximum(variance, jnp.finfo(dtype).eps)
         shape = mean**2 / variance
         draws = jax.random.gamma(key, jnp.maximum(shape, 1e-3), (n_components, n_features), dtype)

@@ -261,13 +261,18 @@ class HMM(Model):
         return log_likelihood - previous < tol
 
     def init(self, key, chunks: Chunks, hyper) -> HMMParams:
-        (obs, mask), weights = chunks.flat()
+        obs, mask = chunks.x
         n_states = self.n_states
-        dtype = weights.dtype
-        frame_weights = (mask * weights[:, None]).reshape(-1).astype(dtype)
-        frames = obs.reshape((-1,) + obs.shape[2:]).astype(self.family.data_dtype(dtype))
-        # Padding steps may hold anything: zero them so 0 · NaN cannot reach the init.
-        frames = jnp.where((frame_weights > 0).reshape((-1,) + (1,) * (frames.ndim - 1)), frames, 0)
+        dtype = chunks.weights.dtype
+        # The frames of each chunk of sequences, as a chunk of rows (padding steps get
+        # weight 0, and the engine's chunked sums zero whatever they hold).
+        n_chunks, chunk_size, n_steps = mask.shape
+        frames = Chunks(
+            obs.reshape((n_chunks, chunk_size * n_steps) + obs.shape[3:]).astype(
+                self.family.data_dtype(dtype)
+            ),
+            (mask * chunks.weights[..., None]).reshape(n_chunks, -1).astype(dtype),
+        )
         transition_key, emission_key = jax.random.split(key)
         if self.init_transitions == "uniform":
             startprob = jnp.full((n_states,), 1.0 / n_states, dtype)
@@ -283,9 +288,7 @@ class HMM(Model):
                 transmat = _normalize_rows(
                     jax.random.uniform(trans_key, (n_states, n_states), dtype)
                 )
-        emissions = self.family.initial_params(
-            emission_key, frames, frame_weights, n_states, hyper.family
-        )
+        emissions = self.family.initial_params(emission_key, frames, n_states, hyper.family)
         return HMMParams(startprob, transmat, emissions)
 
     def log_prob(self, params: HMMParams, data):

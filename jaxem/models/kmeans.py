@@ -27,6 +27,7 @@ from typing import ClassVar
 
 import jax.numpy as jnp
 
+from jaxem import _iterate
 from jaxem.contract import Chunks
 from jaxem.seeding import (
     KMeansParams,
@@ -86,12 +87,11 @@ class KMeansModel(Lloyd):
             raise ValueError(f"init must be 'k-means++' or 'random', got {self.init_method!r}.")
 
     def init(self, key, chunks: Chunks, hyper) -> KMeansParams:
-        x, _ = chunks.flat()
         if self.init_method == "random":
             # Distinct rows drawn with probability proportional to the sample weight,
             # as scikit-learn's KMeans(init="random"), chunk by chunk.
             index = random_rows(key, chunks.weights, self.max_clusters, weighted=True)
-            centers = x[index]
+            centers = _iterate.take_rows(chunks, index)
         else:
             # Greedy k-means++ picks seeds one by one, so the first n_clusters of
             # max_clusters seeds are the n_clusters seeds (local trials: max_clusters').

@@ -184,10 +184,10 @@ class Mixture(Model):
     def init(self, key, chunks: Chunks, hyper) -> MixtureParams:
         family, n_components = self.family, self.max_components
         active = self.active(hyper)
-        x, weights = chunks.flat()
+        dtype = chunks.weights.dtype
 
         def points(rows):  # what distance-based seeding works on, chunk by chunk
-            return family.seeding_points(rows).astype(weights.dtype)
+            return family.seeding_points(rows).astype(dtype)
 
         if self.init_method in ("k-means++", "random_from_data"):
             # Greedy k-means++ and Gumbel top-k draws pick rows one by one, so the first
@@ -198,10 +198,9 @@ class Mixture(Model):
                 index = random_rows(key, chunks.weights, n_components)
             # One-hot responsibilities on the seed rows only, as scikit-learn.
             index = jnp.where(active, index, index[0])
-            log_weights = jnp.where(
-                active, -jnp.log(hyper.n_active.astype(weights.dtype)), -jnp.inf
-            )
-            return MixtureParams(log_weights, family.params_from_rows(x[index], hyper.family))
+            log_weights = jnp.where(active, -jnp.log(hyper.n_active.astype(dtype)), -jnp.inf)
+            rows = _iterate.take_rows(chunks, index)
+            return MixtureParams(log_weights, family.params_from_rows(rows, hyper.family))
 
         if self.init_method == "kmeans":
             seeds, _ = kmeans_plusplus_chunked(key, chunks, n_components, points=points)
@@ -215,13 +214,13 @@ class Mixture(Model):
 
             def responsibilities(x_chunk, index):
                 labels, _ = nearest_centers(points(x_chunk), centers, active)
-                return jax.nn.one_hot(labels, n_components, dtype=weights.dtype)
+                return jax.nn.one_hot(labels, n_components, dtype=dtype)
 
         else:  # "random": uniform random responsibilities, normalised per row
 
             def responsibilities(x_chunk, index):
                 shape = (x_chunk.shape[0], n_components)
-                raw = jax.random.uniform(jax.random.fold_in(key, index), shape, weights.dtype)
+                raw = jax.random.uniform(jax.random.fold_in(key, index), shape, dtype)
                 raw = jnp.where(active, raw, 0)
                 return raw / raw.sum(axis=1, keepdims=True)
 
@@ -230,7 +229,9 @@ class Mixture(Model):
             resp = responsibilities(x_chunk, index) * w_chunk[:, None]
             return MixtureStats(resp.sum(0), family.statistics(None, x_chunk, resp))
 
-        indexed = Chunks((chunks.x, chunks.weights, jnp.arange(chunks.n_chunks)), chunks.weights)
+        # Global chunk numbers: the "random" draws are a one-device fit's when sharded.
+        numbers = _iterate.chunk_indices(chunks.n_chunks)
+        indexed = Chunks((chunks.x, chunks.weights, numbers), chunks.weights)
         stats = _iterate.chunked_sum(chunk_stats, indexed, self.combine_stats)
         return self.m_step(stats, None, hyper)
 

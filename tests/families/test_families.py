@@ -11,6 +11,7 @@ from scipy import stats
 from sklearn.metrics import adjusted_rand_score
 
 import jaxem
+from jaxem.contract import Chunks
 from jaxem.contract import Family
 from jaxem.families import log_densities
 
@@ -241,9 +242,8 @@ def test_gaussian_initial_params_are_kmeans_centres_and_the_data_covariance(cova
     weights = jnp.ones(300).at[-10:].set(0.0)
     garbage = jnp.asarray(x).at[-10:].set(jnp.nan)  # zero-weight rows may hold anything
     family = jaxem.gaussian(covariance_type, init_covar=0.25)
-    params = family.initial_params(
-        jax.random.key(0), garbage, weights, 3, family.hyper(jnp.float64)
-    )
+    chunks = Chunks(garbage.reshape(3, 100, 2), weights.reshape(3, 100))
+    params = family.initial_params(jax.random.key(0), chunks, 3, family.hyper(jnp.float64))
     means = np.asarray(params.means)
     np.testing.assert_allclose(
         means[np.lexsort(np.round(means).T[::-1])], centres[[0, 2, 1]], atol=0.3
@@ -267,14 +267,15 @@ def test_other_initial_params_have_the_right_shapes_and_are_finite(x64):
         (jaxem.bernoulli(), (5, 4)),
     ]:
         data = (x > 1).astype(jnp.float64) if isinstance(family, jaxem.Bernoulli) else x
-        params = family.initial_params(
-            jax.random.key(1), data, weights, 5, family.hyper(jnp.float64)
-        )
+        chunks = Chunks(data.reshape(2, 25, 4), weights.reshape(2, 25))
+        params = family.initial_params(jax.random.key(1), chunks, 5, family.hyper(jnp.float64))
         (leaf,) = jax.tree.leaves(params)
         assert leaf.shape == shape and leaf.dtype == jnp.float64
         assert bool(jnp.all(jnp.isfinite(leaf)))
     probs = jaxem.categorical(3).to_layout(
-        jaxem.categorical(3).initial_params(jax.random.key(1), x, weights, 5, None)
+        jaxem.categorical(3).initial_params(
+            jax.random.key(1), Chunks(x[None], weights[None]), 5, None
+        )
     )["probabilities"]
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-12)
 
