@@ -19,6 +19,7 @@ from jaxem.engine import (
     enable_compilation_cache,
     fit,
     fit_traced,
+    rows_across_processes,
 )
 from jaxem.estimators import CategoricalHMM, GaussianHMM, GaussianMixture, KMeans, PoissonHMM
 from jaxem.estimators._persist import load, load_fit, save_fit
@@ -61,6 +62,7 @@ __all__ = [
     "ops",
     "fit",
     "fit_traced",
+    "rows_across_processes",
     "TracedFit",
     "fit_differentiable",
     "DifferentiableFit",

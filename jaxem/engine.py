@@ -61,6 +61,7 @@ __all__ = [
     "padded_rows",
     "enable_compilation_cache",
     "resolve_mesh",
+    "rows_across_processes",
     "ROWS",
     "RESTARTS",
     "RUNNING",
@@ -464,8 +465,8 @@ def _fit_sharded_body(
     def local(x, weights, start, hyper, max_iter, tol):
         with _iterate.rows_sharded(rows):
             chunks = _iterate.make_chunks(x, weights, chunk_size)
-            params = start if init_params is not None else _initial_params(
-                model, start, chunks, hyper
+            params = (
+                start if init_params is not None else _initial_params(model, start, chunks, hyper)
             )
             return _iterate.run_em(
                 model, params, chunks, hyper, max_iter=max_iter, tol=tol, n_trace=n_trace
@@ -563,6 +564,55 @@ def _put_rows(x, weights, mesh):
     return jax.tree.map(put, x), put(weights)
 
 
+def rows_across_processes(x, weights=None, *, mesh=None):
+    """Global arrays of every process's own rows, to fit them together.
+
+    Call it in every process (after ``jax.distributed.initialize``) with that
+    process's rows; pass the result to :func:`fit` (or ``fit(..., mesh=...)`` of the
+    estimators' functional core). Rows are placed on the process's own devices only:
+    no process ever holds another's rows. Processes with fewer rows are padded with
+    rows of weight 0, so counts may differ.
+
+    Parameters
+    ----------
+    x : array (n_local, ...) or pytree of arrays: this process's rows.
+    weights : (n_local,) sample weights of those rows; default ones.
+    mesh : ``jax.sharding.Mesh`` with a ``"rows"`` axis over the devices of every
+        process, in process order; default all of ``jax.devices()``.
+
+    Returns
+    -------
+    x, weights
+        ``jax.Array`` of ``n_processes x n_per_process`` rows split over ``"rows"``:
+        process ``p``'s rows come ``p``-th, as if the processes' rows were stacked
+        in order.
+    """
+    from jax.experimental import multihost_utils
+
+    if mesh is None:
+        mesh = jax.sharding.Mesh(np.asarray(jax.devices()), (ROWS,))
+    mesh = resolve_mesh(mesh)
+    if mesh is None or ROWS not in mesh.axis_names:
+        raise ValueError(f"mesh needs a {ROWS!r} axis over several devices.")
+    x = jax.tree.map(np.asarray, x)
+    leaves = jax.tree.leaves(x)
+    n_local = leaves[0].shape[0]
+    dtype = _float_dtype(leaves)
+    weights = np.ones((n_local,), dtype) if weights is None else np.asarray(weights, dtype)
+    if weights.shape != (n_local,) or any(leaf.shape[:1] != (n_local,) for leaf in leaves):
+        raise ValueError("Every array in x, and weights, must have the same number of rows.")
+    counts = np.asarray(multihost_utils.process_allgather(np.asarray([n_local]))).reshape(-1)
+    local_devices = jax.local_device_count()
+    per_process = -(-int(counts.max()) // local_devices) * local_devices
+    x, weights = _pad_rows(x, weights, per_process)
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(ROWS))
+
+    def globalise(leaf):
+        return jax.make_array_from_process_local_data(sharding, leaf)
+
+    return jax.tree.map(globalise, x), globalise(weights)
+
+
 # -- host-side API -----------------------------------------------------------------------------
 class _Prepared(NamedTuple):
     x: Any
@@ -623,9 +673,7 @@ def _prepare(model, x, weights, hyper, n_restarts, chunk_size, mesh=None) -> _Pr
 
 
 def _check_chunk_size(chunk_size):
-    if chunk_size is not None and (
-        not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1
-    ):
+    if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}.")
 
 
@@ -650,8 +698,7 @@ def _prepare_across_processes(model, x, weights, hyper, n_restarts, chunk_size, 
     dtype = _float_dtype(leaves)
     if ROWS not in mesh.axis_names:
         raise ValueError(
-            f"Rows spread over processes need a mesh with a {ROWS!r} axis; got "
-            f"{mesh.axis_names}."
+            f"Rows spread over processes need a mesh with a {ROWS!r} axis; got {mesh.axis_names}."
         )
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(ROWS))
     if weights is None:
@@ -816,14 +863,33 @@ def initialise(
     hyper=None,
     chunk_size=None,
     first_restart: int = 0,
+    mesh=None,
 ):
     """Every restart's initial parameters, exactly as :func:`fit` with ``key`` (and
-    ``first_restart``) starts.
+    ``first_restart``, ``mesh``) starts.
 
     Returns a pytree with a leading axis of ``n_restarts`` (untrimmed: padded
     components included), ready for ``fit(..., init_params=...)``.
     """
-    prepared = _prepare(model, x, weights, hyper, n_restarts, chunk_size)
+    mesh = resolve_mesh(mesh, jax.tree.leaves(x)[0] if jax.tree.leaves(x) else None)
+    prepared = _prepare(model, x, weights, hyper, n_restarts, chunk_size, mesh)
+    if mesh is not None:  # a sharded fit of 0 iterations ends where it starts
+        traced = _sharded_fit_program(
+            model,
+            prepared.x,
+            prepared.weights,
+            key,
+            prepared.hyper,
+            None,
+            np.asarray(0, np.int32),
+            np.asarray(0, prepared.dtype),
+            _check_first_restart(first_restart),
+            n_restarts=int(n_restarts),
+            chunk_size=prepared.chunk_size,
+            n_trace=_iterate.trace_length(0),
+            mesh=mesh,
+        )
+        return traced.restarts.params
     return _init_program(
         model,
         prepared.x,

@@ -30,10 +30,12 @@ Nothing here compiles: the engine owns every program.
 from __future__ import annotations
 
 import functools
+from numbers import Integral
 
 import jax
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval
 
 from jaxem import engine
 from jaxem.estimators import _array_api, _persist, _validation
@@ -43,6 +45,9 @@ __all__ = ["EMEstimator", "component_bucket", "in_input_precision", "in_fitted_p
 #: Below this many (padded rows x padded components), component counts are padded to
 #: a bucket: compiling dominates the fit, so programs are shared across counts.
 _SMALL_PROBLEM = 1 << 20
+
+#: scikit-learn parameter constraint of the ``mesh`` parameter (see :func:`jaxem.fit`).
+MESH_CONSTRAINT = [None, Interval(Integral, 1, None, closed="left"), jax.sharding.Mesh]
 #: A feature whose mean exceeds this many standard deviations is centred before fitting.
 _FAR_FROM_ORIGIN = 10.0
 
@@ -165,7 +170,13 @@ class EMEstimator(BaseEstimator):
         def run(count, first):
             start = init_params(count, first) if callable(init_params) else init_params
             return engine.fit(
-                model, x, n_restarts=count, first_restart=first, init_params=start, **options
+                model,
+                x,
+                n_restarts=count,
+                first_restart=first,
+                init_params=start,
+                mesh=getattr(self, "mesh", None),
+                **options,
             )
 
         result = run(n_restarts, 0)
@@ -189,7 +200,13 @@ class EMEstimator(BaseEstimator):
     def _initial_params(self, model, x, *, key, n_restarts, weights=None, first_restart=0):
         """Every restart's initial parameters as the fit with ``key`` would start."""
         return engine.initialise(
-            model, x, key=key, n_restarts=n_restarts, weights=weights, first_restart=first_restart
+            model,
+            x,
+            key=key,
+            n_restarts=n_restarts,
+            weights=weights,
+            first_restart=first_restart,
+            mesh=getattr(self, "mesh", None),
         )
 
     # -- evaluation -----------------------------------------------------------------------

@@ -460,6 +460,9 @@ def estimator_arrays(estimator) -> dict:
     _validation.check_fitted(estimator)
     params = estimator.get_params(deep=False)
     attributes = {name: value for name, value in vars(estimator).items() if name not in params}
+    if isinstance(params.get("mesh"), jax.sharding.Mesh):
+        # Devices are this machine's, not the model's: a loaded estimator uses one.
+        params["mesh"] = None
     arrays: dict = {}
     encoded_params = _encode_mapping(params, "params", arrays)
     encoded_attributes = _encode_mapping(attributes, "attributes", arrays)

@@ -22,7 +22,12 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from jaxem import engine
 from jaxem.contract import Status
 from jaxem.estimators import _array_api, _validation
-from jaxem.estimators._base import EMEstimator, in_fitted_precision, in_input_precision
+from jaxem.estimators._base import (
+    MESH_CONSTRAINT,
+    EMEstimator,
+    in_fitted_precision,
+    in_input_precision,
+)
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian, GaussianParams, gaussian
 from jaxem.models.mixture import MixtureParams, mixture
 
@@ -92,6 +97,13 @@ default='kmeans'
         changes. Printed after the batched run, from its trace.
     verbose_interval : int, default=10
         Iterations between printed lines.
+    mesh : None, int or jax.sharding.Mesh, default=None
+        jaxem extension: devices to spread the fit over. An int splits the rows over
+        that many devices; a ``Mesh`` with axes ``"rows"`` and/or ``"restarts"``
+        splits the rows, the restarts, or both (see :func:`jaxem.fit`). The fitted
+        model equals the one-device fit up to the rounding of sums. Initialisation
+        and EM iterations run sharded; the final E-step and predictions run on one
+        device. Not saved by ``save`` (a loaded estimator runs on one device).
 
     Attributes
     ----------
@@ -180,6 +192,7 @@ default='kmeans'
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
+        "mesh": MESH_CONSTRAINT,
     }
 
     def __init__(
@@ -199,6 +212,7 @@ default='kmeans'
         warm_start=False,
         verbose=0,
         verbose_interval=10,
+        mesh=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -214,6 +228,7 @@ default='kmeans'
         self.warm_start = warm_start
         self.verbose = verbose
         self.verbose_interval = verbose_interval
+        self.mesh = mesh
 
     # -- fitting ---------------------------------------------------------------------------
     @in_input_precision

@@ -111,6 +111,7 @@ class _BaseHMM(EMEstimator):
         init_params="st",
         implementation="log",
         n_init=1,
+        mesh=None,
     ):
         self.n_components = n_components
         self.startprob_prior = startprob_prior
@@ -124,6 +125,7 @@ class _BaseHMM(EMEstimator):
         self.init_params = init_params
         self.implementation = implementation
         self.n_init = n_init
+        self.mesh = mesh
 
     # -- to be provided by subclasses ----------------------------------------------------------
     def _check_X(self, X, reset):  # -> numpy array
@@ -288,7 +290,9 @@ class _BaseHMM(EMEstimator):
             shapes = engine.initial_shapes(model, data, n_restarts=n_init, hyper=hyper)
             params = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), shapes)
         else:
-            params = engine.initialise(model, data, key=key, n_restarts=n_init, hyper=hyper)
+            params = engine.initialise(
+                model, data, key=key, n_restarts=n_init, hyper=hyper, mesh=self.mesh
+            )
 
         def broadcast(value, like):
             return np.broadcast_to(np.asarray(value, like.dtype), like.shape)
@@ -525,6 +529,12 @@ class GaussianHMM(_BaseHMM):
     implementation : {"log", "scaling", "associative", "blocked"}
     n_init : int
         Restarts run in parallel; the best by final log-likelihood is kept.
+    mesh : None, int or jax.sharding.Mesh
+        Devices to spread the fit over: an int splits the sequences over that many
+        devices; a ``Mesh`` with axes ``"rows"`` (sequences) and/or ``"restarts"``
+        splits the sequences, the restarts, or both (see :func:`jaxem.fit`). The
+        fitted model equals the one-device fit up to the rounding of sums; decoding
+        and scoring run on one device. Not saved by ``save``.
 
     Attributes
     ----------
@@ -570,6 +580,7 @@ class GaussianHMM(_BaseHMM):
         init_params="stmc",
         implementation="log",
         n_init=1,
+        mesh=None,
     ):
         super().__init__(
             n_components=n_components,
@@ -584,6 +595,7 @@ class GaussianHMM(_BaseHMM):
             init_params=init_params,
             implementation=implementation,
             n_init=n_init,
+            mesh=mesh,
         )
         self.covariance_type = covariance_type
         self.min_covar = min_covar
@@ -715,6 +727,7 @@ class CategoricalHMM(_BaseHMM):
         init_params="ste",
         implementation="log",
         n_init=1,
+        mesh=None,
     ):
         super().__init__(
             n_components=n_components,
@@ -729,6 +742,7 @@ class CategoricalHMM(_BaseHMM):
             init_params=init_params,
             implementation=implementation,
             n_init=n_init,
+            mesh=mesh,
         )
         self.emissionprob_prior = emissionprob_prior
         self.n_features = n_features
@@ -827,6 +841,7 @@ class PoissonHMM(_BaseHMM):
         init_params="stl",
         implementation="log",
         n_init=1,
+        mesh=None,
     ):
         super().__init__(
             n_components=n_components,
@@ -841,6 +856,7 @@ class PoissonHMM(_BaseHMM):
             init_params=init_params,
             implementation=implementation,
             n_init=n_init,
+            mesh=mesh,
         )
         self.lambdas_prior = lambdas_prior
         self.lambdas_weight = lambdas_weight

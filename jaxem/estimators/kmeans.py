@@ -38,6 +38,7 @@ from jaxem import engine
 from jaxem.contract import Status
 from jaxem.estimators import _validation
 from jaxem.estimators._base import (
+    MESH_CONSTRAINT,
     EMEstimator,
     component_bucket,
     in_fitted_precision,
@@ -99,6 +100,13 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
         same result (Elkan's triangle-inequality bounds only skip distance
         computations, and on accelerators the dense batched assignment step is
         faster than bound bookkeeping).
+    mesh : None, int or jax.sharding.Mesh, default=None
+        jaxem extension: devices to spread the fit over. An int splits the rows over
+        that many devices; a ``Mesh`` with axes ``"rows"`` and/or ``"restarts"``
+        splits the rows, the restarts, or both (see :func:`jaxem.fit`). The fitted
+        model equals the one-device fit up to the rounding of sums. Initialisation
+        and EM iterations run sharded; the final E-step and predictions run on one
+        device. Not saved by ``save`` (a loaded estimator runs on one device).
 
     Attributes
     ----------
@@ -180,6 +188,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
         "random_state": ["random_state"],
         "copy_x": ["boolean"],
         "algorithm": [StrOptions({"lloyd", "elkan"})],
+        "mesh": MESH_CONSTRAINT,
     }
 
     def __init__(
@@ -194,6 +203,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
         random_state=None,
         copy_x=True,
         algorithm="lloyd",
+        mesh=None,
     ):
         self.n_clusters = n_clusters
         self.init = init
@@ -204,6 +214,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
         self.random_state = random_state
         self.copy_x = copy_x
         self.algorithm = algorithm
+        self.mesh = mesh
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
