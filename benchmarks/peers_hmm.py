@@ -9,7 +9,7 @@ per observation (``benchmarks._scoring.hmm_mean_loglik``).
 
 Run from the repository root, in the peer virtualenv::
 
-    /work/benchvenv/bin/python -m benchmarks.peers_hmm --preset small-long
+    python -m benchmarks.peers_hmm --preset small-long
 
 How a fixed iteration count is enforced, per library
 ----------------------------------------------------

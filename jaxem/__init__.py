@@ -6,6 +6,7 @@ many random restarts at once in one compiled ``lax.while_loop`` and keeps the be
 
 from jaxem import contract, engine, families, models, ops, seeding
 from jaxem._differentiate import AdjointNotConverged, DifferentiableFit, fit_differentiable
+from jaxem._stream import fit_stream, open_source
 from jaxem.contract import Chunks, Family, Model, Status
 from jaxem.engine import (
     CONVERGED,
@@ -63,6 +64,8 @@ __all__ = [
     "fit",
     "fit_traced",
     "rows_across_processes",
+    "fit_stream",
+    "open_source",
     "TracedFit",
     "fit_differentiable",
     "DifferentiableFit",

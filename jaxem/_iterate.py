@@ -40,6 +40,8 @@ __all__ = [
     "take_rows",
     "batched_statistics",
     "run_em",
+    "start_state",
+    "em_update",
 ]
 
 RUNNING, CONVERGED, MAX_ITER, NON_FINITE = (int(status) for status in Status)
@@ -235,6 +237,67 @@ def trace_length(max_iter: int) -> int:
     return max(128, 1 << max(int(max_iter) - 1, 0).bit_length())
 
 
+def start_state(params, n_trace: int, dtype, max_iter) -> LoopState:
+    """The loop's carry before the first iteration (``max_iter`` may be traced)."""
+    n_restarts = jax.tree.leaves(params)[0].shape[0]
+    max_iter = jnp.asarray(max_iter, jnp.int32)
+    return LoopState(
+        params=params,
+        log_likelihood=jnp.full((n_restarts,), -jnp.inf, dtype),
+        previous_log_likelihood=jnp.full((n_restarts,), -jnp.inf, dtype),
+        n_iter=jnp.zeros((n_restarts,), jnp.int32),
+        status=jnp.full((n_restarts,), jnp.where(max_iter > 0, RUNNING, MAX_ITER), jnp.int32),
+        trace=jnp.full((n_restarts, n_trace), jnp.nan, dtype),
+    )
+
+
+def em_update(
+    model,
+    state: LoopState,
+    iteration,
+    stats,
+    log_likelihood_sum,
+    total_weight,
+    hyper,
+    *,
+    max_iter,
+    tol,
+) -> LoopState:
+    """One EM iteration of every restart from its E-step's ``stats`` and summed
+    log-likelihood (leading restart axis): the M-step, the convergence and
+    non-finite tests, and the freezing of restarts that stopped.
+
+    A restart whose log-likelihood or new parameters are not finite keeps its last
+    finite parameters and the status ``NON_FINITE``.
+    """
+    converged_fn = jax.vmap(model.converged, in_axes=(0, 0, 0, 0, None))
+    is_finite = jax.vmap(model.is_finite)
+    m_step = jax.vmap(model.m_step, in_axes=(0, 0, None))
+    log_likelihood = log_likelihood_sum / total_weight
+    new_params = m_step(stats, state.params, hyper)
+    running = state.status == RUNNING
+    finite = jnp.isfinite(log_likelihood) & is_finite(new_params)
+    converged = converged_fn(state.params, new_params, log_likelihood, state.log_likelihood, tol)
+    n_iter = state.n_iter + 1
+    status = jnp.where(
+        ~finite,
+        NON_FINITE,
+        jnp.where(converged, CONVERGED, jnp.where(n_iter >= max_iter, MAX_ITER, RUNNING)),
+    )
+    return LoopState(
+        params=ops.tree_where(running & finite, new_params, state.params),
+        log_likelihood=jnp.where(running, log_likelihood, state.log_likelihood),
+        previous_log_likelihood=jnp.where(
+            running, state.log_likelihood, state.previous_log_likelihood
+        ),
+        n_iter=jnp.where(running, n_iter, state.n_iter),
+        status=jnp.where(running, status, state.status).astype(jnp.int32),
+        trace=state.trace.at[:, iteration].set(
+            jnp.where(running, log_likelihood, jnp.nan), mode="drop"
+        ),
+    )
+
+
 def run_em(model, params, chunks: Chunks, hyper, *, max_iter, tol, n_trace: int) -> LoopState:
     """Iterate E and M steps for all restarts until each converges or fails.
 
@@ -250,17 +313,12 @@ def run_em(model, params, chunks: Chunks, hyper, *, max_iter, tol, n_trace: int)
         (see :func:`trace_length`).
 
     A restart stops on its own tolerance: its parameters are frozen with
-    ``jnp.where`` while the others go on. A restart whose log-likelihood or new
-    parameters are not finite keeps its last finite parameters and the status
-    ``NON_FINITE``; it never aborts the batch.
+    ``jnp.where`` while the others go on (:func:`em_update`). A restart whose
+    log-likelihood or new parameters are not finite keeps its last finite
+    parameters and the status ``NON_FINITE``; it never aborts the batch.
     """
-    n_restarts = jax.tree.leaves(params)[0].shape[0]
-    dtype = chunks.weights.dtype
     total_weight = across_shards(jnp.sum(chunks.weights))
     max_iter = jnp.minimum(jnp.asarray(max_iter, jnp.int32), n_trace)
-    converged_fn = jax.vmap(model.converged, in_axes=(0, 0, 0, 0, None))
-    is_finite = jax.vmap(model.is_finite)
-    m_step = jax.vmap(model.m_step, in_axes=(0, 0, None))
 
     def cond(carry):
         iteration, state = carry
@@ -269,39 +327,19 @@ def run_em(model, params, chunks: Chunks, hyper, *, max_iter, tol, n_trace: int)
     def body(carry):
         iteration, state = carry
         stats, log_likelihood_sum = batched_statistics(model, state.params, chunks, hyper)
-        log_likelihood = log_likelihood_sum / total_weight
-        new_params = m_step(stats, state.params, hyper)
-        running = state.status == RUNNING
-        finite = jnp.isfinite(log_likelihood) & is_finite(new_params)
-        converged = converged_fn(
-            state.params, new_params, log_likelihood, state.log_likelihood, tol
+        state = em_update(
+            model,
+            state,
+            iteration,
+            stats,
+            log_likelihood_sum,
+            total_weight,
+            hyper,
+            max_iter=max_iter,
+            tol=tol,
         )
-        n_iter = state.n_iter + 1
-        status = jnp.where(
-            ~finite,
-            NON_FINITE,
-            jnp.where(converged, CONVERGED, jnp.where(n_iter >= max_iter, MAX_ITER, RUNNING)),
-        )
-        return iteration + 1, LoopState(
-            params=ops.tree_where(running & finite, new_params, state.params),
-            log_likelihood=jnp.where(running, log_likelihood, state.log_likelihood),
-            previous_log_likelihood=jnp.where(
-                running, state.log_likelihood, state.previous_log_likelihood
-            ),
-            n_iter=jnp.where(running, n_iter, state.n_iter),
-            status=jnp.where(running, status, state.status).astype(jnp.int32),
-            trace=state.trace.at[:, iteration].set(
-                jnp.where(running, log_likelihood, jnp.nan), mode="drop"
-            ),
-        )
+        return iteration + 1, state
 
-    start = LoopState(
-        params=params,
-        log_likelihood=jnp.full((n_restarts,), -jnp.inf, dtype),
-        previous_log_likelihood=jnp.full((n_restarts,), -jnp.inf, dtype),
-        n_iter=jnp.zeros((n_restarts,), jnp.int32),
-        status=jnp.full((n_restarts,), jnp.where(max_iter > 0, RUNNING, MAX_ITER), jnp.int32),
-        trace=jnp.full((n_restarts, n_trace), jnp.nan, dtype),
-    )
+    start = start_state(params, n_trace, chunks.weights.dtype, max_iter)
     _, state = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), start))
     return state

@@ -224,19 +224,17 @@ class Family(Protocol):
         :meth:`data_dtype`; weight 0 marks padding, which may hold anything): go
         through them chunk by chunk (``jaxem._iterate.chunked_sum``) so memory stays
         O(chunk) and sharded rows work. Default: the M-step from random soft
-        assignments of the rows (Dirichlet(1) draws, one key per chunk)."""
-        from jaxem import _iterate  # the engine's layer, below the families at run time
+        assignments of the rows (Dirichlet(1) draws, one key per row)."""
+        from jaxem import _iterate, seeding  # layers below the families at run time
 
         dtype = chunks.weights.dtype
+        alpha = jnp.ones((n_components,), dtype)
 
         def chunk_statistics(data, weights):
             x, number = data
-            resp = (
-                jax.random.dirichlet(
-                    jax.random.fold_in(key, number), jnp.ones((n_components,), dtype), x.shape[:1]
-                ).astype(dtype)
-                * weights[:, None]
-            )
+            keys = seeding.row_keys(key, number, weights.shape[0])
+            resp = jax.vmap(lambda k: jax.random.dirichlet(k, alpha, dtype=dtype))(keys)
+            resp = resp * weights[:, None]
             return resp.sum(0), self.statistics(None, x, resp)
 
         numbered = Chunks((chunks.x, _iterate.chunk_indices(chunks.n_chunks)), chunks.weights)

@@ -413,6 +413,47 @@ def _init_program(model, x, weights, key, hyper, first_restart, *, n_restarts, c
     return _initial_params(model, keys, chunks, hyper)
 
 
+# -- data streamed from the host (jaxem._stream runs the loop) -------------------------------
+@_program(static=("chunk_size", "first"))
+def _stream_statistics_program(model, params, total, x, weights, hyper, *, chunk_size, first):
+    """Every restart's statistics of one host chunk, merged into ``total`` (the
+    previous chunks'; ignored when ``first``)."""
+    chunks = _iterate.make_chunks(x, weights, chunk_size)
+    stats = _iterate.batched_statistics(model, params, chunks, hyper)
+    if first:
+        return stats
+    merge = jax.vmap(lambda a, b: (model.combine_stats(a[0], b[0]), a[1] + b[1]))
+    return merge(total, stats)
+
+
+@_program()
+def _stream_update_program(model, state, iteration, total, total_weight, hyper, max_iter, tol):
+    stats, log_likelihood_sum = total
+    return _iterate.em_update(
+        model,
+        state,
+        iteration,
+        stats,
+        log_likelihood_sum,
+        total_weight,
+        hyper,
+        max_iter=max_iter,
+        tol=tol,
+    )
+
+
+@_program(static=("n_trace", "dtype"))
+def _stream_start_program(model, params, max_iter, *, n_trace, dtype):
+    del model
+    return _iterate.start_state(params, n_trace, jnp.dtype(dtype), max_iter)
+
+
+@_program()
+def _select_program(model, state):
+    del model
+    return _select_best(state)
+
+
 # -- several devices --------------------------------------------------------------------------
 #: Mesh axis names the engine understands: rows split over ``"rows"``, restarts over
 #: ``"restarts"``.

@@ -24,6 +24,7 @@ __all__ = [
     "nearest_centers",
     "cluster_sums",
     "random_rows",
+    "row_keys",
     "kmeans_plusplus",
     "kmeans_plusplus_chunked",
     "data_mean_variance",
@@ -252,6 +253,14 @@ def _join_nearest(points, centers, nearest, new, to_new):
     return jnp.where(closer, new, nearest).astype(nearest.dtype), jnp.where(closer, to_new, current)
 
 
+def row_keys(key, chunk, chunk_size: int):
+    """``(chunk_size,)`` keys of the rows of (global) chunk ``chunk``: row ``i`` of
+    the data gets ``fold_in(key, i)`` whatever the chunk size or the devices, so
+    random draws per row do not depend on how the rows are cut."""
+    rows = chunk * chunk_size + jnp.arange(chunk_size)
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, rows.astype(jnp.uint32))
+
+
 def random_rows(key, weights, n_rows: int, *, weighted: bool = False):
     """Indices of ``n_rows`` distinct rows of positive weight (Gumbel top-``k``).
 
@@ -268,8 +277,9 @@ def random_rows(key, weights, n_rows: int, *, weighted: bool = False):
     -------
     (n_rows,) int32 indices into the rows in order (chunk by chunk for chunked
     weights). They come in decreasing order of their Gumbel keys, so the first ``c``
-    do not depend on ``n_rows``. One chunk gives what ``jax.random.choice(key, n,
-    (n_rows,), replace=False, p=...)`` gives; over several, memory stays O(chunk).
+    do not depend on ``n_rows``. Each row's Gumbel key comes from its own
+    :func:`row_keys`, so the rows drawn do not depend on the chunking (nor on how
+    rows are split over devices); memory stays O(chunk).
 
     Examples
     --------
@@ -289,14 +299,13 @@ def random_rows(key, weights, n_rows: int, *, weighted: bool = False):
     total = _iterate.across_shards(mass.sum())
     take = min(n_rows, chunk_size)
     global_index = _iterate.chunk_indices(n_chunks)
-    one_chunk = _iterate.n_global_chunks(n_chunks) == 1
 
     def top(index):
-        # One chunk uses the key itself and jax.random.choice's expression: same rows.
         chunk = global_index[index]
-        chunk_key = key if one_chunk else jax.random.fold_in(key, chunk)
-        keys = jax.random.gumbel(chunk_key, (chunk_size,), dtype) + jnp.log(mass[index] / total)
-        values, rows = jax.lax.top_k(keys, take)
+        gumbel = jax.vmap(lambda k: jax.random.gumbel(k, (), dtype))(
+            row_keys(key, chunk, chunk_size)
+        )
+        values, rows = jax.lax.top_k(gumbel + jnp.log(mass[index] / total), take)
         rows = (rows + chunk * chunk_size).astype(jnp.int32)  # int32 whatever x64 says
         pad = n_rows - take
         return jnp.pad(values, (0, pad), constant_values=-jnp.inf), jnp.pad(rows, (0, pad))

@@ -18,7 +18,13 @@ import numpy as np
 
 from jaxem import _iterate, ops
 from jaxem.contract import Chunks, Family, Model
-from jaxem.seeding import kmeans_plusplus_chunked, lloyd, nearest_centers, random_rows
+from jaxem.seeding import (
+    kmeans_plusplus_chunked,
+    lloyd,
+    nearest_centers,
+    random_rows,
+    row_keys,
+)
 
 __all__ = ["Mixture", "MixtureParams", "MixtureStats", "MixtureHyper", "mixture", "INIT_METHODS"]
 
@@ -219,8 +225,9 @@ class Mixture(Model):
         else:  # "random": uniform random responsibilities, normalised per row
 
             def responsibilities(x_chunk, index):
-                shape = (x_chunk.shape[0], n_components)
-                raw = jax.random.uniform(jax.random.fold_in(key, index), shape, dtype)
+                # Keys per row: the draws do not depend on the chunking or devices.
+                keys = row_keys(key, index, x_chunk.shape[0])
+                raw = jax.vmap(lambda k: jax.random.uniform(k, (n_components,), dtype))(keys)
                 raw = jnp.where(active, raw, 0)
                 return raw / raw.sum(axis=1, keepdims=True)
 
@@ -229,7 +236,7 @@ class Mixture(Model):
             resp = responsibilities(x_chunk, index) * w_chunk[:, None]
             return MixtureStats(resp.sum(0), family.statistics(None, x_chunk, resp))
 
-        # Global chunk numbers: the "random" draws are a one-device fit's when sharded.
+        # Global chunk numbers, for the rows' keys of the "random" init.
         numbers = _iterate.chunk_indices(chunks.n_chunks)
         indexed = Chunks((chunks.x, chunks.weights, numbers), chunks.weights)
         stats = _iterate.chunked_sum(chunk_stats, indexed, self.combine_stats)
