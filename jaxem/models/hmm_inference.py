@@ -19,8 +19,9 @@ Forward-backward comes in four algorithms (``jaxem.hmm(..., algorithm=...)``):
   ``lax.scan`` passes in probability space, one ``K``-vector by ``(K, K)`` product per
   step, with emissions shifted to each step's best state and messages renormalised
   every step, the shifts and normalisers summed in log space; about 3x faster than
-  ``"scan"`` on a CPU and equal to it to rounding, but it refuses (log-likelihood
-  ``-inf``) sequences where zero transitions meet emission spreads of hundreds of nats;
+  ``"scan"`` on a CPU (the smoother alone; about 2x per EM iteration) and equal to it
+  to rounding, but it refuses (log-likelihood ``-inf``) sequences where zero
+  transitions meet emission spreads of hundreds of nats;
 - ``"scan"``, :func:`forward_backward`: the same passes in log space (a log-sum-exp
   over ``K x K`` terms per step), exact for any transitions and emissions;
 - ``"associative"``, :func:`parallel_forward_backward`, and ``"blocked"``,
