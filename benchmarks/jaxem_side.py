@@ -152,13 +152,14 @@ def run_hmm(
     init: dict[str, np.ndarray],
     n_iter: int,
     *,
-    algorithm: str = "scan",
+    algorithm: str = "scaled",
     repeats: int = 1,
 ) -> PeerResult:
     """``jaxem.fit(jaxem.hmm(jaxem.gaussian("diag"), K), (obs, mask), n_restarts=R)``, float32.
 
-    ``algorithm`` is the HMM model's forward-backward ("scan" is log-space and
-    sequential in time; see :class:`jaxem.HMM` for the others).
+    ``algorithm`` is the HMM model's forward-backward ("scaled", the default, and
+    "scan" are sequential in time, in probability space with per-step scaling and in
+    log space; see :class:`jaxem.HMM` for the others).
     """
     import jax
     import jax.numpy as jnp
@@ -206,5 +207,5 @@ def run_hmm(
         for r in range(restarts)
     ]
     note = f"one compiled program, restarts batched, {algorithm} forward-backward"
-    name = "jaxem" if algorithm == "scan" else f"jaxem-{algorithm}"
+    name = "jaxem" if algorithm == "scaled" else f"jaxem-{algorithm}"
     return _finish(name, x3, fits, seconds, times, compile_s, note)

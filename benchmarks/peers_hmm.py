@@ -213,6 +213,7 @@ def _jaxem():
 
 PEERS: dict[str, Callable[..., PeerResult]] = {
     "jaxem": lambda *a, **kw: _jaxem().run_hmm(*a, **kw),
+    "jaxem-scan": lambda *a, **kw: _jaxem().run_hmm(*a, algorithm="scan", **kw),
     "jaxem-blocked": lambda *a, **kw: _jaxem().run_hmm(*a, algorithm="blocked", **kw),
     "hmmlearn": run_hmmlearn,
     "hmmlearn-log": lambda *a, **kw: run_hmmlearn(*a, implementation="log", **kw),

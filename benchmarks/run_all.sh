@@ -26,9 +26,9 @@ run kmeans benchmarks.peers_kmeans --preset full --iters 10 --ceiling \
 "$PY" -m benchmarks.kmeans_equal_time --restarts 8 | tee "$OUT/kmeans_equal_time.log"
 # HMM, diagonal Gaussian emissions, D=8 K=16, 20 iterations, 1 restart.
 run hmm_long benchmarks.peers_hmm --preset medium-long --iters 20 --repeats 3 --ceiling \
-    --peers jaxem,jaxem-blocked,hmmlearn,hmmlearn-log,dynamax
+    --peers jaxem,jaxem-scan,jaxem-blocked,hmmlearn,hmmlearn-log,dynamax
 run hmm_many benchmarks.peers_hmm --preset medium-many --iters 20 --repeats 3 --ceiling \
-    --peers jaxem,jaxem-blocked,hmmlearn,hmmlearn-log,dynamax
+    --peers jaxem,jaxem-scan,jaxem-blocked,hmmlearn,hmmlearn-log,dynamax
 # 32 restarts of the 100-sequence case (compare with the 1-restart row above).
 run hmm_many_32 benchmarks.peers_hmm --preset medium-many --iters 20 --restarts 32 \
     --peers jaxem,jaxem-blocked

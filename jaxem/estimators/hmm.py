@@ -3,13 +3,20 @@
 Constructor parameters, defaults, attributes and methods follow hmmlearn 0.3.3, so
 swapping the import is the migration. Differences: ``n_init`` runs several
 restarts at once on the device and keeps the best (hmmlearn has one); the EM loop
-is one compiled program; ``implementation`` also accepts ``"associative"`` (a
-parallel-in-time forward-backward for accelerators) and ``"blocked"`` (a two-level
-blocked forward-backward, faster on a CPU for a few very long sequences); ``"log"`` and
-``"scaling"`` both run the sequential log-space one, and ``"scaling"`` fails where
+is one compiled program. ``"log"`` (the default) and ``"scaling"`` both run jaxem's
+default forward-backward, in probability space with per-step scaling and every
+magnitude kept in log space (``algorithm="scaled"`` of :class:`jaxem.HMM`), which
+matches hmmlearn's log-space results to rounding or refuses a sequence beyond its
+range (zero transitions meeting emission spreads of hundreds of nats): ``fit``,
+``score`` and the posteriors with ``"log"`` then run again with the log-space
+recursions. ``"scaling"`` also fails where
 hmmlearn's scaled forward pass underflows (a step with every emission density below
 float64's smallest number), with hmmlearn's ValueError, so code written against that
-behaviour keeps it; use ``"log"`` to fit such data.
+behaviour keeps it; use ``"log"`` to fit such data. ``implementation`` also accepts
+``"scan"`` (the log-space recursions, exact even where zero transitions meet emission
+spreads beyond ~700 nats, which ``"scaled"`` is not), ``"associative"`` (a
+parallel-in-time forward-backward for accelerators) and ``"blocked"`` (a two-level
+blocked forward-backward).
 
 Precision follows the input, as in the mixtures: float32 observations are computed
 in float32, float64, integer symbols and counts in float64, whatever JAX's global
@@ -29,6 +36,7 @@ refuses more states than samples with a ``ValueError``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import sys
@@ -52,7 +60,7 @@ __all__ = ["GaussianHMM", "CategoricalHMM", "PoissonHMM", "ConvergenceMonitor"]
 #: ``hmmlearn.base``), not ``warnings``; jaxem does the same on this module's logger.
 _log = logging.getLogger(__name__)
 
-IMPLEMENTATIONS = ("log", "scaling", "associative", "blocked")
+IMPLEMENTATIONS = ("log", "scaling", "scan", "associative", "blocked")
 DECODER_ALGORITHMS = ("viterbi", "map")
 
 
@@ -180,8 +188,9 @@ class _BaseHMM(EMEstimator):
         key = _validation.random_key(self.random_state)
         init_key, fit_key = jax.random.split(key)
         initial = self._initial_params(model, init_key, data, hyper, n_init, dtype)
-        try:
-            result = self._engine_fit(
+
+        def fit_with(model):
+            return self._engine_fit(
                 model,
                 data,
                 key=fit_key,
@@ -191,13 +200,21 @@ class _BaseHMM(EMEstimator):
                 init_params=initial,
                 hyper=hyper,
             )
+
+        try:
+            result = fit_with(model)
         except engine.AllRestartsFailed as failure:
-            if self.implementation != "scaling":
+            if self.implementation == "scaling":
+                raise ValueError(  # hmmlearn's message: its scaling pass underflows likewise
+                    "forward pass failed with underflow; consider using "
+                    f"implementation='log' instead ({failure})"
+                ) from failure
+            if self.implementation != "log":
                 raise
-            raise ValueError(  # hmmlearn's message: its scaling pass underflows likewise
-                "forward pass failed with underflow; consider using implementation='log' "
-                f"instead ({failure})"
-            ) from failure
+            # The scaled recursions refuse sequences beyond their range (zero
+            # transitions meeting emission spreads of hundreds of nats), which
+            # hmmlearn's log-space ones fit: so do the log-space ones here.
+            result = fit_with(dataclasses.replace(model, algorithm="scan"))
         self._set_params(model.family, result.params)
         trace = np.asarray(result.restarts.trace[result.best_restart], np.float64)
         history = trace[: result.n_iter] * n_sequences
@@ -269,8 +286,9 @@ class _BaseHMM(EMEstimator):
         return HMM(
             family=self._family(),
             n_states=int(self.n_components),
+            # hmmlearn's two names run jaxem's default; the others name an algorithm.
             algorithm=(
-                self.implementation if self.implementation in ("associative", "blocked") else "scan"
+                "scaled" if self.implementation in ("log", "scaling") else self.implementation
             ),
             update=update,
             startprob_prior=self.startprob_prior,
@@ -397,11 +415,25 @@ class _BaseHMM(EMEstimator):
         obs = jnp.asarray(observations, self._obs_dtype(dtype))
         return model, params, obs, jnp.asarray(mask), mask > 0
 
+    def _evaluate_sequences(self, model, params, data, output):
+        """:func:`jaxem.engine.evaluate` of ``"posterior"`` or ``"log_prob"``.
+
+        With ``implementation="log"``, data the scaled recursions refuse (a sequence
+        at ``-inf``) is evaluated again in log space, as hmmlearn's ``"log"`` scores it.
+        """
+        values = engine.evaluate(model, params, data, output)
+        log_likelihood = values if output == "log_prob" else values.log_likelihood
+        if self.implementation == "log" and not np.all(np.isfinite(log_likelihood)):
+            values = engine.evaluate(
+                dataclasses.replace(model, algorithm="scan"), params, data, output
+            )
+        return values
+
     @in_input_precision
     def score_samples(self, X, lengths=None):
         """Total log-likelihood and the posteriors ``(n_samples, n_components)`` of the states."""
         model, params, obs, mask, valid = self._fitted_model_data(X, lengths)
-        posterior = engine.evaluate(model, params, (obs, mask), "posterior")
+        posterior = self._evaluate_sequences(model, params, (obs, mask), "posterior")
         log_likelihood = float(np.sum(np.asarray(posterior.log_likelihood, np.float64)))
         return log_likelihood, np.asarray(posterior.smoothed, np.float64)[valid]
 
@@ -409,7 +441,7 @@ class _BaseHMM(EMEstimator):
     def score(self, X, lengths=None):
         """Log-likelihood of ``X`` under the model, summed over sequences."""
         model, params, obs, mask, _ = self._fitted_model_data(X, lengths)
-        log_likelihood = engine.evaluate(model, params, (obs, mask), "log_prob")
+        log_likelihood = self._evaluate_sequences(model, params, (obs, mask), "log_prob")
         return float(np.sum(np.asarray(log_likelihood, np.float64)))
 
     @in_input_precision
@@ -526,7 +558,15 @@ class GaussianHMM(_BaseHMM):
         Letters of the parameters updated / initialised: ``s`` startprob, ``t``
         transmat, ``m`` means, ``c`` covars. Unlisted parameters keep the values
         you assigned to the attributes.
-    implementation : {"log", "scaling", "associative", "blocked"}
+    implementation : {"log", "scaling", "scan", "associative", "blocked"}
+        Forward-backward: ``"log"`` and ``"scaling"`` run the probability-space
+        recursions with per-step scaling (:class:`jaxem.HMM`'s ``"scaled"``), equal to
+        hmmlearn's log-space ones to rounding; where they refuse a sequence (zero
+        transitions meeting emission spreads of hundreds of nats) ``fit`` with
+        ``"log"`` runs again in log space (so do ``score`` and the posteriors), and
+        ``"scaling"`` raises hmmlearn's underflow error, as it does where hmmlearn's
+        does. ``"scan"`` (log space throughout), ``"associative"`` and ``"blocked"``
+        choose another :class:`jaxem.HMM` algorithm.
     n_init : int
         Restarts run in parallel; the best by final log-likelihood is kept.
     mesh : None, int or jax.sharding.Mesh

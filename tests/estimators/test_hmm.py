@@ -275,6 +275,34 @@ def test_more_states_than_samples_is_refused(estimator, X):
         estimator.fit(X, [2, 1])
 
 
+def _left_right_jump(module, implementation):
+    """A left-right chain 0 -> 1 -> 2 on data that jumps from state 0's mean to state
+    2's: the only path runs through state 1, whose emissions lie 1250 nats behind."""
+    model = module.GaussianHMM(
+        3, covariance_type="spherical", implementation=implementation, init_params="", n_iter=3
+    )
+    model.startprob_ = np.array([1.0, 0.0, 0.0])
+    model.transmat_ = np.array([[0.9, 0.1, 0.0], [0.0, 0.9, 0.1], [0.0, 0.0, 1.0]])
+    model.means_, model.covars_ = np.array([[0.0], [50.0], [100.0]]), np.ones(3)
+    return model
+
+
+def test_log_fits_what_the_scaled_recursions_refuse_as_hmmlearn_does():
+    rng = np.random.default_rng(1)
+    data = np.concatenate([rng.normal(0, 1, 30), rng.normal(100, 1, 30)])[:, None]
+    # No emission underflows in every state, so "scaling" raising here shows the
+    # default scaled recursions refused the data, as hmmlearn's scaled pass does.
+    for module in (jaxem, hmm):
+        with pytest.raises(ValueError, match="forward pass failed with underflow"):
+            _left_right_jump(module, "scaling").fit(data)
+    # "log" then fits in log space, as hmmlearn's "log" does.
+    ours = _left_right_jump(jaxem, "log").fit(data)
+    ref = _left_right_jump(hmm, "log").fit(data)
+    _compare(ours, ref, ["startprob_", "transmat_", "means_", "covars_"])
+    np.testing.assert_allclose(ours.score(data), ref.score(data), rtol=1e-10)
+    np.testing.assert_allclose(ours.predict_proba(data), ref.predict_proba(data), atol=1e-10)
+
+
 @pytest.mark.parametrize("implementation", ["scaling", "log"])
 def test_scaling_fails_where_hmmlearns_scaled_pass_underflows(implementation):
     """An outlier 1e4 away from both unit-variance states underflows every emission

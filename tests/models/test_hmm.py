@@ -118,6 +118,16 @@ def test_associative_forward_backward_gives_the_same_fit(setting):
     np.testing.assert_array_equal(states, parallel_states)
 
 
+def test_default_scaled_forward_backward_gives_the_log_space_fit(setting):
+    model, data, params = setting
+    assert model.algorithm == "scaled"
+    log_space = jaxem.hmm(model.family, K, algorithm="scan")
+    kwargs = dict(key=jax.random.key(0), init_params=params, max_iter=5, tol=-1.0)
+    fast, reference = jaxem.fit(model, data, **kwargs), jaxem.fit(log_space, data, **kwargs)
+    np.testing.assert_allclose(fast.restarts.trace, reference.restarts.trace, rtol=1e-10)
+    _assert_tree_close(fast.params, reference.params, rtol=1e-10, atol=1e-12)
+
+
 def test_converged_is_hmmlearn_increase_below_tol():
     model = jaxem.hmm(jaxem.poisson(), 2)
     assert bool(model.converged(None, None, -10.0, -10.005, 1e-2))
