@@ -38,6 +38,7 @@ __all__ = [
     "all_chunks",
     "from_chunk",
     "take_rows",
+    "row_keys",
     "batched_statistics",
     "run_em",
     "start_state",
@@ -144,6 +145,14 @@ def from_chunk(fn, chunks: Chunks, index):
     return jax.lax.psum(
         jax.tree.map(lambda leaf: jnp.where(mine, leaf, jnp.zeros((), leaf.dtype)), value), axis
     )
+
+
+def row_keys(key, chunk, chunk_size: int):
+    """``(chunk_size,)`` keys of the rows of (global) chunk ``chunk``: row ``i`` of
+    the data gets ``fold_in(key, i)`` whatever the chunk size or the devices, so
+    random draws per row do not depend on how the rows are cut."""
+    rows = chunk * chunk_size + jnp.arange(chunk_size)
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, rows.astype(jnp.uint32))
 
 
 def take_rows(chunks: Chunks, rows):

@@ -200,6 +200,12 @@ class Family(Protocol):
         commutative. Default: their sum."""
         return ops.tree_add(a, b)
 
+    def scale_stats(self, stats, factor):
+        """Statistics of rows whose weights are all multiplied by ``factor`` (online
+        EM mixes running and new statistics with it). Default: every leaf times
+        ``factor`` (sums); statistics holding means keep those."""
+        return jax.tree.map(lambda leaf: leaf * factor, stats)
+
     def data_dtype(self, compute_dtype):
         """dtype the data is stored in on the device (integer symbols stay integers)."""
         return compute_dtype
@@ -225,14 +231,14 @@ class Family(Protocol):
         through them chunk by chunk (``jaxem._iterate.chunked_sum``) so memory stays
         O(chunk) and sharded rows work. Default: the M-step from random soft
         assignments of the rows (Dirichlet(1) draws, one key per row)."""
-        from jaxem import _iterate, seeding  # layers below the families at run time
+        from jaxem import _iterate  # the engine's core, imported when the hook runs
 
         dtype = chunks.weights.dtype
         alpha = jnp.ones((n_components,), dtype)
 
         def chunk_statistics(data, weights):
             x, number = data
-            keys = seeding.row_keys(key, number, weights.shape[0])
+            keys = _iterate.row_keys(key, number, weights.shape[0])
             resp = jax.vmap(lambda k: jax.random.dirichlet(k, alpha, dtype=dtype))(keys)
             resp = resp * weights[:, None]
             return resp.sum(0), self.statistics(None, x, resp)
@@ -330,6 +336,11 @@ class Model(Protocol):
     def combine_stats(self, a, b):
         """Merge statistics of two chunks; associative and commutative."""
         return ops.tree_add(a, b)
+
+    def scale_stats(self, stats, factor):
+        """Statistics with every row's weight multiplied by ``factor`` (online EM's
+        step mixes statistics with it). Default: every leaf times ``factor``."""
+        return jax.tree.map(lambda leaf: leaf * factor, stats)
 
     def converged(self, old_params, new_params, log_likelihood, previous, tol) -> Array:
         """Convergence test; default ``|Δ mean log-likelihood| < tol`` (scikit-learn)."""

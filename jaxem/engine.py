@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxem import _iterate, _program_store
+from jaxem import _iterate, _program_store, ops
 from jaxem._iterate import CONVERGED, MAX_ITER, NON_FINITE, RUNNING
 from jaxem.contract import STATUS_MESSAGES, Chunks, Status, padded_rows
 
@@ -61,6 +61,8 @@ __all__ = [
     "padded_rows",
     "enable_compilation_cache",
     "resolve_mesh",
+    "online_step",
+    "OnlineState",
     "rows_across_processes",
     "ROWS",
     "RESTARTS",
@@ -452,6 +454,96 @@ def _stream_start_program(model, params, max_iter, *, n_trace, dtype):
 def _select_program(model, state):
     del model
     return _select_best(state)
+
+
+# -- online (stepwise) EM ---------------------------------------------------------------------
+@_program(static=("chunk_size",))
+def _online_step_program(model, params, running, x, weights, hyper, step, *, chunk_size):
+    chunks = _iterate.make_chunks(x, weights, chunk_size)
+    stats, log_likelihood_sum = _iterate.batched_statistics(model, params, chunks, hyper)
+    batch_weight = jnp.sum(weights)
+    # Per-row statistics of the batch, so batches of any size mix alike.
+    stats = jax.vmap(model.scale_stats, in_axes=(0, None))(stats, 1 / batch_weight)
+    if running is not None:
+
+        def mix(old, new):
+            return model.combine_stats(
+                model.scale_stats(old, 1 - step), model.scale_stats(new, step)
+            )
+
+        stats = jax.vmap(mix)(running, stats)
+    new_params = jax.vmap(model.m_step, in_axes=(0, 0, None))(stats, params, hyper)
+    log_likelihood = log_likelihood_sum / batch_weight
+    finite = jax.vmap(model.is_finite)(new_params) & jnp.isfinite(log_likelihood)
+    # A restart whose step went non-finite keeps its parameters and statistics.
+    keep = ops.tree_where(finite, new_params, params)
+    stats = stats if running is None else ops.tree_where(finite, stats, running)
+    return keep, stats, jnp.where(finite, log_likelihood, -jnp.inf)
+
+
+class OnlineState(NamedTuple):
+    """Where online EM stands: every restart's parameters and running per-row
+    statistics (leading restart axis), and how many steps were taken."""
+
+    params: Any
+    stats: Any
+    n_steps: int
+
+
+def online_step(
+    model,
+    state: OnlineState | None,
+    x,
+    *,
+    init_params,
+    step_decay=0.6,
+    weights=None,
+    hyper=None,
+    chunk_size=None,
+):
+    """One step of stepwise EM (Cappé and Moulines 2009) for every restart on a batch.
+
+    The running per-row statistics ``s`` move towards the batch's, ``ŝ``:
+    ``s ← (1 - γ) s + γ ŝ`` with ``γ = (t + 2)^-step_decay`` at step ``t`` (the
+    first step, ``t = 0``, takes the batch's statistics whole), and the parameters
+    are the M-step of ``s``. ``0.5 < step_decay <= 1`` gives Cappé and Moulines'
+    convergence; smaller values forget faster.
+
+    Parameters
+    ----------
+    model : a :class:`~jaxem.contract.Model`.
+    state : the previous :class:`OnlineState`, or None to start from ``init_params``.
+    x : the batch (rows padded to size buckets, so batches of nearby sizes share a
+        program).
+    init_params : parameters with a leading restart axis, used when ``state`` is None.
+    step_decay : ``α`` of the step size.
+    weights, hyper, chunk_size : as :func:`fit`.
+
+    Returns
+    -------
+    state : the new :class:`OnlineState`.
+    log_likelihood : (R,) numpy, each restart's mean log-likelihood of the batch
+        under its parameters before the step (``-inf`` where the step went
+        non-finite; that restart keeps its parameters).
+    """
+    if not 0 < float(step_decay) <= 1:
+        raise ValueError(f"step_decay must be in (0, 1], got {step_decay!r}.")
+    params = init_params if state is None else state.params
+    n_restarts = jax.tree.leaves(params)[0].shape[0]
+    prepared = _prepare(model, x, weights, hyper, n_restarts, chunk_size)
+    n_steps = 0 if state is None else state.n_steps
+    step = 1.0 if state is None else (n_steps + 2.0) ** -float(step_decay)
+    params, stats, log_likelihood = _online_step_program(
+        model,
+        params,
+        None if state is None else state.stats,
+        prepared.x,
+        prepared.weights * (np.sum(prepared.weights > 0) / np.sum(prepared.weights)),
+        prepared.hyper,
+        np.asarray(step, prepared.dtype),
+        chunk_size=prepared.chunk_size,
+    )
+    return OnlineState(params, stats, n_steps + 1), np.asarray(log_likelihood)
 
 
 # -- several devices --------------------------------------------------------------------------

@@ -24,7 +24,6 @@ __all__ = [
     "nearest_centers",
     "cluster_sums",
     "random_rows",
-    "row_keys",
     "kmeans_plusplus",
     "kmeans_plusplus_chunked",
     "data_mean_variance",
@@ -253,14 +252,6 @@ def _join_nearest(points, centers, nearest, new, to_new):
     return jnp.where(closer, new, nearest).astype(nearest.dtype), jnp.where(closer, to_new, current)
 
 
-def row_keys(key, chunk, chunk_size: int):
-    """``(chunk_size,)`` keys of the rows of (global) chunk ``chunk``: row ``i`` of
-    the data gets ``fold_in(key, i)`` whatever the chunk size or the devices, so
-    random draws per row do not depend on how the rows are cut."""
-    rows = chunk * chunk_size + jnp.arange(chunk_size)
-    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, rows.astype(jnp.uint32))
-
-
 def random_rows(key, weights, n_rows: int, *, weighted: bool = False):
     """Indices of ``n_rows`` distinct rows of positive weight (Gumbel top-``k``).
 
@@ -278,7 +269,7 @@ def random_rows(key, weights, n_rows: int, *, weighted: bool = False):
     (n_rows,) int32 indices into the rows in order (chunk by chunk for chunked
     weights). They come in decreasing order of their Gumbel keys, so the first ``c``
     do not depend on ``n_rows``. Each row's Gumbel key comes from its own
-    :func:`row_keys`, so the rows drawn do not depend on the chunking (nor on how
+    :func:`jaxem._iterate.row_keys`, so the rows drawn do not depend on the chunking (nor on how
     rows are split over devices); memory stays O(chunk).
 
     Examples
@@ -303,7 +294,7 @@ def random_rows(key, weights, n_rows: int, *, weighted: bool = False):
     def top(index):
         chunk = global_index[index]
         gumbel = jax.vmap(lambda k: jax.random.gumbel(k, (), dtype))(
-            row_keys(key, chunk, chunk_size)
+            _iterate.row_keys(key, chunk, chunk_size)
         )
         values, rows = jax.lax.top_k(gumbel + jnp.log(mass[index] / total), take)
         rows = (rows + chunk * chunk_size).astype(jnp.int32)  # int32 whatever x64 says

@@ -459,7 +459,12 @@ def estimator_arrays(estimator) -> dict:
     """
     _validation.check_fitted(estimator)
     params = estimator.get_params(deep=False)
-    attributes = {name: value for name, value in vars(estimator).items() if name not in params}
+    attributes = {
+        name: value
+        for name, value in vars(estimator).items()
+        # Online EM's running state is a session's, not the model's: not saved.
+        if name not in params and name != "_online_state"
+    }
     if isinstance(params.get("mesh"), jax.sharding.Mesh):
         # Devices are this machine's, not the model's: a loaded estimator uses one.
         params["mesh"] = None

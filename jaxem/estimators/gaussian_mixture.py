@@ -11,6 +11,7 @@ import math
 import time
 import warnings
 from numbers import Integral, Real
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -104,6 +105,9 @@ default='kmeans'
         model equals the one-device fit up to the rounding of sums. Initialisation
         and EM iterations run sharded; the final E-step and predictions run on one
         device. Not saved by ``save`` (a loaded estimator runs on one device).
+    step_decay : float in (0, 1], default=0.6
+        jaxem extension, for :meth:`partial_fit`: step ``t`` of online EM moves the
+        running statistics by ``(t + 2) ** -step_decay`` towards the batch's.
 
     Attributes
     ----------
@@ -193,6 +197,7 @@ default='kmeans'
         "verbose": ["verbose"],
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
         "mesh": MESH_CONSTRAINT,
+        "step_decay": [Interval(Real, 0.0, 1.0, closed="right")],
     }
 
     def __init__(
@@ -213,6 +218,7 @@ default='kmeans'
         verbose=0,
         verbose_interval=10,
         mesh=None,
+        step_decay=0.6,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -229,6 +235,7 @@ default='kmeans'
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.mesh = mesh
+        self.step_decay = step_decay
 
     # -- fitting ---------------------------------------------------------------------------
     @in_input_precision
@@ -273,6 +280,68 @@ default='kmeans'
         """
         return self._fit(X)
 
+    @in_input_precision
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """One step of online EM on the batch ``X`` (jaxem extension).
+
+        Stepwise EM (Cappé and Moulines 2009), batched over ``n_init`` restarts: every
+        restart keeps running per-row statistics, moved towards the batch's by
+        ``(t + 2) ** -step_decay`` at step ``t``, and its parameters are their
+        M-step. The first call initialises the restarts on its batch with
+        ``init_params`` (after :meth:`fit`, the fitted parameters are the start). The
+        attributes are those of the restart with the highest log-likelihood on the
+        latest batch. Batches may differ in size; float32 batches are centred with
+        the first batch's offset.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            A batch of rows (the first one needs at least ``n_components``).
+        y : Ignored
+
+        Returns
+        -------
+        self : GaussianMixture
+        """
+        state = getattr(self, "_online_state", None)
+        if state is not None:
+            X, x, dtype, offset = self._evaluation_input(X)
+            model, online, start = state.model, state.online, None
+        elif hasattr(self, "weights_"):  # continue from the fitted parameters
+            X, x, dtype, offset = self._evaluation_input(X)
+            model = self._model_for(self._n_components_fitted(), X.shape[0])
+            fitted = model.pad(self._fitted_params(offset, dtype))
+            start, online = jax.tree.map(lambda leaf: np.asarray(leaf)[None], fitted), None
+        else:
+            X, dtype, offset = self._validate_fit_input(X, ensure_min_samples=2)
+            _validation.check_n_samples(X.shape[0], int(self.n_components))
+            x = self._centred(X, offset, dtype)
+            model = self._model_for(int(self.n_components), X.shape[0])
+            key = _validation.random_key(self.random_state)
+            start = self._initial_params(model, x, key=key, n_restarts=int(self.n_init))
+            online = None
+        online, log_likelihood = engine.online_step(
+            model, online, x, init_params=start, step_decay=float(self.step_decay)
+        )
+        if not np.any(np.isfinite(log_likelihood)):
+            raise ValueError(
+                "Every restart's online EM step gave non-finite values; try a larger "
+                "reg_covar, larger batches, or float64 input."
+            )
+        best = int(np.argmax(log_likelihood))
+        self._online_state = _OnlineFit(model, online)
+        self._set_fitted(
+            model.trim(jax.tree.map(lambda leaf: np.asarray(leaf)[best], online.params)),
+            offset,
+            dtype,
+        )
+        self.n_iter_ = int(online.n_steps)
+        self.lower_bound_ = float(log_likelihood[best])
+        self.converged_ = False  # online EM has no stopping rule: it follows the stream
+        self.best_restart_ = best
+        return self
+
     def _check_array_api_dispatch(self) -> None:
         # As scikit-learn's GaussianMixture: its k-means inits do not run under array API
         # dispatch, and a drop-in behaves the same (jaxem's would: it converts at the
@@ -287,6 +356,7 @@ default='kmeans'
             )
 
     def _fit(self, X):
+        self.__dict__.pop("_online_state", None)  # a new fit ends any online one
         X, dtype, offset = self._validate_fit_input(X, ensure_min_samples=2)
         n_samples, n_features = X.shape
         n_components = int(self.n_components)
@@ -610,6 +680,13 @@ def _check_shape(param, param_shape, name):
         raise ValueError(
             f"The parameter '{name}' should have the shape of {param_shape}, but got {param.shape}"
         )
+
+
+class _OnlineFit(NamedTuple):
+    """What :meth:`GaussianMixture.partial_fit` carries between calls (not saved)."""
+
+    model: Any
+    online: engine.OnlineState
 
 
 def _failed_fit_message(dtype, failure) -> str:

@@ -305,6 +305,10 @@ class Gaussian(Family):
         between = self._scatter((a.weight * share)[None], delta[None])
         return GaussianStats(weight, mean, a.scatter + b.scatter + between)
 
+    def scale_stats(self, stats: GaussianStats, factor) -> GaussianStats:
+        """Weights and scatters scale with the rows' weights; means do not."""
+        return GaussianStats(stats.weight * factor, stats.mean, stats.scatter * factor)
+
     def _scatter(self, resp, offsets):
         """``Σ_n r_nk o_nk o_nkᵀ`` in this covariance type's layout, for offsets
         ``o`` (n, K, D)."""

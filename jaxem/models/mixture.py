@@ -23,7 +23,6 @@ from jaxem.seeding import (
     lloyd,
     nearest_centers,
     random_rows,
-    row_keys,
 )
 
 __all__ = ["Mixture", "MixtureParams", "MixtureStats", "MixtureHyper", "mixture", "INIT_METHODS"]
@@ -153,6 +152,12 @@ class Mixture(Model):
             a.counts + b.counts, self.family.combine_stats(a.emission_stats, b.emission_stats)
         )
 
+    def scale_stats(self, stats: MixtureStats, factor) -> MixtureStats:
+        """Counts scale; the family scales its own statistics."""
+        return MixtureStats(
+            stats.counts * factor, self.family.scale_stats(stats.emission_stats, factor)
+        )
+
     def is_finite(self, params: MixtureParams):
         """Finite components; a log-weight may be ``-inf`` (a component of weight 0)."""
         log_weights = params.log_weights
@@ -226,7 +231,7 @@ class Mixture(Model):
 
             def responsibilities(x_chunk, index):
                 # Keys per row: the draws do not depend on the chunking or devices.
-                keys = row_keys(key, index, x_chunk.shape[0])
+                keys = _iterate.row_keys(key, index, x_chunk.shape[0])
                 raw = jax.vmap(lambda k: jax.random.uniform(k, (n_components,), dtype))(keys)
                 raw = jnp.where(active, raw, 0)
                 return raw / raw.sum(axis=1, keepdims=True)
