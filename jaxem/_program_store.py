@@ -68,6 +68,13 @@ def folder() -> Path | None:
     return _folder
 
 
+def forget_loaded() -> None:
+    """Drop the programs loaded in this process, and their executables (they load
+    again when next called)."""
+    _loaded.clear()
+    _runner.cache_clear()
+
+
 def call(
     name: str,
     jitted: Callable,

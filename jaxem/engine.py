@@ -386,13 +386,66 @@ def _program(function=None, *, static=(), compiler_options=None):
     jitted = jax.jit(
         function, static_argnames=("model",) + tuple(static), compiler_options=compiler_options
     )
+    _JITTED.append(jitted)
     name = function.__name__.strip("_")
 
     @functools.wraps(function)
     def run(model, *arrays, **statics):
-        return _program_store.call(name, jitted, function, model, arrays, statics, compiler_options)
+        result = _program_store.call(
+            name, jitted, function, model, arrays, statics, compiler_options
+        )
+        _release_programs_near_map_limit()
+        return result
 
     return run
+
+
+# -- bounding the compiled programs a process keeps ---------------------------------------------
+# Each compiled XLA:CPU program holds a few hundred memory mappings (its JIT-compiled
+# code and data sections: measured ~850 per HMM estimator fit, 3-4 programs). A
+# process that compiles a few hundred distinct programs (a long test run, a grid over
+# many shapes) reaches Linux's vm.max_map_count (65,530 by default), and the next
+# compile dies inside LLVM (segfault or abort). So once the mappings pass half the
+# limit, jaxem drops its compiled programs: those still needed compile again (or load
+# from the persistent cache).
+_JITTED: list = []
+_compiled_since_check = [False]
+
+
+def _note_compile(event: str, *_args, **_kwargs) -> None:
+    if event == "/jax/core/compile/backend_compile_duration":
+        _compiled_since_check[0] = True
+
+
+jax.monitoring.register_event_duration_secs_listener(_note_compile)
+
+
+@functools.cache
+def _max_map_count() -> int | None:
+    try:
+        return int(Path("/proc/sys/vm/max_map_count").read_text())
+    except (OSError, ValueError):  # not Linux: no such limit to watch
+        return None
+
+
+def _map_count() -> int:
+    with open("/proc/self/maps", "rb") as maps:
+        return sum(1 for _ in maps)
+
+
+def _release_programs_near_map_limit() -> None:
+    """Drop every compiled program of jaxem when the process's memory mappings pass
+    half of ``vm.max_map_count``; checked only after a compile."""
+    if not _compiled_since_check[0]:
+        return
+    _compiled_since_check[0] = False
+    limit = _max_map_count()
+    if limit is None or _map_count() < limit // 2:
+        return
+    for jitted in _JITTED:
+        jitted.clear_cache()
+    _sharded_fit_program.clear_cache()
+    _program_store.forget_loaded()
 
 
 _FIT_STATIC = ("n_restarts", "chunk_size", "n_trace")

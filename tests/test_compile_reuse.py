@@ -194,3 +194,22 @@ def test_weight_scale_invariance_in_float32(scale):
     scaled = jaxem.fit(model, x, key=jax.random.key(0), n_restarts=2, weights=np.full(200, scale))
     np.testing.assert_allclose(scaled.log_likelihood, ones.log_likelihood, rtol=1e-6)
     chex.assert_trees_all_close(scaled.params, ones.params, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_programs_are_dropped_near_the_memory_map_limit(monkeypatch):
+    """Each XLA:CPU program holds hundreds of memory mappings; past half of Linux's
+    vm.max_map_count jaxem drops its compiled programs rather than let the next
+    compile crash in LLVM."""
+    if engine._max_map_count() is None:
+        pytest.skip("no vm.max_map_count to watch (not Linux)")
+    x = np.random.default_rng(0).normal(size=(37, 3))
+    model = jaxem.mixture(jaxem.gaussian("spherical"), n_components=2)
+    jaxem.fit(model, x, key=jax.random.key(0))
+    grown = engine._map_count()
+    # A new shape compiles a new program: with the real limit the mappings stay.
+    jaxem.fit(model, x[:, :2], key=jax.random.key(0))
+    kept = engine._map_count()
+    assert kept > grown + 100
+    monkeypatch.setattr(engine, "_max_map_count", lambda: 2 * grown)
+    jaxem.fit(model, x[:, :1], key=jax.random.key(0))
+    assert engine._map_count() < grown
