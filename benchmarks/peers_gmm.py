@@ -7,7 +7,7 @@ dtype (float32 from :mod:`benchmarks.data`), so every peer computes in float32.
 
 Run from the repository root, in the peer virtualenv::
 
-    /work/benchvenv/bin/python -m benchmarks.peers_gmm --preset small-full
+    python -m benchmarks.peers_gmm --preset small-full
 
 How a fixed iteration count is enforced, per library
 ----------------------------------------------------

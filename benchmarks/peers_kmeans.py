@@ -7,7 +7,7 @@ lower is better).
 
 Run from the repository root, in the peer virtualenv::
 
-    /work/benchvenv/bin/python -m benchmarks.peers_kmeans --preset small
+    python -m benchmarks.peers_kmeans --preset small
 
 How a fixed iteration count is enforced, per library
 ----------------------------------------------------

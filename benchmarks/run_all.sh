@@ -4,7 +4,7 @@
 # installed into it (pip install -e .). Run on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-/work/benchvenv/bin/python}
+PY=${PY:-python}
 OUT=${OUT:-benchmarks/results}
 mkdir -p "$OUT"
 run() { name=$1; shift; "$PY" -m "$@" --json "$OUT/$name.json" 2>&1 | tee "$OUT/$name.log"; }

@@ -133,7 +133,8 @@ def main(argv=None):
         f"host chunks of {chunk:,} rows, {jax.devices()[0].platform}"
     )
     print(
-        "side      | rows        | first call s | fit s   | rows/s per iteration | peak RssAnon GB | log-likelihood"
+        "side      | rows        | first call s | fit s   | rows/s per iteration | "
+        "peak RssAnon GB | log-likelihood"
     )
     print(
         f"in memory | {n_memory:11,} | {compile_memory:12.1f} | {memory_seconds:7.1f} | "

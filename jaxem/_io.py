@@ -63,7 +63,9 @@ class Dataset(NamedTuple):
 
     Attributes
     ----------
-    x : (n_samples, n_features) float64 array
+    x : (n_samples, n_features) float64 array; for an ``.npy`` too large to read
+        whole (:func:`stream_threshold`), a read-only ``numpy.memmap`` of the file's
+        own numeric dtype, which the fit streams
     feature_names : one name per column (the CSV header, else ``x0, x1, ...``)
     source : human-readable origin, e.g. the path and the ``.npz`` key
     """
@@ -129,7 +131,9 @@ def load(path, *, key: str | None = None, delimiter: str = ",", header: bool = T
         _check_magic(path, suffix)
         if suffix == ".npy":
             with open(path, "rb") as file:
-                _check_declared(file, str(path))
+                needed = _check_declared(file, str(path), streamable=True)
+            if needed > stream_threshold():
+                return _mapped_table(path)
             try:
                 array = np.load(path, allow_pickle=False)
             except (ValueError, EOFError) as error:  # bad header, truncated, object dtype
@@ -145,6 +149,53 @@ def load(path, *, key: str | None = None, delimiter: str = ",", header: bool = T
             f"{path}: too large for the memory available; "
             "use a sample of its rows, or a machine with more memory."
         ) from error
+
+
+def stream_threshold() -> int:
+    """Bytes (an ``.npy`` array plus its float64 copy) above which :func:`load` maps
+    the file instead of reading it, so that the fit streams it: ``$JAXEM_STREAM_BYTES``
+    if set, else a quarter of the memory available."""
+    explicit = os.environ.get("JAXEM_STREAM_BYTES", "").strip()
+    if explicit:
+        try:
+            return int(explicit)
+        except ValueError:
+            raise DataError(
+                f"JAXEM_STREAM_BYTES must be a number of bytes, got {explicit!r}."
+            ) from None
+    available = _available_memory()
+    return available // 4 if available is not None else 1 << 62
+
+
+#: Rows checked at a time for non-finite values in a memory-mapped file.
+_CHECK_ROWS = 1 << 18
+
+
+def _mapped_table(path: Path) -> Dataset:
+    """An ``.npy`` too large to read whole, memory-mapped (read-only, never loaded);
+    checked block by block to be a finite numeric table."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, EOFError) as error:
+        raise DataError(f"{path}: not a readable .npy file ({_first_line(error)}).") from error
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{path}: holds {array.dtype} values, not numbers.")
+    if array.ndim == 1:
+        array = array.reshape(-1, 1)
+    if array.ndim != 2 or array.shape[0] == 0:
+        raise DataError(f"{path}: expected a non-empty 2-D table, got shape {array.shape}.")
+    for start in range(0, array.shape[0], _CHECK_ROWS):
+        block = np.asarray(array[start : start + _CHECK_ROWS])
+        try:
+            check_finite(block, str(path))
+        except DataError:
+            bad = np.argwhere(~np.isfinite(block))[0]
+            raise DataError(
+                f"{path}: a non-finite value (NaN or inf) at row {start + int(bad[0]) + 1}, "
+                f"column {int(bad[1]) + 1}; remove or impute it first."
+            ) from None
+    names = tuple(f"x{i}" for i in range(array.shape[1]))
+    return Dataset(array, names, str(path))
 
 
 def load_faithful() -> Dataset:
@@ -311,7 +362,7 @@ def _check_magic(path: Path, suffix: str) -> None:
         raise DataError(f"{path}: not a .npz file (not a zip archive; use numpy.savez).")
 
 
-def _check_declared(file, source: str) -> None:
+def _check_declared(file, source: str, *, streamable: bool = False) -> int:
     """Refuse an ``.npy`` array whose header is corrupted or declares too much.
 
     Reads the header only (no data, never a pickle) from ``file``, an open binary
@@ -323,8 +374,12 @@ def _check_declared(file, source: str) -> None:
     DataError
         If the header cannot be parsed, has a negative dimension, or declares an
         array that, with the float64 copy :func:`load` makes of other dtypes, needs
-        more than :func:`_available_memory`; or more than :data:`MAX_COLUMNS`
-        columns.
+        more than :func:`_available_memory` (unless ``streamable``: the caller can
+        read it from disk chunk by chunk); or more than :data:`MAX_COLUMNS` columns.
+
+    Returns
+    -------
+    The bytes the array and its float64 copy need in memory.
     """
     try:
         version = np.lib.format.read_magic(file)
@@ -347,13 +402,23 @@ def _check_declared(file, source: str) -> None:
     cells = math.prod(shape)
     needed = cells * dtype.itemsize + (0 if dtype == np.float64 else cells * 8)
     available = _available_memory()
-    if available is not None and needed > available:
+    if streamable:
+        data_bytes = cells * dtype.itemsize
+        held = os.fstat(file.fileno()).st_size - file.tell()
+        if data_bytes > held:
+            raise DataError(
+                f"{source}: its header declares shape {shape} {dtype} "
+                f"({_size(data_bytes)}) but the file holds {_size(held)} after it; "
+                "the file is truncated or its header corrupted."
+            )
+    elif available is not None and needed > available:
         raise DataError(
             f"{source}: its header declares shape {shape} {dtype}, which needs "
             f"{_size(needed)} of memory and {_size(available)} is available; "
             "use a sample of its rows, or a machine with more memory."
         )
     _check_columns(shape[1] if len(shape) == 2 else 1, source)
+    return needed
 
 
 def _check_columns(columns: int, source: str) -> None:

@@ -139,6 +139,7 @@ def _fixed_chunks(source: Source, chunk_size: int, dtype, scale: float) -> Itera
     with rows of weight 0), weights multiplied by ``scale``."""
     pending_x, pending_w, count = [], [], 0
     for x, weights in source.blocks(chunk_size):
+        x = x.astype(dtype, copy=False)
         weights = np.ones(x.shape[0], dtype) if weights is None else weights.astype(dtype)
         pending_x.append(x)
         pending_w.append(weights * dtype.type(scale))
@@ -249,6 +250,7 @@ def fit_stream(
     init_params=None,
     hyper=None,
     weights=None,
+    dtype=None,
     chunk_size: int | None = None,
     prefetch: int = 2,
     init_rows: int = _INIT_ROWS,
@@ -275,6 +277,9 @@ def fit_stream(
     weights : (n_rows,) sample weights of an array, file or sparse source (a callable
         source yields ``(x, weights)`` blocks instead). Weights are normalised as
         :func:`jaxem.fit` does, which takes one pass over them first.
+    dtype : the floating dtype to fit in; each chunk is converted as it is read.
+        Default: the source's own floating dtype (JAX's conventions; integers give
+        JAX's default float).
     prefetch : chunks read ahead by the background thread.
     init_rows : rows the default initialisation sees.
 
@@ -308,7 +313,7 @@ def fit_stream(
     first_x, first_weights = first
     if first_x.ndim != 2:
         raise ValueError(f"Blocks of rows must be 2-D, got shape {first_x.shape}.")
-    dtype = np.dtype(engine._float_dtype([first_x]))
+    dtype = np.dtype(engine._float_dtype([first_x if dtype is None else np.zeros(0, dtype)]))
     scale = _weight_scale(source, dtype) if first_weights is not None else 1.0
     if chunk_size is None:
         chunk_size = max(256, _HOST_CHUNK_BYTES // max(1, first_x[:1].nbytes) // 256 * 256)
@@ -319,7 +324,7 @@ def fit_stream(
         chunk_size = min(chunk_size, source.n_rows)
     if hyper is None:
         hyper = model.hyper(dtype)
-    sample = source.sample(init_rows)
+    sample = source.sample(init_rows).astype(dtype, copy=False)
     if init_params is None:
         init_params = engine.initialise(
             model, sample, key=key, n_restarts=int(n_restarts), hyper=hyper

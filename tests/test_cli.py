@@ -572,11 +572,16 @@ def test_header_declaring_more_than_memory(capsys, tmp_path, suffix):
     # 8 * 10**18 bytes, declared in a file of 128 bytes: numpy would try to allocate it.
     path = _npy_or_npz(tmp_path, suffix, _npy_header((10**12, 10**6)))
     where = f"{path} (array 'X')" if suffix == ".npz" else str(path)
+    # An .npy too large for memory would be streamed from disk; this one is not there.
+    fragments = (
+        ("needs 8,000 PB of memory", "use a sample of its rows")
+        if suffix == ".npz"
+        else ("(8,000 PB) but the file holds 0 bytes", "truncated")
+    )
     assert_one_line_error(
         *run(capsys, "fit", path),
         f"jaxem: error: {where}: its header declares shape (1000000000000, 1000000) float64",
-        "needs 8,000 PB of memory",
-        "use a sample of its rows",
+        *fragments,
     )
 
 
@@ -792,3 +797,45 @@ def test_progress_shows_compiling_while_jax_compiles():
     assert display.label() == "compiling"
     meter.finished, meter.in_progress = 1, 0
     assert display.label() == "fitting"
+
+
+# -- files too large to read: streamed ---------------------------------------------------------
+def test_npy_beyond_the_stream_threshold_is_streamed(capsys, monkeypatch, tmp_path):
+    rows = _io.load_faithful().x
+    path = tmp_path / "faithful.npy"
+    np.save(path, rows)
+    outputs = {}
+    for mode, threshold in (("read", ""), ("streamed", "1")):
+        monkeypatch.setenv("JAXEM_STREAM_BYTES", threshold)
+        output = tmp_path / f"{mode}.npz"
+        status, out, err = run(capsys, "fit", path, *SHARED, "-o", output, "--labels")
+        assert status == 0, err
+        assert ("streamed from disk" in err) == (mode == "streamed")
+        with np.load(output, allow_pickle=False) as archive:
+            outputs[mode] = {key: archive[key] for key in archive.files}
+    read, streamed = outputs["read"], outputs["streamed"]
+    order = np.argsort(read["means"][:, 0]), np.argsort(streamed["means"][:, 0])
+    np.testing.assert_allclose(streamed["means"][order[1]], read["means"][order[0]], rtol=1e-4)
+    np.testing.assert_allclose(streamed["bic"], read["bic"], rtol=1e-5)
+    assert streamed["n_samples"] == read["n_samples"] == rows.shape[0]
+    relabel = np.argsort(order[1])[order[0]]  # streamed label of each read component
+    np.testing.assert_array_equal(relabel[read["labels"]], streamed["labels"])
+
+
+def test_truncated_npy_is_refused_when_streamed(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("JAXEM_STREAM_BYTES", "1")
+    path = tmp_path / "cut.npy"
+    np.save(path, np.zeros((1000, 2)))
+    path.write_bytes(path.read_bytes()[:-800])
+    assert_one_line_error(
+        *run(capsys, "fit", path), "its header declares shape (1000, 2) float64", "truncated"
+    )
+
+
+def test_non_finite_mapped_rows_are_named(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("JAXEM_STREAM_BYTES", "1")
+    rows = np.zeros((50, 2))
+    rows[31, 1] = np.nan
+    path = tmp_path / "nan.npy"
+    np.save(path, rows)
+    assert_one_line_error(*run(capsys, "fit", path), "row 32, column 2", "impute")

@@ -16,14 +16,16 @@ import warnings
 from pathlib import Path
 from typing import NamedTuple
 
+import jax
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from jaxem import _io, engine
+from jaxem._stream import fit_stream
 from jaxem.cli import report
 from jaxem.cli.parsing import UsageError
 from jaxem.cli.progress import CompileMeter, Progress, progress_mode
-from jaxem.estimators import GaussianMixture
+from jaxem.estimators import GaussianMixture, _validation
 from jaxem.estimators._persist import estimator_arrays
 
 __all__ = [
@@ -193,13 +195,18 @@ def run_fit(
     """
     _check_rows(data, options.n_components)
     estimator = options.estimator()
-    x = options.table(data.x)
-    if progress is not None:
-        progress.stage(f"fitting {options.n_restarts} restarts")
-    labels, timing = _timed_fit(estimator, x)
-    if progress is not None:
-        progress.stage("scoring the best restart")
-    bic, aic = estimator.bic(x), estimator.aic(x)
+    if isinstance(data.x, np.memmap):  # too large to read: streamed from the file
+        if progress is not None:
+            progress.stage(f"fitting {options.n_restarts} restarts, streamed from disk")
+        labels, timing, bic, aic = _streamed_fit(estimator, data.x, options)
+    else:
+        x = options.table(data.x)
+        if progress is not None:
+            progress.stage(f"fitting {options.n_restarts} restarts")
+        labels, timing = _timed_fit(estimator, x)
+        if progress is not None:
+            progress.stage("scoring the best restart")
+        bic, aic = estimator.bic(x), estimator.aic(x)
     return FitRun(
         data=data,
         options=options,
@@ -245,6 +252,57 @@ def _timed_fit(estimator: GaussianMixture, x: np.ndarray) -> tuple[np.ndarray, T
             raise FitError(f"fit failed: {_first_line(error)}") from error
         total = time.perf_counter() - start
     return labels, Timing(meter.seconds, total, meter.cache_loaded, meter.cache_saved)
+
+
+#: Rows evaluated at a time after a streamed fit (labels and the log-likelihood).
+_EVALUATION_ROWS = 1 << 18
+
+
+def _streamed_fit(estimator: GaussianMixture, rows: np.memmap, options: FitOptions):
+    """Fit ``estimator``'s model to a memory-mapped table by :func:`jaxem.fit_stream`
+    (exact EM, the file read chunk by chunk), set the estimator's attributes, then
+    label and score the rows block by block.
+
+    Returns
+    -------
+    labels, timing, bic, aic
+    """
+    dtype = np.float64 if options.float64 else np.float32
+    n_samples, n_features = rows.shape
+    with CompileMeter() as meter:
+        start = time.perf_counter()
+        with _validation.precision(dtype):
+            model = estimator._build_model(options.n_components, options.n_components)
+            try:
+                result = fit_stream(
+                    model,
+                    rows,
+                    key=_validation.random_key(options.seed),
+                    n_restarts=options.n_restarts,
+                    max_iter=options.max_iter,
+                    tol=options.tol,
+                    dtype=dtype,
+                )
+            except engine.AllRestartsFailed as error:
+                raise FitError(f"fit failed: {_first_line(error)}") from error
+        estimator.n_features_in_ = n_features
+        estimator._set_fitted(result.params, np.zeros(n_features), dtype)
+        estimator.converged_, estimator.n_iter_ = result.converged, result.n_iter
+        estimator.lower_bound_ = result.log_likelihood
+        estimator.restarts_ = jax.device_get(result.restarts)
+        estimator.best_restart_ = result.best_restart
+        labels = np.empty(n_samples, np.int64)
+        total = 0.0
+        for first in range(0, n_samples, _EVALUATION_ROWS):
+            block = np.asarray(rows[first : first + _EVALUATION_ROWS], dtype)
+            labels[first : first + block.shape[0]] = estimator.predict(block)
+            total += float(np.sum(estimator.score_samples(block), dtype=np.float64))
+        elapsed = time.perf_counter() - start
+    n_parameters = estimator._n_parameters()
+    bic = -2 * total + n_parameters * np.log(n_samples)
+    aic = -2 * total + 2 * n_parameters
+    timing = Timing(meter.seconds, elapsed, meter.cache_loaded, meter.cache_saved)
+    return labels, timing, float(bic), float(aic)
 
 
 def _first_line(error: BaseException) -> str:

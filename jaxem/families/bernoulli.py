@@ -76,7 +76,7 @@ class Bernoulli(Family):
     >>> rng = np.random.default_rng(0)
     >>> profiles = np.array([[0.9, 0.9, 0.1, 0.1], [0.1, 0.1, 0.9, 0.9]])
     >>> X = (rng.random((1000, 4)) < profiles[np.arange(1000) % 2]).astype(np.float32)
-    >>> model = jaxem.mixture(family, n_components=2, init="random")
+    >>> model = jaxem.mixture(family, n_components=2)  # k-means init
     >>> result = jaxem.fit(model, X, key=jax.random.key(0), n_restarts=4)
     >>> probs = family.to_layout(result.params.components)["probabilities"]
     >>> print(probs[np.argsort(probs[:, 0])].round(1))

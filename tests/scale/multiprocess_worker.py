@@ -27,10 +27,12 @@ jax.distributed.initialize(
 )
 
 import jaxem  # noqa: E402
-from tests.scale.shared import data_sets, fit_settings  # noqa: E402
+from tests.scale.shared import MULTIPROCESS_MODELS, data_sets, fit_settings  # noqa: E402
 
 results = {}
 for name, (model, x) in data_sets().items():
+    if name not in MULTIPROCESS_MODELS:
+        continue
     mine_rows = np.array_split(np.arange(jax.tree.leaves(x)[0].shape[0]), n_processes)[process_id]
     mine = jax.tree.map(lambda leaf, rows=mine_rows: leaf[rows], x)
     x_global, weights = jaxem.rows_across_processes(mine)

@@ -23,6 +23,13 @@ MESHES = {
     "restarts": jax.make_mesh((4,), ("restarts",)),
     "restarts x rows": jax.make_mesh((2, 2), ("restarts", "rows")),
 }
+#: Splits each model is fitted with (the 2-D mesh splits rows and restarts at once;
+#: the 1-D ones alone for the Gaussian mixture, to keep the compiles few).
+SPLITS = {
+    "gmm": ("rows", "restarts", "restarts x rows"),
+    "kmeans": ("restarts x rows",),
+    "hmm": ("restarts x rows",),
+}
 
 
 def relative_difference(a, b):
@@ -67,8 +74,8 @@ def main(out):
     report = {"n_devices": jax.device_count(), "fits": {}, "collectives": {}}
     for name, (model, x) in data_sets().items():
         reference = jaxem.fit(model, x, **fit_settings())
-        for mesh_name, mesh in MESHES.items():
-            result = jaxem.fit(model, x, mesh=mesh, **fit_settings())
+        for mesh_name in SPLITS[name]:
+            result = jaxem.fit(model, x, mesh=MESHES[mesh_name], **fit_settings())
             report["fits"][f"{name} / {mesh_name}"] = {
                 "params": relative_difference(result.restarts.params, reference.restarts.params),
                 "log_likelihood": abs(result.log_likelihood - reference.log_likelihood)
@@ -85,17 +92,14 @@ def main(out):
     reference = jaxem.fit(model, x, **fit_settings())
     by_count = jaxem.fit(model, x, mesh=4, **fit_settings())
     sharded = jax.device_put(
-        x, jax.sharding.NamedSharding(MESHES["rows"], jax.sharding.PartitionSpec("rows"))
+        x, jax.sharding.NamedSharding(engine.resolve_mesh(4), jax.sharding.PartitionSpec("rows"))
     )
-    by_array = jaxem.fit(model, sharded, **fit_settings())
+    by_array = jaxem.fit(model, sharded, **fit_settings())  # the same program as mesh=4
     report["mesh=4"] = relative_difference(by_count.params, reference.params)
     report["sharded input"] = relative_difference(by_array.params, reference.params)
     # Estimators: the same fit with and without mesh.
     estimator_results = {}
-    for make in (
-        lambda mesh: jaxem.GaussianMixture(3, n_init=3, random_state=0, mesh=mesh),
-        lambda mesh: jaxem.KMeans(3, n_init=3, random_state=0, mesh=mesh),
-    ):
+    for make in (lambda mesh: jaxem.GaussianMixture(3, n_init=3, random_state=0, mesh=mesh),):
         one, four = make(None).fit(x), make(4).fit(x)
         name = type(one).__name__
         attribute = "means_" if hasattr(one, "means_") else "cluster_centers_"

@@ -30,5 +30,9 @@ def data_sets():
     }
 
 
+#: Models the fit across processes runs (k-means shares the mixture's row layout).
+MULTIPROCESS_MODELS = ("gmm", "hmm")
+
+
 def fit_settings():
     return dict(key=jax.random.key(0), n_restarts=3, max_iter=40, tol=1e-10, chunk_size=40)
