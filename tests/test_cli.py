@@ -808,7 +808,7 @@ def test_npy_beyond_the_stream_threshold_is_streamed(capsys, monkeypatch, tmp_pa
     for mode, threshold in (("read", ""), ("streamed", "1")):
         monkeypatch.setenv("JAXEM_STREAM_BYTES", threshold)
         output = tmp_path / f"{mode}.npz"
-        status, out, err = run(capsys, "fit", path, *SHARED, "-o", output, "--labels")
+        status, out, err = run(capsys, "fit", path, *SHARED, "-o", output, "--labels", "--progress")
         assert status == 0, err
         assert ("streamed from disk" in err) == (mode == "streamed")
         with np.load(output, allow_pickle=False) as archive:
