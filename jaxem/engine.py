@@ -664,9 +664,7 @@ def _fit_sharded_body(
         index = jnp.minimum(jnp.arange(n_run), n_restarts - 1)
         start = jax.tree.map(lambda leaf: leaf[index], init_params)
     # Computed on every device; each then keeps its slice.
-    start = jax.tree.map(
-        lambda leaf: jax.reshard(leaf, jax.sharding.NamedSharding(mesh, restart_spec)), start
-    )
+    start = jax.tree.map(lambda leaf: _laid_out(leaf, mesh, restart_spec), start)
     state = jax.shard_map(
         local,
         mesh=mesh,
@@ -681,10 +679,21 @@ def _fit_sharded_body(
         out_specs=restart_spec,
         check_vma=False,
     )(x, weights, start, hyper, max_iter, tol)
-    everywhere = jax.sharding.NamedSharding(mesh, replicated)  # every restart's results
+    # Every restart's results on every device, then the best one chosen.
     return _select_best(
-        jax.tree.map(lambda leaf: jax.reshard(leaf, everywhere)[:n_restarts], state)
+        jax.tree.map(lambda leaf: _laid_out(leaf, mesh, replicated)[:n_restarts], state)
     )
+
+
+def _laid_out(leaf, mesh, spec):
+    """``leaf`` laid out by ``spec`` over ``mesh`` inside a traced program: moved
+    explicitly on a mesh of explicit axes (``jax.make_mesh``'s default), constrained
+    on one of automatic axes (``jax.sharding.Mesh``'s)."""
+    sharding = jax.sharding.NamedSharding(mesh, spec)
+    explicit = all(kind == jax.sharding.AxisType.Explicit for kind in mesh.axis_types)
+    if explicit:
+        return jax.reshard(leaf, sharding)
+    return jax.lax.with_sharding_constraint(leaf, sharding)
 
 
 #: Not through :func:`_program`: the program store keeps one-device programs only (a

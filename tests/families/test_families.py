@@ -11,8 +11,7 @@ from scipy import stats
 from sklearn.metrics import adjusted_rand_score
 
 import jaxem
-from jaxem.contract import Chunks
-from jaxem.contract import Family
+from jaxem.contract import Chunks, Family
 from jaxem.families import log_densities
 
 INITS = ["kmeans", "k-means++", "random", "random_from_data"]

@@ -22,11 +22,15 @@ MESHES = {
     "rows": jax.make_mesh((4,), ("rows",)),
     "restarts": jax.make_mesh((4,), ("restarts",)),
     "restarts x rows": jax.make_mesh((2, 2), ("restarts", "rows")),
+    # jax.sharding.Mesh's axes are automatic, jax.make_mesh's explicit: both work.
+    "restarts x rows, automatic axes": jax.sharding.Mesh(
+        np.asarray(jax.devices()).reshape(2, 2), ("restarts", "rows")
+    ),
 }
 #: Splits each model is fitted with (the 2-D mesh splits rows and restarts at once;
 #: the 1-D ones alone for the Gaussian mixture, to keep the compiles few).
 SPLITS = {
-    "gmm": ("rows", "restarts", "restarts x rows"),
+    "gmm": ("rows", "restarts", "restarts x rows", "restarts x rows, automatic axes"),
     "kmeans": ("restarts x rows",),
     "hmm": ("restarts x rows",),
 }
