@@ -399,6 +399,7 @@ def _check_declared(file, source: str, *, streamable: bool = False) -> int:
         raise DataError(
             f"{source}: not a readable .npy file (corrupted header: {reason})."
         ) from error
+    _check_columns(shape[1] if len(shape) == 2 else 1, source)
     cells = math.prod(shape)
     needed = cells * dtype.itemsize + (0 if dtype == np.float64 else cells * 8)
     available = _available_memory()
@@ -417,7 +418,6 @@ def _check_declared(file, source: str, *, streamable: bool = False) -> int:
             f"{_size(needed)} of memory and {_size(available)} is available; "
             "use a sample of its rows, or a machine with more memory."
         )
-    _check_columns(shape[1] if len(shape) == 2 else 1, source)
     return needed
 
 

@@ -405,9 +405,10 @@ def _program(function=None, *, static=(), compiler_options=None):
 # code and data sections: measured ~850 per HMM estimator fit, 3-4 programs). A
 # process that compiles a few hundred distinct programs (a long test run, a grid over
 # many shapes) reaches Linux's vm.max_map_count (65,530 by default), and the next
-# compile dies inside LLVM (segfault or abort). So once the mappings pass half the
-# limit, jaxem drops its compiled programs: those still needed compile again (or load
-# from the persistent cache).
+# compile dies inside LLVM (segfault or abort). So once the mappings pass three
+# quarters of the limit, jaxem drops its compiled programs: those still needed compile
+# again (or load from the persistent cache). A compile adds a few hundred mappings,
+# far less than the quarter left.
 _JITTED: list = []
 _compiled_since_check = [False]
 
@@ -433,15 +434,25 @@ def _map_count() -> int:
         return sum(1 for _ in maps)
 
 
+def near_map_limit(fraction: float = 0.75) -> bool:
+    """Whether the process's memory mappings have passed ``fraction`` of Linux's
+    ``vm.max_map_count`` (False where there is no such limit)."""
+    limit = _max_map_count()
+    return limit is not None and _map_count() >= int(limit * fraction)
+
+
 def _release_programs_near_map_limit() -> None:
     """Drop every compiled program of jaxem when the process's memory mappings pass
-    half of ``vm.max_map_count``; checked only after a compile."""
+    three quarters of ``vm.max_map_count``; checked only after a compile."""
     if not _compiled_since_check[0]:
         return
     _compiled_since_check[0] = False
-    limit = _max_map_count()
-    if limit is None or _map_count() < limit // 2:
-        return
+    if near_map_limit():
+        release_compiled_programs()
+
+
+def release_compiled_programs() -> None:
+    """Drop every compiled program jaxem holds; they compile again when next used."""
     for jitted in _JITTED:
         jitted.clear_cache()
     _sharded_fit_program.clear_cache()

@@ -12,6 +12,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from jaxem import engine  # noqa: E402
+
 FAITHFUL = Path(__file__).resolve().parents[1] / "jaxem" / "data" / "faithful.csv"
 
 
@@ -77,6 +79,17 @@ def _release_compiled_programs():
     XLA's compiler. Programs are shared within a module, where the tests reuse them."""
     yield
     jax.clear_caches()
+
+
+@pytest.fixture(autouse=True)
+def _room_for_programs():
+    """Before each test, drop compiled programs once the memory mappings pass half of
+    vm.max_map_count: the engine drops them itself at three quarters, and doing it
+    here, between tests, keeps that from happening inside a test that counts compiles."""
+    if engine.near_map_limit(0.5):
+        jax.clear_caches()
+        engine.release_compiled_programs()
+    yield
 
 
 def pytest_collection_finish(session):

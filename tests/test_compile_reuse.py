@@ -197,8 +197,8 @@ def test_weight_scale_invariance_in_float32(scale):
 
 
 def test_compiled_programs_are_dropped_near_the_memory_map_limit(monkeypatch):
-    """Each XLA:CPU program holds hundreds of memory mappings; past half of Linux's
-    vm.max_map_count jaxem drops its compiled programs rather than let the next
+    """Each XLA:CPU program holds hundreds of memory mappings; past three quarters of
+    Linux's vm.max_map_count jaxem drops its compiled programs rather than let the next
     compile crash in LLVM."""
     if engine._max_map_count() is None:
         pytest.skip("no vm.max_map_count to watch (not Linux)")
@@ -210,6 +210,6 @@ def test_compiled_programs_are_dropped_near_the_memory_map_limit(monkeypatch):
     jaxem.fit(model, x[:, :2], key=jax.random.key(0))
     kept = engine._map_count()
     assert kept > grown + 100
-    monkeypatch.setattr(engine, "_max_map_count", lambda: 2 * grown)
+    monkeypatch.setattr(engine, "_max_map_count", lambda: grown)  # three quarters passed
     jaxem.fit(model, x[:, :1], key=jax.random.key(0))
     assert engine._map_count() < grown
