@@ -22,7 +22,14 @@ from jaxem.engine import (
     fit_traced,
     rows_across_processes,
 )
-from jaxem.estimators import CategoricalHMM, GaussianHMM, GaussianMixture, KMeans, PoissonHMM
+from jaxem.estimators import (
+    CategoricalHMM,
+    GaussianHMM,
+    GaussianMixture,
+    KMeans,
+    MiniBatchKMeans,
+    PoissonHMM,
+)
 from jaxem.estimators._persist import load, load_fit, save_fit
 from jaxem.families import (
     Bernoulli,
@@ -93,6 +100,7 @@ __all__ = [
     "MixtureParams",
     "kmeans",
     "KMeans",
+    "MiniBatchKMeans",
     "KMeansModel",
     "KMeansParams",
     "categorical",

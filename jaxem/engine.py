@@ -63,6 +63,8 @@ __all__ = [
     "resolve_mesh",
     "online_step",
     "OnlineState",
+    "minibatch_fit",
+    "minibatch_step",
     "rows_across_processes",
     "ROWS",
     "RESTARTS",
@@ -608,6 +610,96 @@ def online_step(
         chunk_size=prepared.chunk_size,
     )
     return OnlineState(params, stats, n_steps + 1), np.asarray(log_likelihood)
+
+
+# -- mini-batch k-means ----------------------------------------------------------------------
+@_program()
+def _minibatch_fit_program(model, fit, x, indices, active, key, options):
+    """``indices.shape[0]`` steps of ``model.minibatch_fit_step`` in one ``lax.scan``;
+    steps past ``active`` or after the fit stopped change nothing (``lax.cond`` skips
+    their work) and record zeros."""
+    keys = jax.random.split(key, indices.shape[0])
+    record = jax.eval_shape(model.minibatch_fit_step, fit, x[indices[0]], keys[0], options)[1]
+
+    def skip(fit, index, step_key):
+        del index, step_key
+        return fit, jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), record)
+
+    def run(fit, index, step_key):
+        return model.minibatch_fit_step(fit, x[index], step_key, options)
+
+    def body(fit, inputs):
+        index, on, step_key = inputs
+        return jax.lax.cond(on & ~fit.stopped, run, skip, fit, index, step_key)
+
+    return jax.lax.scan(body, fit, (indices, active, keys))
+
+
+def minibatch_fit(model, x, fit, blocks):
+    """Run a mini-batch fit over blocks of pre-drawn batches until it stops.
+
+    The rows go to the device once (padded to a row bucket, so data sets of nearby
+    sizes share the program); each block of steps is one program call, a
+    ``lax.scan`` over its batches' row indices, so there is no host round-trip per
+    step. The next block is drawn on the host while the device runs the current
+    one; the host reads the ``stopped`` flag once per block.
+
+    Parameters
+    ----------
+    model : a model with ``minibatch_fit_step`` (:class:`jaxem.KMeansModel`).
+    x : (n, D) rows.
+    fit : the starting state (:class:`jaxem.models.kmeans.MiniBatchFitState`).
+    blocks : iterable of ``(indices, active, key, options)``: (S, B) int32 row
+        indices of S batches, (S,) bool which of them to run (the last block is
+        padded), a PRNG key, and the step options; every block has the same S.
+
+    Returns
+    -------
+    fit : the final state (on the device).
+    records : the per-step records of the steps run, as numpy arrays.
+    """
+    n_rows = x.shape[0]
+    n_padded = model.padded_rows(n_rows) if _nbytes(x) <= _PADDED_BYTES else n_rows
+    x, _ = _pad_rows(x, np.ones((n_rows,), np.float32), n_padded)
+    x = jnp.asarray(x)
+    records = []
+    blocks = iter(blocks)
+    block = next(blocks, None)
+    while block is not None:
+        indices, active, key, options = block
+        fit, record = _minibatch_fit_program(model, fit, x, indices, active, key, options)
+        records.append(record)
+        block = next(blocks, None)  # drawn while the device runs this one
+        if block is not None and bool(fit.stopped):
+            break
+    records = jax.tree.map(lambda *leaves: np.concatenate(leaves), *jax.device_get(records))
+    n_steps = int(fit.step)
+    return fit, jax.tree.map(lambda leaf: leaf[:n_steps], records)
+
+
+@_program()
+def _minibatch_step_program(model, state, x, weights, n_rows, increment, key, ratio):
+    return model.minibatch_step(state, x, weights, n_rows, increment, key, ratio)
+
+
+def minibatch_step(model, state, x, weights, *, increment, key, ratio):
+    """One ``model.minibatch_step`` on the batch ``x`` with ``weights``, its rows padded
+    to a bucket (zero weight) so batches of nearby sizes share one program.
+
+    Returns ``(state, inertia, n_reassigned, shift)`` as the model's hook does.
+    """
+    n_rows = x.shape[0]
+    x, weights = _pad_rows(x, weights, model.padded_rows(n_rows))
+    return _minibatch_step_program(
+        model,
+        state,
+        x,
+        weights,
+        np.int32(n_rows),
+        np.int32(increment),
+        key,
+        np.asarray(ratio, x.dtype),
+    )
 
 
 # -- several devices --------------------------------------------------------------------------

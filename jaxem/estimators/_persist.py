@@ -94,6 +94,7 @@ _SHAPES = {
     "lambdas_": ("K", "D"),
     "emissionprob_": ("K", "D"),
     "_fit_offset": ("D",),
+    "_counts": ("K",),
     "feature_names_in_": ("D",),
     "covariances_": "layout",
     "precisions_": "layout",

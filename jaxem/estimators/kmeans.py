@@ -53,7 +53,188 @@ __all__ = ["KMeans"]
 _SPARSE_BLOCK_ELEMENTS = 1 << 22
 
 
-class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EMEstimator):
+class _CentroidEstimator(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EMEstimator
+):
+    """What :class:`KMeans` and :class:`jaxem.MiniBatchKMeans` share: the ``init``
+    checks, the ``n_init`` rule, sparse input, and everything after the fit
+    (``predict``, ``transform``, ``score``, ``fit_predict``, ``fit_transform``) from
+    ``cluster_centers_`` and the centring offset."""
+
+    #: ``n_init='auto'`` for a 'random' or callable ``init`` (scikit-learn's per class).
+    _default_n_init = 10
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.input_tags.sparse = True
+        return tags
+
+    @in_input_precision
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit and return the cluster of every row; equal to ``fit(X).predict(X)``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : Ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        return self.fit(X, sample_weight=sample_weight).labels_
+
+    @in_input_precision
+    def fit_transform(self, X, y=None, sample_weight=None):
+        """Fit and return the distances of every row to every centre.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : Ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        distances : ndarray of shape (n_samples, n_clusters)
+        """
+        self.fit(X, sample_weight=sample_weight)
+        return self._distances(X)
+
+    def _resolve_n_init(self) -> int:
+        """scikit-learn's ``n_init`` rule, with its warning for an array ``init``."""
+        if self.n_init == "auto":
+            n_init = self._default_n_init if self._init_name() in ("random", "callable") else 1
+        else:
+            n_init = int(self.n_init)
+        if self._init_name() == "array" and n_init != 1:
+            warnings.warn(
+                "Explicit initial center position passed: performing only one init in "
+                f"{self.__class__.__name__} instead of n_init={n_init}.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            n_init = 1
+        return n_init
+
+    def _init_name(self) -> str:
+        if isinstance(self.init, str):
+            return self.init
+        return "array" if _is_arraylike_not_scalar(self.init) else "callable"
+
+    def _check_center_shape(self, X, centers):
+        if centers.shape[0] != self.n_clusters:
+            raise ValueError(
+                f"The shape of the initial centers {centers.shape} does not match "
+                f"the number of clusters {self.n_clusters}."
+            )
+        if centers.shape[1] != X.shape[1]:
+            raise ValueError(
+                f"The shape of the initial centers {centers.shape} does not match "
+                f"the number of features of the data {X.shape[1]}."
+            )
+
+    # -- the base's hooks --------------------------------------------------------------------
+    _evaluation_outputs = ("predict", "nearest_squared_distance")
+    _precision_attribute = "cluster_centers_"
+
+    def _build_model(self, n_components, max_components):
+        init = "random" if self._init_name() == "random" else "k-means++"
+        return kmeans(n_components, init=init, max_clusters=max_components)
+
+    def _n_components_fitted(self):
+        return int(np.shape(self.cluster_centers_)[0])
+
+    def _fitted_params(self, offset, dtype):
+        centers = np.asarray(self.cluster_centers_, np.float64) - offset
+        return KMeansParams(np.asarray(centers, dtype))
+
+    def _check_sparse(self, X, *, reset):
+        """scikit-learn's validation of sparse ``X``: any format to CSR, finite values."""
+        return validate_data(
+            self, X, reset=reset, accept_sparse="csr", dtype=[np.float64, np.float32]
+        )
+
+    def _check_test_data(self, X):
+        if sp.issparse(X):
+            return self._check_sparse(X, reset=False)
+        return _validation.check_data(self, X, reset=False)
+
+    def _evaluation_input(self, X):
+        """The base's ``(X, x, dtype, offset)``; sparse ``X`` centred block by block."""
+        if not sp.issparse(X):
+            return super()._evaluation_input(X)
+        _validation.check_fitted(self)
+        X = self._check_sparse(X, reset=False)
+        dtype = self._fitted_dtype()
+        offset = self._offset(X.shape[1])
+        x, _ = _dense_rows(X, lambda rows: self._centred(rows, offset, dtype), dtype)
+        return X, x, dtype, offset
+
+    # -- evaluation ------------------------------------------------------------------------
+    @in_fitted_precision
+    def predict(self, X):
+        """Index of the nearest centre of every row (the lowest index on ties).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), int32
+        """
+        return self._evaluate(X, "predict")
+
+    @in_fitted_precision
+    def transform(self, X):
+        """Euclidean distance of every row to every centre.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        distances : ndarray of shape (n_samples, n_clusters)
+        """
+        return self._distances(X)
+
+    def _distances(self, X):
+        # Differences of (chunk, K, D) per chunk: size the chunks by K x D.
+        _validation.check_fitted(self)
+        n_clusters, n_features = np.shape(self.cluster_centers_)
+        n_rows = _num_samples(X)
+        chunk_size = engine.default_chunk_size(
+            engine.padded_rows(n_rows), 1, component_bucket(n_clusters, n_rows) * n_features
+        )
+        distances = self._evaluate(X, "transform", chunk_size=chunk_size)
+        return distances[:, :n_clusters]
+
+    @in_fitted_precision
+    def score(self, X, y=None, sample_weight=None):
+        """Opposite of the (weighted) inertia of ``X`` with the fitted centres.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : Ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        score : float
+        """
+        _validation.check_fitted(self)
+        X = self._check_test_data(X)
+        sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
+        squared = self._evaluate(X, "nearest_squared_distance")
+        return -float(np.dot(squared.astype(np.float64), sample_weight))
+
+
+class KMeans(_CentroidEstimator):
     """k-means clustering by batched Lloyd iterations; a drop-in for scikit-learn's.
 
     Same parameters, defaults, fitted attributes, methods, warnings and error
@@ -216,12 +397,6 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
         self.algorithm = algorithm
         self.mesh = mesh
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        tags.input_tags.sparse = True
-        return tags
-
     # -- fitting ---------------------------------------------------------------------------
     @in_input_precision
     @_fit_context(prefer_skip_nested_validation=True)
@@ -335,60 +510,6 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
         self.n_iter_ = int(self.restarts_.n_iter[best])
         return self
 
-    @in_input_precision
-    def fit_predict(self, X, y=None, sample_weight=None):
-        """Fit and return the cluster of every row; equal to ``fit(X).predict(X)``.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-        y : Ignored
-        sample_weight : array-like of shape (n_samples,), default=None
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,)
-        """
-        return self.fit(X, sample_weight=sample_weight).labels_
-
-    @in_input_precision
-    def fit_transform(self, X, y=None, sample_weight=None):
-        """Fit and return the distances of every row to every centre.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-        y : Ignored
-        sample_weight : array-like of shape (n_samples,), default=None
-
-        Returns
-        -------
-        distances : ndarray of shape (n_samples, n_clusters)
-        """
-        self.fit(X, sample_weight=sample_weight)
-        return self._distances(X)
-
-    def _resolve_n_init(self) -> int:
-        """scikit-learn's ``n_init`` rule, with its warning for an array ``init``."""
-        if self.n_init == "auto":
-            n_init = 10 if self._init_name() in ("random", "callable") else 1
-        else:
-            n_init = int(self.n_init)
-        if self._init_name() == "array" and n_init != 1:
-            warnings.warn(
-                "Explicit initial center position passed: performing only one init in "
-                f"{self.__class__.__name__} instead of n_init={n_init}.",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-            n_init = 1
-        return n_init
-
-    def _init_name(self) -> str:
-        if isinstance(self.init, str):
-            return self.init
-        return "array" if _is_arraylike_not_scalar(self.init) else "callable"
-
     def _initial_centers(self, data, offset, n_init, random_state, dtype):
         """User-given initial centres in centred coordinates, or None for the model's.
 
@@ -409,18 +530,6 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
                 stacked.append(centers - offset if sp.issparse(data) else centers)
             return KMeansParams(np.asarray(np.stack(stacked), dtype))
         return None
-
-    def _check_center_shape(self, X, centers):
-        if centers.shape[0] != self.n_clusters:
-            raise ValueError(
-                f"The shape of the initial centers {centers.shape} does not match "
-                f"the number of clusters {self.n_clusters}."
-            )
-        if centers.shape[1] != X.shape[1]:
-            raise ValueError(
-                f"The shape of the initial centers {centers.shape} does not match "
-                f"the number of features of the data {X.shape[1]}."
-            )
 
     def _print_trace(self, result, total_weight, tol):
         """scikit-learn's verbose lines, reconstructed from the batched run's trace.
@@ -445,110 +554,14 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, EM
                     print(f"{at}: center shift at most tol, within tolerance {tol}.")
 
     # -- the base's hooks --------------------------------------------------------------------
-    _evaluation_outputs = ("predict", "nearest_squared_distance")
-    _precision_attribute = "cluster_centers_"
-
     def _centre(self, X):
         """Always the column means, as scikit-learn's KMeans centres its data."""
         return X.mean(axis=0, dtype=np.float64)
-
-    def _build_model(self, n_components, max_components):
-        init = "random" if self._init_name() == "random" else "k-means++"
-        return kmeans(n_components, init=init, max_clusters=max_components)
-
-    def _n_components_fitted(self):
-        return int(np.shape(self.cluster_centers_)[0])
-
-    def _fitted_params(self, offset, dtype):
-        centers = np.asarray(self.cluster_centers_, np.float64) - offset
-        return KMeansParams(np.asarray(centers, dtype))
-
-    def _check_sparse(self, X, *, reset):
-        """scikit-learn's validation of sparse ``X``: any format to CSR, finite values."""
-        return validate_data(
-            self, X, reset=reset, accept_sparse="csr", dtype=[np.float64, np.float32]
-        )
-
-    def _check_test_data(self, X):
-        if sp.issparse(X):
-            return self._check_sparse(X, reset=False)
-        return _validation.check_data(self, X, reset=False)
-
-    def _evaluation_input(self, X):
-        """The base's ``(X, x, dtype, offset)``; sparse ``X`` centred block by block."""
-        if not sp.issparse(X):
-            return super()._evaluation_input(X)
-        _validation.check_fitted(self)
-        X = self._check_sparse(X, reset=False)
-        dtype = self._fitted_dtype()
-        offset = self._offset(X.shape[1])
-        x, _ = _dense_rows(X, lambda rows: self._centred(rows, offset, dtype), dtype)
-        return X, x, dtype, offset
 
     def _evaluate_restarts(self, model, params, x):
         """``(R, n)`` squared distance of every row to its nearest centre, per restart."""
         values = engine.evaluate(model, params, x, "nearest_squared_distance", restarts=True)
         return np.asarray(values, np.float64)
-
-    # -- evaluation ------------------------------------------------------------------------
-    @in_fitted_precision
-    def predict(self, X):
-        """Index of the nearest centre of every row (the lowest index on ties).
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), int32
-        """
-        return self._evaluate(X, "predict")
-
-    @in_fitted_precision
-    def transform(self, X):
-        """Euclidean distance of every row to every centre.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-
-        Returns
-        -------
-        distances : ndarray of shape (n_samples, n_clusters)
-        """
-        return self._distances(X)
-
-    def _distances(self, X):
-        # Differences of (chunk, K, D) per chunk: size the chunks by K x D.
-        _validation.check_fitted(self)
-        n_clusters, n_features = np.shape(self.cluster_centers_)
-        n_rows = _num_samples(X)
-        chunk_size = engine.default_chunk_size(
-            engine.padded_rows(n_rows), 1, component_bucket(n_clusters, n_rows) * n_features
-        )
-        distances = self._evaluate(X, "transform", chunk_size=chunk_size)
-        return distances[:, :n_clusters]
-
-    @in_fitted_precision
-    def score(self, X, y=None, sample_weight=None):
-        """Opposite of the (weighted) inertia of ``X`` with the fitted centres.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-        y : Ignored
-        sample_weight : array-like of shape (n_samples,), default=None
-
-        Returns
-        -------
-        score : float
-        """
-        _validation.check_fitted(self)
-        X = self._check_test_data(X)
-        sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
-        squared = self._evaluate(X, "nearest_squared_distance")
-        return -float(np.dot(squared.astype(np.float64), sample_weight))
 
 
 def _dense_rows(X, centre, dtype):
