@@ -3,7 +3,7 @@
 At test time the peers' test files for these classes are copied out of the
 installed packages into a temporary directory, their imports are pointed at
 jaxem (``from sklearn.mixture import GaussianMixture`` imports jaxem's; other
-classes of the same files, such as ``MiniBatchKMeans``, stay the peer's), and they
+classes of the same files, such as ``BayesianGaussianMixture``, stay the peer's), and they
 run in a pytest subprocess, once with JAX's 64-bit flag off (``JAX_ENABLE_X64``
 unset) and once on. See ``tests/dropin/harness.py`` for the copy and the rewrite.
 
@@ -14,8 +14,8 @@ excluded only when it cannot exercise jaxem's class at all, because it
   private method of the peer's implementation on the estimator (``_initialize``,
   hmmlearn's ``_init`` and ``_check``) or reads a private attribute jaxem does not
   mirror, or patches the peer's internals (jaxem never calls them);
-- tests another class or function of the same file (``MiniBatchKMeans``,
-  ``BayesianGaussianMixture``, ``k_means``, ``kmeans_plusplus``).
+- tests another class or function of the same file (``BayesianGaussianMixture``,
+  ``k_means``, ``kmeans_plusplus``).
 
 scikit-learn's array API tests run (array-api-strict and array-api-compat are test
 dependencies; the namespaces that are not installed, PyTorch and CuPy, skip as in
@@ -84,8 +84,12 @@ EXCLUDED = {
     # sklearn/mixture/tests/test_mixture.py: the GaussianMixture half only
     "test_mixture.py::*[estimator1]": "the BayesianGaussianMixture() parametrisation",
     # sklearn/cluster/tests/test_k_means.py
-    "test_k_means.py::*MiniBatchKMeans*": "the MiniBatchKMeans parametrisation",
-    "test_k_means.py::test_minibatch_*": "tests MiniBatchKMeans",
+    "test_k_means.py::test_minibatch_update_consistency[*": (
+        "tests sklearn's private _mini_batch_step (dense against sparse), no estimator"
+    ),
+    "test_k_means.py::test_minibatch_reassign[*": (
+        "tests sklearn's private _mini_batch_step's reassignment, no estimator"
+    ),
     "test_k_means.py::test_relocate_empty_clusters[*": (
         "tests sklearn's private _relocate_empty_clusters_dense / _sparse, no estimator"
     ),
@@ -209,7 +213,7 @@ def test_rewrite_points_the_classes_at_jaxem_and_keeps_line_numbers():
     source = (
         "from sklearn.cluster import (\n"
         "    KMeans,\n"
-        "    MiniBatchKMeans as MB,\n"
+        "    MiniBatchKMeans as MB, k_means as KM,\n"
         ")\n"
         "from .. import hmm\n"
         "from . import normalized\n"
@@ -222,8 +226,8 @@ def test_rewrite_points_the_classes_at_jaxem_and_keeps_line_numbers():
     rewritten, names = harness.rewrite_source(source, "hmmlearn.tests")
     lines = rewritten.splitlines()
     assert len(lines) == len(source.splitlines())
-    assert lines[0] == "import jaxem; from sklearn.cluster import MiniBatchKMeans as MB; " + (
-        "from jaxem import KMeans"
+    assert lines[0] == "import jaxem; from sklearn.cluster import k_means as KM; " + (
+        "from jaxem import KMeans; from jaxem import MiniBatchKMeans as MB"
     )
     assert lines[1:4] == ["", "", ""]
     assert lines[4] == "import jaxem_hmm_shim as hmm"

@@ -16,6 +16,7 @@ import math
 import warnings
 from numbers import Integral, Real
 
+import jax
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import _fit_context
@@ -269,6 +270,16 @@ class MiniBatchKMeans(_CentroidEstimator):
             centers = self.init(X[subset], int(self.n_clusters), random_state=random_state)
             centers = check_array(centers, dtype=X.dtype, copy=False, order="C")
             self._check_center_shape(X, centers)
+        elif name == "random":
+            # Distinct rows, drawn as scikit-learn draws them from ``random_state``.
+            subset_weights = np.asarray(weights[subset], np.float64)
+            rows = random_state.choice(
+                len(subset_weights),
+                size=int(self.n_clusters),
+                replace=False,
+                p=subset_weights / subset_weights.sum(),
+            )
+            return np.asarray(x[subset][rows], x.dtype)
         else:
             params = engine.initialise(
                 model,
@@ -333,9 +344,7 @@ class MiniBatchKMeans(_CentroidEstimator):
         sample_weight = _check_sample_weight(
             sample_weight, X, dtype=X.dtype, ensure_non_negative=True
         )
-        total_weight = float(np.sum(sample_weight, dtype=np.float64))
-        if not total_weight > 0:
-            raise ValueError("sample_weight sums to 0: give at least one row a positive weight.")
+        total_weight = float(np.sum(sample_weight, dtype=np.float64))  # > 0: checked
         weights = np.asarray(sample_weight, dtype)
         random_state = check_random_state(self.random_state)
         model = self._model()
@@ -362,7 +371,8 @@ class MiniBatchKMeans(_CentroidEstimator):
             step=np.int32(0),
             stopped=np.bool_(False),
         )
-        cdf = np.cumsum(sample_weight, dtype=np.float64)
+        probabilities = np.asarray(sample_weight, np.float64)
+        cdf = np.cumsum(probabilities / probabilities.sum())
         cdf /= cdf[-1]
         blocks = _batches(cdf, n_steps, batch_size, random_state, options)
         fit, records = engine.minibatch_fit(model, x, start, blocks)
@@ -442,7 +452,7 @@ class MiniBatchKMeans(_CentroidEstimator):
             x,
             weights,
             increment=self._batch_size,
-            key=_validation.random_key(self._random_state),
+            key=jax.random.fold_in(_peek_key(self._random_state), self.n_steps_),
             ratio=self.reassignment_ratio,
         )
         if self.verbose and int(n_reassigned):
@@ -460,20 +470,34 @@ class MiniBatchKMeans(_CentroidEstimator):
 
 
 def _batches(cdf, n_steps, batch_size, random_state, options):
-    """Blocks ``(indices, active, key, options)`` of the fit's batches: row indices
-    drawn with replacement with probability ``diff(cdf)`` (inverse-CDF sampling of
-    uniform draws from ``random_state``, so float32 and float64 fits draw the same
-    batches), ``_BLOCK_STEPS`` steps a block (fewer, a power of two, for short fits),
-    the last block padded with inactive steps."""
+    """Blocks ``(indices, active, key, options)`` of the fit's batches.
+
+    Row indices are drawn with replacement with probability ``diff(cdf)``, by
+    inverse-CDF sampling of ``random_state.random_sample`` draws: the numbers
+    ``random_state.choice(n, batch_size, p=...)`` would give, step after step, so a
+    float64 fit draws scikit-learn's batches (and float32 and float64 fits the same
+    ones). The reassignments' key comes from ``random_state``'s state without
+    advancing it. ``_BLOCK_STEPS`` steps a block (fewer, a power of two, for short
+    fits); the last block is padded with inactive steps.
+    """
     block = min(_BLOCK_STEPS, 1 << max(n_steps - 1, 0).bit_length())
     last = len(cdf) - 1
-    for first in range(0, n_steps, block):
+    key = _peek_key(random_state)
+    for number, first in enumerate(range(0, n_steps, block)):
         count = min(block, n_steps - first)
-        uniform = random_state.random_sample((block, batch_size))
-        indices = np.minimum(np.searchsorted(cdf, uniform, side="right"), last)
+        uniform = random_state.random_sample((count, batch_size))
+        indices = np.zeros((block, batch_size), np.int32)
+        indices[:count] = np.minimum(np.searchsorted(cdf, uniform, side="right"), last)
         active = np.arange(block) < count
-        key = _validation.random_key(random_state)
-        yield indices.astype(np.int32), active, key, options
+        yield indices, active, jax.random.fold_in(key, number), options
+
+
+def _peek_key(random_state):
+    """A JAX key from ``random_state``'s state, leaving the state as it was (the draws
+    that follow are the ones scikit-learn would make)."""
+    _, words, position, *_ = random_state.get_state()
+    seed = int(np.bitwise_xor.reduce(np.asarray(words, np.uint32))) ^ int(position)
+    return jax.random.key(seed & 0x7FFFFFFF)
 
 
 def _print_steps(records, n_steps):

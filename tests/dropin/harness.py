@@ -76,12 +76,14 @@ SUPPORT_FILES = [
 COPIED_PACKAGES = {"hmmlearn.tests"}
 
 #: (module, name) imported by a test file -> jaxem's drop-in. Other names from the
-#: same modules (``MiniBatchKMeans``, ``BayesianGaussianMixture``, ``k_means``) stay.
+#: same modules (``BayesianGaussianMixture``, ``k_means``) stay.
 CLASSES = {
     ("sklearn.mixture", "GaussianMixture"): "jaxem",
     ("sklearn.mixture._gaussian_mixture", "GaussianMixture"): "jaxem",
     ("sklearn.cluster", "KMeans"): "jaxem",
     ("sklearn.cluster._kmeans", "KMeans"): "jaxem",
+    ("sklearn.cluster", "MiniBatchKMeans"): "jaxem",
+    ("sklearn.cluster._kmeans", "MiniBatchKMeans"): "jaxem",
     ("hmmlearn.hmm", "GaussianHMM"): "jaxem",
     ("hmmlearn.hmm", "CategoricalHMM"): "jaxem",
     ("hmmlearn.hmm", "PoissonHMM"): "jaxem",
@@ -96,6 +98,10 @@ DOTTED = [
         "jaxem.GaussianMixture",
     ),
     (re.compile(r"\bsklearn\.cluster\.(?:_kmeans\.)?KMeans\b"), "jaxem.KMeans"),
+    (
+        re.compile(r"\bsklearn\.cluster\.(?:_kmeans\.)?MiniBatchKMeans\b"),
+        "jaxem.MiniBatchKMeans",
+    ),
     (re.compile(r"\bhmmlearn\.hmm\.(GaussianHMM|CategoricalHMM|PoissonHMM)\b"), r"jaxem.\1"),
 ]
 

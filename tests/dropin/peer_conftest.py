@@ -64,6 +64,7 @@ except Exception:  # pragma: no cover - only where sklearn's conftest does not i
 JAXEM_CLASSES = {
     "GaussianMixture": jaxem.GaussianMixture,
     "KMeans": jaxem.KMeans,
+    "MiniBatchKMeans": jaxem.MiniBatchKMeans,
 }
 JAXEM_HMM_CLASSES = {
     "GaussianHMM": jaxem.GaussianHMM,

@@ -50,6 +50,10 @@ def _counts():
 CASES = {
     "GaussianMixture": (lambda: jaxem.GaussianMixture(2, max_iter=5, random_state=0), _gaussian),
     "KMeans": (lambda: jaxem.KMeans(2, n_init=2, max_iter=5, random_state=0), _gaussian),
+    "MiniBatchKMeans": (
+        lambda: jaxem.MiniBatchKMeans(2, batch_size=10, max_iter=5, random_state=0),
+        _gaussian,
+    ),
     "GaussianHMM": (lambda: jaxem.GaussianHMM(2, n_iter=3, random_state=0), _gaussian),
     "CategoricalHMM": (lambda: jaxem.CategoricalHMM(2, n_iter=3, random_state=0), _symbols),
     "PoissonHMM": (lambda: jaxem.PoissonHMM(2, n_iter=3, random_state=0), _counts),
