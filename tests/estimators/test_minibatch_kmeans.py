@@ -286,6 +286,17 @@ def test_save_and_load_keep_partial_fit_state(tmp_path):
     np.testing.assert_array_equal(loaded.cluster_centers_, km.cluster_centers_)
 
 
+def test_refits_and_batches_of_nearby_sizes_compile_nothing(count_compiles):
+    """Fits share the step program across data of one row bucket and any seed;
+    partial_fit batches are padded to a bucket, so their sizes share one program."""
+    MiniBatchKMeans(K, batch_size=32, random_state=0).fit(_blobs(0))
+    km = MiniBatchKMeans(K, random_state=0).partial_fit(_blobs(0)[:40])
+    with count_compiles() as counter:
+        MiniBatchKMeans(K, batch_size=32, random_state=1).fit(_blobs(1)[:290])
+        km.partial_fit(_blobs(1)[:100]).partial_fit(_blobs(1)[:7])
+    assert counter.count == 0
+
+
 # -- 3. bad input --------------------------------------------------------------------------
 def test_bad_input():
     x = _blobs()
