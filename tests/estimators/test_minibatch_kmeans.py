@@ -229,6 +229,9 @@ def test_reassignment_recovers_from_duplicate_centres():
 
 # -- 2. scikit-learn's behaviour ---------------------------------------------------------
 def test_inertia_close_to_sklearns():
+    """A sanity bound, not an equality: the k-means++ seeds (JAX's generator) differ,
+    so the two stochastic fits stop at different steps; over seeds 0-3 the ratio
+    measured 0.99-1.03 (the equal-computation check is the test above)."""
     x = _blobs()
     ours = MiniBatchKMeans(K, batch_size=32, random_state=0, n_init=3).fit(x)
     theirs = SklearnMiniBatchKMeans(K, batch_size=32, random_state=0, n_init=3).fit(x)
