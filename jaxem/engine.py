@@ -44,6 +44,8 @@ from jaxem.contract import STATUS_MESSAGES, Chunks, Status, padded_rows
 __all__ = [
     "fit",
     "fit_traced",
+    "fit_sweep",
+    "SweepResult",
     "initialise",
     "initial_shapes",
     "restart_keys",
@@ -1024,6 +1026,145 @@ def fit(
     return finish(model, traced)
 
 
+class SweepResult(NamedTuple):
+    """Result of :func:`fit_sweep`: numpy arrays with a leading sweep axis ``S``.
+
+    Attributes
+    ----------
+    fits : :class:`TracedFit` of every hyperparameter set (untrimmed: padded
+        components included; ``any_usable`` False where every restart failed)
+    outputs : one ``(S, n_rows)`` array per name in ``outputs``: the per-row values of
+        each set's best parameters on the rows that were fitted (a final E-step)
+    """
+
+    fits: TracedFit
+    outputs: tuple
+
+
+def _sweep_body(
+    model,
+    x,
+    weights,
+    key,
+    hypers,
+    max_iter,
+    tol,
+    *,
+    n_restarts,
+    chunk_size,
+    n_trace,
+    outputs,
+):
+    def one(hyper):
+        traced = fit_traced(
+            model,
+            x,
+            weights,
+            key,
+            n_restarts=n_restarts,
+            max_iter=max_iter,
+            tol=tol,
+            hyper=hyper,
+            chunk_size=chunk_size,
+            n_trace=n_trace,
+        )
+        values = _per_row_outputs(model, traced.params, x, outputs, chunk_size, False)
+        return traced, values
+
+    # The while_loop under vmap runs until the slowest set stops; a set that stopped
+    # keeps its state (batched loops select), so every set ends as it would alone.
+    return jax.vmap(one)(hypers)
+
+
+_sweep_program = _program(_sweep_body, static=_FIT_STATIC + ("outputs",))
+
+
+def fit_sweep(
+    model,
+    x,
+    hypers,
+    *,
+    key,
+    n_restarts: int = 1,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    weights=None,
+    chunk_size: int | None = None,
+    outputs: tuple = (),
+) -> SweepResult:
+    """Fit ``model`` once per hyperparameter set of ``hypers``, all in one program.
+
+    The sets are ``model.hyper(dtype)`` pytrees stacked along a leading axis ``S``: a
+    sweep over a mixture's ``n_components`` stacks hypers whose ``n_active`` runs over
+    the counts, with the model padded to the largest (``max_components``). Every set
+    runs :func:`fit_traced` with the same ``key``, so set ``s`` starts its restarts as
+    :func:`fit` with ``hyper=hypers[s]`` (and the same model) does, and ends where that
+    fit ends, up to rounding; after the fit, the best parameters' per-row ``outputs``
+    (names in ``model.outputs``) are computed on the rows in the same program.
+
+    Parameters
+    ----------
+    model : a :class:`~jaxem.contract.Model` (static).
+    x : array (n_samples, ...) or pytree of arrays sharing the first axis.
+    hypers : the model's hyper pytree with a leading axis ``S`` on every leaf.
+    key : PRNG key of every set's restarts (as :func:`fit`'s).
+    n_restarts, max_iter, tol, weights, chunk_size : as :func:`fit`.
+    outputs : names of per-row outputs of the best parameters, e.g. ``("log_prob",)``.
+
+    Returns
+    -------
+    SweepResult
+        Host (numpy) arrays; nothing is trimmed and nothing raises when a set's
+        restarts all failed (its ``fits.any_usable`` is False): the caller decides.
+
+    Examples
+    --------
+    >>> import jax, numpy as np
+    >>> import jaxem
+    >>> X = np.concatenate([np.zeros((40, 1)), np.full((40, 1), 6.0)])
+    >>> X = X + np.random.default_rng(0).normal(size=X.shape)
+    >>> model = jaxem.mixture(jaxem.gaussian("diag"), 1, max_components=4)
+    >>> hyper = model.hyper(np.float32)
+    >>> hypers = jax.tree.map(lambda leaf: np.stack([leaf] * 4), hyper)
+    >>> hypers = hypers._replace(n_active=np.arange(1, 5, dtype=np.int32))
+    >>> sweep = fit_sweep(model, X.astype(np.float32), hypers, key=jax.random.key(0),
+    ...                   n_restarts=4, outputs=("log_prob",))
+    >>> sweep.outputs[0].shape, bool(sweep.fits.any_usable.all())
+    ((4, 80), True)
+    """
+    names = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+    unknown = [name for name in names if name not in model.outputs]
+    if unknown:
+        raise ValueError(
+            f"{type(model).__name__} has no output {unknown[0]!r}; it has {model.outputs}."
+        )
+    if not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
+        raise ValueError(f"max_iter must be a non-negative int, got {max_iter!r}.")
+    leaves = jax.tree.leaves(hypers)
+    if not leaves or any(np.ndim(leaf) < 1 for leaf in leaves):
+        raise ValueError("hypers must be the model's hyper pytree with a leading sweep axis.")
+    n_sets = np.shape(leaves[0])[0]
+    if n_sets < 1 or any(np.shape(leaf)[0] != n_sets for leaf in leaves):
+        raise ValueError("Every leaf of hypers must have the same, non-zero leading axis.")
+    prepared = _prepare(model, x, weights, None, n_restarts, chunk_size)
+    fits, values = _sweep_program(
+        model,
+        prepared.x,
+        prepared.weights,
+        key,
+        hypers,
+        np.asarray(max_iter, np.int32),
+        np.asarray(tol, prepared.dtype),
+        n_restarts=int(n_restarts),
+        chunk_size=prepared.chunk_size,
+        n_trace=_iterate.trace_length(max_iter),
+        outputs=names,
+    )
+    fits, values = jax.device_get((fits, values))
+    # Sliced on the host: a device slice would compile once per row count.
+    return SweepResult(fits, tuple(np.asarray(v)[:, : prepared.n_rows] for v in values))
+
+
 def finish(model, traced: TracedFit) -> FitResult:
     """Host-side result of a :class:`TracedFit`: raise if every restart failed, trim
     padded components, convert the scalars to Python numbers."""
@@ -1118,6 +1259,11 @@ def initial_shapes(model, x, *, n_restarts: int = 1, hyper=None):
 
 @_program(static=("outputs", "chunk_size", "restarts"))
 def _evaluate_program(model, params, x, *, outputs, chunk_size, restarts):
+    return _per_row_outputs(model, params, x, outputs, chunk_size, restarts)
+
+
+def _per_row_outputs(model, params, x, outputs, chunk_size, restarts):
+    """Per-row ``outputs`` of ``params`` on ``x``, chunk by chunk (traceable)."""
     n_rows = jax.tree.leaves(x)[0].shape[0]
     chunks = _iterate.make_chunks(x, jnp.ones((n_rows,), jnp.float32), chunk_size)
 
