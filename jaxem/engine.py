@@ -1046,7 +1046,7 @@ def _sweep_body(
     x,
     weights,
     key,
-    hypers,
+    sweep,
     max_iter,
     tol,
     *,
@@ -1055,7 +1055,20 @@ def _sweep_body(
     n_trace,
     outputs,
 ):
-    def one(hyper):
+    if jnp.issubdtype(key.dtype, jnp.integer):  # a seed: the key is made here, not eagerly
+        key = jax.random.key(key)
+    # The hyperparameters are made inside the program too: made eagerly, their dtype
+    # conversions would each compile a small program of their own.
+    base = model.hyper(weights.dtype)
+
+    def one(values):
+        fields = {
+            name: jax.tree.map(
+                lambda b, v: jnp.asarray(v, jnp.result_type(b)), base[i], values[name]
+            )
+            for i, name in enumerate(base._fields)
+            if name in values
+        }
         traced = fit_traced(
             model,
             x,
@@ -1064,7 +1077,7 @@ def _sweep_body(
             n_restarts=n_restarts,
             max_iter=max_iter,
             tol=tol,
-            hyper=hyper,
+            hyper=base._replace(**fields),
             chunk_size=chunk_size,
             n_trace=n_trace,
         )
@@ -1073,7 +1086,7 @@ def _sweep_body(
 
     # The while_loop under vmap runs until the slowest set stops; a set that stopped
     # keeps its state (batched loops select), so every set ends as it would alone.
-    return jax.vmap(one)(hypers)
+    return jax.vmap(one)(sweep)
 
 
 _sweep_program = _program(_sweep_body, static=_FIT_STATIC + ("outputs",))
@@ -1082,7 +1095,7 @@ _sweep_program = _program(_sweep_body, static=_FIT_STATIC + ("outputs",))
 def fit_sweep(
     model,
     x,
-    hypers,
+    sweep,
     *,
     key,
     n_restarts: int = 1,
@@ -1092,22 +1105,25 @@ def fit_sweep(
     chunk_size: int | None = None,
     outputs: tuple = (),
 ) -> SweepResult:
-    """Fit ``model`` once per hyperparameter set of ``hypers``, all in one program.
+    """Fit ``model`` once per set of hyperparameter values, all in one program.
 
-    The sets are ``model.hyper(dtype)`` pytrees stacked along a leading axis ``S``: a
-    sweep over a mixture's ``n_components`` stacks hypers whose ``n_active`` runs over
-    the counts, with the model padded to the largest (``max_components``). Every set
-    runs :func:`fit_traced` with the same ``key``, so set ``s`` starts its restarts as
-    :func:`fit` with ``hyper=hypers[s]`` (and the same model) does, and ends where that
-    fit ends, up to rounding; after the fit, the best parameters' per-row ``outputs``
-    (names in ``model.outputs``) are computed on the rows in the same program.
+    ``sweep`` maps fields of ``model.hyper(dtype)`` to values with a leading axis
+    ``S``: set ``s`` fits with those fields replaced by their ``s``-th values. A sweep
+    over a mixture's ``n_components`` is ``{"n_active": [1, 2, ..., K]}`` with the
+    model padded to ``max_components >= K``. Every set runs :func:`fit_traced` with
+    the same ``key``, so set ``s`` starts its restarts as :func:`fit` with that hyper
+    does and ends where that fit ends, up to rounding; after the fit, the best
+    parameters' per-row ``outputs`` (names in ``model.outputs``) are computed on the
+    rows in the same program (a final E-step).
 
     Parameters
     ----------
     model : a :class:`~jaxem.contract.Model` (static).
     x : array (n_samples, ...) or pytree of arrays sharing the first axis.
-    hypers : the model's hyper pytree with a leading axis ``S`` on every leaf.
-    key : PRNG key of every set's restarts (as :func:`fit`'s).
+    sweep : dict of hyper field name -> array (or pytree, like the field) with a
+        leading axis ``S``, the same for every entry.
+    key : PRNG key of every set's restarts (as :func:`fit`'s), or an int seed, for
+        which the key ``jax.random.key(seed)`` is made inside the program.
     n_restarts, max_iter, tol, weights, chunk_size : as :func:`fit`.
     outputs : names of per-row outputs of the best parameters, e.g. ``("log_prob",)``.
 
@@ -1124,13 +1140,12 @@ def fit_sweep(
     >>> X = np.concatenate([np.zeros((40, 1)), np.full((40, 1), 6.0)])
     >>> X = X + np.random.default_rng(0).normal(size=X.shape)
     >>> model = jaxem.mixture(jaxem.gaussian("diag"), 1, max_components=4)
-    >>> hyper = model.hyper(np.float32)
-    >>> hypers = jax.tree.map(lambda leaf: np.stack([leaf] * 4), hyper)
-    >>> hypers = hypers._replace(n_active=np.arange(1, 5, dtype=np.int32))
-    >>> sweep = fit_sweep(model, X.astype(np.float32), hypers, key=jax.random.key(0),
-    ...                   n_restarts=4, outputs=("log_prob",))
+    >>> sweep = fit_sweep(model, X.astype(np.float32), {"n_active": np.arange(1, 5)},
+    ...                   key=0, n_restarts=4, outputs=("log_prob",))
     >>> sweep.outputs[0].shape, bool(sweep.fits.any_usable.all())
     ((4, 80), True)
+    >>> sweep.fits.log_likelihood.argmax() > 0  # one component fits worst
+    np.True_
     """
     names = (outputs,) if isinstance(outputs, str) else tuple(outputs)
     unknown = [name for name in names if name not in model.outputs]
@@ -1140,19 +1155,36 @@ def fit_sweep(
         )
     if not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative int, got {max_iter!r}.")
-    leaves = jax.tree.leaves(hypers)
-    if not leaves or any(np.ndim(leaf) < 1 for leaf in leaves):
-        raise ValueError("hypers must be the model's hyper pytree with a leading sweep axis.")
-    n_sets = np.shape(leaves[0])[0]
-    if n_sets < 1 or any(np.shape(leaf)[0] != n_sets for leaf in leaves):
-        raise ValueError("Every leaf of hypers must have the same, non-zero leading axis.")
-    prepared = _prepare(model, x, weights, None, n_restarts, chunk_size)
+    if not isinstance(sweep, dict) or not sweep:
+        raise ValueError(
+            "sweep must be a non-empty dict of hyper field names to values with a "
+            "leading axis, e.g. {'n_active': [1, 2, 3]}."
+        )
+    sweep = {name: jax.tree.map(np.asarray, value) for name, value in sweep.items()}
+    leaves = jax.tree.leaves(sweep)
+    if any(np.ndim(leaf) < 1 for leaf in leaves):
+        raise ValueError("Every value in sweep needs a leading sweep axis.")
+    if len({np.shape(leaf)[0] for leaf in leaves}) != 1 or np.shape(leaves[0])[0] < 1:
+        raise ValueError("Every value in sweep must have the same, non-zero leading axis.")
+    if isinstance(key, (int, np.integer)):
+        if not 0 <= key < 2**31:
+            raise ValueError(f"An int key is a seed in [0, 2**31), got {key}.")
+        key = np.asarray(key, np.int32)
+    # hyper=() skips _prepare's eager model.hyper: the program makes its own.
+    prepared = _prepare(model, x, weights, (), n_restarts, chunk_size)
+    fields = jax.eval_shape(lambda: model.hyper(prepared.dtype))._fields  # traced, not run
+    unknown = [name for name in sweep if name not in fields]
+    if unknown:
+        raise ValueError(
+            f"sweep names {unknown[0]!r}, which is not a hyperparameter of "
+            f"{type(model).__name__}; its hyper has {fields}."
+        )
     fits, values = _sweep_program(
         model,
         prepared.x,
         prepared.weights,
         key,
-        hypers,
+        sweep,
         np.asarray(max_iter, np.int32),
         np.asarray(tol, prepared.dtype),
         n_restarts=int(n_restarts),

@@ -238,21 +238,18 @@ def _select(X_in, template, counts, types, criterion) -> Selection:
         )
     x = template._centred(X, offset, dtype)
     # One seed for every model: a loop of fits with an int random_state does the same.
-    key = _validation.random_key(template.random_state)
+    seed = _validation.random_seed(template.random_state)
     n_init, tol = int(template.n_init), float(template.tol)
     records, restarts, fits = [], {}, {}
     for covariance_type in types:
         estimator = clone(template).set_params(covariance_type=covariance_type)
         bucket = component_bucket(counts[-1], n_samples)
         model = estimator._build_model(counts[-1], bucket)
-        hyper = jax.tree.map(np.asarray, model.hyper(dtype))
-        hypers = jax.tree.map(lambda leaf: np.stack([leaf] * len(counts)), hyper)
-        hypers = hypers._replace(n_active=np.asarray(counts, np.int32))
         sweep = engine.fit_sweep(
             model,
             x,
-            hypers,
-            key=key,
+            {"n_active": np.asarray(counts, np.int32)},
+            key=seed,
             n_restarts=n_init,
             max_iter=int(template.max_iter),
             tol=tol,

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import jaxem
+from jaxem import engine
 from jaxem.families.gaussian import COVARIANCE_TYPES
 from jaxem.selection import TABLE_DTYPE
 from tests.conftest import make_blobs
@@ -129,3 +130,24 @@ def test_non_finite_data_is_refused():
     X[3, 1] = math.nan
     with pytest.raises(ValueError, match="NaN"):
         jaxem.select(X, [1, 2])
+
+
+def test_fit_sweep_refuses_what_it_cannot_run():
+    model = jaxem.mixture(jaxem.gaussian("diag"), 1, max_components=2)
+    X = np.zeros((10, 2), np.float32)
+    sweep = {"n_active": np.array([1, 2])}
+    with pytest.raises(ValueError, match="Mixture has no output 'density'"):
+        engine.fit_sweep(model, X, sweep, key=0, outputs=("density",))
+    with pytest.raises(ValueError, match="sweep must be a non-empty dict"):
+        engine.fit_sweep(model, X, {}, key=0)
+    with pytest.raises(ValueError, match="needs a leading sweep axis"):
+        engine.fit_sweep(model, X, {"n_active": 2}, key=0)
+    uneven = {**sweep, "kmeans_tol": np.array([1e-4, 1e-4, 1e-4])}
+    with pytest.raises(ValueError, match="same, non-zero leading axis"):
+        engine.fit_sweep(model, X, uneven, key=0)
+    with pytest.raises(ValueError, match="'n_states', which is not a hyperparameter"):
+        engine.fit_sweep(model, X, {"n_states": np.array([1, 2])}, key=0)
+    with pytest.raises(ValueError, match=r"seed in \[0, 2\*\*31\)"):
+        engine.fit_sweep(model, X, sweep, key=-1)
+    with pytest.raises(ValueError, match="max_iter must be a non-negative int"):
+        engine.fit_sweep(model, X, sweep, key=0, max_iter=-1)
