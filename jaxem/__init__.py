@@ -57,6 +57,7 @@ from jaxem.models import (
     mixture,
     pad_sequences,
 )
+from jaxem.selection import Selection, select
 
 __version__ = "0.1.0"
 
@@ -70,6 +71,8 @@ __all__ = [
     "ops",
     "fit",
     "fit_traced",
+    "select",
+    "Selection",
     "rows_across_processes",
     "fit_stream",
     "open_source",

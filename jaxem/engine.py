@@ -44,6 +44,8 @@ from jaxem.contract import STATUS_MESSAGES, Chunks, Status, padded_rows
 __all__ = [
     "fit",
     "fit_traced",
+    "fit_sweep",
+    "SweepResult",
     "initialise",
     "initial_shapes",
     "restart_keys",
@@ -1116,6 +1118,177 @@ def fit(
     return finish(model, traced)
 
 
+class SweepResult(NamedTuple):
+    """Result of :func:`fit_sweep`: numpy arrays with a leading sweep axis ``S``.
+
+    Attributes
+    ----------
+    fits : :class:`TracedFit` of every hyperparameter set (untrimmed: padded
+        components included; ``any_usable`` False where every restart failed)
+    outputs : one ``(S, n_rows)`` array per name in ``outputs``: the per-row values of
+        each set's best parameters on the rows that were fitted (a final E-step)
+    """
+
+    fits: TracedFit
+    outputs: tuple
+
+
+def _sweep_body(
+    model,
+    x,
+    weights,
+    key,
+    sweep,
+    max_iter,
+    tol,
+    *,
+    n_restarts,
+    chunk_size,
+    n_trace,
+    outputs,
+):
+    if jnp.issubdtype(key.dtype, jnp.integer):  # a seed: the key is made here, not eagerly
+        key = jax.random.key(key)
+    # The hyperparameters are made inside the program too: made eagerly, their dtype
+    # conversions would each compile a small program of their own.
+    base = model.hyper(weights.dtype)
+
+    def one(values):
+        fields = {
+            name: jax.tree.map(
+                lambda b, v: jnp.asarray(v, jnp.result_type(b)), base[i], values[name]
+            )
+            for i, name in enumerate(base._fields)
+            if name in values
+        }
+        traced = fit_traced(
+            model,
+            x,
+            weights,
+            key,
+            n_restarts=n_restarts,
+            max_iter=max_iter,
+            tol=tol,
+            hyper=base._replace(**fields),
+            chunk_size=chunk_size,
+            n_trace=n_trace,
+        )
+        values = _per_row_outputs(model, traced.params, x, outputs, chunk_size, False)
+        return traced, values
+
+    # The while_loop under vmap runs until the slowest set stops; a set that stopped
+    # keeps its state (batched loops select), so every set ends as it would alone.
+    return jax.vmap(one)(sweep)
+
+
+_sweep_program = _program(_sweep_body, static=_FIT_STATIC + ("outputs",))
+
+
+def fit_sweep(
+    model,
+    x,
+    sweep,
+    *,
+    key,
+    n_restarts: int = 1,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    weights=None,
+    chunk_size: int | None = None,
+    outputs: tuple = (),
+) -> SweepResult:
+    """Fit ``model`` once per set of hyperparameter values, all in one program.
+
+    ``sweep`` maps fields of ``model.hyper(dtype)`` to values with a leading axis
+    ``S``: set ``s`` fits with those fields replaced by their ``s``-th values. A sweep
+    over a mixture's ``n_components`` is ``{"n_active": [1, 2, ..., K]}`` with the
+    model padded to ``max_components >= K``. Every set runs :func:`fit_traced` with
+    the same ``key``, so set ``s`` starts its restarts as :func:`fit` with that hyper
+    does and ends where that fit ends, up to rounding; after the fit, the best
+    parameters' per-row ``outputs`` (names in ``model.outputs``) are computed on the
+    rows in the same program (a final E-step).
+
+    Parameters
+    ----------
+    model : a :class:`~jaxem.contract.Model` (static).
+    x : array (n_samples, ...) or pytree of arrays sharing the first axis.
+    sweep : dict of hyper field name -> array (or pytree, like the field) with a
+        leading axis ``S``, the same for every entry.
+    key : PRNG key of every set's restarts (as :func:`fit`'s), or an int seed, for
+        which the key ``jax.random.key(seed)`` is made inside the program.
+    n_restarts, max_iter, tol, weights, chunk_size : as :func:`fit`.
+    outputs : names of per-row outputs of the best parameters, e.g. ``("log_prob",)``.
+
+    Returns
+    -------
+    SweepResult
+        Host (numpy) arrays; nothing is trimmed and nothing raises when a set's
+        restarts all failed (its ``fits.any_usable`` is False): the caller decides.
+
+    Examples
+    --------
+    >>> import jax, numpy as np
+    >>> import jaxem
+    >>> X = np.concatenate([np.zeros((40, 1)), np.full((40, 1), 6.0)])
+    >>> X = X + np.random.default_rng(0).normal(size=X.shape)
+    >>> model = jaxem.mixture(jaxem.gaussian("diag"), 1, max_components=4)
+    >>> sweep = fit_sweep(model, X.astype(np.float32), {"n_active": np.arange(1, 5)},
+    ...                   key=0, n_restarts=4, outputs=("log_prob",))
+    >>> sweep.outputs[0].shape, bool(sweep.fits.any_usable.all())
+    ((4, 80), True)
+    >>> sweep.fits.log_likelihood.argmax() > 0  # one component fits worst
+    np.True_
+    """
+    names = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+    unknown = [name for name in names if name not in model.outputs]
+    if unknown:
+        raise ValueError(
+            f"{type(model).__name__} has no output {unknown[0]!r}; it has {model.outputs}."
+        )
+    if not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
+        raise ValueError(f"max_iter must be a non-negative int, got {max_iter!r}.")
+    if not isinstance(sweep, dict) or not sweep:
+        raise ValueError(
+            "sweep must be a non-empty dict of hyper field names to values with a "
+            "leading axis, e.g. {'n_active': [1, 2, 3]}."
+        )
+    sweep = {name: jax.tree.map(np.asarray, value) for name, value in sweep.items()}
+    leaves = jax.tree.leaves(sweep)
+    if any(np.ndim(leaf) < 1 for leaf in leaves):
+        raise ValueError("Every value in sweep needs a leading sweep axis.")
+    if len({np.shape(leaf)[0] for leaf in leaves}) != 1 or np.shape(leaves[0])[0] < 1:
+        raise ValueError("Every value in sweep must have the same, non-zero leading axis.")
+    if isinstance(key, (int, np.integer)):
+        if not 0 <= key < 2**31:
+            raise ValueError(f"An int key is a seed in [0, 2**31), got {key}.")
+        key = np.asarray(key, np.int32)
+    # hyper=() skips _prepare's eager model.hyper: the program makes its own.
+    prepared = _prepare(model, x, weights, (), n_restarts, chunk_size)
+    fields = jax.eval_shape(lambda: model.hyper(prepared.dtype))._fields  # traced, not run
+    unknown = [name for name in sweep if name not in fields]
+    if unknown:
+        raise ValueError(
+            f"sweep names {unknown[0]!r}, which is not a hyperparameter of "
+            f"{type(model).__name__}; its hyper has {fields}."
+        )
+    fits, values = _sweep_program(
+        model,
+        prepared.x,
+        prepared.weights,
+        key,
+        sweep,
+        np.asarray(max_iter, np.int32),
+        np.asarray(tol, prepared.dtype),
+        n_restarts=int(n_restarts),
+        chunk_size=prepared.chunk_size,
+        n_trace=_iterate.trace_length(max_iter),
+        outputs=names,
+    )
+    fits, values = jax.device_get((fits, values))
+    # Sliced on the host: a device slice would compile once per row count.
+    return SweepResult(fits, tuple(np.asarray(v)[:, : prepared.n_rows] for v in values))
+
+
 def finish(model, traced: TracedFit) -> FitResult:
     """Host-side result of a :class:`TracedFit`: raise if every restart failed, trim
     padded components, convert the scalars to Python numbers."""
@@ -1210,6 +1383,11 @@ def initial_shapes(model, x, *, n_restarts: int = 1, hyper=None):
 
 @_program(static=("outputs", "chunk_size", "restarts"))
 def _evaluate_program(model, params, x, *, outputs, chunk_size, restarts):
+    return _per_row_outputs(model, params, x, outputs, chunk_size, restarts)
+
+
+def _per_row_outputs(model, params, x, outputs, chunk_size, restarts):
+    """Per-row ``outputs`` of ``params`` on ``x``, chunk by chunk (traceable)."""
     n_rows = jax.tree.leaves(x)[0].shape[0]
     chunks = _iterate.make_chunks(x, jnp.ones((n_rows,), jnp.float32), chunk_size)
 

@@ -21,7 +21,9 @@ FORBIDDEN = {
     "_program_store.py": ("jaxem",),
     "engine.py": ("jaxem.estimators", "jaxem.cli", "jaxem.families", "jaxem.models"),
     "_differentiate.py": ("jaxem.estimators", "jaxem.cli", "jaxem.families", "jaxem.models"),
-    "estimators": ("jaxem.cli",),
+    "estimators": ("jaxem.cli", "jaxem.selection", "jaxem.plots"),
+    "selection.py": ("jaxem.cli", "jaxem.plots"),
+    "plots.py": ("jaxem.cli",),
 }
 
 
@@ -73,7 +75,17 @@ def _calls(path, function_name):
 
 
 @pytest.mark.parametrize(
-    "layer", ["estimators", "cli", "models", "families", "seeding.py", "_differentiate.py"]
+    "layer",
+    [
+        "estimators",
+        "cli",
+        "models",
+        "families",
+        "seeding.py",
+        "_differentiate.py",
+        "selection.py",
+        "plots.py",
+    ],
 )
 def test_only_the_engine_compiles(layer):
     for path in _modules(layer):

@@ -102,6 +102,7 @@ class Mixture(Model):
         "predict",
         "predict_proba",
         "log_responsibilities",
+        "entropy",
     )
 
     def __post_init__(self):
@@ -266,6 +267,14 @@ class Mixture(Model):
         """``(n, K)`` log posterior probability of each component."""
         log_joint = self.log_joint(params, x)
         return log_joint - jax.nn.logsumexp(log_joint, axis=1, keepdims=True)
+
+    def entropy(self, params: MixtureParams, x):
+        """Per-row entropy of the responsibilities, ``-Σ_k r_k log r_k`` (nats), the
+        classification term of ICL."""
+        log_resp = self.log_responsibilities(params, x)
+        # Components of weight 0 (padding) have r = 0: 0 log 0 = 0, not NaN.
+        terms = jnp.where(log_resp > -jnp.inf, jnp.exp(log_resp) * log_resp, 0.0)
+        return -jnp.sum(terms, axis=1)
 
     def predict(self, params: MixtureParams, x):
         """Most probable component of every row."""
