@@ -22,7 +22,16 @@ from jaxem.engine import (
     fit_traced,
     rows_across_processes,
 )
-from jaxem.estimators import CategoricalHMM, GaussianHMM, GaussianMixture, KMeans, PoissonHMM
+from jaxem.estimators import (
+    BernoulliMixture,
+    CategoricalHMM,
+    CategoricalMixture,
+    GaussianHMM,
+    GaussianMixture,
+    KMeans,
+    PoissonHMM,
+    PoissonMixture,
+)
 from jaxem.estimators._persist import load, load_fit, save_fit
 from jaxem.families import (
     Bernoulli,
@@ -58,6 +67,9 @@ __all__ = [
     "GaussianHMM",
     "CategoricalHMM",
     "PoissonHMM",
+    "PoissonMixture",
+    "BernoulliMixture",
+    "CategoricalMixture",
     "families",
     "models",
     "ops",

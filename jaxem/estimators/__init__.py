@@ -1,7 +1,21 @@
 """scikit-learn / hmmlearn drop-in estimators over the engine."""
 
+from jaxem.estimators.discrete_mixtures import (
+    BernoulliMixture,
+    CategoricalMixture,
+    PoissonMixture,
+)
 from jaxem.estimators.gaussian_mixture import GaussianMixture
 from jaxem.estimators.hmm import CategoricalHMM, GaussianHMM, PoissonHMM
 from jaxem.estimators.kmeans import KMeans
 
-__all__ = ["GaussianMixture", "GaussianHMM", "CategoricalHMM", "PoissonHMM", "KMeans"]
+__all__ = [
+    "GaussianMixture",
+    "GaussianHMM",
+    "CategoricalHMM",
+    "PoissonHMM",
+    "KMeans",
+    "PoissonMixture",
+    "BernoulliMixture",
+    "CategoricalMixture",
+]
