@@ -31,6 +31,7 @@ from jaxem.estimators import (
     KMeans,
     PoissonHMM,
     PoissonMixture,
+    StudentTMixture,
 )
 from jaxem.estimators._persist import load, load_fit, save_fit
 from jaxem.families import (
@@ -42,10 +43,13 @@ from jaxem.families import (
     GaussianParams,
     Poisson,
     PoissonParams,
+    StudentT,
+    StudentTParams,
     bernoulli,
     categorical,
     gaussian,
     poisson,
+    student_t,
 )
 from jaxem.models import (
     HMM,
@@ -70,6 +74,7 @@ __all__ = [
     "PoissonMixture",
     "BernoulliMixture",
     "CategoricalMixture",
+    "StudentTMixture",
     "families",
     "models",
     "ops",
@@ -116,6 +121,9 @@ __all__ = [
     "bernoulli",
     "Bernoulli",
     "BernoulliParams",
+    "student_t",
+    "StudentT",
+    "StudentTParams",
     "hmm",
     "HMM",
     "HMMParams",

@@ -25,13 +25,14 @@ FAMILIES = {
     "categorical": lambda: jaxem.categorical(4),
     "poisson": lambda: jaxem.poisson(),
     "bernoulli": lambda: jaxem.bernoulli(),
+    "student_t": lambda: jaxem.student_t("full"),
 }
 
 
 def _rows(name, n_rows=150, seed=0):
     """Data in the family's support, as numpy (converted after x64 is set)."""
     rng = np.random.default_rng(seed)
-    if name.startswith("gaussian"):
+    if name.startswith("gaussian") or name == "student_t":
         return make_blobs(n_samples=n_rows, n_features=3, seed=seed)[0]
     labels = rng.integers(3, size=n_rows)
     if name == "categorical":  # two columns of symbols, integer data

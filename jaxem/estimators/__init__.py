@@ -8,6 +8,7 @@ from jaxem.estimators.discrete_mixtures import (
 from jaxem.estimators.gaussian_mixture import GaussianMixture
 from jaxem.estimators.hmm import CategoricalHMM, GaussianHMM, PoissonHMM
 from jaxem.estimators.kmeans import KMeans
+from jaxem.estimators.student_t_mixture import StudentTMixture
 
 __all__ = [
     "GaussianMixture",
@@ -18,4 +19,5 @@ __all__ = [
     "PoissonMixture",
     "BernoulliMixture",
     "CategoricalMixture",
+    "StudentTMixture",
 ]

@@ -18,6 +18,13 @@ from jaxem.families.gaussian import (
     gaussian,
 )
 from jaxem.families.poisson import Poisson, PoissonHyper, PoissonParams, poisson
+from jaxem.families.student_t import (
+    StudentT,
+    StudentTHyper,
+    StudentTParams,
+    StudentTStats,
+    student_t,
+)
 
 __all__ = [
     "Family",
@@ -42,4 +49,9 @@ __all__ = [
     "BernoulliParams",
     "BernoulliHyper",
     "bernoulli",
+    "StudentT",
+    "StudentTParams",
+    "StudentTStats",
+    "StudentTHyper",
+    "student_t",
 ]

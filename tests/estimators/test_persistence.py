@@ -65,6 +65,10 @@ CASES = {
     "PoissonHMM": (lambda: jaxem.PoissonHMM(2, n_iter=3, random_state=0), _counts),
     "PoissonMixture": (lambda: jaxem.PoissonMixture(2, max_iter=5, random_state=0), _counts),
     "BernoulliMixture": (lambda: jaxem.BernoulliMixture(2, max_iter=5, random_state=0), _binary),
+    "StudentTMixture": (
+        lambda: jaxem.StudentTMixture(2, max_iter=5, random_state=0),
+        _gaussian,
+    ),
     "CategoricalMixture": (
         lambda: jaxem.CategoricalMixture(2, max_iter=5, random_state=0),
         _codes,
