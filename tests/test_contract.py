@@ -26,6 +26,7 @@ FAMILIES = {
     "poisson": lambda: jaxem.poisson(),
     "bernoulli": lambda: jaxem.bernoulli(),
     "student_t": lambda: jaxem.student_t("full"),
+    "multinomial": lambda: jaxem.multinomial(),
 }
 
 
@@ -39,6 +40,9 @@ def _rows(name, n_rows=150, seed=0):
         probs = rng.dirichlet(np.ones(4) * 0.3, size=(3, 2))
         draws = [[rng.choice(4, p=probs[k, d]) for d in range(2)] for k in labels]
         return np.asarray(draws, np.int64)
+    if name == "multinomial":  # word counts of documents of 5 to 30 words
+        probs = rng.dirichlet(np.ones(6) * 0.5, size=3)
+        return np.stack([rng.multinomial(rng.integers(5, 31), probs[k]) for k in labels])
     if name == "poisson":
         return rng.poisson(np.array([1.0, 5.0, 15.0])[labels, None] * np.ones(3)).astype(np.int64)
     p = rng.uniform(0.05, 0.95, size=(3, 6))

@@ -3,6 +3,7 @@
 from jaxem.estimators.discrete_mixtures import (
     BernoulliMixture,
     CategoricalMixture,
+    MultinomialMixture,
     PoissonMixture,
 )
 from jaxem.estimators.gaussian_mixture import GaussianMixture
@@ -20,4 +21,5 @@ __all__ = [
     "BernoulliMixture",
     "CategoricalMixture",
     "StudentTMixture",
+    "MultinomialMixture",
 ]

@@ -1,8 +1,9 @@
 """Mixtures of counts, binary vectors and categorical columns, in scikit-learn's style.
 
-``jaxem.PoissonMixture``, ``jaxem.BernoulliMixture`` and ``jaxem.CategoricalMixture``
-(latent class analysis) share :class:`~jaxem.estimators._mixture.MixtureEstimator`
-with :class:`jaxem.GaussianMixture`: the same parameters where they mean something
+``jaxem.PoissonMixture``, ``jaxem.BernoulliMixture``, ``jaxem.CategoricalMixture``
+(latent class analysis) and ``jaxem.MultinomialMixture`` (bag of words) share
+:class:`~jaxem.estimators._mixture.MixtureEstimator` with
+:class:`jaxem.GaussianMixture`: the same parameters where they mean something
 (``n_components``, ``tol``, ``max_iter``, ``n_init``, ``init_params``,
 ``random_state``, ``warm_start``, ``verbose``, ``verbose_interval``), the same
 methods and attributes, and their own component attributes. The data is never
@@ -19,10 +20,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from jaxem.estimators._mixture import MixtureEstimator
 from jaxem.families.bernoulli import bernoulli
 from jaxem.families.categorical import categorical
+from jaxem.families.multinomial import multinomial
 from jaxem.families.poisson import poisson
 from jaxem.models.mixture import INIT_METHODS
 
-__all__ = ["PoissonMixture", "BernoulliMixture", "CategoricalMixture"]
+__all__ = ["PoissonMixture", "BernoulliMixture", "CategoricalMixture", "MultinomialMixture"]
 
 _COMMON_CONSTRAINTS: dict = {
     "n_components": [Interval(Integral, 1, None, closed="left")],
@@ -379,3 +381,60 @@ class CategoricalMixture(_DiscreteMixture):
             codes = np.minimum(np.sum(uniform >= cumulative[None], axis=-1), n_symbols - 1)
             blocks.append(codes)
         return np.vstack(blocks).astype(np.float64)
+
+
+class MultinomialMixture(_DiscreteMixture):
+    __doc__ = f"""Mixture of multinomials over count features (bag of words), by batched EM.
+
+    Every row holds the counts of ``n_features`` categories (words of a
+    vocabulary in a document); every component is a probability vector over them.
+    The row totals may differ and say nothing about the component.
+
+    Parameters
+    ----------
+    {_COMMON_PARAMETERS}
+
+    Attributes
+    ----------
+    {_COMMON_ATTRIBUTES}
+    probabilities_ : ndarray of shape (n_components, n_features)
+        The probability of every category (word) in every component.
+    n_trials_ : int
+        The median row total of the training data: the total of every row drawn
+        by :meth:`sample`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from jaxem import MultinomialMixture
+    >>> rng = np.random.default_rng(0)
+    >>> topics = np.array([[0.4, 0.4, 0.1, 0.1], [0.1, 0.1, 0.4, 0.4]])
+    >>> X = np.stack([rng.multinomial(rng.integers(20, 60), topics[i % 2]) for i in range(300)])
+    >>> mm = MultinomialMixture(n_components=2, random_state=0).fit(X)
+    >>> print(mm.probabilities_[np.argsort(mm.probabilities_[:, 0])].round(1))
+    [[0.1 0.1 0.4 0.4]
+     [0.4 0.4 0.1 0.1]]
+    """
+
+    def _family(self):
+        return multinomial()
+
+    def _fit_support(self, X):
+        self._check_support(X)
+        self.n_trials_ = int(np.median(np.sum(X, axis=1)))
+
+    def _set_components(self, layout, offset, dtype):
+        self.probabilities_ = np.asarray(layout["probabilities"], np.float64).astype(dtype)
+
+    def _component_layout(self, offset):
+        return {"probabilities": np.asarray(self.probabilities_, np.float64)}
+
+    def _layout_shape(self, attribute, n_components, n_features):
+        return (n_components, n_features)
+
+    def _sample_components(self, rng, counts):
+        probs = np.asarray(self.probabilities_, np.float64)
+        probs = probs / probs.sum(axis=1, keepdims=True)
+        return np.vstack(
+            [rng.multinomial(self.n_trials_, p, size=int(count)) for p, count in zip(probs, counts)]
+        ).astype(np.float64)

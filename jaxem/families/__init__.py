@@ -17,6 +17,12 @@ from jaxem.families.gaussian import (
     GaussianStats,
     gaussian,
 )
+from jaxem.families.multinomial import (
+    Multinomial,
+    MultinomialHyper,
+    MultinomialParams,
+    multinomial,
+)
 from jaxem.families.poisson import Poisson, PoissonHyper, PoissonParams, poisson
 from jaxem.families.student_t import (
     StudentT,
@@ -54,4 +60,8 @@ __all__ = [
     "StudentTStats",
     "StudentTHyper",
     "student_t",
+    "Multinomial",
+    "MultinomialParams",
+    "MultinomialHyper",
+    "multinomial",
 ]

@@ -14,7 +14,7 @@ from scipy.special import logsumexp
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from jaxem import BernoulliMixture, CategoricalMixture, PoissonMixture
+from jaxem import BernoulliMixture, CategoricalMixture, MultinomialMixture, PoissonMixture
 
 N_ROWS, N_ITER = 120, 15
 
@@ -43,6 +43,12 @@ def _codes(seed=0):
     return np.column_stack(columns)
 
 
+def _documents(seed=0):
+    rng = np.random.default_rng(seed)
+    topics = rng.dirichlet(np.ones(6), size=3)
+    return np.stack([rng.multinomial(rng.integers(5, 40), topics[i % 3]) for i in range(N_ROWS)])
+
+
 # -- naive numpy EM in float64 ---------------------------------------------------------------
 def _poisson_log_densities(X, rates):
     return stats.poisson.logpmf(X[:, None, :], rates[None]).sum(-1)
@@ -50,6 +56,15 @@ def _poisson_log_densities(X, rates):
 
 def _bernoulli_log_densities(X, probs):
     return stats.bernoulli.logpmf(X[:, None, :], probs[None]).sum(-1)
+
+
+def _multinomial_log_densities(X, probs):
+    return np.stack([stats.multinomial.logpmf(X, X.sum(1), p) for p in probs], 1)
+
+
+def _multinomial_m_step(X, resp, counts):
+    sums = resp.T @ X
+    return sums / sums.sum(1, keepdims=True)
 
 
 def _categorical_log_densities(X, probs):
@@ -93,6 +108,13 @@ REFERENCES = {
         "probabilities_",
         _bernoulli_log_densities,
         _bernoulli_m_step,
+    ),
+    "multinomial": (
+        MultinomialMixture,
+        _documents,
+        "probabilities_",
+        _multinomial_log_densities,
+        _multinomial_m_step,
     ),
     "categorical": (
         CategoricalMixture,
@@ -182,6 +204,8 @@ def test_predict_methods_and_sample(name):
         (PoissonMixture, [[1.5, 2], [3, 4]], "Poisson counts must be integers"),
         (BernoulliMixture, [[0, 2], [1, 0]], "Bernoulli data must hold only 0 and 1"),
         (BernoulliMixture, [[0, 0.5], [1, 0]], "Bernoulli data must hold only 0 and 1"),
+        (MultinomialMixture, [[1, -2], [3, 4]], "Multinomial counts must be non-negative"),
+        (MultinomialMixture, [[1, 2.5], [3, 4]], "Multinomial counts must be integers"),
         (CategoricalMixture, [[0, -1], [1, 0]], r"Categorical symbols must lie in"),
         (CategoricalMixture, [[0, 1.5], [1, 0]], "Categorical symbols must be integers"),
     ],
@@ -218,7 +242,9 @@ def test_binarize_thresholds_any_values():
     )
 
 
-@pytest.mark.parametrize("cls", [PoissonMixture, BernoulliMixture, CategoricalMixture])
+@pytest.mark.parametrize(
+    "cls", [PoissonMixture, BernoulliMixture, CategoricalMixture, MultinomialMixture]
+)
 def test_not_fitted(cls):
     with pytest.raises(NotFittedError, match="not fitted yet"):
         cls(2).predict([[0, 1]])
@@ -226,10 +252,11 @@ def test_not_fitted(cls):
         cls(2).sample(3)
 
 
-#: These checks fit on random non-negative reals, which PoissonMixture refuses as
+#: These checks fit on random non-negative reals, which PoissonMixture (and
+#: MultinomialMixture) refuse as
 #: non-integer counts (outside the support: a ValueError that says so). The same
 #: shared mixture code passes them under BernoulliMixture and CategoricalMixture.
-_NOT_COUNTS = "fits random non-integer values, which are not Poisson counts"
+_NOT_COUNTS = "fits random non-integer values, which are not counts"
 _EXPECTED_FAILURES: dict = {
     PoissonMixture: {
         "check_array_api_input": _NOT_COUNTS,
@@ -255,6 +282,7 @@ _EXPECTED_FAILURES: dict = {
         "check_readonly_memmap_input": _NOT_COUNTS,
     },
 }
+_EXPECTED_FAILURES[MultinomialMixture] = _EXPECTED_FAILURES[PoissonMixture]
 
 
 @parametrize_with_checks(
@@ -262,6 +290,7 @@ _EXPECTED_FAILURES: dict = {
         PoissonMixture(init_params="random_from_data"),
         BernoulliMixture(init_params="random_from_data", binarize=0.0),
         CategoricalMixture(init_params="random_from_data"),
+        MultinomialMixture(init_params="random_from_data"),
     ],
     expected_failed_checks=lambda estimator: _EXPECTED_FAILURES.get(type(estimator), {}),
 )

@@ -69,6 +69,10 @@ CASES = {
         lambda: jaxem.StudentTMixture(2, max_iter=5, random_state=0),
         _gaussian,
     ),
+    "MultinomialMixture": (
+        lambda: jaxem.MultinomialMixture(2, max_iter=5, random_state=0),
+        _counts,
+    ),
     "CategoricalMixture": (
         lambda: jaxem.CategoricalMixture(2, max_iter=5, random_state=0),
         _codes,
