@@ -25,19 +25,24 @@ FAMILIES = {
     "categorical": lambda: jaxem.categorical(4),
     "poisson": lambda: jaxem.poisson(),
     "bernoulli": lambda: jaxem.bernoulli(),
+    "student_t": lambda: jaxem.student_t("full"),
+    "multinomial": lambda: jaxem.multinomial(),
 }
 
 
 def _rows(name, n_rows=150, seed=0):
     """Data in the family's support, as numpy (converted after x64 is set)."""
     rng = np.random.default_rng(seed)
-    if name.startswith("gaussian"):
+    if name.startswith("gaussian") or name == "student_t":
         return make_blobs(n_samples=n_rows, n_features=3, seed=seed)[0]
     labels = rng.integers(3, size=n_rows)
     if name == "categorical":  # two columns of symbols, integer data
         probs = rng.dirichlet(np.ones(4) * 0.3, size=(3, 2))
         draws = [[rng.choice(4, p=probs[k, d]) for d in range(2)] for k in labels]
         return np.asarray(draws, np.int64)
+    if name == "multinomial":  # word counts of documents of 5 to 30 words
+        probs = rng.dirichlet(np.ones(6) * 0.5, size=3)
+        return np.stack([rng.multinomial(rng.integers(5, 31), probs[k]) for k in labels])
     if name == "poisson":
         return rng.poisson(np.array([1.0, 5.0, 15.0])[labels, None] * np.ones(3)).astype(np.int64)
     p = rng.uniform(0.05, 0.95, size=(3, 6))

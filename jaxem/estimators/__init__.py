@@ -1,9 +1,16 @@
 """scikit-learn / hmmlearn drop-in estimators over the engine."""
 
+from jaxem.estimators.discrete_mixtures import (
+    BernoulliMixture,
+    CategoricalMixture,
+    MultinomialMixture,
+    PoissonMixture,
+)
 from jaxem.estimators.gaussian_mixture import GaussianMixture
 from jaxem.estimators.hmm import CategoricalHMM, GaussianHMM, PoissonHMM
 from jaxem.estimators.kmeans import KMeans
 from jaxem.estimators.minibatch_kmeans import MiniBatchKMeans
+from jaxem.estimators.student_t_mixture import StudentTMixture
 
 __all__ = [
     "GaussianMixture",
@@ -12,4 +19,9 @@ __all__ = [
     "PoissonHMM",
     "KMeans",
     "MiniBatchKMeans",
+    "PoissonMixture",
+    "BernoulliMixture",
+    "CategoricalMixture",
+    "StudentTMixture",
+    "MultinomialMixture",
 ]

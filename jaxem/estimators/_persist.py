@@ -84,7 +84,8 @@ _READ_ERRORS = (
 )
 
 #: Shapes of fitted arrays by attribute name: "K" components (states, clusters), "D"
-#: features (symbols for CategoricalHMM), "layout" the covariance type's layout.
+#: features (symbols for CategoricalHMM), "layout" the covariance type's layout, "own"
+#: the estimator's ``_layout_shape(attribute, K, D)``.
 _SHAPES = {
     "weights_": ("K",),
     "means_": ("K", "D"),
@@ -100,6 +101,10 @@ _SHAPES = {
     "precisions_": "layout",
     "precisions_cholesky_": "layout",
     "_covars_": "covars",
+    "rates_": ("K", "D"),
+    "probabilities_": "own",
+    "n_categories_": ("D",),
+    "degrees_of_freedom_": ("K",),
 }
 
 
@@ -585,6 +590,8 @@ def _check_loaded(estimator, dtype, decoder: _Decoder) -> None:
                 continue
             if rule == "layout":
                 expected = tuple(estimator._family().layout_shape(n_components, n_features))
+            elif rule == "own":
+                expected = tuple(estimator._layout_shape(attribute, n_components, n_features))
             else:
                 expected = tuple(sizes[size] for size in rule)
         except (ValueError, TypeError) as error:  # e.g. an altered covariance_type

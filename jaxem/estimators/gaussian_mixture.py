@@ -7,41 +7,26 @@ restarts of :func:`jaxem.fit`, and stores scikit-learn's fitted attributes.
 
 from __future__ import annotations
 
-import math
-import time
-import warnings
 from numbers import Integral, Real
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-from sklearn.base import DensityMixin, _fit_context
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.base import _fit_context
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from jaxem import engine
-from jaxem.contract import Status
 from jaxem.estimators import _array_api, _validation
-from jaxem.estimators._base import (
-    MESH_CONSTRAINT,
-    EMEstimator,
-    in_fitted_precision,
-    in_input_precision,
-)
+from jaxem.estimators._base import MESH_CONSTRAINT, in_input_precision
+from jaxem.estimators._mixture import MixtureEstimator
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian, GaussianParams, gaussian
-from jaxem.models.mixture import MixtureParams, mixture
+from jaxem.models.mixture import MixtureParams
 
 __all__ = ["GaussianMixture"]
 
-_CONVERGENCE_MESSAGE = (
-    "Best performing initialization did not converge. "
-    "Try different init parameters, or increase max_iter, "
-    "tol, or check for degenerate data."
-)
 
-
-class GaussianMixture(DensityMixin, EMEstimator):
+class GaussianMixture(MixtureEstimator):
     """Gaussian mixture fitted by batched EM; a drop-in for scikit-learn's.
 
     Same parameters, defaults, fitted attributes, methods, warnings and error
@@ -240,48 +225,6 @@ default='kmeans'
     # -- fitting ---------------------------------------------------------------------------
     @in_input_precision
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Estimate the parameters with batched EM (``n_init`` restarts, best kept).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        y : Ignored
-
-        Returns
-        -------
-        self : GaussianMixture
-            The fitted estimator.
-
-        Warns
-        -----
-        ConvergenceWarning
-            If the best initialisation did not converge within ``max_iter`` (> 0).
-        """
-        self._fit(X)
-        return self
-
-    @in_input_precision
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit_predict(self, X, y=None):
-        """Fit and return the component of every row of ``X``.
-
-        Equal to ``fit(X).predict(X)``: the labels come from a final E-step with
-        the fitted parameters.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        y : Ignored
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,)
-        """
-        return self._fit(X)
-
-    @in_input_precision
-    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
         """One step of online EM on the batch ``X`` (jaxem extension).
 
@@ -357,91 +300,31 @@ default='kmeans'
 
     def _fit(self, X):
         self.__dict__.pop("_online_state", None)  # a new fit ends any online one
-        X, dtype, offset = self._validate_fit_input(X, ensure_min_samples=2)
-        n_samples, n_features = X.shape
-        n_components = int(self.n_components)
-        _validation.check_n_samples(n_samples, n_components)
-        user_init = self._check_initial_parameters(n_features)
+        return super()._fit(X)
 
+    def _start(self, model, X, x, key, offset, dtype):
+        """The user's ``*_init`` parameters where given (warm start first)."""
+        user_init = self._check_initial_parameters(X.shape[1])
         warm = bool(self.warm_start) and hasattr(self, "converged_")
-        if warm:
-            self._check_warm_start(n_features)
-
-        # float32: the rows are centred; the offset is kept for predict and score.
-        x = self._centred(X, offset, dtype)
-        model = self._model_for(n_components, n_samples)
-        key = _validation.random_key(self.random_state)
+        if warm or all(value is None for value in user_init.values()):
+            return super()._start(model, X, x, key, offset, dtype)
         max_iter = int(self.max_iter)
-        converged_at_first = False
+        if all(value is not None for value in user_init.values()):
+            # No randomness: the n_init restarts would be identical.
+            return 1, model.pad(self._user_params(user_init, offset, dtype)), max_iter, False
 
-        if warm:
-            n_restarts = 1
-            initial = self._params_from_attributes(self.weights_, self.means_, offset, dtype)
-            if max_iter > 0:
-                # scikit-learn compares the first lower bound with the previous fit's.
-                first = np.mean(self._evaluate(X, "log_prob", params=initial))
-                if abs(float(first) - float(self.lower_bound_)) < self.tol:
-                    max_iter, converged_at_first = 1, True
-            initial = model.pad(initial)
-        elif all(value is not None for value in user_init.values()):
-            n_restarts = 1  # no randomness: the n_init restarts would be identical
-            initial = model.pad(self._user_params(user_init, offset, dtype))
-        elif any(value is not None for value in user_init.values()):
-            n_restarts = int(self.n_init)
+        def initial(count, first):
+            return self._mixed_params(model, key, x, count, first, user_init, offset)
 
-            def initial(count, first):
-                return self._mixed_params(model, key, x, count, first, user_init, offset)
+        return int(self.n_init), initial, max_iter, False
 
-        else:
-            n_restarts = int(self.n_init)
-            initial = None
-
-        start = time.perf_counter()
-        try:
-            result = self._engine_fit(
-                model,
-                x,
-                key=key,
-                n_restarts=n_restarts,
-                max_iter=max_iter,
-                tol=float(self.tol),
-                init_params=initial,
-                rerun_alone=True,
-            )
-        except engine.AllRestartsFailed as failure:
-            raise ValueError(_failed_fit_message(dtype, failure)) from failure
-        elapsed = time.perf_counter() - start
-        if self.verbose:
-            self._print_trace(result, elapsed)
-
-        converged = result.converged or converged_at_first
-        n_iter = result.n_iter
-        trace = self.restarts_.trace[result.best_restart]
-
-        self._set_fitted(result.params, offset, dtype)
-        self.converged_ = bool(converged)
-        self.n_iter_ = int(n_iter)
-        self.lower_bound_ = float(result.log_likelihood)
-        self.lower_bounds_ = [float(value) for value in trace[:n_iter]]
-        if not self.converged_ and self.max_iter > 0:
-            warnings.warn(_CONVERGENCE_MESSAGE, ConvergenceWarning, stacklevel=4)
-        # Final E-step with the stored attributes, exactly as predict() computes it.
-        return self._evaluate(X, "predict").astype(np.int64)
+    def _failed_fit_message(self, dtype, failure) -> str:
+        return _failed_fit_message(dtype, failure)
 
     def _family(self) -> Gaussian:
         """The component family: everything about the covariance layout lives there."""
         # The exact forms: scikit-learn's digits on offset data and narrow components.
         return gaussian(self.covariance_type, float(self.reg_covar), exact=True)
-
-    _evaluation_outputs = ("predict", "predict_proba", "log_prob")
-
-    def _build_model(self, n_components, max_components):
-        return mixture(
-            self._family(), n_components, init=self.init_params, max_components=max_components
-        )
-
-    def _n_components_fitted(self):
-        return int(np.shape(self.weights_)[0])
 
     def _fitted_params(self, offset, dtype):
         return self._params_from_attributes(self.weights_, self.means_, offset, dtype)
@@ -516,93 +399,6 @@ default='kmeans'
         self.precisions_cholesky_ = layout["precisions_cholesky"].astype(dtype)
         self._fit_offset = np.asarray(offset, np.float64)
 
-    # -- evaluation ------------------------------------------------------------------------
-    @in_fitted_precision
-    def predict(self, X):
-        """Most probable component of every row.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,)
-        """
-        return self._evaluate(X, "predict").astype(np.int64)
-
-    @in_fitted_precision
-    def predict_proba(self, X):
-        """Posterior probability of every component for every row.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        resp : ndarray of shape (n_samples, n_components)
-        """
-        return self._evaluate(X, "predict_proba")[:, : self._n_components_fitted()]
-
-    @in_fitted_precision
-    def score_samples(self, X):
-        """Log-likelihood of every row.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        log_prob : ndarray of shape (n_samples,)
-        """
-        return self._evaluate(X, "log_prob")
-
-    @in_fitted_precision
-    def score(self, X, y=None):
-        """Mean per-sample log-likelihood of ``X``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        y : Ignored
-
-        Returns
-        -------
-        log_likelihood : float
-        """
-        return float(np.mean(self.score_samples(X), dtype=np.float64))
-
-    @in_fitted_precision
-    def bic(self, X):
-        """Bayesian information criterion of the model on ``X`` (lower is better).
-
-        Parameters
-        ----------
-        X : array of shape (n_samples, n_features)
-
-        Returns
-        -------
-        bic : float
-        """
-        n_samples = np.shape(X)[0]
-        return -2 * self.score(X) * n_samples + self._n_parameters() * math.log(n_samples)
-
-    @in_fitted_precision
-    def aic(self, X):
-        """Akaike information criterion of the model on ``X`` (lower is better).
-
-        Parameters
-        ----------
-        X : array of shape (n_samples, n_features)
-
-        Returns
-        -------
-        aic : float
-        """
-        return -2 * self.score(X) * np.shape(X)[0] + 2 * self._n_parameters()
-
     @_array_api.in_input_namespace
     def sample(self, n_samples=1):
         """Draw samples from the fitted mixture.
@@ -636,32 +432,6 @@ default='kmeans'
             [np.full(int(count), k, dtype=np.int64) for k, count in enumerate(counts)]
         )
         return X.astype(np.asarray(self.means_).dtype), y
-
-    # -- verbose ---------------------------------------------------------------------------
-    def _print_trace(self, result, elapsed):
-        """scikit-learn's verbose lines, reconstructed from the batched run's trace."""
-        trace = np.asarray(result.restarts.trace)
-        n_iters = np.asarray(result.restarts.n_iter)
-        statuses = np.asarray(result.restarts.status)
-        for restart in range(trace.shape[0]):
-            print(f"Initialization {restart}")
-            previous = -np.inf
-            for iteration in range(1, int(n_iters[restart]) + 1):
-                value = trace[restart, iteration - 1]
-                if iteration % self.verbose_interval == 0:
-                    if self.verbose == 1:
-                        print(f"  Iteration {iteration}")
-                    else:
-                        print(f"  Iteration {iteration}\t ll change {value - previous:.5f}")
-                previous = value
-            message = "converged" if statuses[restart] == Status.CONVERGED else "did not converge"
-            if self.verbose == 1:
-                print(f"Initialization {message}.")
-            else:
-                lower_bound = float(np.asarray(result.restarts.log_likelihood)[restart])
-                print(f"Initialization {message}. lower bound {lower_bound:.5f}.")
-        if self.verbose >= 2:
-            print(f"All {trace.shape[0]} initializations, batched: time lapse {elapsed:.5f}s")
 
 
 def _host_params(weights, centred_means, precisions_cholesky, dtype) -> MixtureParams:

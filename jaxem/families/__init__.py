@@ -17,7 +17,20 @@ from jaxem.families.gaussian import (
     GaussianStats,
     gaussian,
 )
+from jaxem.families.multinomial import (
+    Multinomial,
+    MultinomialHyper,
+    MultinomialParams,
+    multinomial,
+)
 from jaxem.families.poisson import Poisson, PoissonHyper, PoissonParams, poisson
+from jaxem.families.student_t import (
+    StudentT,
+    StudentTHyper,
+    StudentTParams,
+    StudentTStats,
+    student_t,
+)
 
 __all__ = [
     "Family",
@@ -42,4 +55,13 @@ __all__ = [
     "BernoulliParams",
     "BernoulliHyper",
     "bernoulli",
+    "StudentT",
+    "StudentTParams",
+    "StudentTStats",
+    "StudentTHyper",
+    "student_t",
+    "Multinomial",
+    "MultinomialParams",
+    "MultinomialHyper",
+    "multinomial",
 ]

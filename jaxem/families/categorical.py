@@ -62,6 +62,11 @@ class Categorical(Family):
         against ``(K, D, n_symbols)``; one of shape ``(K, n_symbols)`` (hmmlearn's)
         applies to every column. Excluded from equality (an array input of compiled
         code), so changing it does not recompile.
+    n_categories : tuple of int, optional
+        Number of categories of every column when they differ (latent class
+        analysis), each at most ``n_symbols``: column ``d`` holds integers in
+        ``[0, n_categories[d])``, its probabilities past that are 0 and not counted
+        by :meth:`n_parameters`. Default: ``n_symbols`` for every column.
 
     Examples
     --------
@@ -90,12 +95,32 @@ class Categorical(Family):
 
     n_symbols: int
     prior: float = dataclasses.field(default=1.0, compare=False)
+    n_categories: tuple[int, ...] | None = None
 
     update_letters: ClassVar[str] = "e"
 
     def __post_init__(self):
         if not isinstance(self.n_symbols, (int, np.integer)) or self.n_symbols < 1:
             raise ValueError(f"n_symbols must be a positive int, got {self.n_symbols!r}.")
+        if self.n_categories is not None:
+            categories = tuple(int(count) for count in self.n_categories)
+            if not categories or min(categories) < 1 or max(categories) > self.n_symbols:
+                raise ValueError(
+                    f"n_categories must be positive ints of at most n_symbols={self.n_symbols}, "
+                    f"one per column; got {self.n_categories!r}."
+                )
+            object.__setattr__(self, "n_categories", categories)
+
+    def _column_categories(self, n_columns: int) -> np.ndarray:
+        """Number of categories of each of ``n_columns`` columns."""
+        if self.n_categories is None:
+            return np.full(n_columns, self.n_symbols)
+        if len(self.n_categories) != n_columns:
+            raise ValueError(
+                f"Categorical data has {n_columns} column(s), but n_categories gives "
+                f"{len(self.n_categories)}: pass one number of categories per column."
+            )
+        return np.asarray(self.n_categories)
 
     # -- contract ---------------------------------------------------------------------------
     def hyper(self, dtype) -> CategoricalHyper:
@@ -126,12 +151,26 @@ class Categorical(Family):
                 f"Categorical symbols must be integers, got dtype {x.dtype}. "
                 "Encode the symbols as 0, 1, ..., n_symbols - 1."
             )
-        if x.size and (x.min() < 0 or x.max() >= self.n_symbols):
+        if not x.size:
+            return
+        negative = x.min() < 0
+        if negative or (self.n_categories is None and x.max() >= self.n_symbols):
             raise ValueError(
                 f"Categorical symbols must lie in [0, {self.n_symbols - 1}], got values in "
                 f"[{x.min()}, {x.max()}]; increase n_symbols (n_features in CategoricalHMM) "
                 "or re-encode the symbols."
+                + (" Negative values in data are not symbols." if negative else "")
             )
+        if self.n_categories is not None:
+            limits = self._column_categories(x.shape[1])
+            outside = np.flatnonzero(x.max(axis=0) >= limits)
+            if outside.size:
+                column = int(outside[0])
+                raise ValueError(
+                    f"Categorical column {column} must hold symbols in "
+                    f"[0, {limits[column] - 1}], got {x[:, column].max()}; increase its "
+                    "number of categories or re-encode the symbols."
+                )
 
     def features(self, x):
         # float32 one-hot is exact and promotes to float64 against float64 parameters.
@@ -162,7 +201,7 @@ class Categorical(Family):
         return CategoricalParams(_floored_log(probs))
 
     def n_parameters(self, n_components: int, n_features: int) -> int:
-        return n_components * n_features * (self.n_symbols - 1)
+        return n_components * int(np.sum(self._column_categories(n_features) - 1))
 
     def sample(self, key, params: CategoricalParams, labels):
         return jax.random.categorical(key, params.log_probs[labels], axis=-1).astype(jnp.int32)
@@ -179,6 +218,9 @@ class Categorical(Family):
         dtype = chunks.weights.dtype
         n_columns = chunks.x.shape[-1]
         probs = jax.random.uniform(key, (n_components, n_columns, self.n_symbols), dtype)
+        # Categories a column does not have get no probability.
+        exists = np.arange(self.n_symbols) < self._column_categories(n_columns)[:, None]
+        probs = jnp.where(exists, probs, 0)
         return CategoricalParams(jnp.log(probs / probs.sum(-1, keepdims=True)))
 
     def to_layout(self, params: CategoricalParams) -> dict[str, Any]:
@@ -186,7 +228,8 @@ class Categorical(Family):
         log-probabilities of never-seen symbols come back as exact zeros."""
         log_probs = jax.device_get(params.log_probs)
         probs = np.exp(log_probs)
-        return {"probabilities": np.where(probs <= np.finfo(log_probs.dtype).tiny, 0.0, probs)}
+        # exp(log(tiny)) may round a few ulps above tiny.
+        return {"probabilities": np.where(probs < 2 * np.finfo(log_probs.dtype).tiny, 0.0, probs)}
 
     def from_layout(self, dtype, *, probabilities) -> CategoricalParams:
         """Parameters from ``probabilities`` ``(K, D, n_symbols)`` (or ``(K, n_symbols)``
@@ -203,6 +246,8 @@ class Categorical(Family):
         return CategoricalParams(_floored_log(probs))
 
 
-def categorical(n_symbols: int, prior: float = 1.0) -> Categorical:
+def categorical(
+    n_symbols: int, prior: float = 1.0, *, n_categories: tuple[int, ...] | None = None
+) -> Categorical:
     """Categorical component family; see :class:`Categorical`."""
-    return Categorical(n_symbols=n_symbols, prior=prior)
+    return Categorical(n_symbols=n_symbols, prior=prior, n_categories=n_categories)

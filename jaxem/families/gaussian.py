@@ -254,6 +254,17 @@ class Gaussian(Family):
         expanded; else the one-product natural-parameter form."""
         if not self.exact:
             return super().log_densities(params, x)
+        squared, log_det = self.squared_distances(params, x)
+        n_features = params.means.shape[-1]
+        return -0.5 * squared + log_det - 0.5 * n_features * ops.LOG_2PI
+
+    def squared_distances(self, params: GaussianParams, x):
+        """``(δ², log|U|)``: squared Mahalanobis distances ``|(x - μ_k) U_k|²`` of every
+        row to every component ``(n, K)``, from whitened offsets (nothing expanded,
+        whatever ``exact``), and the log-determinants of the factors ``(K,)``.
+
+        Elliptical families built on this one (Student-t) use them too.
+        """
         means, chol = params
         x = x.astype(means.dtype)
         n_features = means.shape[-1]
@@ -268,8 +279,7 @@ class Gaussian(Family):
         else:
             whitened = offsets * chol[None, :, None]
             log_det = n_features * jnp.log(chol)
-        squared = jnp.sum(whitened * whitened, axis=-1)
-        return -0.5 * squared + log_det - 0.5 * n_features * ops.LOG_2PI
+        return jnp.sum(whitened * whitened, axis=-1), log_det
 
     def statistics(self, params: GaussianParams | None, x, resp) -> GaussianStats:
         """Weights, means and scatter about the means of the rows ``x`` under ``resp``.

@@ -82,8 +82,8 @@ class Poisson(Family):
             raise ValueError("Poisson counts must be finite; got NaN or infinity.")
         if np.any(x < 0):
             raise ValueError(
-                "Poisson counts must be non-negative; got negative values. "
-                "Use non-negative integer counts."
+                "Poisson counts must be non-negative; got negative values. Negative values "
+                "in data are not counts: use non-negative integer counts."
             )
         if np.any(x != np.round(x)):
             raise ValueError(

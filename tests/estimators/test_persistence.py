@@ -46,6 +46,16 @@ def _counts():
     return np.concatenate([rng.poisson(2, (20, 2)), rng.poisson(9, (20, 2))])
 
 
+def _binary():
+    rng = np.random.default_rng(3)
+    return (rng.random((40, 3)) < np.where(np.arange(40)[:, None] < 20, 0.2, 0.8)).astype(int)
+
+
+def _codes():
+    rng = np.random.default_rng(4)
+    return np.column_stack([rng.integers(2, size=40), rng.integers(4, size=40)])
+
+
 #: name -> (unfitted estimator, data, lengths)
 CASES = {
     "GaussianMixture": (lambda: jaxem.GaussianMixture(2, max_iter=5, random_state=0), _gaussian),
@@ -57,6 +67,20 @@ CASES = {
     "GaussianHMM": (lambda: jaxem.GaussianHMM(2, n_iter=3, random_state=0), _gaussian),
     "CategoricalHMM": (lambda: jaxem.CategoricalHMM(2, n_iter=3, random_state=0), _symbols),
     "PoissonHMM": (lambda: jaxem.PoissonHMM(2, n_iter=3, random_state=0), _counts),
+    "PoissonMixture": (lambda: jaxem.PoissonMixture(2, max_iter=5, random_state=0), _counts),
+    "BernoulliMixture": (lambda: jaxem.BernoulliMixture(2, max_iter=5, random_state=0), _binary),
+    "StudentTMixture": (
+        lambda: jaxem.StudentTMixture(2, max_iter=5, random_state=0),
+        _gaussian,
+    ),
+    "MultinomialMixture": (
+        lambda: jaxem.MultinomialMixture(2, max_iter=5, random_state=0),
+        _counts,
+    ),
+    "CategoricalMixture": (
+        lambda: jaxem.CategoricalMixture(2, max_iter=5, random_state=0),
+        _codes,
+    ),
 }
 METHODS = ("predict", "predict_proba", "score_samples", "score", "transform", "decode", "bic")
 
