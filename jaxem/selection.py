@@ -26,7 +26,8 @@ from sklearn.exceptions import ConvergenceWarning
 from jaxem import engine
 from jaxem.estimators import _validation
 from jaxem.estimators._base import component_bucket
-from jaxem.estimators.gaussian_mixture import _CONVERGENCE_MESSAGE, GaussianMixture
+from jaxem.estimators._mixture import CONVERGENCE_MESSAGE
+from jaxem.estimators.gaussian_mixture import GaussianMixture
 from jaxem.families.gaussian import COVARIANCE_TYPES
 
 __all__ = ["select", "Selection", "CRITERIA"]
@@ -323,7 +324,7 @@ def _fitted_estimator(template, X_in, best, fit, trimmed, summary, offset, dtype
     estimator.restarts_ = summary
     estimator.best_restart_ = best_restart
     if not estimator.converged_ and int(template.max_iter) > 0:
-        warnings.warn(_CONVERGENCE_MESSAGE, ConvergenceWarning, stacklevel=3)
+        warnings.warn(CONVERGENCE_MESSAGE, ConvergenceWarning, stacklevel=3)
     return estimator
 
 
