@@ -43,12 +43,16 @@ from jaxem.models import (
     HMMParams,
     KMeansModel,
     KMeansParams,
+    LatentLinear,
+    LatentLinearParams,
     Mixture,
     MixtureParams,
+    factor_analysis,
     hmm,
     kmeans,
     mixture,
     pad_sequences,
+    ppca,
 )
 
 __version__ = "0.1.0"
@@ -108,6 +112,10 @@ __all__ = [
     "HMM",
     "HMMParams",
     "pad_sequences",
+    "factor_analysis",
+    "ppca",
+    "LatentLinear",
+    "LatentLinearParams",
     "load",
     "save_fit",
     "load_fit",
