@@ -22,7 +22,15 @@ from jaxem.engine import (
     fit_traced,
     rows_across_processes,
 )
-from jaxem.estimators import CategoricalHMM, GaussianHMM, GaussianMixture, KMeans, PoissonHMM
+from jaxem.estimators import (
+    CategoricalHMM,
+    FactorAnalysis,
+    GaussianHMM,
+    GaussianMixture,
+    KMeans,
+    PoissonHMM,
+    ProbabilisticPCA,
+)
 from jaxem.estimators._persist import load, load_fit, save_fit
 from jaxem.families import (
     Bernoulli,
@@ -62,6 +70,8 @@ __all__ = [
     "GaussianHMM",
     "CategoricalHMM",
     "PoissonHMM",
+    "FactorAnalysis",
+    "ProbabilisticPCA",
     "families",
     "models",
     "ops",

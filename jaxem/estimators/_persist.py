@@ -84,7 +84,8 @@ _READ_ERRORS = (
 )
 
 #: Shapes of fitted arrays by attribute name: "K" components (states, clusters), "D"
-#: features (symbols for CategoricalHMM), "layout" the covariance type's layout.
+#: features (symbols for CategoricalHMM), "layout" the covariance type's layout, "noise"
+#: one variance per feature (factor analysis) or one for all (probabilistic PCA).
 _SHAPES = {
     "weights_": ("K",),
     "means_": ("K", "D"),
@@ -99,6 +100,9 @@ _SHAPES = {
     "precisions_": "layout",
     "precisions_cholesky_": "layout",
     "_covars_": "covars",
+    "mean_": ("D",),
+    "components_": ("K", "D"),
+    "noise_variance_": "noise",
 }
 
 
@@ -582,7 +586,9 @@ def _check_loaded(estimator, dtype, decoder: _Decoder) -> None:
                 family = estimator._family()
                 family.compact_covariances(value, n_components, n_features, attribute)
                 continue
-            if rule == "layout":
+            if rule == "noise":
+                expected = () if value.ndim == 0 else (n_features,)
+            elif rule == "layout":
                 expected = tuple(estimator._family().layout_shape(n_components, n_features))
             else:
                 expected = tuple(sizes[size] for size in rule)

@@ -216,9 +216,21 @@ class LatentLinear(Model):
         # from the first iteration on the mean is exact.
         return LatentLinearParams(
             mean=params.mean + stats.offset / weight,
-            components=loadings[:, :q].T,
+            components=self._expanded(stats, posterior, loadings[:, :q].T),
             noise_variance=noise,
         )
+
+    def _expanded(self, stats: LatentLinearStats, posterior, components):
+        """Parameter expansion (PX-EM; Liu, Rubin and Wu 1998): the M-step of the
+        model with ``z ~ N(η, Σ_z)`` also fits ``η`` and ``Σ_z`` from the posterior
+        moments; mapped back to ``z ~ N(0, I)`` the loadings become ``L_zᵀ W``
+        (``Σ_z = L_z L_zᵀ``; ``W η`` moves the mean, which is set to the sample mean
+        anyway). Still monotone (EM of the expanded model), and it removes EM's
+        slowest direction, the scale of the latent space."""
+        weight = stats.weight
+        centre = stats.latent / weight
+        spread = (stats.latent_outer / weight + posterior) - jnp.outer(centre, centre)
+        return jnp.linalg.cholesky(spread).T @ components
 
     def log_prob(self, params: LatentLinearParams, x):
         """Per-row log-density under ``N(μ, Wᵀ W + Ψ)``."""

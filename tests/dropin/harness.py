@@ -63,6 +63,9 @@ PEER_FILES = {
         "hmmlearn", "tests/test_categorical_hmm.py", "hmmlearn_tests"
     ),
     "test_poisson_hmm.py": PeerFile("hmmlearn", "tests/test_poisson_hmm.py", "hmmlearn_tests"),
+    "test_factor_analysis.py": PeerFile(
+        "sklearn", "decomposition/tests/test_factor_analysis.py", "sklearn_decomposition"
+    ),
 }
 
 #: Helpers the hmmlearn tests import (``from . import make_covar_matrix, ...``) and
@@ -85,6 +88,7 @@ CLASSES = {
     ("hmmlearn.hmm", "GaussianHMM"): "jaxem",
     ("hmmlearn.hmm", "CategoricalHMM"): "jaxem",
     ("hmmlearn.hmm", "PoissonHMM"): "jaxem",
+    ("sklearn.decomposition", "FactorAnalysis"): "jaxem",
 }
 #: (package, module) imported by a test file -> module imported in its place.
 MODULES = {("hmmlearn", "hmm"): "jaxem_hmm_shim"}
@@ -96,6 +100,10 @@ DOTTED = [
         "jaxem.GaussianMixture",
     ),
     (re.compile(r"\bsklearn\.cluster\.(?:_kmeans\.)?KMeans\b"), "jaxem.KMeans"),
+    (
+        re.compile(r"\bsklearn\.decomposition\.(?:_factor_analysis\.)?FactorAnalysis\b"),
+        "jaxem.FactorAnalysis",
+    ),
     (re.compile(r"\bhmmlearn\.hmm\.(GaussianHMM|CategoricalHMM|PoissonHMM)\b"), r"jaxem.\1"),
 ]
 
