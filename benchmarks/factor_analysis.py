@@ -97,6 +97,7 @@ def main() -> None:
                 others=others,
             )
         )
+        print(f"  {rows[-1]}", flush=True)  # partial results as they come
         del first
 
     def sklearn_fit():
@@ -116,6 +117,7 @@ def main() -> None:
             others=list(LAST_OTHERS_CPU),
         )
     )
+    print(f"  {rows[-1]}", flush=True)
 
     reference = rows[-1]
     print()

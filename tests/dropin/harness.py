@@ -262,8 +262,9 @@ def prepare(root: Path, exclusions: dict) -> PeerTree:
         source, names = rewrite_source(peer.source.read_text(), peer.module_package)
         if not names:
             raise RuntimeError(
-                f"{peer.source}: no import of GaussianMixture, KMeans or hmmlearn.hmm was found "
-                "to point at jaxem; the upstream file changed, update tests/dropin/harness.py"
+                f"{peer.source}: no import of GaussianMixture, KMeans, FactorAnalysis or "
+                "hmmlearn.hmm was found to point at jaxem; the upstream file changed, update "
+                "tests/dropin/harness.py"
             )
         (root / peer.directory).mkdir(exist_ok=True)
         (root / peer.directory / name).write_text(source)

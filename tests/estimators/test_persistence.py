@@ -53,6 +53,8 @@ CASES = {
     "GaussianHMM": (lambda: jaxem.GaussianHMM(2, n_iter=3, random_state=0), _gaussian),
     "CategoricalHMM": (lambda: jaxem.CategoricalHMM(2, n_iter=3, random_state=0), _symbols),
     "PoissonHMM": (lambda: jaxem.PoissonHMM(2, n_iter=3, random_state=0), _counts),
+    "FactorAnalysis": (lambda: jaxem.FactorAnalysis(1, max_iter=5, rotation="varimax"), _gaussian),
+    "ProbabilisticPCA": (lambda: jaxem.ProbabilisticPCA(1, max_iter=5), _gaussian),
 }
 METHODS = ("predict", "predict_proba", "score_samples", "score", "transform", "decode", "bic")
 
