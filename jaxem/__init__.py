@@ -26,6 +26,7 @@ from jaxem.estimators import (
     BernoulliMixture,
     CategoricalHMM,
     CategoricalMixture,
+    FactorAnalysis,
     GaussianHMM,
     GaussianMixture,
     KMeans,
@@ -33,6 +34,7 @@ from jaxem.estimators import (
     MultinomialMixture,
     PoissonHMM,
     PoissonMixture,
+    ProbabilisticPCA,
     StudentTMixture,
 )
 from jaxem.estimators._persist import load, load_fit, save_fit
@@ -61,12 +63,16 @@ from jaxem.models import (
     HMMParams,
     KMeansModel,
     KMeansParams,
+    LatentLinear,
+    LatentLinearParams,
     Mixture,
     MixtureParams,
+    factor_analysis,
     hmm,
     kmeans,
     mixture,
     pad_sequences,
+    ppca,
 )
 from jaxem.selection import Selection, select
 
@@ -82,6 +88,8 @@ __all__ = [
     "CategoricalMixture",
     "StudentTMixture",
     "MultinomialMixture",
+    "FactorAnalysis",
+    "ProbabilisticPCA",
     "families",
     "models",
     "ops",
@@ -141,6 +149,10 @@ __all__ = [
     "HMM",
     "HMMParams",
     "pad_sequences",
+    "factor_analysis",
+    "ppca",
+    "LatentLinear",
+    "LatentLinearParams",
     "load",
     "save_fit",
     "load_fit",

@@ -62,16 +62,20 @@ MODELS = {
     **{f"mixture-{name}": (lambda name=name: _mixture(name)) for name in FAMILIES},
     **{f"hmm-{name}": (lambda name=name: _hmm(name)) for name in FAMILIES},
     "kmeans": lambda: jaxem.kmeans(3),
+    "factor-analysis": lambda: jaxem.factor_analysis(2),
+    "ppca": lambda: jaxem.ppca(1),
 }
+#: Models of real-valued rows with no family: fitted to the Gaussian family's data.
+_GAUSSIAN_DATA = ("kmeans", "factor-analysis", "ppca")
 
 
 def _family_name(model_name):
-    return "gaussian-full" if model_name == "kmeans" else model_name.split("-", 1)[1]
+    return "gaussian-full" if model_name in _GAUSSIAN_DATA else model_name.split("-", 1)[1]
 
 
 def _data(model_name, dtype=None):
     """The model's data (rows, or padded sequences for an HMM) as device arrays."""
-    family = FAMILIES["gaussian-full" if model_name == "kmeans" else _family_name(model_name)]()
+    family = FAMILIES[_family_name(model_name)]()
     x = _rows(_family_name(model_name))
     float_dtype = dtype or jnp.result_type(float)
     x = x.astype(float_dtype) if x.dtype.kind == "f" else x

@@ -6,6 +6,7 @@ from jaxem.estimators.discrete_mixtures import (
     MultinomialMixture,
     PoissonMixture,
 )
+from jaxem.estimators.factor_analysis import FactorAnalysis, ProbabilisticPCA
 from jaxem.estimators.gaussian_mixture import GaussianMixture
 from jaxem.estimators.hmm import CategoricalHMM, GaussianHMM, PoissonHMM
 from jaxem.estimators.kmeans import KMeans
@@ -24,4 +25,6 @@ __all__ = [
     "CategoricalMixture",
     "StudentTMixture",
     "MultinomialMixture",
+    "FactorAnalysis",
+    "ProbabilisticPCA",
 ]

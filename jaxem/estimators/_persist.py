@@ -85,7 +85,8 @@ _READ_ERRORS = (
 
 #: Shapes of fitted arrays by attribute name: "K" components (states, clusters), "D"
 #: features (symbols for CategoricalHMM), "layout" the covariance type's layout, "own"
-#: the estimator's ``_layout_shape(attribute, K, D)``.
+#: the estimator's ``_layout_shape(attribute, K, D)``, "noise" one variance per
+#: feature (factor analysis) or one for all (probabilistic PCA).
 _SHAPES = {
     "weights_": ("K",),
     "means_": ("K", "D"),
@@ -105,6 +106,9 @@ _SHAPES = {
     "probabilities_": "own",
     "n_categories_": ("D",),
     "degrees_of_freedom_": ("K",),
+    "mean_": ("D",),
+    "components_": ("K", "D"),
+    "noise_variance_": "noise",
 }
 
 
@@ -588,7 +592,9 @@ def _check_loaded(estimator, dtype, decoder: _Decoder) -> None:
                 family = estimator._family()
                 family.compact_covariances(value, n_components, n_features, attribute)
                 continue
-            if rule == "layout":
+            if rule == "noise":
+                expected = () if value.ndim == 0 else (n_features,)
+            elif rule == "layout":
                 expected = tuple(estimator._family().layout_shape(n_components, n_features))
             elif rule == "own":
                 expected = tuple(estimator._layout_shape(attribute, n_components, n_features))

@@ -9,6 +9,14 @@ from jaxem.models.hmm import (
     pad_sequences,
 )
 from jaxem.models.kmeans import KMeansModel, KMeansParams, KMeansStats, kmeans
+from jaxem.models.latent_linear import (
+    LatentLinear,
+    LatentLinearHyper,
+    LatentLinearParams,
+    LatentLinearStats,
+    factor_analysis,
+    ppca,
+)
 from jaxem.models.mixture import Mixture, MixtureHyper, MixtureParams, MixtureStats, mixture
 
 __all__ = [
@@ -22,6 +30,12 @@ __all__ = [
     "KMeansParams",
     "KMeansStats",
     "kmeans",
+    "LatentLinear",
+    "LatentLinearHyper",
+    "LatentLinearParams",
+    "LatentLinearStats",
+    "factor_analysis",
+    "ppca",
     "Mixture",
     "MixtureHyper",
     "MixtureParams",

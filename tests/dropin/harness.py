@@ -63,6 +63,9 @@ PEER_FILES = {
         "hmmlearn", "tests/test_categorical_hmm.py", "hmmlearn_tests"
     ),
     "test_poisson_hmm.py": PeerFile("hmmlearn", "tests/test_poisson_hmm.py", "hmmlearn_tests"),
+    "test_factor_analysis.py": PeerFile(
+        "sklearn", "decomposition/tests/test_factor_analysis.py", "sklearn_decomposition"
+    ),
 }
 
 #: Helpers the hmmlearn tests import (``from . import make_covar_matrix, ...``) and
@@ -87,6 +90,7 @@ CLASSES = {
     ("hmmlearn.hmm", "GaussianHMM"): "jaxem",
     ("hmmlearn.hmm", "CategoricalHMM"): "jaxem",
     ("hmmlearn.hmm", "PoissonHMM"): "jaxem",
+    ("sklearn.decomposition", "FactorAnalysis"): "jaxem",
 }
 #: (package, module) imported by a test file -> module imported in its place.
 MODULES = {("hmmlearn", "hmm"): "jaxem_hmm_shim"}
@@ -101,6 +105,10 @@ DOTTED = [
     (
         re.compile(r"\bsklearn\.cluster\.(?:_kmeans\.)?MiniBatchKMeans\b"),
         "jaxem.MiniBatchKMeans",
+    ),
+    (
+        re.compile(r"\bsklearn\.decomposition\.(?:_factor_analysis\.)?FactorAnalysis\b"),
+        "jaxem.FactorAnalysis",
     ),
     (re.compile(r"\bhmmlearn\.hmm\.(GaussianHMM|CategoricalHMM|PoissonHMM)\b"), r"jaxem.\1"),
 ]
@@ -260,8 +268,9 @@ def prepare(root: Path, exclusions: dict) -> PeerTree:
         source, names = rewrite_source(peer.source.read_text(), peer.module_package)
         if not names:
             raise RuntimeError(
-                f"{peer.source}: no import of GaussianMixture, KMeans or hmmlearn.hmm was found "
-                "to point at jaxem; the upstream file changed, update tests/dropin/harness.py"
+                f"{peer.source}: no import of GaussianMixture, KMeans, FactorAnalysis or "
+                "hmmlearn.hmm was found to point at jaxem; the upstream file changed, update "
+                "tests/dropin/harness.py"
             )
         (root / peer.directory).mkdir(exist_ok=True)
         (root / peer.directory / name).write_text(source)
