@@ -41,10 +41,13 @@ import logging
 import math
 import sys
 from collections import deque
+from numbers import Real
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from sklearn.utils._param_validation import Interval, validate_parameter_constraints
 
 from jaxem import engine
 from jaxem.estimators import _array_api, _validation
@@ -120,6 +123,7 @@ class _BaseHMM(EMEstimator):
         implementation="log",
         n_init=1,
         mesh=None,
+        step_decay=0.6,
     ):
         self.n_components = n_components
         self.startprob_prior = startprob_prior
@@ -134,6 +138,7 @@ class _BaseHMM(EMEstimator):
         self.implementation = implementation
         self.n_init = n_init
         self.mesh = mesh
+        self.step_decay = step_decay
 
     # -- to be provided by subclasses ----------------------------------------------------------
     def _check_X(self, X, reset):  # -> numpy array
@@ -173,6 +178,7 @@ class _BaseHMM(EMEstimator):
             If ``X`` has fewer samples than ``n_components`` states (fit fewer states
             or give more data), besides invalid input or hyperparameters.
         """
+        self.__dict__.pop("_online_state", None)  # a new fit ends any online one
         self._check_hyperparameters()
         X = self._check_X(X, reset=True)
         _validation.check_n_samples(X.shape[0], int(self.n_components))
@@ -229,6 +235,102 @@ class _BaseHMM(EMEstimator):
                     f"{iteration:>10d} {value:>16.8f} {value - previous:>+16.8f}", file=sys.stderr
                 )
                 previous = value
+        return self
+
+    @in_input_precision
+    def partial_fit(self, X, lengths=None):
+        """One step of online EM on the batch of sequences ``X`` (jaxem extension).
+
+        Stepwise EM (Cappé and Moulines 2009), batched over ``n_init`` restarts: every
+        restart keeps running per-sequence Baum-Welch statistics, moved towards the
+        batch's by ``(t + 2) ** -step_decay`` at step ``t``, and its parameters are
+        their M-step (``params`` letters respected). The first call initialises the
+        restarts on its batch as :meth:`fit` does (``init_params`` letters
+        respected); after :meth:`fit`, the fitted parameters are the start. The
+        attributes are those of the restart with the highest log-likelihood on the
+        latest batch; ``n_iter_`` counts the steps. The running statistics are per
+        sequence, so the priors weigh as against one average sequence (they pull
+        harder than in :meth:`fit`; the default priors of ``startprob_``,
+        ``transmat_`` and the emissions other than GaussianHMM's ``covars_prior``
+        add nothing). They are not saved by ``save``.
+
+        Parameters
+        ----------
+        X : array-like (n_samples, n_features)
+            The batch's sequences concatenated (the first batch needs at least
+            ``n_components`` samples).
+        lengths : array-like of int, optional
+            Length of every sequence of the batch; they must sum to ``n_samples``.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            If ``step_decay`` is not in (0, 1], if a later batch does not match the
+            first (features, symbols), or if every restart's step went non-finite.
+        """
+        self._check_hyperparameters()
+        validate_parameter_constraints(
+            {"step_decay": [Interval(Real, 0.0, 1.0, closed="right")]},
+            {"step_decay": self.step_decay},
+            caller_name=type(self).__name__,
+        )
+        state = getattr(self, "_online_state", None)
+        # Fitted (by fit, partial_fit or a loaded estimator): continue from the attributes.
+        fitted = hasattr(self, "monitor_") or hasattr(self, "n_iter_")
+        first = state is None and not fitted
+        X = self._check_X(X, reset=first)
+        if first:
+            _validation.check_n_samples(X.shape[0], int(self.n_components))
+            self._fit_offset = self._data_offset(X)
+        dtype = self._dtype(X)
+        observations, mask = pad_sequences(self._centred_rows(X), lengths, dtype=dtype)
+        data = (jnp.asarray(observations, self._obs_dtype(dtype)), jnp.asarray(mask))
+        if state is not None:
+            model, online, start = state.model, state.online, None
+        else:
+            online, model = None, self._model(self.params)
+            if first:
+                self._log_initialisation_notices(X)
+                key = jax.random.split(_validation.random_key(self.random_state))[0]
+                start = self._initial_params(
+                    model, key, data, model.hyper(dtype), int(self.n_init), dtype
+                )
+            else:
+                self._check_shapes()
+                fitted_params = HMMParams(
+                    np.asarray(self.startprob_, dtype),
+                    np.asarray(self.transmat_, dtype),
+                    self._emission_params(model.family, dtype),
+                )
+                start = jax.tree.map(lambda leaf: np.asarray(leaf)[None], fitted_params)
+
+        def step(model):
+            return engine.online_step(
+                model, online, data, init_params=start, step_decay=float(self.step_decay)
+            )
+
+        online_next, log_likelihood = step(model)
+        if not np.any(np.isfinite(log_likelihood)) and model.algorithm == "scaled":
+            if self.implementation == "log":
+                # As fit: what the scaled recursions refuse, the log-space ones run.
+                model = dataclasses.replace(model, algorithm="scan")
+                online_next, log_likelihood = step(model)
+        if not np.any(np.isfinite(log_likelihood)):
+            raise ValueError(
+                "Every restart's online EM step gave non-finite values; scale the "
+                "features, use larger batches, or pass float64 input."
+            )
+        best = int(np.argmax(log_likelihood))
+        self._online_state = _OnlineFit(model, online_next)
+        self._set_params(
+            model.family, jax.tree.map(lambda leaf: np.asarray(leaf)[best], online_next.params)
+        )
+        self.n_iter_ = int(online_next.n_steps)
+        self.best_restart_ = best
         return self
 
     def _log_initialisation_notices(self, X):
@@ -621,6 +723,7 @@ class GaussianHMM(_BaseHMM):
         implementation="log",
         n_init=1,
         mesh=None,
+        step_decay=0.6,
     ):
         super().__init__(
             n_components=n_components,
@@ -636,6 +739,7 @@ class GaussianHMM(_BaseHMM):
             implementation=implementation,
             n_init=n_init,
             mesh=mesh,
+            step_decay=step_decay,
         )
         self.covariance_type = covariance_type
         self.min_covar = min_covar
@@ -768,6 +872,7 @@ class CategoricalHMM(_BaseHMM):
         implementation="log",
         n_init=1,
         mesh=None,
+        step_decay=0.6,
     ):
         super().__init__(
             n_components=n_components,
@@ -783,6 +888,7 @@ class CategoricalHMM(_BaseHMM):
             implementation=implementation,
             n_init=n_init,
             mesh=mesh,
+            step_decay=step_decay,
         )
         self.emissionprob_prior = emissionprob_prior
         self.n_features = n_features
@@ -882,6 +988,7 @@ class PoissonHMM(_BaseHMM):
         implementation="log",
         n_init=1,
         mesh=None,
+        step_decay=0.6,
     ):
         super().__init__(
             n_components=n_components,
@@ -897,6 +1004,7 @@ class PoissonHMM(_BaseHMM):
             implementation=implementation,
             n_init=n_init,
             mesh=mesh,
+            step_decay=step_decay,
         )
         self.lambdas_prior = lambdas_prior
         self.lambdas_weight = lambdas_weight
@@ -939,3 +1047,10 @@ class PoissonHMM(_BaseHMM):
     def _n_fit_scalars_per_emission(self):
         n_features = getattr(self, "n_features", None) or np.shape(self.lambdas_)[1]
         return {"l": int(self.n_components) * n_features}
+
+
+class _OnlineFit(NamedTuple):
+    """What :meth:`_BaseHMM.partial_fit` carries between calls (not saved)."""
+
+    model: Any
+    online: engine.OnlineState

@@ -264,6 +264,16 @@ class HMM(Model):
             self.family.combine_stats(a.emission_stats, b.emission_stats),
         )
 
+    def scale_stats(self, stats: HMMStats, factor) -> HMMStats:
+        """Counts scale; the family scales its own statistics (a Gaussian's means
+        do not scale), so online EM mixes them as reweighted sequences."""
+        return HMMStats(
+            stats.initial * factor,
+            stats.transitions * factor,
+            stats.counts * factor,
+            self.family.scale_stats(stats.emission_stats, factor),
+        )
+
     def converged(self, old_params, new_params, log_likelihood, previous, tol):
         """hmmlearn's criterion: the increase (not its absolute value) is below ``tol``."""
         del old_params, new_params
