@@ -271,6 +271,18 @@ class _BaseHMM(EMEstimator):
         ValueError
             If ``step_decay`` is not in (0, 1], if a later batch does not match the
             first (features, symbols), or if every restart's step went non-finite.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import jaxem
+        >>> rng = np.random.default_rng(0)
+        >>> X = np.concatenate([rng.normal(6 * (i % 2), 1, (50, 1)) for i in range(8)])
+        >>> model = jaxem.GaussianHMM(n_components=2, random_state=0)
+        >>> for batch in (X[:200], X[200:]):  # two sequences of 100 steps per batch
+        ...     model = model.partial_fit(batch, lengths=[100, 100])
+        >>> np.sort(model.means_[:, 0]).round(0), model.n_iter_
+        (array([0., 6.]), 2)
         """
         self._check_hyperparameters()
         validate_parameter_constraints(
@@ -677,6 +689,9 @@ class GaussianHMM(_BaseHMM):
         splits the sequences, the restarts, or both (see :func:`jaxem.fit`). The
         fitted model equals the one-device fit up to the rounding of sums; decoding
         and scoring run on one device. Not saved by ``save``.
+    step_decay : float in (0, 1], default=0.6
+        jaxem extension, for :meth:`partial_fit`: step ``t`` of online EM moves the
+        running statistics by ``(t + 2) ** -step_decay`` towards the batch's.
 
     Attributes
     ----------
