@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 from sklearn.base import _fit_context
-from sklearn.utils import check_array, check_random_state
+from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from jaxem import engine
@@ -400,38 +400,10 @@ default='kmeans'
         self._fit_offset = np.asarray(offset, np.float64)
 
     @_array_api.in_input_namespace
-    def sample(self, n_samples=1):
-        """Draw samples from the fitted mixture.
-
-        Uses numpy's generator from ``check_random_state(random_state)`` with
-        scikit-learn's algorithm, so equal parameters and ``random_state`` give
-        scikit-learn's samples (in the dtype of ``means_``).
-
-        Parameters
-        ----------
-        n_samples : int, default=1
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, n_features)
-            Samples, grouped by component.
-        y : ndarray of shape (n_samples,)
-            Their components (int64).
-        """
-        _validation.check_fitted(self)
-        if n_samples < 1:
-            raise ValueError(
-                f"Invalid value for 'n_samples': {n_samples} . The sampling requires at "
-                "least one sample."
-            )
-        rng = check_random_state(self.random_state)
-        weights = np.asarray(self.weights_, np.float64)
-        counts = rng.multinomial(n_samples, weights / weights.sum())
-        X = self._family().sample_numpy(rng, self.means_, self.covariances_, counts)
-        y = np.concatenate(
-            [np.full(int(count), k, dtype=np.int64) for k, count in enumerate(counts)]
-        )
-        return X.astype(np.asarray(self.means_).dtype), y
+    def _sample_components(self, rng, counts):
+        # scikit-learn's algorithm on the same generator: equal parameters and
+        # random_state give scikit-learn's samples.
+        return self._family().sample_numpy(rng, self.means_, self.covariances_, counts)
 
 
 def _host_params(weights, centred_means, precisions_cholesky, dtype) -> MixtureParams:

@@ -16,10 +16,18 @@ families subclass it so that the optional hooks come with their defaults.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from jaxem.contract import Family
 
-__all__ = ["Family", "log_densities", "component_log_densities"]
+__all__ = [
+    "Family",
+    "log_densities",
+    "component_log_densities",
+    "check_counts",
+    "count_features",
+]
 
 Array = jax.Array
 
@@ -34,3 +42,40 @@ def component_log_densities(family: Family, params, features: Array, log_base: A
     (families that override :meth:`Family.log_densities` are exact only there)."""
     theta, bias = family.natural_parameters(params)
     return features @ theta.T + bias + log_base[:, None]
+
+
+def check_counts(x, name: str, columns: str, fix: str) -> None:
+    """Raise ``ValueError`` unless ``x`` is 2-D, finite, non-negative whole counts.
+
+    ``name`` names the family in the messages ("Poisson"), ``columns`` the second
+    axis ("n_features") and ``fix`` says how to make counts of non-integer data.
+
+    >>> check_counts(np.array([[0, 3], [1, 2]]), "Poisson", "n_features", "Round them.")
+    >>> check_counts(np.array([[0.5]]), "Poisson", "n_features", "Round them.")
+    Traceback (most recent call last):
+    ...
+    ValueError: Poisson counts must be integers; got non-integer values. Round them.
+    """
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} data must be 2-D (n_samples, {columns}), got {x.ndim}-D.")
+    if x.dtype.kind not in "iubf":
+        raise ValueError(f"{name} counts must be numeric, got dtype {x.dtype}.")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} counts must be finite; got NaN or infinity.")
+    if np.any(x < 0):
+        raise ValueError(
+            f"{name} counts must be non-negative; got negative values. Negative values "
+            "in data are not counts: use non-negative integer counts."
+        )
+    if np.any(x != np.round(x)):
+        raise ValueError(f"{name} counts must be integers; got non-integer values. {fix}")
+
+
+def count_features(x: Array) -> Array:
+    """Counts as floating features: floats as they are, integers in the default float
+    (float64 under x64), so that ``log Γ(x + 1)`` keeps its precision (float32 is
+    exact for counts only up to 2^24)."""
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        return x
+    return x.astype(jax.dtypes.canonicalize_dtype(jnp.float64))

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxem.contract import Family
+from jaxem.families.base import check_counts, count_features
 
 __all__ = ["Multinomial", "MultinomialParams", "MultinomialHyper", "multinomial"]
 
@@ -81,30 +82,10 @@ class Multinomial(Family):
 
     def check_data(self, x) -> None:
         """Raise ``ValueError`` unless ``x`` is 2-D, finite, non-negative whole counts."""
-        x = np.asarray(x)
-        if x.ndim != 2:
-            raise ValueError(
-                f"Multinomial data must be 2-D (n_samples, n_categories), got {x.ndim}-D."
-            )
-        if x.dtype.kind not in "iubf":
-            raise ValueError(f"Multinomial counts must be numeric, got dtype {x.dtype}.")
-        if not np.all(np.isfinite(x)):
-            raise ValueError("Multinomial counts must be finite; got NaN or infinity.")
-        if np.any(x < 0):
-            raise ValueError(
-                "Multinomial counts must be non-negative; got negative values. Negative "
-                "values in data are not counts: use non-negative integer counts."
-            )
-        if np.any(x != np.round(x)):
-            raise ValueError(
-                "Multinomial counts must be integers; got non-integer values. "
-                "Count the categories (words) of every row."
-            )
+        check_counts(x, "Multinomial", "n_categories", "Count the categories (words) of every row.")
 
     def features(self, x):
-        if jnp.issubdtype(x.dtype, jnp.floating):
-            return x
-        return x.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
+        return count_features(x)
 
     def log_base_measure(self, x):
         x = self.features(x)

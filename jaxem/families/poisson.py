@@ -16,10 +16,10 @@ from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxem import _iterate
 from jaxem.contract import Family
+from jaxem.families.base import check_counts, count_features
 
 __all__ = ["Poisson", "PoissonParams", "PoissonHyper", "poisson"]
 
@@ -73,30 +73,10 @@ class Poisson(Family):
 
     def check_data(self, x) -> None:
         """Raise ``ValueError`` unless ``x`` is 2-D, finite, non-negative and integer-valued."""
-        x = np.asarray(x)
-        if x.ndim != 2:
-            raise ValueError(f"Poisson data must be 2-D (n_samples, n_features), got {x.ndim}-D.")
-        if x.dtype.kind not in "iubf":
-            raise ValueError(f"Poisson counts must be numeric, got dtype {x.dtype}.")
-        if not np.all(np.isfinite(x)):
-            raise ValueError("Poisson counts must be finite; got NaN or infinity.")
-        if np.any(x < 0):
-            raise ValueError(
-                "Poisson counts must be non-negative; got negative values. Negative values "
-                "in data are not counts: use non-negative integer counts."
-            )
-        if np.any(x != np.round(x)):
-            raise ValueError(
-                "Poisson counts must be integers; got non-integer values. "
-                "Round or aggregate the data into counts."
-            )
+        check_counts(x, "Poisson", "n_features", "Round or aggregate the data into counts.")
 
     def features(self, x):
-        if jnp.issubdtype(x.dtype, jnp.floating):
-            return x
-        # Integer counts: the default float (float64 under x64), so that log Γ(x + 1)
-        # keeps its precision; float32 is exact for counts only up to 2^24.
-        return x.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
+        return count_features(x)
 
     def log_base_measure(self, x):
         x = self.features(x)
