@@ -6,6 +6,7 @@ many random restarts at once in one compiled ``lax.while_loop`` and keeps the be
 
 from jaxem import contract, engine, families, models, ops, seeding
 from jaxem._differentiate import AdjointNotConverged, DifferentiableFit, fit_differentiable
+from jaxem._io import load_faithful
 from jaxem._stream import fit_stream, open_source
 from jaxem.contract import Chunks, Family, Model, Status
 from jaxem.engine import (
@@ -96,6 +97,7 @@ __all__ = [
     "fit",
     "fit_traced",
     "select",
+    "load_faithful",
     "Selection",
     "rows_across_processes",
     "fit_stream",
