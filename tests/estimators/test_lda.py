@@ -12,6 +12,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.special import gammaln, psi
 from sklearn.decomposition import LatentDirichletAllocation as SkLDA
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import jaxem
 from jaxem import engine
@@ -271,3 +272,8 @@ def test_vocabulary_change_between_partial_fits_raises():
         lda.partial_fit(X[:, :-1])
     with pytest.raises(ValueError, match="expecting 25 features"):
         lda.transform(X[:, :-1])
+
+
+@parametrize_with_checks([jaxem.LatentDirichletAllocation(n_components=3, max_iter=5)])
+def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)
