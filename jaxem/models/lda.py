@@ -158,8 +158,10 @@ class LDA(Model):
         )
 
     def row_width(self, x) -> int:
-        """One sweep over a document touches ``K × L`` entries."""
-        return self.n_topics * int(x.word_ids.shape[-1])
+        """One sweep over a document touches ``K × L`` entries, and a chunk sweeps until
+        its slowest document converges: counting four sweeps' worth keeps chunks small
+        (tens to hundreds of documents), so one slow document holds few others."""
+        return 4 * self.n_topics * int(x.word_ids.shape[-1])
 
     def n_parameters(self, n_features: int) -> int:
         return self.n_topics * (int(n_features) - 1)

@@ -243,6 +243,15 @@ def test_float32_is_as_accurate_as_scikit_learns_float32():
     assert error(ours32.components_, theirs32.components_) < 2e-5
 
 
+def test_second_fit_of_equal_shapes_compiles_nothing(count_compiles):
+    first, second = _corpus(0), _corpus(3)
+    jaxem.LatentDirichletAllocation(N_TOPICS, max_iter=2, random_state=0).fit_transform(first)
+    with count_compiles() as counter:
+        lda = jaxem.LatentDirichletAllocation(N_TOPICS, max_iter=3, random_state=1)
+        lda.fit(second).transform(second)
+    assert counter.count == 0
+
+
 # -- bad input -----------------------------------------------------------------------------
 def test_negative_counts_raise():
     X = _corpus().astype(float)
