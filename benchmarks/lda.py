@@ -40,11 +40,18 @@ def make_corpus(n_docs, n_words, n_topics, length, seed=0):
     topics = rng.dirichlet(np.full(n_words, 0.05), size=n_topics)
     mixes = rng.dirichlet(np.full(n_topics, 0.1), size=n_docs)
     lengths = rng.poisson(length, size=n_docs)
-    rows = []
-    for mix, n_tokens in zip(mixes, lengths):
-        words = rng.choice(n_words, size=n_tokens, p=mix @ topics)
-        rows.append(np.bincount(words, minlength=n_words))
-    return sp.csr_matrix(np.stack(rows).astype(np.float64))
+    indptr, indices, data = [0], [], []
+    for mix, n_tokens in zip(mixes, lengths):  # built sparse: the dense matrix is 800 MB
+        words, counts = np.unique(
+            rng.choice(n_words, size=n_tokens, p=mix @ topics), return_counts=True
+        )
+        indices.append(words)
+        data.append(counts.astype(np.float64))
+        indptr.append(indptr[-1] + words.size)
+    return sp.csr_matrix(
+        (np.concatenate(data), np.concatenate(indices), np.asarray(indptr)),
+        shape=(n_docs, n_words),
+    )
 
 
 def _bag_of_words(X):
