@@ -526,12 +526,15 @@ def _select_program(model, state):
 
 # -- online (stepwise) EM ---------------------------------------------------------------------
 @_program(static=("chunk_size",))
-def _online_step_program(model, params, running, x, weights, hyper, step, *, chunk_size):
+def _online_step_program(
+    model, params, running, x, weights, hyper, step, represented, *, chunk_size
+):
     chunks = _iterate.make_chunks(x, weights, chunk_size)
     stats, log_likelihood_sum = _iterate.batched_statistics(model, params, chunks, hyper)
     batch_weight = jnp.sum(weights)
-    # Per-row statistics of the batch, so batches of any size mix alike.
-    stats = jax.vmap(model.scale_stats, in_axes=(0, None))(stats, 1 / batch_weight)
+    # Per-row statistics of the batch (times the rows it stands for), so batches of
+    # any size mix alike.
+    stats = jax.vmap(model.scale_stats, in_axes=(0, None))(stats, represented / batch_weight)
     if running is not None:
 
         def mix(old, new):
@@ -565,6 +568,8 @@ def online_step(
     *,
     init_params,
     step_decay=0.6,
+    step_offset=2.0,
+    rows_represented=None,
     weights=None,
     hyper=None,
     chunk_size=None,
@@ -572,10 +577,17 @@ def online_step(
     """One step of stepwise EM (Cappé and Moulines 2009) for every restart on a batch.
 
     The running per-row statistics ``s`` move towards the batch's, ``ŝ``:
-    ``s ← (1 - γ) s + γ ŝ`` with ``γ = (t + 2)^-step_decay`` at step ``t`` (the
-    first step, ``t = 0``, takes the batch's statistics whole), and the parameters
-    are the M-step of ``s``. ``0.5 < step_decay <= 1`` gives Cappé and Moulines'
-    convergence; smaller values forget faster.
+    ``s ← (1 - γ) s + γ ŝ`` with ``γ = (t + step_offset)^-step_decay`` at step ``t``
+    (the first step from ``state=None``, ``t = 0``, takes the batch's statistics
+    whole), and the parameters are the M-step of ``s``. ``0.5 < step_decay <= 1``
+    gives Cappé and Moulines' convergence; smaller values forget faster (0: every
+    step takes the batch's statistics whole).
+
+    With ``rows_represented`` ``D``, ``ŝ`` is the batch's per-row statistics times
+    ``D`` (the batch standing for a corpus of ``D`` rows: Hoffman, Blei and Bach's
+    online variational Bayes for LDA, whose M-step wants corpus totals); a ``state``
+    built by the caller (running statistics and ``n_steps``) then continues a fit
+    started elsewhere.
 
     Parameters
     ----------
@@ -585,6 +597,9 @@ def online_step(
         program).
     init_params : parameters with a leading restart axis, used when ``state`` is None.
     step_decay : ``α`` of the step size.
+    step_offset : ``τ`` of the step size ``(t + τ)^-α``; must be positive.
+    rows_represented : None (per-row statistics) or the number of rows the batch
+        stands for (its per-row statistics are multiplied by it).
     weights, hyper, chunk_size : as :func:`fit`.
 
     Returns
@@ -594,13 +609,16 @@ def online_step(
         under its parameters before the step (``-inf`` where the step went
         non-finite; that restart keeps its parameters).
     """
-    if not 0 < float(step_decay) <= 1:
-        raise ValueError(f"step_decay must be in (0, 1], got {step_decay!r}.")
+    if not 0 <= float(step_decay) <= 1:
+        raise ValueError(f"step_decay must be in [0, 1], got {step_decay!r}.")
+    if not float(step_offset) > 0:
+        raise ValueError(f"step_offset must be positive, got {step_offset!r}.")
     params = init_params if state is None else state.params
     n_restarts = jax.tree.leaves(params)[0].shape[0]
     prepared = _prepare(model, x, weights, hyper, n_restarts, chunk_size)
     n_steps = 0 if state is None else state.n_steps
-    step = 1.0 if state is None else (n_steps + 2.0) ** -float(step_decay)
+    step = 1.0 if state is None else (n_steps + float(step_offset)) ** -float(step_decay)
+    represented = 1.0 if rows_represented is None else float(rows_represented)
     params, stats, log_likelihood = _online_step_program(
         model,
         params,
@@ -609,6 +627,7 @@ def online_step(
         prepared.weights * (np.sum(prepared.weights > 0) / np.sum(prepared.weights)),
         prepared.hyper,
         np.asarray(step, prepared.dtype),
+        np.asarray(represented, prepared.dtype),
         chunk_size=prepared.chunk_size,
     )
     return OnlineState(params, stats, n_steps + 1), np.asarray(log_likelihood)
@@ -1382,18 +1401,20 @@ def initial_shapes(model, x, *, n_restarts: int = 1, hyper=None):
 
 
 @_program(static=("outputs", "chunk_size", "restarts"))
-def _evaluate_program(model, params, x, *, outputs, chunk_size, restarts):
-    return _per_row_outputs(model, params, x, outputs, chunk_size, restarts)
+def _evaluate_program(model, params, x, hyper, *, outputs, chunk_size, restarts):
+    return _per_row_outputs(model, params, x, outputs, chunk_size, restarts, hyper)
 
 
-def _per_row_outputs(model, params, x, outputs, chunk_size, restarts):
-    """Per-row ``outputs`` of ``params`` on ``x``, chunk by chunk (traceable)."""
+def _per_row_outputs(model, params, x, outputs, chunk_size, restarts, hyper=None):
+    """Per-row ``outputs`` of ``params`` on ``x``, chunk by chunk (traceable).
+    ``hyper``, when given, is passed on to every output as a third argument."""
     n_rows = jax.tree.leaves(x)[0].shape[0]
     chunks = _iterate.make_chunks(x, jnp.ones((n_rows,), jnp.float32), chunk_size)
+    extra = () if hyper is None else (hyper,)
 
     def one_chunk(x_chunk):
         def run(one_params):
-            return tuple(getattr(model, name)(one_params, x_chunk) for name in outputs)
+            return tuple(getattr(model, name)(one_params, x_chunk, *extra) for name in outputs)
 
         # Every restart reads the chunk once (vmap over the parameters only).
         return jax.vmap(run)(params) if restarts else run(params)
@@ -1410,7 +1431,16 @@ def _per_row_outputs(model, params, x, outputs, chunk_size, restarts):
     return jax.tree.map(merge, values)
 
 
-def evaluate(model, params, x, outputs, *, chunk_size: int | None = None, restarts: bool = False):
+def evaluate(
+    model,
+    params,
+    x,
+    outputs,
+    *,
+    chunk_size: int | None = None,
+    restarts: bool = False,
+    hyper=None,
+):
     """Per-row outputs of fitted ``params`` on ``x``, chunk by chunk, in one program.
 
     Parameters
@@ -1423,6 +1453,9 @@ def evaluate(model, params, x, outputs, *, chunk_size: int | None = None, restar
     chunk_size : rows per chunk; default :func:`default_chunk_size`.
     restarts : True when ``params`` have a leading restart axis: every restart is
         evaluated in the same pass and each output gains that leading axis.
+    hyper : None, or numeric hyperparameters (traced) passed to every output as
+        ``f(params, x, hyper)`` (for outputs that iterate, such as LDA's topic
+        distributions).
 
     Returns
     -------
@@ -1445,6 +1478,7 @@ def evaluate(model, params, x, outputs, *, chunk_size: int | None = None, restar
         model,
         params,
         x,
+        hyper,
         outputs=names,
         chunk_size=int(min(chunk_size, n_padded)),
         restarts=bool(restarts),
@@ -1457,9 +1491,11 @@ def evaluate(model, params, x, outputs, *, chunk_size: int | None = None, restar
     return values[0] if isinstance(outputs, str) else values
 
 
-@_program(static=("chunk_size",))
-def _statistics_program(model, params, x, weights, hyper, *, chunk_size):
+@_program(static=("chunk_size", "restarts"))
+def _statistics_program(model, params, x, weights, hyper, *, chunk_size, restarts=False):
     chunks = _iterate.make_chunks(x, weights, chunk_size)
+    if restarts:
+        return _iterate.batched_statistics(model, params, chunks, hyper)
     return _iterate.chunked_sum(
         lambda x_chunk, w_chunk: model.e_step(params, x_chunk, w_chunk, hyper),
         chunks,
@@ -1467,12 +1503,23 @@ def _statistics_program(model, params, x, weights, hyper, *, chunk_size):
     )
 
 
-def statistics(model, params, x, *, weights=None, hyper=None, chunk_size=None):
+def statistics(
+    model, params, x, *, weights=None, hyper=None, chunk_size=None, restarts: bool = False
+):
     """The E-step of one set of ``params`` over all of ``x``: ``(stats, log_likelihood)``,
-    both sums over rows weighted by ``weights`` (not rescaled), chunk by chunk."""
-    prepared = _prepare(model, x, weights, hyper, 1, chunk_size)
+    both sums over rows weighted by ``weights`` (not rescaled), chunk by chunk.
+    With ``restarts``, ``params`` have a leading restart axis and so do the results:
+    every restart's E-step in one pass, each chunk read once."""
+    n_restarts = jax.tree.leaves(params)[0].shape[0] if restarts else 1
+    prepared = _prepare(model, x, weights, hyper, n_restarts, chunk_size)
     return _statistics_program(
-        model, params, prepared.x, prepared.weights, prepared.hyper, chunk_size=prepared.chunk_size
+        model,
+        params,
+        prepared.x,
+        prepared.weights,
+        prepared.hyper,
+        chunk_size=prepared.chunk_size,
+        restarts=bool(restarts),
     )
 
 

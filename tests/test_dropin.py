@@ -120,6 +120,11 @@ EXCLUDED = {
     # hmmlearn/tests/test_poisson_hmm.py
     "test_poisson_hmm.py::*::test_attributes[*": _CHECK,
     "test_poisson_hmm.py::*::test_fit_with_init[*": _INIT,
+    # sklearn/decomposition/tests/test_online_lda.py
+    "test_online_lda.py::test_dirichlet_expectation": (
+        "tests sklearn's private Cython helpers _dirichlet_expectation_1d / _2d of "
+        "sklearn.decomposition._online_lda_fast, no estimator"
+    ),
 }
 
 MODES = {"x64-off": False, "x64-on": True}

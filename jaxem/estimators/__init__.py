@@ -10,6 +10,7 @@ from jaxem.estimators.factor_analysis import FactorAnalysis, ProbabilisticPCA
 from jaxem.estimators.gaussian_mixture import GaussianMixture
 from jaxem.estimators.hmm import CategoricalHMM, GaussianHMM, PoissonHMM
 from jaxem.estimators.kmeans import KMeans
+from jaxem.estimators.lda import LatentDirichletAllocation
 from jaxem.estimators.minibatch_kmeans import MiniBatchKMeans
 from jaxem.estimators.student_t_mixture import StudentTMixture
 
@@ -27,4 +28,5 @@ __all__ = [
     "MultinomialMixture",
     "FactorAnalysis",
     "ProbabilisticPCA",
+    "LatentDirichletAllocation",
 ]

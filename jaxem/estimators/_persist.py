@@ -108,6 +108,7 @@ _SHAPES = {
     "degrees_of_freedom_": ("K",),
     "mean_": ("D",),
     "components_": ("K", "D"),
+    "exp_dirichlet_component_": ("K", "D"),
     "noise_variance_": "noise",
 }
 

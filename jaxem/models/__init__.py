@@ -17,6 +17,7 @@ from jaxem.models.latent_linear import (
     factor_analysis,
     ppca,
 )
+from jaxem.models.lda import LDA, Documents, LDAHyper, LDAParams, LDAStats, lda
 from jaxem.models.mixture import Mixture, MixtureHyper, MixtureParams, MixtureStats, mixture
 
 __all__ = [
@@ -36,6 +37,12 @@ __all__ = [
     "LatentLinearStats",
     "factor_analysis",
     "ppca",
+    "LDA",
+    "LDAHyper",
+    "LDAParams",
+    "LDAStats",
+    "Documents",
+    "lda",
     "Mixture",
     "MixtureHyper",
     "MixtureParams",

@@ -66,6 +66,9 @@ PEER_FILES = {
     "test_factor_analysis.py": PeerFile(
         "sklearn", "decomposition/tests/test_factor_analysis.py", "sklearn_decomposition"
     ),
+    "test_online_lda.py": PeerFile(
+        "sklearn", "decomposition/tests/test_online_lda.py", "sklearn_decomposition"
+    ),
 }
 
 #: Helpers the hmmlearn tests import (``from . import make_covar_matrix, ...``) and
@@ -91,6 +94,7 @@ CLASSES = {
     ("hmmlearn.hmm", "CategoricalHMM"): "jaxem",
     ("hmmlearn.hmm", "PoissonHMM"): "jaxem",
     ("sklearn.decomposition", "FactorAnalysis"): "jaxem",
+    ("sklearn.decomposition", "LatentDirichletAllocation"): "jaxem",
 }
 #: (package, module) imported by a test file -> module imported in its place.
 MODULES = {("hmmlearn", "hmm"): "jaxem_hmm_shim"}
@@ -109,6 +113,10 @@ DOTTED = [
     (
         re.compile(r"\bsklearn\.decomposition\.(?:_factor_analysis\.)?FactorAnalysis\b"),
         "jaxem.FactorAnalysis",
+    ),
+    (
+        re.compile(r"\bsklearn\.decomposition\.(?:_lda\.)?LatentDirichletAllocation\b"),
+        "jaxem.LatentDirichletAllocation",
     ),
     (re.compile(r"\bhmmlearn\.hmm\.(GaussianHMM|CategoricalHMM|PoissonHMM)\b"), r"jaxem.\1"),
 ]

@@ -83,6 +83,10 @@ CASES = {
     ),
     "FactorAnalysis": (lambda: jaxem.FactorAnalysis(1, max_iter=5, rotation="varimax"), _gaussian),
     "ProbabilisticPCA": (lambda: jaxem.ProbabilisticPCA(1, max_iter=5), _gaussian),
+    "LatentDirichletAllocation": (
+        lambda: jaxem.LatentDirichletAllocation(2, max_iter=3, random_state=0),
+        _counts,
+    ),
 }
 METHODS = ("predict", "predict_proba", "score_samples", "score", "transform", "decode", "bic")
 

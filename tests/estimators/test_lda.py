@@ -1,0 +1,288 @@
+"""LatentDirichletAllocation and the LDA model against scikit-learn and a naive numpy
+reference, in float64.
+
+One corpus shape (40 documents, 25 words, 4 topics) is shared by every test so the
+compiled programs are shared.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.special import gammaln, psi
+from sklearn.decomposition import LatentDirichletAllocation as SkLDA
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import jaxem
+from jaxem import engine
+from jaxem.models.lda import documents_from_counts, topic_bound
+
+N_DOCS, N_WORDS, N_TOPICS = 40, 25, 4
+
+
+def _corpus(seed=0):
+    """Documents drawn from an LDA model (about 30 tokens each, a few empty)."""
+    rng = np.random.RandomState(seed)
+    topics = rng.dirichlet(np.full(N_WORDS, 0.2), size=N_TOPICS)
+    mixes = rng.dirichlet(np.full(N_TOPICS, 0.3), size=N_DOCS)
+    X = np.stack([rng.multinomial(rng.poisson(30), mix @ topics) for mix in mixes])
+    X[[5, 17]] = 0  # documents with no words
+    return X
+
+
+# -- a naive numpy reference: scikit-learn's algorithm, document by document -----------------
+def _dirichlet_expectation(alpha):
+    return psi(alpha) - psi(alpha.sum(axis=-1, keepdims=True))
+
+
+def _reference_e_step(topic_word, X, alpha, tol, max_iter, start=None):
+    """``(gamma, stats, document bound terms)`` of Blei et al.'s fixed point."""
+    n_docs = X.shape[0]
+    exp_beta = np.exp(_dirichlet_expectation(topic_word))
+    log_beta = _dirichlet_expectation(topic_word)
+    gamma = np.ones((n_docs, topic_word.shape[0])) if start is None else start.copy()
+    stats = np.zeros_like(topic_word)
+    terms = np.zeros(n_docs)
+    eps = np.finfo(np.float64).eps
+    for d in range(n_docs):
+        ids = np.nonzero(X[d])[0]
+        counts = X[d, ids].astype(np.float64)
+        g = gamma[d]
+        exp_theta = np.exp(_dirichlet_expectation(g))
+        for _ in range(max_iter):
+            last = g
+            norm = exp_theta @ exp_beta[:, ids] + eps
+            g = alpha + exp_theta * ((counts / norm) @ exp_beta[:, ids].T)
+            exp_theta = np.exp(_dirichlet_expectation(g))
+            if np.mean(np.abs(last - g)) < tol:
+                break
+        gamma[d] = g
+        norm = exp_theta @ exp_beta[:, ids] + eps
+        stats[:, ids] += np.outer(exp_theta, counts / norm)
+        log_theta = _dirichlet_expectation(g)
+        joint = log_theta[:, None] + log_beta[:, ids]
+        top = joint.max(axis=0)
+        terms[d] = counts @ (top + np.log(np.exp(joint - top).sum(axis=0)))
+        terms[d] += np.sum((alpha - g) * log_theta) + np.sum(gammaln(g) - gammaln(alpha))
+        terms[d] += gammaln(alpha * len(g)) - gammaln(g.sum())
+    return gamma, stats * exp_beta, terms
+
+
+def _start(seed=1):
+    return np.random.RandomState(seed).gamma(100.0, 0.01, (N_TOPICS, N_WORDS))
+
+
+# -- the model ---------------------------------------------------------------------------
+def test_e_step_matches_the_naive_reference(x64):
+    X = _corpus()
+    topic_word = _start()
+    model = jaxem.lda(N_TOPICS, N_WORDS, mean_change_tol=1e-3)
+    docs = documents_from_counts(X, np.float64)
+    hyper = model.hyper(jnp.float64)
+    params = jaxem.LDAParams(jnp.asarray(topic_word))
+    stats, log_likelihood = model.e_step(params, docs, jnp.ones(N_DOCS), hyper)
+    gamma, ref_stats, ref_terms = _reference_e_step(topic_word, X, 1 / N_TOPICS, 1e-3, 100)
+    np.testing.assert_allclose(stats.topic_word, ref_stats, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(float(log_likelihood), ref_terms.sum(), rtol=1e-10)
+    np.testing.assert_allclose(model.doc_topic(params, docs, hyper), gamma, rtol=1e-10)
+    np.testing.assert_allclose(model.log_prob(params, docs, hyper), ref_terms, rtol=1e-10)
+
+
+def test_statistics_are_additive_over_chunks_and_padding_changes_nothing(x64):
+    X = _corpus()
+    model = jaxem.lda(N_TOPICS, N_WORDS)
+    params = jaxem.LDAParams(jnp.asarray(_start()))
+    docs = documents_from_counts(X, np.float64)
+    whole = engine.statistics(model, params, docs)
+    chunked = engine.statistics(model, params, docs, chunk_size=7)
+    np.testing.assert_allclose(chunked[0].topic_word, whole[0].topic_word, rtol=1e-12)
+    np.testing.assert_allclose(chunked[1], whole[1], rtol=1e-12)
+    hyper = model.hyper(jnp.float64)
+    halves = [
+        model.e_step(params, jax.tree.map(lambda a, s=s: a[s], docs), jnp.ones(20), hyper)
+        for s in (slice(None, 20), slice(20, None))
+    ]
+    np.testing.assert_allclose(
+        halves[0][0].topic_word + halves[1][0].topic_word, whole[0].topic_word, rtol=1e-12
+    )
+    np.testing.assert_allclose(halves[0][1] + halves[1][1], whole[1], rtol=1e-12)
+    # Rows of weight 0 holding garbage, and documents with no words, change nothing.
+    garbage = documents_from_counts(np.vstack([X, np.full((3, N_WORDS), 7)]), np.float64)
+    weights = np.r_[np.ones(N_DOCS), np.zeros(3)]
+    padded = engine.statistics(model, params, garbage, weights=weights)
+    empty = documents_from_counts(np.vstack([X, np.zeros((5, N_WORDS))]), np.float64)
+    with_empty = engine.statistics(model, params, empty)
+    for other in (padded, with_empty):
+        np.testing.assert_allclose(other[0].topic_word, whole[0].topic_word, rtol=1e-12)
+        np.testing.assert_allclose(other[1], whole[1], rtol=1e-12)
+
+
+def test_batch_bound_never_decreases(x64):
+    """Variational EM with the E-step converged tightly: the full bound (documents'
+    terms + topics' term) rises at every M-step and E-step."""
+    X = _corpus()
+    model = jaxem.lda(N_TOPICS, N_WORDS, mean_change_tol=1e-12, max_doc_update_iter=2000)
+    hyper = model.hyper(jnp.float64)
+    docs = documents_from_counts(X, np.float64)
+    params = jaxem.LDAParams(jnp.asarray(_start()))
+    bounds = []
+    for _ in range(12):
+        stats, document_terms = engine.statistics(model, params, docs, hyper=hyper)
+        bounds.append(float(document_terms) + float(topic_bound(params, hyper)))
+        params = model.m_step(stats, params, hyper)
+    steps = np.diff(bounds)
+    assert np.all(steps >= -1e-9 * abs(bounds[-1])), steps
+    assert bounds[-1] - bounds[0] > 1.0  # it moved: the check above is not vacuous
+
+
+def test_engine_fit_runs_batched_restarts(x64):
+    X = _corpus()
+    model = jaxem.lda(N_TOPICS, N_WORDS)
+    docs = documents_from_counts(X, np.float64)
+    result = jaxem.fit(model, docs, key=jax.random.key(0), n_restarts=3, max_iter=30)
+    assert result.params.topic_word.shape == (N_TOPICS, N_WORDS)
+    assert np.all(np.isfinite(result.restarts.log_likelihood))
+    # The M-step's topics hold every token once, plus the prior.
+    total = np.asarray(result.params.topic_word).sum() - N_TOPICS * N_WORDS / N_TOPICS
+    np.testing.assert_allclose(total, X.sum(), rtol=1e-9)
+
+
+# -- the estimator against scikit-learn ------------------------------------------------------
+def _pair(**options):
+    kw = dict(n_components=N_TOPICS, random_state=0, **options)
+    return SkLDA(**kw), jaxem.LatentDirichletAllocation(**kw)
+
+
+@pytest.mark.parametrize("method", ["batch", "online"])
+def test_fit_matches_scikit_learn_from_the_same_start(method):
+    """Same random numbers (initial topics and each E-step's document starts): equal
+    components_, perplexity and score to relative 1e-6 in float64."""
+    X = _corpus()
+    theirs, ours = _pair(
+        learning_method=method, max_iter=6, batch_size=16, evaluate_every=2, perp_tol=1e-9
+    )
+    theirs.fit(X)
+    ours.fit(sp.csr_matrix(X))
+    assert ours.components_.dtype == np.float64
+    np.testing.assert_allclose(ours.components_, theirs.components_, rtol=1e-6)
+    np.testing.assert_allclose(
+        ours.exp_dirichlet_component_, theirs.exp_dirichlet_component_, rtol=1e-6
+    )
+    np.testing.assert_allclose(ours.bound_, theirs.bound_, rtol=1e-6)
+    np.testing.assert_allclose(ours.perplexity(X), theirs.perplexity(X), rtol=1e-6)
+    np.testing.assert_allclose(ours.score(X), theirs.score(X), rtol=1e-6)
+    np.testing.assert_allclose(ours.transform(X), theirs.transform(X), rtol=1e-5, atol=1e-9)
+    assert (ours.n_iter_, ours.n_batch_iter_) == (theirs.n_iter_, theirs.n_batch_iter_)
+
+
+def test_partial_fit_steps_match_scikit_learn():
+    X = _corpus()
+    theirs, ours = _pair(batch_size=16, total_samples=200, learning_offset=5.0)
+    for step in range(3):
+        theirs.partial_fit(X)
+        ours.partial_fit(X)
+        np.testing.assert_allclose(ours.components_, theirs.components_, rtol=1e-6)
+        assert ours.n_batch_iter_ == theirs.n_batch_iter_, step
+    np.testing.assert_allclose(
+        ours.perplexity(X, sub_sampling=True), theirs.perplexity(X, sub_sampling=True), rtol=1e-6
+    )
+
+
+def test_non_integer_counts_are_accepted_as_scikit_learn_does():
+    X = _corpus() * 0.5
+    theirs, ours = _pair(max_iter=3)
+    np.testing.assert_allclose(ours.fit(X).components_, theirs.fit(X).components_, rtol=1e-6)
+
+
+def test_documents_without_words_change_nothing():
+    """Empty documents appended: one pass draws the same starts for the other documents
+    (the extra rows' draws come last), so the topics and the perplexity are unchanged.
+    (Over more passes the extra draws shift later E-steps' random starts.)"""
+    X = _corpus()
+    _, plain = _pair(max_iter=1)
+    _, padded = _pair(max_iter=1)
+    plain.fit(X)
+    padded.fit(sp.csr_matrix(np.vstack([X, np.zeros((6, N_WORDS))])))
+    np.testing.assert_allclose(padded.components_, plain.components_, rtol=1e-12)
+    np.testing.assert_allclose(padded.bound_, plain.bound_, rtol=1e-12)
+
+
+def test_restarts_keep_restart_zero_and_pick_the_best():
+    X = _corpus()
+    single = jaxem.LatentDirichletAllocation(N_TOPICS, random_state=0, max_iter=5).fit(X)
+    batch = jaxem.LatentDirichletAllocation(N_TOPICS, random_state=0, max_iter=5, n_init=4)
+    batch.fit(X)
+    np.testing.assert_allclose(batch.restarts_perplexity_[0], single.bound_, rtol=1e-10)
+    assert batch.bound_ == pytest.approx(batch.restarts_perplexity_.min())
+    assert batch.bound_ <= single.bound_
+
+
+def test_float32_is_as_accurate_as_scikit_learns_float32():
+    """float32 input: float32 attributes, as close to the float64 fit as scikit-learn's
+    float32 fit is to its float64 one (the per-document fixed point run tightly, so
+    its stopping sweep does not differ between precisions), and equal to scikit-learn's
+    float32 fit to float32 rounding amplified by the iterations."""
+    X = _corpus()
+    options = dict(max_iter=4, mean_change_tol=1e-7, max_doc_update_iter=500)
+    theirs64, ours64 = _pair(**options)
+    theirs32, ours32 = _pair(**options)
+    ours64.fit(X)
+    ours32.fit(X.astype(np.float32))
+    theirs64.fit(X)
+    theirs32.fit(X.astype(np.float32))
+    assert ours32.components_.dtype == np.float32
+    assert ours32.exp_dirichlet_component_.dtype == np.float32
+    assert ours32.transform(X.astype(np.float32)).dtype == np.float32
+
+    def error(a, b):
+        return np.max(np.abs(a.astype(np.float64) / b - 1))
+
+    theirs = error(theirs32.components_, theirs64.components_)
+    assert error(ours32.components_, ours64.components_) <= 1.5 * theirs
+    assert error(ours32.components_, theirs32.components_) < 2e-5
+
+
+def test_second_fit_of_equal_shapes_compiles_nothing(count_compiles):
+    first, second = _corpus(0), _corpus(3)
+    jaxem.LatentDirichletAllocation(N_TOPICS, max_iter=2, random_state=0).fit_transform(first)
+    with count_compiles() as counter:
+        lda = jaxem.LatentDirichletAllocation(N_TOPICS, max_iter=3, random_state=1)
+        lda.fit(second).transform(second)
+    assert counter.count == 0
+
+
+# -- bad input -----------------------------------------------------------------------------
+def test_negative_counts_raise():
+    X = _corpus().astype(float)
+    X[3, 4] = -1.0
+    with pytest.raises(ValueError, match="Negative values in data passed to LatentDirichlet"):
+        jaxem.LatentDirichletAllocation(N_TOPICS).fit(X)
+    with pytest.raises(ValueError, match="Negative values"):
+        jaxem.LatentDirichletAllocation(N_TOPICS).fit(sp.csr_matrix(X))
+
+
+def test_empty_vocabulary_raises():
+    with pytest.raises(ValueError, match=r"0 feature\(s\)"):
+        jaxem.LatentDirichletAllocation(N_TOPICS).fit(np.zeros((5, 0)))
+
+
+def test_non_finite_counts_raise():
+    X = _corpus().astype(float)
+    X[0, 0] = np.nan
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        jaxem.LatentDirichletAllocation(N_TOPICS).fit(X)
+
+
+def test_vocabulary_change_between_partial_fits_raises():
+    X = _corpus()
+    lda = jaxem.LatentDirichletAllocation(N_TOPICS, random_state=0).partial_fit(X)
+    with pytest.raises(ValueError, match="X has 24 features, but LatentDirichletAllocation is"):
+        lda.partial_fit(X[:, :-1])
+    with pytest.raises(ValueError, match="expecting 25 features"):
+        lda.transform(X[:, :-1])
+
+
+@parametrize_with_checks([jaxem.LatentDirichletAllocation(n_components=3, max_iter=5)])
+def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)
