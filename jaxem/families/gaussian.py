@@ -585,7 +585,7 @@ class Gaussian(Family):
                 or not np.all(np.isfinite(scale))
             ):
                 shapes = (
-                    "a number or (n_features,)" if self.covariance_type == "diag" else "a number"
+                    "number or (n_features,) array" if self.covariance_type == "diag" else "number"
                 )
                 raise ValueError(
                     f"The prior scale of {self.covariance_type!r} variances must be a positive "
@@ -635,9 +635,20 @@ class Gaussian(Family):
         """Components centred on ``rows`` (K, D) with covariance ``reg_covar · I``.
 
         This is the M-step from one point per component, computed exactly: the
-        moment form would subtract two equal large numbers.
+        moment form would subtract two equal large numbers. With ``map_prior``, the
+        MAP M-step from one point each (scatter 0, exact too).
         """
         n_components, n_features = rows.shape
+        if isinstance(hyper, GaussianPriorHyper):
+            ones = jnp.ones((n_components,), rows.dtype)
+            scatter_shape = {
+                "full": (n_components, n_features, n_features),
+                "tied": (n_components, n_features, n_features),
+                "diag": (n_components, n_features),
+                "spherical": (n_components,),
+            }[self.covariance_type]
+            stats = GaussianStats(ones, rows, jnp.zeros(scatter_shape, rows.dtype))
+            return self.map_m_step(stats, ones, hyper)
         scale = jax.lax.rsqrt(hyper.reg_covar) * jnp.ones((), rows.dtype)
         if self.covariance_type == "full":
             chol = scale * jnp.broadcast_to(
