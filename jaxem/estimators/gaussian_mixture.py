@@ -282,6 +282,12 @@ default='kmeans'
         -------
         self : GaussianMixture
         """
+        if self.prior is not None or float(self.weights_prior) != 1.0:
+            raise ValueError(
+                "partial_fit runs maximum-likelihood online EM; MAP priors (prior, "
+                "weights_prior) apply to fit only. Set prior=None and weights_prior=1.0, "
+                "or use fit."
+            )
         state = getattr(self, "_online_state", None)
         if state is not None:
             X, x, dtype, offset = self._evaluation_input(X)

@@ -17,7 +17,14 @@ from jaxem.models.latent_linear import (
     factor_analysis,
     ppca,
 )
-from jaxem.models.mixture import Mixture, MixtureHyper, MixtureParams, MixtureStats, mixture
+from jaxem.models.mixture import (
+    LabelledRows,
+    Mixture,
+    MixtureHyper,
+    MixtureParams,
+    MixtureStats,
+    mixture,
+)
 
 __all__ = [
     "HMM",
@@ -36,6 +43,7 @@ __all__ = [
     "LatentLinearStats",
     "factor_analysis",
     "ppca",
+    "LabelledRows",
     "Mixture",
     "MixtureHyper",
     "MixtureParams",

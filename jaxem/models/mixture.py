@@ -78,6 +78,19 @@ class LabelledRows(NamedTuple):
     ----------
     x : (n, n_features) the rows.
     log_prior : (n, max_components) floating, ``log q``; ``-inf`` allowed.
+
+    Examples
+    --------
+    >>> import jax, numpy as np
+    >>> import jaxem
+    >>> X = np.repeat([[0.0], [4.0]], 20, axis=0) + np.random.default_rng(0).normal(size=(40, 1))
+    >>> log_prior = np.zeros((40, 2))
+    >>> log_prior[0] = [-np.inf, 0.0]  # row 0 (of the cluster at 0) is in component 1
+    >>> model = jaxem.mixture(jaxem.gaussian("diag"), 2)
+    >>> result = jaxem.fit(model, jaxem.LabelledRows(X, log_prior), key=jax.random.key(0))
+    >>> means = np.asarray(result.params.components.means[:, 0])
+    >>> bool(abs(means[0] - 4) < 0.5 and abs(means[1]) < 0.5)
+    True
     """
 
     x: Any

@@ -267,3 +267,9 @@ def test_bad_variance_prior_and_weights_prior_are_refused():
         GaussianMixture(1, prior="jeffreys").fit(X)
     with pytest.raises(ValueError, match="weights_prior"):
         jaxem.mixture(jaxem.gaussian(), 2, weights_prior=0.5)
+
+
+def test_partial_fit_refuses_priors():
+    X, _ = _data()
+    with pytest.raises(ValueError, match="MAP priors"):
+        GaussianMixture(2, prior="mclust").partial_fit(X)
