@@ -27,12 +27,14 @@ import dataclasses
 import math
 import time
 import warnings
+from numbers import Real
 
 import jax
 import numpy as np
 from sklearn.base import DensityMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
 
 from jaxem import engine
 from jaxem.contract import Status
@@ -40,7 +42,24 @@ from jaxem.estimators import _array_api, _validation
 from jaxem.estimators._base import EMEstimator, in_fitted_precision, in_input_precision
 from jaxem.models.mixture import LabelledRows, MixtureParams, mixture
 
-__all__ = ["MixtureEstimator", "CONVERGENCE_MESSAGE"]
+__all__ = ["MixtureEstimator", "CONVERGENCE_MESSAGE", "PRIOR_CONSTRAINTS", "PRIOR_PARAMETERS"]
+
+#: Constraints of the MAP and semi-supervised parameters every mixture estimator takes.
+PRIOR_CONSTRAINTS: dict = {
+    "weights_prior": [Interval(Real, 1.0, None, closed="left")],
+    "semi_supervised": ["boolean"],
+}
+
+#: Their documentation (numpydoc, indented as a class's Parameters entries).
+PRIOR_PARAMETERS = """weights_prior : float >= 1, default=1.0
+        jaxem extension, MAP EM: Dirichlet concentration ``α`` on the mixing
+        weights, ``weights_ = (n_k + α - 1) / (n + K (α - 1))``; 1 is maximum
+        likelihood. With ``α > 1``, ``lower_bound_`` and ``tol`` are about the log
+        posterior per sample.
+    semi_supervised : bool, default=False
+        jaxem extension: if True, ``fit(X, y)`` uses ``y`` as labels (a component
+        index per labelled row, -1 for unlabelled rows; see :meth:`fit`). False
+        ignores ``y`` as scikit-learn does."""
 
 #: scikit-learn's warning when the kept initialisation did not converge.
 CONVERGENCE_MESSAGE = (
@@ -57,10 +76,6 @@ class MixtureEstimator(DensityMixin, EMEstimator):
     #: Whether the data is centred before fitting (real-valued families only: counts,
     #: binary values and symbols must stay what they are).
     _centres_data = True
-    #: Defaults of the MAP and semi-supervised parameters for subclasses whose
-    #: constructor does not take them (their ``__init__`` sets them where it does).
-    weights_prior = 1.0
-    semi_supervised = False
 
     # -- to be provided by subclasses -----------------------------------------------------
     def _family(self):
@@ -197,7 +212,7 @@ class MixtureEstimator(DensityMixin, EMEstimator):
         _validation.check_n_samples(n_samples, n_components)
         self._fit_support(X)
         log_prior = _row_log_prior(
-            y if bool(self.semi_supervised) else None, component_prior, n_samples, n_components
+            y if self.semi_supervised else None, component_prior, n_samples, n_components
         )
 
         x = self._centred(X, offset, dtype)

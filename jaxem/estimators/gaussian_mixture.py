@@ -20,7 +20,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from jaxem import engine
 from jaxem.estimators import _array_api, _validation
 from jaxem.estimators._base import MESH_CONSTRAINT, in_input_precision
-from jaxem.estimators._mixture import MixtureEstimator
+from jaxem.estimators._mixture import PRIOR_CONSTRAINTS, MixtureEstimator
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian, GaussianParams, gaussian
 from jaxem.models.mixture import MixtureParams
 
@@ -210,8 +210,7 @@ default='kmeans'
         "mesh": MESH_CONSTRAINT,
         "step_decay": [Interval(Real, 0.0, 1.0, closed="right")],
         "prior": [None, StrOptions({"mclust"}), dict],
-        "weights_prior": [Interval(Real, 1.0, None, closed="left")],
-        "semi_supervised": ["boolean"],
+        **PRIOR_CONSTRAINTS,
     }
 
     def __init__(

@@ -175,3 +175,15 @@ def test_bad_labels_are_refused(y, prior, match):
     gm = GaussianMixture(3, semi_supervised=True)
     with pytest.raises(ValueError, match=match):
         gm.fit(X, y, component_prior=prior)
+
+
+def test_other_mixtures_take_labels_and_weights_prior():
+    """Every mixture estimator has semi_supervised and weights_prior: all rows
+    labelled with α = 3, the weights are the Dirichlet mode and the rates the class
+    means."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.poisson(2, (50, 2)), rng.poisson(9, (30, 2))]).astype(float)
+    y = np.repeat([0, 1], [50, 30])
+    pm = PoissonMixture(2, semi_supervised=True, weights_prior=3.0, max_iter=1).fit(X, y)
+    np.testing.assert_allclose(pm.weights_, np.array([52.0, 32.0]) / 84.0, rtol=1e-12)
+    np.testing.assert_allclose(pm.rates_, [X[:50].mean(0), X[50:].mean(0)], rtol=1e-6)
