@@ -228,7 +228,8 @@ class LoopState(NamedTuple):
     """Carry of the batched EM loop; every field has a leading restart axis.
 
     ``log_likelihood`` is the mean per-sample log-likelihood of the last E-step
-    (of the parameters before the last M-step, as scikit-learn's ``lower_bound_``);
+    (of the parameters before the last M-step, as scikit-learn's ``lower_bound_``),
+    plus the model's ``log_prior`` per sample (MAP EM: the log posterior);
     ``trace`` holds one such value per iteration, NaN after a restart stopped.
     """
 
