@@ -228,7 +228,8 @@ class LoopState(NamedTuple):
     """Carry of the batched EM loop; every field has a leading restart axis.
 
     ``log_likelihood`` is the mean per-sample log-likelihood of the last E-step
-    (of the parameters before the last M-step, as scikit-learn's ``lower_bound_``);
+    (of the parameters before the last M-step, as scikit-learn's ``lower_bound_``),
+    plus the model's ``log_prior`` per sample (MAP EM: the log posterior);
     ``trace`` holds one such value per iteration, NaN after a restart stopped.
     """
 
@@ -282,7 +283,11 @@ def em_update(
     converged_fn = jax.vmap(model.converged, in_axes=(0, 0, 0, 0, None))
     is_finite = jax.vmap(model.is_finite)
     m_step = jax.vmap(model.m_step, in_axes=(0, 0, None))
-    log_likelihood = log_likelihood_sum / total_weight
+    # MAP EM monitors the log posterior of the E-step's parameters (0 added without a prior).
+    log_prior = jax.vmap(model.log_prior, in_axes=(0, None))(state.params, hyper)
+    log_likelihood = (log_likelihood_sum + log_prior.astype(log_likelihood_sum.dtype)) / (
+        total_weight
+    )
     new_params = m_step(stats, state.params, hyper)
     running = state.status == RUNNING
     finite = jnp.isfinite(log_likelihood) & is_finite(new_params)

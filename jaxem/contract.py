@@ -206,6 +206,13 @@ class Family(Protocol):
         ``factor`` (sums); statistics holding means keep those."""
         return jax.tree.map(lambda leaf: leaf * factor, stats)
 
+    def log_prior(self, params, hyper, active: Array) -> Array:
+        """Log density, up to a constant, of the prior whose pseudo-counts
+        :meth:`m_step` adds (MAP EM), at the components where ``active`` ``(K,)`` is
+        True; the model adds it to the monitored objective. Default: 0 (no prior)."""
+        del params, hyper, active
+        return jnp.zeros(())
+
     def data_dtype(self, compute_dtype):
         """dtype the data is stored in on the device (integer symbols stay integers)."""
         return compute_dtype
@@ -341,6 +348,14 @@ class Model(Protocol):
         """Statistics with every row's weight multiplied by ``factor`` (online EM's
         step mixes statistics with it). Default: every leaf times ``factor``."""
         return jax.tree.map(lambda leaf: leaf * factor, stats)
+
+    def log_prior(self, params, hyper) -> Array:
+        """Log prior density of ``params`` (one restart), up to a constant, for MAP EM:
+        the engine monitors ``(log-likelihood + log_prior) / total weight``, the log
+        posterior per row, so the convergence test and the reported value are about it.
+        Default: 0 (maximum likelihood)."""
+        del params, hyper
+        return jnp.zeros(())
 
     def converged(self, old_params, new_params, log_likelihood, previous, tol) -> Array:
         """Convergence test; default ``|Δ mean log-likelihood| < tol`` (scikit-learn)."""

@@ -58,18 +58,40 @@ def _hmm(name):
     return jaxem.hmm(FAMILIES[name](), 3)
 
 
+def _map_mixture():
+    """MAP EM: a conjugate prior on tied Gaussian components (no reg_covar: the prior
+    alone keeps them finite) and a Dirichlet prior on the weights."""
+    family = jaxem.gaussian("tied", 0.0)
+    fields = family.conjugate_prior(
+        mean=np.zeros(3), shrinkage=0.1, degrees_of_freedom=5.0, scale=np.eye(3), n_components=3
+    )
+    return jaxem.mixture(
+        jaxem.gaussian("tied", 0.0, map_prior=True, **fields), 3, weights_prior=2.0
+    )
+
+
 MODELS = {
     **{f"mixture-{name}": (lambda name=name: _mixture(name)) for name in FAMILIES},
     **{f"hmm-{name}": (lambda name=name: _hmm(name)) for name in FAMILIES},
     "kmeans": lambda: jaxem.kmeans(3),
     "factor-analysis": lambda: jaxem.factor_analysis(2),
     "ppca": lambda: jaxem.ppca(1),
+    "mixture-map-gaussian": _map_mixture,
+    # Semi-supervised EM: the data are LabelledRows (see _data).
+    "mixture-labelled-gaussian": lambda: jaxem.mixture(jaxem.gaussian("diag"), 3),
 }
 #: Models of real-valued rows with no family: fitted to the Gaussian family's data.
 _GAUSSIAN_DATA = ("kmeans", "factor-analysis", "ppca")
+#: Models that are options of another model, and their family's data.
+_OPTION_DATA = {
+    "mixture-map-gaussian": "gaussian-tied",
+    "mixture-labelled-gaussian": "gaussian-diag",
+}
 
 
 def _family_name(model_name):
+    if model_name in _OPTION_DATA:
+        return _OPTION_DATA[model_name]
     return "gaussian-full" if model_name in _GAUSSIAN_DATA else model_name.split("-", 1)[1]
 
 
@@ -83,6 +105,11 @@ def _data(model_name, dtype=None):
     if model_name.startswith("hmm"):
         obs, mask = jaxem.pad_sequences(np.asarray(x), LENGTHS, dtype=float_dtype)
         return jnp.asarray(obs), jnp.asarray(mask)
+    if model_name == "mixture-labelled-gaussian":  # every fifth row labelled
+        labels = make_blobs(n_samples=x.shape[0], n_features=3, seed=0)[1]
+        log_prior = np.where(np.arange(3) == labels[:, None], 0.0, -np.inf)
+        log_prior[np.arange(x.shape[0]) % 5 != 0] = 0.0
+        return jaxem.LabelledRows(x, jnp.asarray(log_prior, x.dtype))
     return x
 
 
@@ -165,7 +192,10 @@ def test_zero_weight_rows_change_nothing_whatever_they_hold(model_name, garbage,
     )
     np.testing.assert_array_equal(clean.restarts.n_iter, dirty.restarts.n_iter)
     if np.isfinite(garbage) and not model_name.startswith("hmm"):
-        finite = jax.tree.map(lambda leaf: jnp.where(jnp.isfinite(leaf), leaf, 0), extended)
+        # Only the extra rows are made finite: real rows may hold -inf (a row's log prior).
+        finite = jax.tree.map(
+            lambda leaf: leaf.at[n:].set(jnp.where(jnp.isfinite(leaf[n:]), leaf[n:], 0)), extended
+        )
         if all(jnp.issubdtype(leaf.dtype, jnp.floating) for leaf in jax.tree.leaves(data)):
             finite = jax.tree.map(lambda leaf: leaf.at[n:].set(1e3), finite)
         _assert_tree_close(

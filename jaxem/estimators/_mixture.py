@@ -6,7 +6,10 @@
 the subclass's family, keep the best, and store ``weights_``, ``converged_``,
 ``n_iter_``, ``lower_bound_`` and ``lower_bounds_``; ``predict``,
 ``predict_proba``, ``score_samples``, ``score``, ``bic``, ``aic`` and ``sample``
-follow. A subclass is its parameters, its family and its attribute map:
+follow. MAP EM (``weights_prior``; a subclass may add a prior on its components
+through :meth:`MixtureEstimator._with_priors`) and semi-supervised EM
+(``semi_supervised`` with ``fit(X, y)``, or ``fit(X, component_prior=Q)``) live here
+too. A subclass is its parameters, its family and its attribute map:
 
 ``_family()``
     The component family for the estimator's parameters (and, after a fit, the data).
@@ -20,23 +23,43 @@ follow. A subclass is its parameters, its family and its attribute map:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
+from numbers import Real
 
 import jax
 import numpy as np
 from sklearn.base import DensityMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
 
 from jaxem import engine
 from jaxem.contract import Status
 from jaxem.estimators import _array_api, _validation
 from jaxem.estimators._base import EMEstimator, in_fitted_precision, in_input_precision
-from jaxem.models.mixture import MixtureParams, mixture
+from jaxem.models.mixture import LabelledRows, MixtureParams, mixture
 
-__all__ = ["MixtureEstimator", "CONVERGENCE_MESSAGE"]
+__all__ = ["MixtureEstimator", "CONVERGENCE_MESSAGE", "PRIOR_CONSTRAINTS", "PRIOR_PARAMETERS"]
+
+#: Constraints of the MAP and semi-supervised parameters every mixture estimator takes.
+PRIOR_CONSTRAINTS: dict = {
+    "weights_prior": [Interval(Real, 1.0, None, closed="left")],
+    "semi_supervised": ["boolean"],
+}
+
+#: Their documentation (numpydoc, indented as a class's Parameters entries).
+PRIOR_PARAMETERS = """weights_prior : float >= 1, default=1.0
+        jaxem extension, MAP EM: Dirichlet concentration ``α`` on the mixing
+        weights, ``weights_ = (n_k + α - 1) / (n + K (α - 1))``; 1 is maximum
+        likelihood. With ``α > 1``, ``lower_bound_`` and ``tol`` are about the log
+        posterior per sample.
+    semi_supervised : bool, default=False
+        jaxem extension: if True, ``fit(X, y)`` uses ``y`` as labels (a component
+        index per labelled row, -1 for unlabelled rows; see :meth:`fit`). False
+        ignores ``y`` as scikit-learn does."""
 
 #: scikit-learn's warning when the kept initialisation did not converge.
 CONVERGENCE_MESSAGE = (
@@ -86,45 +109,68 @@ class MixtureEstimator(DensityMixin, EMEstimator):
     # -- fitting ---------------------------------------------------------------------------
     @in_input_precision
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, *, component_prior=None):
         """Estimate the parameters with batched EM (``n_init`` restarts, best kept).
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-        y : Ignored
+        y : array-like of shape (n_samples,) of int, or None
+            Ignored unless ``semi_supervised=True`` (so scikit-learn's ``fit(X, y)``
+            stays unsupervised): then a component index for every labelled row and
+            -1 for unlabelled ones. Labelled rows keep their component with
+            probability one in every E-step, and seed the initialisation.
+        component_prior : array-like of shape (n_samples, n_components), optional
+            jaxem extension, the general form of ``y``: per-row prior probabilities
+            ``q`` over the components (rows non-negative, summing to 1). The E-step's
+            responsibilities are ``∝ q_nk π_k p_k(x_n)``; EM maximises
+            ``Σ_n log Σ_k q_nk π_k p_k(x_n)`` (``y``'s unlabelled rows count as
+            ``q = 1``: Nigam et al.'s semi-supervised log-likelihood), and
+            ``lower_bound_`` reports it.
 
         Returns
         -------
         self
             The fitted estimator.
 
+        Raises
+        ------
+        ValueError
+            If ``y`` or ``component_prior`` has the wrong length or shape, a label
+            outside ``[-1, n_components)``, or prior rows that are negative or do not
+            sum to 1.
+
         Warns
         -----
         ConvergenceWarning
             If the best initialisation did not converge within ``max_iter`` (> 0).
         """
-        self._fit(X)
+        self._fit(X, y, component_prior)
         return self
 
     @in_input_precision
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit_predict(self, X, y=None):
+    def fit_predict(self, X, y=None, *, component_prior=None):
         """Fit and return the component of every row of ``X``.
 
         Equal to ``fit(X).predict(X)``: the labels come from a final E-step with
-        the fitted parameters.
+        the fitted parameters. With labels (``y`` and ``semi_supervised=True``, or
+        ``component_prior``) that E-step includes them, so labelled rows keep their
+        component (``predict`` knows nothing of labels).
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-        y : Ignored
+        y : array-like of shape (n_samples,), or None
+            See :meth:`fit`.
+        component_prior : array-like of shape (n_samples, n_components), optional
+            See :meth:`fit`.
 
         Returns
         -------
         labels : ndarray of shape (n_samples,)
         """
-        return self._fit(X)
+        return self._fit(X, y, component_prior)
 
     def _centre(self, X):
         if self._centres_data:
@@ -159,19 +205,24 @@ class MixtureEstimator(DensityMixin, EMEstimator):
                 f"{n_features} features. Set warm_start=False to start afresh."
             )
 
-    def _fit(self, X):
+    def _fit(self, X, y=None, component_prior=None):
         X, dtype, offset = self._validate_fit_input(X, ensure_min_samples=2)
         n_samples = X.shape[0]
         n_components = int(self.n_components)
         _validation.check_n_samples(n_samples, n_components)
         self._fit_support(X)
+        log_prior = _row_log_prior(
+            y if self.semi_supervised else None, component_prior, n_samples, n_components
+        )
 
         x = self._centred(X, offset, dtype)
-        model = self._model_for(n_components, n_samples)
+        model = self._with_priors(self._model_for(n_components, n_samples), X, offset)
         key = _validation.random_key(self.random_state)
         n_restarts, initial, max_iter, converged_at_first = self._start(
             model, X, x, key, offset, dtype
         )
+        if log_prior is not None:  # the rows and their log prior over the components
+            x = LabelledRows(x, _padded_columns(log_prior, model.max_components, dtype))
 
         start = time.perf_counter()
         try:
@@ -201,12 +252,23 @@ class MixtureEstimator(DensityMixin, EMEstimator):
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(CONVERGENCE_MESSAGE, ConvergenceWarning, stacklevel=4)
         # Final E-step with the stored attributes, exactly as predict() computes it.
-        return self._evaluate(X, "predict").astype(np.int64)
+        if log_prior is None:
+            return self._evaluate(X, "predict").astype(np.int64)
+        labels = engine.evaluate(
+            model, model.pad(self._fitted_params(offset, dtype)), x, ("predict",)
+        )[0]
+        return np.asarray(labels)[:n_samples].astype(np.int64)
 
     def _build_model(self, n_components, max_components):
         return mixture(
             self._family(), n_components, init=self.init_params, max_components=max_components
         )
+
+    def _with_priors(self, model, X, offset):
+        """The fit's model with its MAP priors: the Dirichlet ``weights_prior`` here;
+        subclasses add priors on the components (``X`` raw, ``offset`` the centring)."""
+        del X, offset
+        return dataclasses.replace(model, weights_prior=float(self.weights_prior))
 
     def _n_components_fitted(self):
         return int(np.shape(self.weights_)[0])
@@ -378,3 +440,57 @@ class MixtureEstimator(DensityMixin, EMEstimator):
                 print(f"Initialization {message}. lower bound {lower_bound:.5f}.")
         if self.verbose >= 2:
             print(f"All {trace.shape[0]} initializations, batched: time lapse {elapsed:.5f}s")
+
+
+def _row_log_prior(y, component_prior, n_samples: int, n_components: int):
+    """``(n_samples, n_components)`` float64 log prior over the components of every row
+    from ``y`` (labels, -1 unlabelled) or ``component_prior`` (probabilities), or None."""
+    if y is not None and component_prior is not None:
+        raise ValueError(
+            "Pass either labels y (with semi_supervised=True) or component_prior, not both."
+        )
+    if y is not None:
+        labels = np.asarray(y)
+        if labels.ndim != 1 or labels.shape[0] != n_samples:
+            raise ValueError(
+                f"y must hold one label per row of X ({n_samples}), got shape {labels.shape}; "
+                "use -1 for unlabelled rows."
+            )
+        if labels.dtype.kind not in "iuf" or not np.all(np.isfinite(labels)):
+            raise ValueError(f"y must hold integer labels (-1 for unlabelled), got {labels.dtype}.")
+        if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
+            raise ValueError("y must hold integer labels (-1 for unlabelled rows).")
+        labels = labels.astype(np.int64)
+        outside = (labels < -1) | (labels >= n_components)
+        if np.any(outside):
+            raise ValueError(
+                f"y holds labels outside [-1, {n_components}) (for example "
+                f"{labels[outside][0]}): a label is a component index below n_components="
+                f"{n_components}, or -1 for an unlabelled row."
+            )
+        log_prior = np.where(np.arange(n_components) == labels[:, None], 0.0, -np.inf)
+        return np.where(labels[:, None] < 0, 0.0, log_prior)
+    if component_prior is None:
+        return None
+    prior = np.asarray(component_prior, np.float64)
+    if prior.shape != (n_samples, n_components):
+        raise ValueError(
+            f"component_prior must have shape (n_samples, n_components) = "
+            f"({n_samples}, {n_components}), got {prior.shape}."
+        )
+    if not np.all(np.isfinite(prior)) or np.any(prior < 0):
+        raise ValueError("component_prior must hold finite, non-negative probabilities.")
+    sums = prior.sum(axis=1)
+    off = np.abs(sums - 1) > 1e-6
+    if np.any(off):
+        row = int(np.argmax(off))
+        raise ValueError(
+            f"Every row of component_prior must sum to 1; row {row} sums to {sums[row]:.6g}."
+        )
+    with np.errstate(divide="ignore"):  # a probability of 0 is allowed: log 0 = -inf
+        return np.log(prior)
+
+
+def _padded_columns(log_prior, n_columns: int, dtype):
+    """``log_prior`` with padding components' columns (0: their weight is 0 anyway)."""
+    return np.pad(log_prior, ((0, 0), (0, n_columns - log_prior.shape[1]))).astype(dtype)

@@ -17,7 +17,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from jaxem.estimators._mixture import MixtureEstimator
+from jaxem.estimators._mixture import PRIOR_CONSTRAINTS, PRIOR_PARAMETERS, MixtureEstimator
 from jaxem.families.bernoulli import bernoulli
 from jaxem.families.categorical import categorical
 from jaxem.families.multinomial import multinomial
@@ -36,9 +36,11 @@ _COMMON_CONSTRAINTS: dict = {
     "warm_start": ["boolean"],
     "verbose": ["verbose"],
     "verbose_interval": [Interval(Integral, 1, None, closed="left")],
+    **PRIOR_CONSTRAINTS,
 }
 
-_COMMON_PARAMETERS = """n_components : int, default=1
+_COMMON_PARAMETERS = (
+    """n_components : int, default=1
         The number of mixture components.
     tol : float, default=1e-3
         EM stops when the change of the mean per-sample log-likelihood is below
@@ -59,7 +61,10 @@ default='kmeans'
     verbose : int, default=0
         1 prints each initialisation and iteration, 2 also the log-likelihood changes.
     verbose_interval : int, default=10
-        Iterations between printed lines."""
+        Iterations between printed lines.
+    """
+    + PRIOR_PARAMETERS
+)
 
 _COMMON_ATTRIBUTES = """weights_ : ndarray of shape (n_components,)
     converged_ : bool
@@ -93,6 +98,8 @@ class _DiscreteMixture(MixtureEstimator):
         warm_start=False,
         verbose=0,
         verbose_interval=10,
+        weights_prior=1.0,
+        semi_supervised=False,
     ):
         self.n_components = n_components
         self.tol = tol
@@ -103,6 +110,8 @@ class _DiscreteMixture(MixtureEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.verbose_interval = verbose_interval
+        self.weights_prior = weights_prior
+        self.semi_supervised = semi_supervised
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -204,6 +213,8 @@ class BernoulliMixture(_DiscreteMixture):
         verbose=0,
         verbose_interval=10,
         binarize=None,
+        weights_prior=1.0,
+        semi_supervised=False,
     ):
         super().__init__(
             n_components,
@@ -215,6 +226,8 @@ class BernoulliMixture(_DiscreteMixture):
             warm_start=warm_start,
             verbose=verbose,
             verbose_interval=verbose_interval,
+            weights_prior=weights_prior,
+            semi_supervised=semi_supervised,
         )
         self.binarize = binarize
 
@@ -315,6 +328,8 @@ class CategoricalMixture(_DiscreteMixture):
         verbose=0,
         verbose_interval=10,
         n_categories=None,
+        weights_prior=1.0,
+        semi_supervised=False,
     ):
         super().__init__(
             n_components,
@@ -326,6 +341,8 @@ class CategoricalMixture(_DiscreteMixture):
             warm_start=warm_start,
             verbose=verbose,
             verbose_interval=verbose_interval,
+            weights_prior=weights_prior,
+            semi_supervised=semi_supervised,
         )
         self.n_categories = n_categories
 

@@ -7,6 +7,7 @@ restarts of :func:`jaxem.fit`, and stores scikit-learn's fitted attributes.
 
 from __future__ import annotations
 
+import dataclasses
 from numbers import Integral, Real
 from typing import Any, NamedTuple
 
@@ -19,11 +20,14 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from jaxem import engine
 from jaxem.estimators import _array_api, _validation
 from jaxem.estimators._base import MESH_CONSTRAINT, in_input_precision
-from jaxem.estimators._mixture import MixtureEstimator
+from jaxem.estimators._mixture import PRIOR_CONSTRAINTS, MixtureEstimator
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian, GaussianParams, gaussian
 from jaxem.models.mixture import MixtureParams
 
 __all__ = ["GaussianMixture"]
+
+#: What a ``prior`` dict may set (the rest is mclust's default).
+_PRIOR_KEYS = ("shrinkage", "mean", "degrees_of_freedom", "scale")
 
 
 class GaussianMixture(MixtureEstimator):
@@ -93,6 +97,25 @@ default='kmeans'
     step_decay : float in (0, 1], default=0.6
         jaxem extension, for :meth:`partial_fit`: step ``t`` of online EM moves the
         running statistics by ``(t + 2) ** -step_decay`` towards the batch's.
+    prior : None, 'mclust' or dict, default=None
+        jaxem extension, MAP EM: a conjugate prior on the components, added to the
+        M-step as pseudo-counts (see :meth:`jaxem.Gaussian.conjugate_prior` for the
+        priors and their posterior modes). 'mclust' is mclust's default prior
+        (Fraley and Raftery 2007, ``priorControl()``): shrinkage 0.01, mean the data
+        mean, ``n_features + 2`` degrees of freedom, scale the data covariance
+        ``/ n_components^(2/n_features)`` (diag, spherical: the mean variance, a
+        number). A dict sets any of ``shrinkage``, ``mean``, ``degrees_of_freedom``,
+        ``scale`` (in the data's coordinates) and takes mclust's for the rest.
+        ``reg_covar`` is still added. Keeps covariances away from singularity where
+        maximum likelihood collapses (many components, few rows).
+    weights_prior : float >= 1, default=1.0
+        jaxem extension, MAP EM: Dirichlet concentration ``α`` on the mixing
+        weights, ``weights_ = (n_k + α - 1) / (n + K (α - 1))``; 1 is maximum
+        likelihood.
+    semi_supervised : bool, default=False
+        jaxem extension: if True, ``fit(X, y)`` uses ``y`` as labels (a component
+        index per labelled row, -1 for unlabelled rows; see :meth:`fit`). False
+        ignores ``y`` as scikit-learn does.
 
     Attributes
     ----------
@@ -111,7 +134,10 @@ default='kmeans'
         EM iterations of the best initialisation.
     lower_bound_ : float
         Mean per-sample log-likelihood of the best initialisation at its last
-        E-step.
+        E-step. With a prior (``prior``, ``weights_prior > 1``) the mean per-sample
+        log posterior, ``(log-likelihood + log prior) / n_samples`` up to a constant
+        of the prior: EM's convergence test (``tol``) is about it too. With labels,
+        the semi-supervised log-likelihood (see :meth:`fit`).
     lower_bounds_ : list of float
         That value at every iteration of the best initialisation.
     n_features_in_ : int
@@ -183,6 +209,8 @@ default='kmeans'
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
         "mesh": MESH_CONSTRAINT,
         "step_decay": [Interval(Real, 0.0, 1.0, closed="right")],
+        "prior": [None, StrOptions({"mclust"}), dict],
+        **PRIOR_CONSTRAINTS,
     }
 
     def __init__(
@@ -204,6 +232,9 @@ default='kmeans'
         verbose_interval=10,
         mesh=None,
         step_decay=0.6,
+        prior=None,
+        weights_prior=1.0,
+        semi_supervised=False,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -221,6 +252,9 @@ default='kmeans'
         self.verbose_interval = verbose_interval
         self.mesh = mesh
         self.step_decay = step_decay
+        self.prior = prior
+        self.weights_prior = weights_prior
+        self.semi_supervised = semi_supervised
 
     # -- fitting ---------------------------------------------------------------------------
     @in_input_precision
@@ -247,6 +281,12 @@ default='kmeans'
         -------
         self : GaussianMixture
         """
+        if self.prior is not None or float(self.weights_prior) != 1.0:
+            raise ValueError(
+                "partial_fit runs maximum-likelihood online EM; MAP priors (prior, "
+                "weights_prior) apply to fit only. Set prior=None and weights_prior=1.0, "
+                "or use fit."
+            )
         state = getattr(self, "_online_state", None)
         if state is not None:
             X, x, dtype, offset = self._evaluation_input(X)
@@ -298,9 +338,33 @@ default='kmeans'
                 f"'array_api_dispatch' to use init_params={self.init_params!r}."
             )
 
-    def _fit(self, X):
+    def _fit(self, X, y=None, component_prior=None):
         self.__dict__.pop("_online_state", None)  # a new fit ends any online one
-        return super()._fit(X)
+        return super()._fit(X, y, component_prior)
+
+    def _with_priors(self, model, X, offset):
+        """The Dirichlet prior on the weights, and ``prior`` on the components: the
+        family's MAP M-step with the conjugate prior's fields."""
+        model = super()._with_priors(model, X, offset)
+        if self.prior is None:
+            return model
+        family = self._family()
+        settings = {} if self.prior == "mclust" else dict(self.prior)
+        unknown = set(settings) - set(_PRIOR_KEYS)
+        if unknown:
+            raise ValueError(
+                f"prior has unknown keys {sorted(unknown)}; use 'mclust' or a dict of "
+                f"{list(_PRIOR_KEYS)}."
+            )
+        n_components = int(self.n_components)
+        values = family.default_conjugate_prior(X, n_components)
+        values.update(settings)
+        values["mean"] = np.asarray(values["mean"], np.float64) - offset
+        fields = family.conjugate_prior(**values, n_components=n_components)
+        prior_family = gaussian(
+            self.covariance_type, float(self.reg_covar), exact=True, map_prior=True, **fields
+        )
+        return dataclasses.replace(model, family=prior_family)
 
     def _start(self, model, X, x, key, offset, dtype):
         """The user's ``*_init`` parameters where given (warm start first)."""

@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from jaxem.estimators._base import MESH_CONSTRAINT
-from jaxem.estimators._mixture import MixtureEstimator
+from jaxem.estimators._mixture import PRIOR_CONSTRAINTS, MixtureEstimator
 from jaxem.families.gaussian import COVARIANCE_TYPES
 from jaxem.families.student_t import StudentT, student_t
 from jaxem.models.mixture import INIT_METHODS
@@ -61,6 +61,11 @@ default='kmeans'
         Iterations between printed lines.
     mesh : None, int or jax.sharding.Mesh, default=None
         Devices to spread the fit over (see :func:`jaxem.fit`).
+    weights_prior : float >= 1, default=1.0
+        jaxem extension, MAP EM: Dirichlet concentration on the mixing weights (see
+        :class:`jaxem.GaussianMixture`).
+    semi_supervised : bool, default=False
+        jaxem extension: if True, ``fit(X, y)`` uses ``y`` as labels (-1 unlabelled).
 
     Attributes
     ----------
@@ -125,6 +130,7 @@ default='kmeans'
         "verbose": ["verbose"],
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
         "mesh": MESH_CONSTRAINT,
+        **PRIOR_CONSTRAINTS,
     }
 
     def __init__(
@@ -146,6 +152,8 @@ default='kmeans'
         verbose=0,
         verbose_interval=10,
         mesh=None,
+        weights_prior=1.0,
+        semi_supervised=False,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -163,6 +171,8 @@ default='kmeans'
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.mesh = mesh
+        self.weights_prior = weights_prior
+        self.semi_supervised = semi_supervised
 
     def _family(self) -> StudentT:
         return student_t(

@@ -417,6 +417,191 @@ class Gaussian(Family):
         usable = jnp.all(jnp.isfinite(chol), axis=(-2, -1), keepdims=True)
         return GaussianParams(means, jnp.where(usable, chol, rescued))
 
+    def log_prior(self, params: GaussianParams, hyper, active):
+        """Log density, up to a constant, of the prior that :meth:`map_m_step` is the
+        mode of (0 without ``map_prior``), summed over the ``active`` components.
+
+        With ``P = Σ⁻¹``, ``ν' = max(ν - D, 0)`` (full, tied) or ``max(ν - 1, 0)``
+        per variance (diag, spherical) and ``Ψ`` the ``covars_prior``, per covariance
+        ``-ν'/2 log|Σ| - ½ tr(P Ψ)``, and per mean ``-λ/2 (μ-μ₀)ᵀ P (μ-μ₀)``: adding
+        the log-likelihood, :meth:`map_m_step` (``reg_covar = 0``) maximises it.
+        """
+        if not isinstance(hyper, GaussianPriorHyper):
+            return super().log_prior(params, hyper, active)
+        means, chol = params
+        n_features = means.shape[-1]
+        # (μ_k - μ₀)ᵀ P_k (μ_k - μ₀): the diagonal of every prior mean against every component.
+        prior_means = jnp.broadcast_to(hyper.means_prior, means.shape)
+        squared, log_det = self.squared_distances(params, prior_means)
+        mean_terms = -0.5 * hyper.means_weight * jnp.diagonal(squared)  # (K,)
+        if self.covariance_type in ("full", "tied"):
+            precision = chol @ jnp.swapaxes(chol, -1, -2)
+            scale = jnp.broadcast_to(hyper.covars_prior, precision.shape)
+            trace = jnp.sum(precision * scale, axis=(-2, -1))
+            # -ν'/2 log|Σ| = ν' log|U|.
+            covariance_terms = jnp.maximum(hyper.covars_weight - n_features, 0) * log_det
+        else:
+            precision = chol * chol
+            scale = jnp.broadcast_to(hyper.covars_prior, means.shape)
+            if self.covariance_type == "spherical":
+                scale = jnp.sum(scale, -1)
+            trace = jnp.sum(jnp.reshape(precision * scale, means.shape[:1] + (-1,)), -1)
+            covariance_terms = jnp.maximum(hyper.covars_weight - 1, 0) * log_det
+        if self.covariance_type == "tied":  # one covariance, shared by every component
+            return jnp.sum(jnp.where(active, mean_terms, 0.0)) + covariance_terms[0] - 0.5 * trace
+        per_component = mean_terms + covariance_terms - 0.5 * trace
+        return jnp.sum(jnp.where(active, per_component, 0.0))
+
+    # -- the normal-inverse-Wishart prior (host side, numpy; not the contract) --------------
+    def default_conjugate_prior(self, x, n_components: int) -> dict[str, Any]:
+        """mclust's default conjugate prior (``defaultPrior``; Fraley and Raftery 2007)
+        for ``n_components`` components on the rows ``x`` ``(n, D)``.
+
+        Shrinkage ``κ = 0.01``, mean the data mean, ``ν = D + 2`` degrees of freedom,
+        scale ``cov(x) / K^(2/D)`` (full, tied) or, for diag and spherical, the mean
+        of the per-feature variances ``/ K^(2/D)`` (a number).
+
+        Returns
+        -------
+        dict
+            ``mean``, ``shrinkage``, ``degrees_of_freedom``, ``scale`` (numpy float64),
+            the arguments of :meth:`conjugate_prior`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import jaxem
+        >>> x = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0]])
+        >>> prior = jaxem.gaussian("diag").default_conjugate_prior(x, n_components=4)
+        >>> prior["mean"], prior["degrees_of_freedom"], round(float(prior["scale"]), 4)
+        (array([1., 1.]), 4.0, 0.3333)
+        """
+        x = np.asarray(x, np.float64)
+        n_features = x.shape[1]
+        covariance = np.atleast_2d(np.cov(x, rowvar=False))
+        factor = float(n_components) ** (-2.0 / n_features)
+        if self._matrices:
+            scale = factor * covariance
+        else:
+            scale = np.asarray(factor * np.trace(covariance) / n_features)
+        return {
+            "mean": x.mean(axis=0),
+            "shrinkage": 0.01,
+            "degrees_of_freedom": float(n_features + 2),
+            "scale": scale,
+        }
+
+    def conjugate_prior(
+        self, *, mean, shrinkage, degrees_of_freedom, scale, n_components: int
+    ) -> dict[str, Any]:
+        """The MAP fields of this family (``means_prior``, ``means_weight``,
+        ``covars_prior``, ``covars_weight``: :meth:`map_m_step`'s parametrisation) whose
+        M-step is the posterior mode under the conjugate prior
+
+        - full: ``μ_k | Σ_k ~ N(μ₀, Σ_k / κ)``, ``Σ_k ~ IW(ν, Λ)``;
+        - tied: the same with one ``Σ`` shared by the ``n_components`` means;
+        - diag: per feature ``μ_kj | σ²_kj ~ N(μ₀j, σ²_kj / κ)``,
+          ``σ²_kj ~ IG(ν/2, ς²_j/2)``;
+        - spherical: ``μ_k | σ²_k ~ N(μ₀, σ²_k I / κ)``, ``σ²_k ~ IG(ν/2, ς²/2)``;
+
+        so with ``S_k`` the scatter of component ``k`` about its mean ``x̄_k`` and
+        ``B_k = κ n_k / (κ + n_k) (x̄_k - μ₀)(x̄_k - μ₀)ᵀ``, the M-step gives
+        ``μ_k = (n_k x̄_k + κ μ₀) / (n_k + κ)`` and (Fraley and Raftery 2007)
+
+        - full: ``Σ_k = (Λ + S_k + B_k) / (ν + n_k + D + 2)``;
+        - tied: ``Σ = (Λ + Σ_k (S_k + B_k)) / (ν + n + D + K + 1)``;
+        - diag: ``σ²_kj = (ς²_j + [S_k + B_k]_jj) / (ν + n_k + 3)``;
+        - spherical: ``σ²_k = (ς² + tr(S_k + B_k)) / (ν + (n_k + 1) D + 2)``;
+
+        then ``reg_covar`` on the diagonal.
+
+        Parameters
+        ----------
+        mean : array-like (D,)
+            ``μ₀``, in the coordinates the model is fitted in.
+        shrinkage : float >= 0
+            ``κ``, the prior's weight on the means in pseudo-rows.
+        degrees_of_freedom : float >= 0
+            ``ν``.
+        scale : array-like
+            ``Λ`` (D, D) symmetric positive definite (full, tied); ``ς²`` a positive
+            number or (D,) per feature (diag); a positive number (spherical).
+        n_components : int
+            ``K`` (the tied mode counts the ``K`` mean priors).
+
+        Returns
+        -------
+        dict
+            Keyword arguments for :func:`gaussian` with ``map_prior=True``.
+
+        Raises
+        ------
+        ValueError
+            If ``shrinkage`` or ``degrees_of_freedom`` is negative or not finite, or
+            ``scale`` has the wrong shape or is not positive (definite).
+
+        Examples
+        --------
+        >>> import jaxem
+        >>> fields = jaxem.gaussian("spherical").conjugate_prior(
+        ...     mean=[0.0, 0.0], shrinkage=0.01, degrees_of_freedom=4.0, scale=0.5,
+        ...     n_components=3)
+        >>> family = jaxem.gaussian("spherical", map_prior=True, **fields)
+        >>> float(fields["covars_weight"])  # (ν + 2) / D + 2
+        5.0
+        """
+        mean = np.asarray(mean, np.float64)
+        if mean.ndim != 1:
+            raise ValueError(
+                f"The prior mean must be a vector (n_features,), got shape {mean.shape}."
+            )
+        n_features = mean.shape[0]
+        for name, value in (("shrinkage", shrinkage), ("degrees_of_freedom", degrees_of_freedom)):
+            if not (np.ndim(value) == 0 and np.isfinite(value) and value >= 0):
+                raise ValueError(
+                    f"The prior's {name} must be a non-negative number, got {value!r}."
+                )
+        scale = np.asarray(scale, np.float64)
+        nu = float(degrees_of_freedom)
+        if self._matrices:
+            if scale.shape != (n_features, n_features):
+                raise ValueError(
+                    f"The prior scale of {self.covariance_type!r} covariances must be a "
+                    f"({n_features}, {n_features}) matrix, got shape {scale.shape}."
+                )
+            if not (np.allclose(scale, scale.T) and np.all(np.linalg.eigvalsh(scale) > 0)):
+                raise ValueError("The prior scale must be symmetric positive definite.")
+            # ν_h - D = ν + D + 2 (full), ν + D + K + 1 (tied): the exponents of |Σ|.
+            extra = (
+                n_features + 2 if self.covariance_type == "full" else n_features + 1 + n_components
+            )
+            covars_weight = nu + n_features + extra
+            covars_prior = scale
+        else:
+            allowed = {(), (n_features,)} if self.covariance_type == "diag" else {()}
+            if (
+                scale.shape not in allowed
+                or not np.all(scale > 0)
+                or not np.all(np.isfinite(scale))
+            ):
+                shapes = (
+                    "number or (n_features,) array" if self.covariance_type == "diag" else "number"
+                )
+                raise ValueError(
+                    f"The prior scale of {self.covariance_type!r} variances must be a positive "
+                    f"{shapes}, got {scale!r}."
+                )
+            if self.covariance_type == "diag":  # ν_h - 1 = ν + 3
+                covars_weight, covars_prior = nu + 4, scale
+            else:  # D (ν_h - 1) = ν + D + 2, and the map step sums Ψ over the features
+                covars_weight, covars_prior = (nu + 2) / n_features + 2, scale / n_features
+        return {
+            "means_prior": mean,
+            "means_weight": float(shrinkage),
+            "covars_prior": covars_prior,
+            "covars_weight": float(covars_weight),
+        }
+
     def n_parameters(self, n_components: int, n_features: int) -> int:
         covariance = {
             "full": n_components * n_features * (n_features + 1) // 2,
@@ -450,9 +635,20 @@ class Gaussian(Family):
         """Components centred on ``rows`` (K, D) with covariance ``reg_covar · I``.
 
         This is the M-step from one point per component, computed exactly: the
-        moment form would subtract two equal large numbers.
+        moment form would subtract two equal large numbers. With ``map_prior``, the
+        MAP M-step from one point each (scatter 0, exact too).
         """
         n_components, n_features = rows.shape
+        if isinstance(hyper, GaussianPriorHyper):
+            ones = jnp.ones((n_components,), rows.dtype)
+            scatter_shape = {
+                "full": (n_components, n_features, n_features),
+                "tied": (n_components, n_features, n_features),
+                "diag": (n_components, n_features),
+                "spherical": (n_components,),
+            }[self.covariance_type]
+            stats = GaussianStats(ones, rows, jnp.zeros(scatter_shape, rows.dtype))
+            return self.map_m_step(stats, ones, hyper)
         scale = jax.lax.rsqrt(hyper.reg_covar) * jnp.ones((), rows.dtype)
         if self.covariance_type == "full":
             chol = scale * jnp.broadcast_to(

@@ -18,7 +18,14 @@ from jaxem.models.latent_linear import (
     ppca,
 )
 from jaxem.models.lda import LDA, Documents, LDAHyper, LDAParams, LDAStats, lda
-from jaxem.models.mixture import Mixture, MixtureHyper, MixtureParams, MixtureStats, mixture
+from jaxem.models.mixture import (
+    LabelledRows,
+    Mixture,
+    MixtureHyper,
+    MixtureParams,
+    MixtureStats,
+    mixture,
+)
 
 __all__ = [
     "HMM",
@@ -43,6 +50,7 @@ __all__ = [
     "LDAStats",
     "Documents",
     "lda",
+    "LabelledRows",
     "Mixture",
     "MixtureHyper",
     "MixtureParams",

@@ -25,7 +25,15 @@ from jaxem.seeding import (
     random_rows,
 )
 
-__all__ = ["Mixture", "MixtureParams", "MixtureStats", "MixtureHyper", "mixture", "INIT_METHODS"]
+__all__ = [
+    "Mixture",
+    "MixtureParams",
+    "MixtureStats",
+    "MixtureHyper",
+    "LabelledRows",
+    "mixture",
+    "INIT_METHODS",
+]
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 
@@ -46,12 +54,47 @@ class MixtureStats(NamedTuple):
 
 
 class MixtureHyper(NamedTuple):
-    """Numeric hyperparameters: the family's, the k-means init tolerance, and the
-    number of components in use (the rest of ``max_components`` is padding)."""
+    """Numeric hyperparameters: the family's, the k-means init tolerance, the
+    number of components in use (the rest of ``max_components`` is padding), and the
+    Dirichlet concentration on the mixing weights (1: none)."""
 
     family: Any
     kmeans_tol: jax.Array
     n_active: jax.Array
+    weights_prior: jax.Array
+
+
+class LabelledRows(NamedTuple):
+    """Rows with per-row log prior probabilities over the components (semi-supervised
+    EM): the data a :class:`Mixture` takes in place of plain rows.
+
+    The E-step adds ``log_prior`` to the log-joint, so row ``n``'s responsibilities
+    are ``∝ q_nk π_k p_k(x_n)`` and EM maximises ``Σ_n log Σ_k q_nk π_k p_k(x_n)``.
+    A labelled row has ``log_prior`` 0 at its component and ``-inf`` elsewhere (it
+    keeps its label with probability one); a row without information has 0
+    everywhere (Nigam et al.'s semi-supervised log-likelihood).
+
+    Attributes
+    ----------
+    x : (n, n_features) the rows.
+    log_prior : (n, max_components) floating, ``log q``; ``-inf`` allowed.
+
+    Examples
+    --------
+    >>> import jax, numpy as np
+    >>> import jaxem
+    >>> X = np.repeat([[0.0], [4.0]], 20, axis=0) + np.random.default_rng(0).normal(size=(40, 1))
+    >>> log_prior = np.zeros((40, 2))
+    >>> log_prior[0] = [-np.inf, 0.0]  # row 0 (of the cluster at 0) is in component 1
+    >>> model = jaxem.mixture(jaxem.gaussian("diag"), 2)
+    >>> result = jaxem.fit(model, jaxem.LabelledRows(X, log_prior), key=jax.random.key(0))
+    >>> means = np.asarray(result.params.components.means[:, 0])
+    >>> bool(abs(means[0] - 4) < 0.5 and abs(means[1]) < 0.5)
+    True
+    """
+
+    x: Any
+    log_prior: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +114,11 @@ class Mixture(Model):
         responsibilities. All run on the device, batched over restarts.
     kmeans_max_iter : int
         Lloyd iterations cap of the "kmeans" init (scikit-learn's KMeans default).
+    weights_prior : float
+        Dirichlet concentration ``α >= 1`` on the mixing weights (MAP EM): the
+        M-step adds ``α - 1`` pseudo-counts to every component, ``π_k = (n_k + α - 1)
+        / (n + K (α - 1))``, and the monitored objective gains ``(α - 1) Σ log π_k``.
+        1 (default): maximum likelihood. Excluded from equality (no recompile).
     max_components : int, optional
         Size of the component arrays (default ``n_components``). Components past
         ``n_components`` are padding: weight 0 (``log_weights = -inf``), they win no
@@ -96,6 +144,7 @@ class Mixture(Model):
     init_method: str = "kmeans"
     kmeans_max_iter: int = 300
     max_components: int | None = None
+    weights_prior: float = dataclasses.field(default=1.0, compare=False)
 
     outputs: ClassVar[tuple[str, ...]] = (
         "log_prob",
@@ -115,6 +164,11 @@ class Mixture(Model):
                 f"max_components must be an int >= n_components={self.n_components}, "
                 f"got {self.max_components!r}."
             )
+        if not (np.ndim(self.weights_prior) == 0 and self.weights_prior >= 1):
+            raise ValueError(
+                "weights_prior (the Dirichlet concentration on the mixing weights) must be "
+                f"a number >= 1, got {self.weights_prior!r}."
+            )
         if self.init_method not in INIT_METHODS:
             raise ValueError(f"init must be one of {INIT_METHODS}, got {self.init_method!r}.")
 
@@ -124,6 +178,7 @@ class Mixture(Model):
             self.family.hyper(dtype),
             jnp.asarray(1e-4, dtype),
             jnp.asarray(self.n_components, jnp.int32),
+            jnp.asarray(self.weights_prior, dtype),
         )
 
     def active(self, hyper: MixtureHyper):
@@ -133,19 +188,29 @@ class Mixture(Model):
     def e_step(self, params: MixtureParams, x, weights, hyper):
         log_joint = self.log_joint(params, x)
         resp, log_norm = ops.softmax_and_logsumexp(log_joint, axis=1, scale=weights)
-        stats = MixtureStats(resp.sum(0), self.family.statistics(params.components, x, resp))
+        rows = _rows(x)
+        stats = MixtureStats(resp.sum(0), self.family.statistics(params.components, rows, resp))
         # where() keeps 0 * -inf of padding rows from turning the sum into NaN.
         return stats, jnp.sum(jnp.where(weights > 0, weights * log_norm, 0.0))
 
     def m_step(self, stats: MixtureStats, params: MixtureParams, hyper) -> MixtureParams:
         active = self.active(hyper)
-        counts = stats.counts + ops.tiny(stats.counts.dtype)
+        # The Dirichlet prior's α - 1 pseudo-counts (0 without a prior: unchanged bits).
+        counts = stats.counts + ops.tiny(stats.counts.dtype) + (hyper.weights_prior - 1)
         total = jnp.sum(jnp.where(active, counts, 0))
         components = self.family.m_step(stats.emission_stats, stats.counts, hyper.family)
         return MixtureParams(
             log_weights=jnp.where(active, jnp.log(counts / total), -jnp.inf),
             components=self._pad_components(components, active),
         )
+
+    def log_prior(self, params: MixtureParams, hyper):
+        """``(α - 1) Σ_k log π_k`` over the active components plus the family's prior."""
+        active = self.active(hyper)
+        pseudo = hyper.weights_prior - 1
+        # Guarded: a weight of 0 without a prior must give 0, not 0 · -inf.
+        dirichlet = jnp.sum(jnp.where(active & (pseudo != 0), pseudo * params.log_weights, 0.0))
+        return dirichlet + self.family.log_prior(params.components, hyper.family, active)
 
     def combine_stats(self, a: MixtureStats, b: MixtureStats) -> MixtureStats:
         """Counts add; the family merges its own statistics."""
@@ -194,35 +259,53 @@ class Mixture(Model):
         return self.family.take_components(components, index)
 
     def init(self, key, chunks: Chunks, hyper) -> MixtureParams:
+        """One restart's initial parameters (see ``init_method``).
+
+        With :class:`LabelledRows`, the seeds of components that have labelled rows
+        are those rows' means (seeded k-means, Basu, Banerjee and Mooney 2002), and
+        every row's initial responsibilities are the method's (one-hot on the
+        nearest centre, or random) times its prior ``q``, renormalised (``q`` alone
+        where they disagree): a labelled row starts in its component.
+        """
         family, n_components = self.family, self.max_components
         active = self.active(hyper)
         dtype = chunks.weights.dtype
+        labelled = isinstance(chunks.x, LabelledRows)
+        rows = Chunks(_rows(chunks.x), chunks.weights)
 
         def points(rows):  # what distance-based seeding works on, chunk by chunk
             return family.seeding_points(rows).astype(dtype)
 
-        if self.init_method in ("k-means++", "random_from_data"):
+        if self.init_method in ("k-means++", "random_from_data") and not labelled:
             # Greedy k-means++ and Gumbel top-k draws pick rows one by one, so the first
             # n_components of max_components picks are the n_components picks.
             if self.init_method == "k-means++":
-                _, index = kmeans_plusplus_chunked(key, chunks, n_components, points=points)
+                _, index = kmeans_plusplus_chunked(key, rows, n_components, points=points)
             else:
-                index = random_rows(key, chunks.weights, n_components)
+                index = random_rows(key, rows.weights, n_components)
             # One-hot responsibilities on the seed rows only, as scikit-learn.
             index = jnp.where(active, index, index[0])
             log_weights = jnp.where(active, -jnp.log(hyper.n_active.astype(dtype)), -jnp.inf)
-            rows = _iterate.take_rows(chunks, index)
-            return MixtureParams(log_weights, family.params_from_rows(rows, hyper.family))
+            seed_rows = _iterate.take_rows(rows, index)
+            return MixtureParams(log_weights, family.params_from_rows(seed_rows, hyper.family))
 
-        if self.init_method == "kmeans":
-            seeds, _ = kmeans_plusplus_chunked(key, chunks, n_components, points=points)
-            centers = lloyd(
-                jnp.where(active[:, None], seeds, seeds[0]),
-                Chunks(jax.vmap(points)(chunks.x), chunks.weights),
-                max_iter=self.kmeans_max_iter,
-                tol=hyper.kmeans_tol,
-                n_active=hyper.n_active,
-            )
+        if self.init_method != "random":
+            if self.init_method == "random_from_data":
+                index = random_rows(key, rows.weights, n_components)
+                seeds = points(_iterate.take_rows(rows, index))
+            else:
+                seeds, _ = kmeans_plusplus_chunked(key, rows, n_components, points=points)
+            if labelled:
+                seeds = self._labelled_seeds(seeds, chunks, points, active)
+            centers = jnp.where(active[:, None], seeds, seeds[0])
+            if self.init_method == "kmeans":
+                centers = lloyd(
+                    centers,
+                    Chunks(jax.vmap(points)(rows.x), rows.weights),
+                    max_iter=self.kmeans_max_iter,
+                    tol=hyper.kmeans_tol,
+                    n_active=hyper.n_active,
+                )
 
             def responsibilities(x_chunk, index):
                 labels, _ = nearest_centers(points(x_chunk), centers, active)
@@ -239,14 +322,33 @@ class Mixture(Model):
 
         def chunk_stats(chunk, _):
             x_chunk, w_chunk, index = chunk
-            resp = responsibilities(x_chunk, index) * w_chunk[:, None]
-            return MixtureStats(resp.sum(0), family.statistics(None, x_chunk, resp))
+            resp = responsibilities(_rows(x_chunk), index)
+            if labelled:
+                resp = _times_prior(resp, _row_prior(x_chunk.log_prior, active))
+            resp = resp * w_chunk[:, None]
+            return MixtureStats(resp.sum(0), family.statistics(None, _rows(x_chunk), resp))
 
         # Global chunk numbers, for the rows' keys of the "random" init.
         numbers = _iterate.chunk_indices(chunks.n_chunks)
         indexed = Chunks((chunks.x, chunks.weights, numbers), chunks.weights)
         stats = _iterate.chunked_sum(chunk_stats, indexed, self.combine_stats)
         return self.m_step(stats, None, hyper)
+
+    def _labelled_seeds(self, seeds, chunks: Chunks, points, active):
+        """``seeds`` with those of components that have labelled rows replaced by their
+        rows' mean (in seeding points), each row weighted by how much its prior
+        exceeds the uniform one, ``max(q_nk - 1/K, 0)`` (0 for a row without
+        information)."""
+
+        def sums(x, weights):
+            prior = _row_prior(x.log_prior, active)
+            uniform = 1.0 / jnp.sum(active).astype(prior.dtype)
+            excess = jnp.where(active, jnp.maximum(prior - uniform, 0.0), 0.0) * weights[:, None]
+            return excess.sum(0), excess.T @ points(x.x)
+
+        mass, total = _iterate.chunked_sum(sums, chunks)
+        means = total / jnp.where(mass > 0, mass, 1.0)[:, None]
+        return jnp.where((mass > 0)[:, None], means, seeds)
 
     def log_prob(self, params: MixtureParams, x):
         """Per-row log-likelihood ``log p(x)``, shape ``(n,)``."""
@@ -260,8 +362,11 @@ class Mixture(Model):
 
     # -- derived quantities ------------------------------------------------------------------
     def log_joint(self, params: MixtureParams, x):
-        """``(n, K)`` log of ``π_k p_k(x)``."""
-        return self.family.log_densities(params.components, x) + params.log_weights
+        """``(n, K)`` log of ``π_k p_k(x)`` (times ``q_nk`` for :class:`LabelledRows`)."""
+        log_joint = self.family.log_densities(params.components, _rows(x)) + params.log_weights
+        if isinstance(x, LabelledRows):
+            log_joint = log_joint + x.log_prior.astype(log_joint.dtype)
+        return log_joint
 
     def log_responsibilities(self, params: MixtureParams, x):
         """``(n, K)`` log posterior probability of each component."""
@@ -291,10 +396,36 @@ class Mixture(Model):
         return self.family.sample(draw_key, params.components, labels), labels
 
 
+def _row_prior(log_prior, active):
+    """``(n, K)`` per-row prior probabilities over the active components."""
+    return ops.softmax_and_logsumexp(jnp.where(active, log_prior, -jnp.inf), axis=1)[0]
+
+
+def _times_prior(resp, prior):
+    """``resp · prior`` renormalised per row; ``prior`` alone where they disagree."""
+    product = resp * prior
+    total = product.sum(axis=1, keepdims=True)
+    return jnp.where(total > 0, product / jnp.where(total > 0, total, 1.0), prior)
+
+
+def _rows(x):
+    """The rows of ``x``: plain rows, or those of :class:`LabelledRows`."""
+    return x.x if isinstance(x, LabelledRows) else x
+
+
 def mixture(
-    family: Family, n_components: int, init: str = "kmeans", *, max_components: int | None = None
+    family: Family,
+    n_components: int,
+    init: str = "kmeans",
+    *,
+    max_components: int | None = None,
+    weights_prior: float = 1.0,
 ) -> Mixture:
     """Mixture model over ``family``; see :class:`Mixture`."""
     return Mixture(
-        family=family, n_components=n_components, init_method=init, max_components=max_components
+        family=family,
+        n_components=n_components,
+        init_method=init,
+        max_components=max_components,
+        weights_prior=weights_prior,
     )
