@@ -23,6 +23,7 @@ from jaxem.engine import (
     rows_across_processes,
 )
 from jaxem.estimators import (
+    BayesianGaussianMixture,
     BernoulliMixture,
     CategoricalHMM,
     CategoricalMixture,
@@ -51,6 +52,7 @@ from jaxem.families import (
     PoissonParams,
     StudentT,
     StudentTParams,
+    WishartPrior,
     bernoulli,
     categorical,
     gaussian,
@@ -60,6 +62,8 @@ from jaxem.families import (
 )
 from jaxem.models import (
     HMM,
+    BayesianMixture,
+    BayesianMixtureParams,
     HMMParams,
     KMeansModel,
     KMeansParams,
@@ -67,6 +71,7 @@ from jaxem.models import (
     LatentLinearParams,
     Mixture,
     MixtureParams,
+    bayesian_mixture,
     factor_analysis,
     hmm,
     kmeans,
@@ -80,6 +85,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GaussianMixture",
+    "BayesianGaussianMixture",
+    "bayesian_mixture",
+    "BayesianMixture",
+    "BayesianMixtureParams",
+    "WishartPrior",
     "GaussianHMM",
     "CategoricalHMM",
     "PoissonHMM",

@@ -17,7 +17,18 @@ from jaxem.models.latent_linear import (
     factor_analysis,
     ppca,
 )
-from jaxem.models.mixture import Mixture, MixtureHyper, MixtureParams, MixtureStats, mixture
+from jaxem.models.mixture import (
+    BayesianMixture,
+    BayesianMixtureHyper,
+    BayesianMixtureParams,
+    BayesianMixtureStats,
+    Mixture,
+    MixtureHyper,
+    MixtureParams,
+    MixtureStats,
+    bayesian_mixture,
+    mixture,
+)
 
 __all__ = [
     "HMM",
@@ -41,4 +52,9 @@ __all__ = [
     "MixtureParams",
     "MixtureStats",
     "mixture",
+    "BayesianMixture",
+    "BayesianMixtureHyper",
+    "BayesianMixtureParams",
+    "BayesianMixtureStats",
+    "bayesian_mixture",
 ]
