@@ -312,6 +312,13 @@ default='kmeans'
         )
         return BayesianMixtureParams(*leaves)
 
+    def _layout_shape(self, attribute, n_components, n_features):
+        """Saved shapes (:mod:`jaxem.estimators._persist`): the degrees of freedom are
+        one per component, or one number (tied)."""
+        if attribute == "degrees_of_freedom_":
+            return np.shape(self._family().degrees_of_freedom_layout(np.ones(n_components)))
+        return None
+
     def _sample_components(self, rng, counts) -> np.ndarray:
         """scikit-learn's draws from the covariance estimates."""
         return self._family().sample_numpy(rng, self.means_, self.covariances_, counts)

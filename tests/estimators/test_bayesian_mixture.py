@@ -8,6 +8,7 @@ from sklearn.mixture import BayesianGaussianMixture as SklearnBGM
 
 import jaxem
 from jaxem.models.mixture import MixtureStats
+from tests.estimators.test_persistence import assert_identical
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
@@ -231,3 +232,21 @@ def test_data_far_from_the_origin_is_centred_with_its_priors():
 def test_bad_priors_are_refused_with_scikit_learns_messages(options, message):
     with pytest.raises(ValueError, match=message):
         jaxem.BayesianGaussianMixture(n_components=2, **options).fit(_data())
+
+
+@pytest.mark.parametrize("prior_type", PRIOR_TYPES)
+def test_tied_fit_saves_and_loads(prior_type, tmp_path):
+    """A scalar degrees_of_freedom_ (tied) and the Beta pair (Dirichlet process)."""
+    X = _data(np.float32)
+    estimator = jaxem.BayesianGaussianMixture(
+        n_components=2,
+        covariance_type="tied",
+        weight_concentration_prior_type=prior_type,
+        random_state=0,
+    ).fit(X)
+    estimator.save(tmp_path / "bgm.npz")
+    loaded = jaxem.load(tmp_path / "bgm.npz")
+    assert type(loaded) is jaxem.BayesianGaussianMixture
+    for name, value in vars(estimator).items():
+        assert_identical(getattr(loaded, name), value, name)
+    np.testing.assert_array_equal(loaded.score_samples(X), estimator.score_samples(X))

@@ -83,6 +83,10 @@ CASES = {
     ),
     "FactorAnalysis": (lambda: jaxem.FactorAnalysis(1, max_iter=5, rotation="varimax"), _gaussian),
     "ProbabilisticPCA": (lambda: jaxem.ProbabilisticPCA(1, max_iter=5), _gaussian),
+    "BayesianGaussianMixture": (
+        lambda: jaxem.BayesianGaussianMixture(n_components=2, max_iter=5, random_state=0),
+        _gaussian,
+    ),
 }
 METHODS = ("predict", "predict_proba", "score_samples", "score", "transform", "decode", "bic")
 
