@@ -282,9 +282,10 @@ def em_update(
     converged_fn = jax.vmap(model.converged, in_axes=(0, 0, 0, 0, None))
     is_finite = jax.vmap(model.is_finite)
     m_step = jax.vmap(model.m_step, in_axes=(0, 0, None))
-    objective = jax.vmap(model.objective, in_axes=(0, 0, 0, None))
+    objective = jax.vmap(model.objective, in_axes=(0, 0, 0, None, None))
     new_params = m_step(stats, state.params, hyper)
-    log_likelihood = objective(stats, log_likelihood_sum, new_params, hyper) / total_weight
+    # The mean per-row log-likelihood, unless the model monitors another objective.
+    log_likelihood = objective(stats, log_likelihood_sum, new_params, hyper, total_weight)
     running = state.status == RUNNING
     finite = jnp.isfinite(log_likelihood) & is_finite(new_params)
     converged = converged_fn(state.params, new_params, log_likelihood, state.log_likelihood, tol)

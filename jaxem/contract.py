@@ -342,14 +342,16 @@ class Model(Protocol):
         step mixes statistics with it). Default: every leaf times ``factor``."""
         return jax.tree.map(lambda leaf: leaf * factor, stats)
 
-    def objective(self, stats, log_likelihood, new_params, hyper) -> Array:
-        """The summed objective the engine monitors, traces, tests for convergence and
+    def objective(self, stats, log_likelihood, new_params, hyper, total_weight) -> Array:
+        """The value the engine monitors, traces, tests for convergence (``tol``) and
         picks the best restart by, for an iteration whose E-step gave ``stats`` and
-        ``log_likelihood`` (summed over rows) and whose M-step gave ``new_params``.
-        Default: the E-step's log-likelihood (EM). A variational model returns its
-        lower bound, which scikit-learn evaluates with the new parameters."""
+        ``log_likelihood`` (summed over rows of total weight ``total_weight``) and
+        whose M-step gave ``new_params``. Default: the mean per-row log-likelihood
+        (EM, as scikit-learn's ``GaussianMixture``). A variational model returns its
+        lower bound, which scikit-learn evaluates with the new parameters and
+        monitors as a total (``BayesianGaussianMixture``)."""
         del stats, new_params, hyper
-        return log_likelihood
+        return log_likelihood / total_weight
 
     def converged(self, old_params, new_params, log_likelihood, previous, tol) -> Array:
         """Convergence test; default ``|Δ mean log-likelihood| < tol`` (scikit-learn)."""

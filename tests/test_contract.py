@@ -64,9 +64,12 @@ MODELS = {
     "kmeans": lambda: jaxem.kmeans(3),
     "factor-analysis": lambda: jaxem.factor_analysis(2),
     "ppca": lambda: jaxem.ppca(1),
+    "bayesian-mixture": lambda: jaxem.bayesian_mixture(
+        jaxem.gaussian("full"), 3, mean_prior=np.zeros(3), covariance_prior=4.0 * np.eye(3)
+    ),
 }
 #: Models of real-valued rows with no family: fitted to the Gaussian family's data.
-_GAUSSIAN_DATA = ("kmeans", "factor-analysis", "ppca")
+_GAUSSIAN_DATA = ("kmeans", "factor-analysis", "ppca", "bayesian-mixture")
 
 
 def _family_name(model_name):

@@ -53,10 +53,6 @@ class MixtureEstimator(DensityMixin, EMEstimator):
     #: Whether the data is centred before fitting (real-valued families only: counts,
     #: binary values and symbols must stay what they are).
     _centres_data = True
-    #: Whether the monitored objective is a total over the rows, as a variational lower
-    #: bound in scikit-learn (``tol`` and ``lower_bound_`` are then totals), rather
-    #: than a mean per row (EM's log-likelihood).
-    _objective_is_total = False
 
     # -- to be provided by subclasses -----------------------------------------------------
     def _family(self):
@@ -185,7 +181,7 @@ class MixtureEstimator(DensityMixin, EMEstimator):
                 key=key,
                 n_restarts=n_restarts,
                 max_iter=max_iter,
-                tol=float(self.tol) / (n_samples if self._objective_is_total else 1),
+                tol=float(self.tol),
                 init_params=initial,
                 rerun_alone=True,
             )
@@ -200,10 +196,8 @@ class MixtureEstimator(DensityMixin, EMEstimator):
         self._set_fitted(result.params, offset, dtype)
         self.converged_ = bool(result.converged or converged_at_first)
         self.n_iter_ = int(n_iter)
-        # The engine monitors means per row; a total objective is that times the rows.
-        scale = n_samples if self._objective_is_total else 1
-        self.lower_bound_ = float(result.log_likelihood) * scale
-        self.lower_bounds_ = [float(value) * scale for value in trace[:n_iter]]
+        self.lower_bound_ = float(result.log_likelihood)
+        self.lower_bounds_ = [float(value) for value in trace[:n_iter]]
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(CONVERGENCE_MESSAGE, ConvergenceWarning, stacklevel=4)
         # Final E-step with the stored attributes, exactly as predict() computes it.

@@ -15,6 +15,8 @@ import numpy as np
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from jaxem import engine
+from jaxem.estimators import _validation
 from jaxem.estimators._mixture import MixtureEstimator
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian, GaussianParams, gaussian
 from jaxem.models.mixture import (
@@ -106,8 +108,8 @@ default='kmeans'
     as in :class:`jaxem.GaussianMixture`. Random initialisations use JAX's random
     generator, so for a given ``random_state`` they differ from scikit-learn's;
     from the same initial responsibilities the fits agree. With ``warm_start``
-    the first iteration of a continued fit is never counted as converged
-    (scikit-learn compares it with the previous fit's bound).
+    a continued fit compares its first iteration's bound with the previous fit's,
+    as scikit-learn does; that iteration then runs twice (once for the test).
 
     Examples
     --------
@@ -122,7 +124,6 @@ default='kmeans'
     array([ True,  True])
     """
 
-    _objective_is_total = True
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
@@ -193,6 +194,13 @@ default='kmeans'
     def _fit_support(self, X) -> None:
         """Check ``X`` and set the priors' attributes from the parameters and ``X``."""
         super()._fit_support(X)
+        self._check_parameters(X)
+
+    def _check_parameters(self, X) -> None:
+        """The priors' attributes (``*_prior_``) from the parameters and ``X``, with
+        scikit-learn's messages (the name of scikit-learn's private step, which code
+        written for it calls)."""
+        X = np.asarray(X)
         n_features = X.shape[1]
         family = self._family()
         prior = self.weight_concentration_prior
@@ -253,12 +261,41 @@ default='kmeans'
             max_components=max_components,
         )
 
+    def _initialize_parameters(self, X, random_state) -> None:
+        """The initial posterior of one initialisation (``init_params``, seeded by
+        ``random_state``) as the fitted attributes: scikit-learn's private step,
+        mirrored for code that calls it after :meth:`_check_parameters`."""
+        X = np.asarray(X)
+        with _validation.precision(_validation.input_precision(X)):
+            dtype = _validation.compute_dtype(X.dtype)
+            offset = self._centre(X)
+            self._check_parameters(X)
+            model = self._model_for(int(self.n_components), X.shape[0])
+            key = _validation.random_key(random_state)
+            x = self._centred(X, offset, dtype)
+            params = self._initial_params(model, x, key=key, n_restarts=1)
+            first = jax.tree.map(lambda leaf: np.asarray(leaf)[0], jax.device_get(params))
+            self._set_fitted(model.trim(first), offset, dtype)
+
     def _start(self, model, X, x, key, offset, dtype):
-        """The previous posterior with ``warm_start``, else ``n_init`` restarts."""
+        """The previous posterior with ``warm_start``, else ``n_init`` restarts.
+
+        As scikit-learn, a continued fit whose first iteration's bound is within
+        ``tol`` of the previous fit's has converged (that iteration is run once more
+        here: the bound needs an E-step and an M-step)."""
+        max_iter = int(self.max_iter)
         if not (bool(self.warm_start) and hasattr(self, "converged_")):
-            return int(self.n_init), None, int(self.max_iter), False
+            return int(self.n_init), None, max_iter, False
         self._check_warm_start(X.shape[1])
-        return 1, model.pad(self._fitted_params(offset, dtype)), int(self.max_iter), False
+        initial = model.pad(self._fitted_params(offset, dtype))
+        if max_iter > 0:
+            try:
+                first = engine.fit(model, x, key=key, init_params=initial, max_iter=1, tol=0.0)
+            except engine.AllRestartsFailed:  # the fit itself reports it
+                return 1, initial, max_iter, False
+            if abs(float(first.log_likelihood) - float(self.lower_bound_)) < self.tol:
+                return 1, initial, 1, True
+        return 1, initial, max_iter, False
 
     # -- attributes <-> parameters ---------------------------------------------------------
     def _set_fitted(self, params, offset, dtype):

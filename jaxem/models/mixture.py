@@ -497,10 +497,11 @@ class BayesianMixture(Mixture):
             log_weights = digamma(concentration) - digamma(total)
         return jnp.where(active, log_weights, -jnp.inf)
 
-    def objective(self, stats, log_likelihood, new_params, hyper):
-        """scikit-learn's lower bound (its ``_compute_lower_bound``, constants dropped):
-        the entropy of the E-step's responsibilities and the new posterior's terms."""
-        del log_likelihood
+    def objective(self, stats, log_likelihood, new_params, hyper, total_weight):
+        """scikit-learn's lower bound (its ``_compute_lower_bound``, constants dropped),
+        a total over the rows as scikit-learn monitors it: the entropy of the E-step's
+        responsibilities and the new posterior's terms."""
+        del log_likelihood, total_weight
         active = self.active(hyper)
         params = new_params
         bound = stats.entropy + self.family.wishart_bound(
