@@ -544,8 +544,9 @@ class Gaussian(Family):
         variance = np.var(X, axis=0, ddof=1)
         return variance if self.covariance_type == "diag" else variance.mean()
 
-    def check_covariance_prior(self, covariance_prior, n_features: int) -> np.ndarray:
-        """A user's ``covariance_prior`` checked with scikit-learn's messages.
+    def check_covariance_prior(self, covariance_prior, n_features: int):
+        """A user's ``covariance_prior`` checked with scikit-learn's messages, returned
+        as given (``(D, D)`` full and tied, ``(D,)`` diag, a number spherical).
 
         Examples
         --------
@@ -558,7 +559,7 @@ class Gaussian(Family):
         """
         kind = self.covariance_type
         if kind == "spherical":  # a positive number, checked by the parameter constraints
-            return np.asarray(covariance_prior, np.float64)
+            return covariance_prior
         prior = np.asarray(covariance_prior)
         shape = (n_features, n_features) if self._matrices else (n_features,)
         if prior.shape != shape:
@@ -568,7 +569,7 @@ class Gaussian(Family):
             )
         # The precision checks of one component (tied: the shared matrix itself).
         self.check_precisions(prior if kind == "tied" else prior[None], 1, n_features)
-        return np.asarray(prior, np.float64)
+        return covariance_prior
 
     def n_parameters(self, n_components: int, n_features: int) -> int:
         covariance = {

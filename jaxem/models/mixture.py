@@ -405,8 +405,9 @@ class BayesianMixture(Mixture):
     ...     jaxem.gaussian("diag"), 2, mean_prior=jnp.zeros(1), covariance_prior=jnp.ones(1)
     ... )
     >>> result = jaxem.fit(model, X, key=jax.random.key(1), n_restarts=2)
+    >>> # Posterior means shrink towards the prior mean 0: 50 · 5 / (50 + 1) = 4.9.
     >>> print(jnp.sort(result.params.components.means[:, 0]).round(1))
-    [0. 5.]
+    [0.  4.9]
     """
 
     weight_concentration_prior_type: str = "dirichlet_process"
