@@ -183,13 +183,6 @@ default='kmeans'
         self.verbose = verbose
         self.verbose_interval = verbose_interval
 
-    def _check_array_api_dispatch(self) -> None:
-        # scikit-learn's BayesianGaussianMixture does not support array API dispatch.
-        raise NotImplementedError(
-            "BayesianGaussianMixture does not support array API dispatch, as in "
-            "scikit-learn. Disable 'array_api_dispatch' to fit it."
-        )
-
     # -- priors (scikit-learn's _check_parameters) ------------------------------------------
     def _fit_support(self, X) -> None:
         """Check ``X`` and set the priors' attributes from the parameters and ``X``."""

@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import pytest
 from sklearn.mixture import BayesianGaussianMixture as SklearnBGM
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import jaxem
 from jaxem.models.mixture import MixtureStats
@@ -250,3 +251,8 @@ def test_tied_fit_saves_and_loads(prior_type, tmp_path):
     for name, value in vars(estimator).items():
         assert_identical(getattr(loaded, name), value, name)
     np.testing.assert_array_equal(loaded.score_samples(X), estimator.score_samples(X))
+
+
+@parametrize_with_checks([jaxem.BayesianGaussianMixture()])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
