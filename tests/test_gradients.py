@@ -113,6 +113,18 @@ def test_gaussian_mixture_gradients_match_finite_differences(covariance_type):
     _check_against_finite_differences(loss, (x, weights, np.float64(1e-2)), which=(0, 1, 2))
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "spherical"])
+def test_bayesian_mixture_gradients_match_finite_differences(covariance_type):
+    """Variational EM's fixed point: the posterior and its lower bound."""
+    x, weights = _two_clusters()
+    family = jaxem.gaussian(covariance_type)
+    prior = family.default_covariance_prior(x)
+    model = jaxem.bayesian_mixture(family, 2, mean_prior=x.mean(0), covariance_prior=prior)
+    start = _start(model, x, 0, **_CONVERGED)
+    loss = _fit_loss(model, start, seed=4, hyper_field="reg_covar", scale=0.1)
+    _check_against_finite_differences(loss, (x, weights, np.float64(1e-2)), which=(0, 1, 2))
+
+
 def test_poisson_mixture_gradients_match_finite_differences():
     rng = np.random.RandomState(3)
     x = np.concatenate([rng.poisson(2.0, (60, 3)), rng.poisson(9.0, (60, 3))]).astype(float)

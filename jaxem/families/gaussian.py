@@ -110,9 +110,8 @@ class WishartPrior(NamedTuple):
     ``mean_precision`` times the component's, the precisions Wishart with
     ``degrees_of_freedom`` and scale matrix the inverse of ``covariance`` (in this
     covariance type's layout: ``(D, D)`` full and tied, ``(D,)`` diag, a scalar
-    spherical). ``reg_covar`` is added to the diagonal of the data covariances."""
+    spherical)."""
 
-    reg_covar: jax.Array
     mean_precision: jax.Array
     mean: jax.Array
     degrees_of_freedom: jax.Array
@@ -446,7 +445,9 @@ class Gaussian(Family):
         return GaussianParams(means, jnp.where(usable, chol, rescued))
 
     # -- the variational Gaussian-Wishart posterior (BayesianGaussianMixture) -------------
-    def wishart_posterior(self, stats: GaussianStats, counts, active, prior: WishartPrior):
+    def wishart_posterior(
+        self, stats: GaussianStats, counts, active, prior: WishartPrior, reg_covar
+    ):
         """Variational posterior of the means and precisions given the statistics, as
         scikit-learn's ``BayesianGaussianMixture._estimate_means`` and
         ``_estimate_wishart_*`` (Bishop, *PRML* 10.60-10.63, covariances normalised by
@@ -459,6 +460,7 @@ class Gaussian(Family):
         active : (K,) bool, the components in use (the rest is padding; tied pools
             only these).
         prior : WishartPrior
+        reg_covar : float, added to the diagonal of the data covariances.
 
         Returns
         -------
@@ -468,7 +470,7 @@ class Gaussian(Family):
             freedom (tied: one value, repeated).
         """
         nk = counts + ops.tiny(counts.dtype)
-        xk, sk = self.moments(stats, counts, prior.reg_covar)
+        xk, sk = self.moments(stats, counts, reg_covar)
         mean_precision = prior.mean_precision + nk
         means = (prior.mean_precision * prior.mean + nk[:, None] * xk) / mean_precision[:, None]
         diff = xk - prior.mean

@@ -434,7 +434,6 @@ class BayesianMixture(Mixture):
     def hyper(self, dtype) -> BayesianMixtureHyper:
         base = super().hyper(dtype)
         prior = WishartPrior(
-            base.family.reg_covar,
             *(
                 jnp.asarray(value, dtype)
                 for value in (
@@ -463,7 +462,7 @@ class BayesianMixture(Mixture):
         active = self.active(hyper)
         counts = jnp.where(active, stats.counts, 0)
         components, mean_precision, dof = self.family.wishart_posterior(
-            stats.emission_stats, counts, active, hyper.prior
+            stats.emission_stats, counts, active, hyper.prior, hyper.family.reg_covar
         )
         nk = counts + ops.tiny(counts.dtype)
         prior = hyper.weight_concentration_prior
