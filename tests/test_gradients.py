@@ -3,7 +3,8 @@
 Implicit gradients of the fitted parameters and log-likelihood with respect to the
 data, the sample weights and a numeric hyperparameter match central finite
 differences of the fit itself (relative 1e-5) for every Gaussian covariance type, a
-Poisson and a categorical mixture and a Gaussian HMM; implicit and unrolled
+Bayesian Gaussian mixture (variational EM), a Poisson and a categorical mixture and a
+Gaussian HMM; implicit and unrolled
 gradients agree at convergence; gradients compose with ``jax.jit`` and ``jax.vmap``
 and compile nothing the second time; a failed adjoint solve raises.
 """

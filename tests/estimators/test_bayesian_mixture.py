@@ -96,6 +96,29 @@ def test_matches_scikit_learn_from_the_same_start(x64, covariance_type, prior_ty
     )
 
 
+@pytest.mark.parametrize("covariance_type", ("full", "tied"))
+def test_padded_components_change_nothing(x64, covariance_type):
+    """The estimator pads components to a bucket (8 here): masked components must
+    leave the stick-breaking weights, the tied pool and the bound unchanged."""
+    X = _data()
+    options = dict(n_components=N_COMPONENTS, covariance_type=covariance_type, max_iter=30, tol=0.0)
+    reference = _FromResponsibilities(**options).fit(X)
+    estimator = jaxem.BayesianGaussianMixture(**options)
+    model, start = _jaxem_start(estimator, X, _responsibilities(X.shape[0]))
+    padded = estimator._build_model(N_COMPONENTS, 8)
+    assert padded.has_padding()
+    result = jaxem.fit(
+        padded, X, key=jax.random.key(0), init_params=padded.pad(start), max_iter=30, tol=0.0
+    )
+    estimator._set_fitted(result.params, np.zeros(3), np.float64)
+    for name in ("weights_", "means_", "covariances_", "degrees_of_freedom_"):
+        np.testing.assert_allclose(
+            getattr(estimator, name), getattr(reference, name), rtol=1e-8, err_msg=name
+        )
+    bound = float(np.squeeze(reference.lower_bound_))
+    np.testing.assert_allclose(float(result.log_likelihood), bound, rtol=1e-8)
+
+
 @pytest.mark.parametrize("prior_type", PRIOR_TYPES)
 def test_lower_bound_never_decreases(prior_type):
     X = _data()
