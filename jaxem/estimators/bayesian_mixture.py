@@ -18,6 +18,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from jaxem import engine
 from jaxem.estimators import _validation
 from jaxem.estimators._mixture import MixtureEstimator
+from jaxem.estimators.gaussian_mixture import set_gaussian_attributes
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian, GaussianParams, gaussian
 from jaxem.models.mixture import (
     INIT_METHODS,
@@ -295,11 +296,8 @@ default='kmeans'
         model = self._build_model(n_components, n_components)
         family = self._family()
         self.weights_ = np.asarray(model.weights(params), np.float64).astype(dtype)
-        self.means_ = (params.components.means + offset).astype(dtype)
-        layout = family.layout_from_cholesky(params.components.precisions_cholesky)
-        self.covariances_ = layout["covariances"].astype(dtype)
-        self.precisions_ = layout["precisions"].astype(dtype)
-        self.precisions_cholesky_ = layout["precisions_cholesky"].astype(dtype)
+        means, chol = params.components
+        set_gaussian_attributes(self, family, means, chol, offset, dtype)
         self.mean_precision_ = params.mean_precision.astype(dtype)
         self.degrees_of_freedom_ = family.degrees_of_freedom_layout(
             params.degrees_of_freedom
@@ -311,7 +309,6 @@ default='kmeans'
             )
         else:
             self.weight_concentration_ = params.concentration.astype(dtype)
-        self._fit_offset = np.asarray(offset, np.float64)
 
     def _fitted_params(self, offset, dtype) -> BayesianMixtureParams:
         n_components = self._n_components_fitted()
