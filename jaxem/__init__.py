@@ -24,6 +24,7 @@ from jaxem.engine import (
     rows_across_processes,
 )
 from jaxem.estimators import (
+    BayesianGaussianMixture,
     BernoulliMixture,
     CategoricalHMM,
     CategoricalMixture,
@@ -53,6 +54,7 @@ from jaxem.families import (
     PoissonParams,
     StudentT,
     StudentTParams,
+    WishartPrior,
     bernoulli,
     categorical,
     gaussian,
@@ -62,6 +64,8 @@ from jaxem.families import (
 )
 from jaxem.models import (
     HMM,
+    BayesianMixture,
+    BayesianMixtureParams,
     LDA,
     HMMParams,
     KMeansModel,
@@ -72,6 +76,7 @@ from jaxem.models import (
     LDAParams,
     Mixture,
     MixtureParams,
+    bayesian_mixture,
     factor_analysis,
     hmm,
     kmeans,
@@ -86,6 +91,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GaussianMixture",
+    "BayesianGaussianMixture",
+    "bayesian_mixture",
+    "BayesianMixture",
+    "BayesianMixtureParams",
+    "WishartPrior",
     "GaussianHMM",
     "CategoricalHMM",
     "PoissonHMM",

@@ -285,10 +285,12 @@ def em_update(
     m_step = jax.vmap(model.m_step, in_axes=(0, 0, None))
     # MAP EM monitors the log posterior of the E-step's parameters (0 added without a prior).
     log_prior = jax.vmap(model.log_prior, in_axes=(0, None))(state.params, hyper)
-    log_likelihood = (log_likelihood_sum + log_prior.astype(log_likelihood_sum.dtype)) / (
-        total_weight
-    )
+    objective = jax.vmap(model.objective, in_axes=(0, 0, 0, None, None))
     new_params = m_step(stats, state.params, hyper)
+    # The mean per-row log-likelihood (log posterior under a prior), unless the model
+    # monitors another objective.
+    log_posterior_sum = log_likelihood_sum + log_prior.astype(log_likelihood_sum.dtype)
+    log_likelihood = objective(stats, log_posterior_sum, new_params, hyper, total_weight)
     running = state.status == RUNNING
     finite = jnp.isfinite(log_likelihood) & is_finite(new_params)
     converged = converged_fn(state.params, new_params, log_likelihood, state.log_likelihood, tol)

@@ -357,6 +357,18 @@ class Model(Protocol):
         del params, hyper
         return jnp.zeros(())
 
+    def objective(self, stats, log_likelihood, new_params, hyper, total_weight) -> Array:
+        """The value the engine monitors, traces, tests for convergence (``tol``) and
+        picks the best restart by, for an iteration whose E-step gave ``stats`` and
+        ``log_likelihood`` (summed over rows of total weight ``total_weight``, plus
+        :meth:`log_prior` of the E-step's parameters) and
+        whose M-step gave ``new_params``. Default: the mean per-row log-likelihood
+        (EM, as scikit-learn's ``GaussianMixture``). A variational model returns its
+        lower bound, which scikit-learn evaluates with the new parameters and
+        monitors as a total (``BayesianGaussianMixture``)."""
+        del stats, new_params, hyper
+        return log_likelihood / total_weight
+
     def converged(self, old_params, new_params, log_likelihood, previous, tol) -> Array:
         """Convergence test; default ``|Δ mean log-likelihood| < tol`` (scikit-learn)."""
         del old_params, new_params

@@ -79,9 +79,12 @@ MODELS = {
     "mixture-map-gaussian": _map_mixture,
     # Semi-supervised EM: the data are LabelledRows (see _data).
     "mixture-labelled-gaussian": lambda: jaxem.mixture(jaxem.gaussian("diag"), 3),
+    "bayesian-mixture": lambda: jaxem.bayesian_mixture(
+        jaxem.gaussian("full"), 3, mean_prior=np.zeros(3), covariance_prior=4.0 * np.eye(3)
+    ),
 }
 #: Models of real-valued rows with no family: fitted to the Gaussian family's data.
-_GAUSSIAN_DATA = ("kmeans", "factor-analysis", "ppca")
+_GAUSSIAN_DATA = ("kmeans", "factor-analysis", "ppca", "bayesian-mixture")
 #: Models that are options of another model, and their family's data.
 _OPTION_DATA = {
     "mixture-map-gaussian": "gaussian-tied",

@@ -3,7 +3,8 @@
 Implicit gradients of the fitted parameters and log-likelihood with respect to the
 data, the sample weights and a numeric hyperparameter match central finite
 differences of the fit itself (relative 1e-5) for every Gaussian covariance type, a
-Poisson and a categorical mixture and a Gaussian HMM; implicit and unrolled
+Bayesian Gaussian mixture (variational EM), a Poisson and a categorical mixture and a
+Gaussian HMM; implicit and unrolled
 gradients agree at convergence; gradients compose with ``jax.jit`` and ``jax.vmap``
 and compile nothing the second time; a failed adjoint solve raises.
 """
@@ -110,6 +111,18 @@ def test_gaussian_mixture_gradients_match_finite_differences(covariance_type):
     model = jaxem.mixture(jaxem.gaussian(covariance_type), 2)
     start = _start(model, x, 0, **_CONVERGED)
     loss = _fit_loss(model, start, seed=1, hyper_field="reg_covar", scale=3.0)
+    _check_against_finite_differences(loss, (x, weights, np.float64(1e-2)), which=(0, 1, 2))
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "spherical"])
+def test_bayesian_mixture_gradients_match_finite_differences(covariance_type):
+    """Variational EM's fixed point: the posterior and its lower bound."""
+    x, weights = _two_clusters()
+    family = jaxem.gaussian(covariance_type)
+    prior = family.default_covariance_prior(x)
+    model = jaxem.bayesian_mixture(family, 2, mean_prior=x.mean(0), covariance_prior=prior)
+    start = _start(model, x, 0, **_CONVERGED)
+    loss = _fit_loss(model, start, seed=4, hyper_field="reg_covar", scale=0.1)
     _check_against_finite_differences(loss, (x, weights, np.float64(1e-2)), which=(0, 1, 2))
 
 

@@ -1,5 +1,6 @@
 """scikit-learn / hmmlearn drop-in estimators over the engine."""
 
+from jaxem.estimators.bayesian_mixture import BayesianGaussianMixture
 from jaxem.estimators.discrete_mixtures import (
     BernoulliMixture,
     CategoricalMixture,
@@ -16,6 +17,7 @@ from jaxem.estimators.student_t_mixture import StudentTMixture
 
 __all__ = [
     "GaussianMixture",
+    "BayesianGaussianMixture",
     "GaussianHMM",
     "CategoricalHMM",
     "PoissonHMM",

@@ -85,7 +85,8 @@ _READ_ERRORS = (
 
 #: Shapes of fitted arrays by attribute name: "K" components (states, clusters), "D"
 #: features (symbols for CategoricalHMM), "layout" the covariance type's layout, "own"
-#: the estimator's ``_layout_shape(attribute, K, D)``, "noise" one variance per
+#: the estimator's ``_layout_shape(attribute, K, D)`` ("dof": that, or ``(K,)`` when it
+#: has none or returns None), "noise" one variance per
 #: feature (factor analysis) or one for all (probabilistic PCA).
 _SHAPES = {
     "weights_": ("K",),
@@ -105,7 +106,9 @@ _SHAPES = {
     "rates_": ("K", "D"),
     "probabilities_": "own",
     "n_categories_": ("D",),
-    "degrees_of_freedom_": ("K",),
+    "degrees_of_freedom_": "dof",
+    "mean_precision_": ("K",),
+    "mean_prior_": ("D",),
     "mean_": ("D",),
     "components_": ("K", "D"),
     "exp_dirichlet_component_": ("K", "D"),
@@ -597,6 +600,10 @@ def _check_loaded(estimator, dtype, decoder: _Decoder) -> None:
                 expected = () if value.ndim == 0 else (n_features,)
             elif rule == "layout":
                 expected = tuple(estimator._family().layout_shape(n_components, n_features))
+            elif rule == "dof":  # one per component, unless the estimator says otherwise
+                own = getattr(estimator, "_layout_shape", None)
+                own = own(attribute, n_components, n_features) if own else None
+                expected = (n_components,) if own is None else tuple(own)
             elif rule == "own":
                 expected = tuple(estimator._layout_shape(attribute, n_components, n_features))
             else:

@@ -456,18 +456,25 @@ default='kmeans'
             lambda leaf: np.asarray(leaf, np.float64), jax.device_get(params)
         )
         self.weights_ = np.exp(log_weights).astype(dtype)
-        self.means_ = (means + offset).astype(dtype)
-        layout = self._family().layout_from_cholesky(chol)
-        self.covariances_ = layout["covariances"].astype(dtype)
-        self.precisions_ = layout["precisions"].astype(dtype)
-        self.precisions_cholesky_ = layout["precisions_cholesky"].astype(dtype)
-        self._fit_offset = np.asarray(offset, np.float64)
+        set_gaussian_attributes(self, self._family(), means, chol, offset, dtype)
 
     @_array_api.in_input_namespace
     def _sample_components(self, rng, counts):
         # scikit-learn's algorithm on the same generator: equal parameters and
         # random_state give scikit-learn's samples.
         return self._family().sample_numpy(rng, self.means_, self.covariances_, counts)
+
+
+def set_gaussian_attributes(estimator, family, means, chol, offset, dtype) -> None:
+    """``means_``, ``covariances_``, ``precisions_``, ``precisions_cholesky_`` and the
+    centring offset of a Gaussian mixture estimator from float64 centred ``means`` and
+    precision factors ``chol`` (also used by ``BayesianGaussianMixture``)."""
+    estimator.means_ = (means + offset).astype(dtype)
+    layout = family.layout_from_cholesky(chol)
+    estimator.covariances_ = layout["covariances"].astype(dtype)
+    estimator.precisions_ = layout["precisions"].astype(dtype)
+    estimator.precisions_cholesky_ = layout["precisions_cholesky"].astype(dtype)
+    estimator._fit_offset = np.asarray(offset, np.float64)
 
 
 def _host_params(weights, centred_means, precisions_cholesky, dtype) -> MixtureParams:

@@ -15,6 +15,7 @@ from jaxem.families.gaussian import (
     GaussianParams,
     GaussianPriorHyper,
     GaussianStats,
+    WishartPrior,
     gaussian,
 )
 from jaxem.families.multinomial import (
@@ -43,6 +44,7 @@ __all__ = [
     "COVARIANCE_TYPES",
     "gaussian",
     "GaussianPriorHyper",
+    "WishartPrior",
     "Categorical",
     "CategoricalParams",
     "CategoricalHyper",

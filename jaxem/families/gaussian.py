@@ -31,6 +31,7 @@ __all__ = [
     "GaussianStats",
     "GaussianHyper",
     "GaussianPriorHyper",
+    "WishartPrior",
     "CovarianceView",
     "gaussian",
     "COVARIANCE_TYPES",
@@ -101,6 +102,20 @@ class GaussianPriorHyper(NamedTuple):
     covars_prior: jax.Array
     covars_weight: jax.Array
     init_covar: jax.Array
+
+
+class WishartPrior(NamedTuple):
+    """Conjugate Gaussian-Wishart prior of variational mixtures (scikit-learn's
+    ``BayesianGaussianMixture``): the means are Gaussian about ``mean`` with precision
+    ``mean_precision`` times the component's, the precisions Wishart with
+    ``degrees_of_freedom`` and scale matrix the inverse of ``covariance`` (in this
+    covariance type's layout: ``(D, D)`` full and tied, ``(D,)`` diag, a scalar
+    spherical)."""
+
+    mean_precision: jax.Array
+    mean: jax.Array
+    degrees_of_freedom: jax.Array
+    covariance: jax.Array
 
 
 class CovarianceView(NamedTuple):
@@ -337,27 +352,39 @@ class Gaussian(Family):
     def m_step(self, stats: GaussianStats, counts, hyper) -> GaussianParams:
         if isinstance(hyper, GaussianPriorHyper):
             return self.map_m_step(stats, counts, hyper)
+        means, covariances = self.moments(stats, counts, hyper.reg_covar)
+        return self.params_from_covariances_checked(means, covariances)
+
+    def moments(self, stats: GaussianStats, counts, reg_covar):
+        """``(means, covariances)`` as scikit-learn's ``_estimate_gaussian_parameters``
+        computes them from the statistics, covariances in this type's layout.
+
+        The means divide by the floored count, ``Σ r x / (N + 10 eps)``, and the
+        covariances are about them (a lone point keeps a tiny positive variance, as in
+        scikit-learn, where the exact scatter about its own mean is 0), divided by the
+        floored count, plus ``reg_covar`` on the diagonal; tied pools all components.
+        """
         safe_counts = counts + ops.tiny(counts.dtype)
-        # scikit-learn's means divide by the floored count, Σ r x / (N + 10 eps), and its
-        # covariances are about them: a lone point keeps a tiny positive variance there,
-        # as in scikit-learn, where the exact scatter about its own mean is 0.
         means = stats.mean * (counts / safe_counts)[:, None]
         scatter = self._scatter_about(stats, counts, means)
-        reg = hyper.reg_covar
         n_features = means.shape[-1]
-        # Divided by the floored count, as scikit-learn does.
         if self.covariance_type == "full":
-            covariance = scatter / safe_counts[:, None, None] + reg * jnp.eye(n_features)
-            return GaussianParams(means, ops.precision_cholesky_from_covariance(covariance))
-        if self.covariance_type == "tied":
-            covariance = scatter.sum(0) / jnp.sum(safe_counts) + reg * jnp.eye(n_features)
-            return GaussianParams(means, ops.precision_cholesky_from_covariance(covariance))
-        if self.covariance_type == "diag":
-            variance = scatter / safe_counts[:, None] + reg
+            covariance = scatter / safe_counts[:, None, None] + reg_covar * jnp.eye(n_features)
+        elif self.covariance_type == "tied":
+            covariance = scatter.sum(0) / jnp.sum(safe_counts) + reg_covar * jnp.eye(n_features)
+        elif self.covariance_type == "diag":
+            covariance = scatter / safe_counts[:, None] + reg_covar
         else:  # spherical: the mean over features of the diagonal variances
-            variance = scatter / (n_features * safe_counts) + reg
-        # A non-positive variance becomes NaN here: the engine marks the restart non-finite.
-        return GaussianParams(means, jnp.where(variance > 0, jax.lax.rsqrt(variance), jnp.nan))
+            covariance = scatter / (n_features * safe_counts) + reg_covar
+        return means, covariance
+
+    def params_from_covariances_checked(self, means, covariances) -> GaussianParams:
+        """Parameters from covariances in this type's layout; a covariance that is not
+        positive definite gives NaN factors (the engine marks the restart non-finite)."""
+        if self._matrices:
+            return GaussianParams(means, ops.precision_cholesky_from_covariance(covariances))
+        positive = covariances > 0
+        return GaussianParams(means, jnp.where(positive, jax.lax.rsqrt(covariances), jnp.nan))
 
     def map_m_step(
         self, stats: GaussianStats, counts, hyper: GaussianPriorHyper, means=None
@@ -601,6 +628,135 @@ class Gaussian(Family):
             "covars_prior": covars_prior,
             "covars_weight": float(covars_weight),
         }
+
+    # -- the variational Gaussian-Wishart posterior (BayesianGaussianMixture) -------------
+    def wishart_posterior(
+        self, stats: GaussianStats, counts, active, prior: WishartPrior, reg_covar
+    ):
+        """Variational posterior of the means and precisions given the statistics, as
+        scikit-learn's ``BayesianGaussianMixture._estimate_means`` and
+        ``_estimate_wishart_*`` (Bishop, *PRML* 10.60-10.63, covariances normalised by
+        the degrees of freedom).
+
+        Parameters
+        ----------
+        stats : GaussianStats
+        counts : (K,) responsibility sums.
+        active : (K,) bool, the components in use (the rest is padding; tied pools
+            only these).
+        prior : WishartPrior
+        reg_covar : float, added to the diagonal of the data covariances.
+
+        Returns
+        -------
+        (GaussianParams, mean_precision, degrees_of_freedom)
+            The posterior means with the Cholesky factors of the normalised
+            precisions, and the ``(K,)`` precision scale of the means and degrees of
+            freedom (tied: one value, repeated).
+        """
+        nk = counts + ops.tiny(counts.dtype)
+        xk, sk = self.moments(stats, counts, reg_covar)
+        mean_precision = prior.mean_precision + nk
+        means = (prior.mean_precision * prior.mean + nk[:, None] * xk) / mean_precision[:, None]
+        diff = xk - prior.mean
+        shrink = prior.mean_precision / mean_precision
+        kind = self.covariance_type
+        if kind == "tied":
+            n_active = jnp.sum(active).astype(nk.dtype)
+            share = jnp.sum(jnp.where(active, nk, 0)) / n_active
+            dof = prior.degrees_of_freedom + share
+            between = jnp.einsum("k,kd,ke->de", jnp.where(active, nk * shrink, 0), diff, diff)
+            covariance = (prior.covariance + sk * share + between / n_active) / dof
+            dof = jnp.full(nk.shape, dof)
+        else:
+            dof = prior.degrees_of_freedom + nk
+            if kind == "full":
+                outer = diff[:, :, None] * diff[:, None, :]
+                covariance = prior.covariance + nk[:, None, None] * sk
+                covariance = (covariance + (nk * shrink)[:, None, None] * outer) / dof[
+                    :, None, None
+                ]
+            elif kind == "diag":
+                spread = sk + shrink[:, None] * diff * diff
+                covariance = (prior.covariance + nk[:, None] * spread) / dof[:, None]
+            else:
+                spread = sk + shrink * jnp.mean(diff * diff, axis=1)
+                covariance = (prior.covariance + nk * spread) / dof
+        return self.params_from_covariances_checked(means, covariance), mean_precision, dof
+
+    def expected_log_densities(self, params: GaussianParams, mean_precision, dof, x):
+        """``(n, K)`` expected log-densities ``E[log N(x | μ_k, Λ_k⁻¹)]`` under the
+        posterior (scikit-learn's ``BayesianGaussianMixture._estimate_log_prob``)."""
+        n_features = x.shape[-1]
+        log_gauss = self.log_densities(params, x) - 0.5 * n_features * jnp.log(dof)
+        return log_gauss + 0.5 * (_expected_log_det(dof, n_features) - n_features / mean_precision)
+
+    def wishart_bound(self, params: GaussianParams, mean_precision, dof, active):
+        """The posterior's terms of scikit-learn's lower bound: ``-Σ_k log B(W_k, ν_k)
+        - D/2 Σ_k log β_k`` over the ``active`` components (its constants dropped)."""
+        n_features = params.means.shape[-1]
+        log_det = self.log_det_cholesky(params) - 0.5 * n_features * jnp.log(dof)
+        ranks = jnp.arange(n_features, dtype=dof.dtype)[:, None]
+        log_norm = -(
+            dof * log_det
+            + dof * n_features * 0.5 * np.log(2.0)
+            + jnp.sum(jax.scipy.special.gammaln(0.5 * (dof - ranks)), axis=0)
+        )
+        # Tied: one Wishart counted once per component, as scikit-learn.
+        log_wishart = jnp.sum(jnp.where(active, log_norm, 0))
+        log_precision = jnp.sum(jnp.where(active, jnp.log(mean_precision), 0))
+        return -log_wishart - 0.5 * n_features * log_precision
+
+    def log_det_cholesky(self, params: GaussianParams):
+        """``(K,)`` log-determinants of the precision factors (tied: repeated)."""
+        chol = params.precisions_cholesky
+        n_components, n_features = params.means.shape
+        if self._matrices:
+            return jnp.broadcast_to(ops.log_det_from_cholesky(chol), (n_components,))
+        if self.covariance_type == "diag":
+            return jnp.sum(jnp.log(chol), axis=-1)
+        return n_features * jnp.log(chol)
+
+    def degrees_of_freedom_layout(self, dof) -> np.ndarray:
+        """scikit-learn's ``degrees_of_freedom_``: ``(K,)``, or one number for tied."""
+        dof = np.asarray(dof, np.float64)
+        return dof[0] if self.covariance_type == "tied" else dof
+
+    def default_covariance_prior(self, X) -> np.ndarray:
+        """scikit-learn's default ``covariance_prior_``: the data's covariance in this
+        type's layout (numpy, float64)."""
+        X = np.asarray(X, np.float64)
+        if self._matrices:
+            return np.atleast_2d(np.cov(X.T))
+        variance = np.var(X, axis=0, ddof=1)
+        return variance if self.covariance_type == "diag" else variance.mean()
+
+    def check_covariance_prior(self, covariance_prior, n_features: int):
+        """A user's ``covariance_prior`` checked with scikit-learn's messages, returned
+        as given (``(D, D)`` full and tied, ``(D,)`` diag, a number spherical).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import jaxem
+        >>> jaxem.gaussian("diag").check_covariance_prior(np.array([1.0, -1.0]), 2)
+        Traceback (most recent call last):
+        ...
+        ValueError: 'diag precision' should be positive
+        """
+        kind = self.covariance_type
+        if kind == "spherical":  # a positive number, checked by the parameter constraints
+            return covariance_prior
+        prior = np.asarray(covariance_prior)
+        shape = (n_features, n_features) if self._matrices else (n_features,)
+        if prior.shape != shape:
+            raise ValueError(
+                f"The parameter '{kind} covariance_prior' should have the shape of {shape}, "
+                f"but got {prior.shape}"
+            )
+        # The precision checks of one component (tied: the shared matrix itself).
+        self.check_precisions(prior if kind == "tied" else prior[None], 1, n_features)
+        return covariance_prior
 
     def n_parameters(self, n_components: int, n_features: int) -> int:
         covariance = {
@@ -1098,6 +1254,13 @@ class Gaussian(Family):
                 note="(spherical: one variance shared by all features of a component)",
             )
         return CovarianceView(per_component=covariances, shared=None)
+
+
+def _expected_log_det(dof, n_features: int):
+    """``E[log |Λ|] - D log 2`` part of a Wishart with ``dof`` degrees of freedom and
+    unit-normalised scale: ``D log 2 + Σ_i ψ((ν - i) / 2)``."""
+    ranks = jnp.arange(n_features, dtype=dof.dtype)[:, None]
+    return n_features * np.log(2.0) + jnp.sum(jax.scipy.special.digamma(0.5 * (dof - ranks)), 0)
 
 
 def _safe(weight):

@@ -19,11 +19,16 @@ from jaxem.models.latent_linear import (
 )
 from jaxem.models.lda import LDA, Documents, LDAHyper, LDAParams, LDAStats, lda
 from jaxem.models.mixture import (
+    BayesianMixture,
+    BayesianMixtureHyper,
+    BayesianMixtureParams,
+    BayesianMixtureStats,
     LabelledRows,
     Mixture,
     MixtureHyper,
     MixtureParams,
     MixtureStats,
+    bayesian_mixture,
     mixture,
 )
 
@@ -56,4 +61,9 @@ __all__ = [
     "MixtureParams",
     "MixtureStats",
     "mixture",
+    "BayesianMixture",
+    "BayesianMixtureHyper",
+    "BayesianMixtureParams",
+    "BayesianMixtureStats",
+    "bayesian_mixture",
 ]

@@ -10,6 +10,7 @@ counts and hands the feature sums to the family.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -18,6 +19,7 @@ import numpy as np
 
 from jaxem import _iterate, ops
 from jaxem.contract import Chunks, Family, Model
+from jaxem.families.gaussian import WishartPrior
 from jaxem.seeding import (
     kmeans_plusplus_chunked,
     lloyd,
@@ -33,9 +35,16 @@ __all__ = [
     "LabelledRows",
     "mixture",
     "INIT_METHODS",
+    "BayesianMixture",
+    "BayesianMixtureParams",
+    "BayesianMixtureStats",
+    "BayesianMixtureHyper",
+    "bayesian_mixture",
+    "WEIGHT_PRIOR_TYPES",
 ]
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+WEIGHT_PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
 
 
 class MixtureParams(NamedTuple):
@@ -214,9 +223,7 @@ class Mixture(Model):
 
     def combine_stats(self, a: MixtureStats, b: MixtureStats) -> MixtureStats:
         """Counts add; the family merges its own statistics."""
-        return MixtureStats(
-            a.counts + b.counts, self.family.combine_stats(a.emission_stats, b.emission_stats)
-        )
+        return _combine(self.family, a, b)
 
     def scale_stats(self, stats: MixtureStats, factor) -> MixtureStats:
         """Counts scale; the family scales its own statistics."""
@@ -285,9 +292,8 @@ class Mixture(Model):
                 index = random_rows(key, rows.weights, n_components)
             # One-hot responsibilities on the seed rows only, as scikit-learn.
             index = jnp.where(active, index, index[0])
-            log_weights = jnp.where(active, -jnp.log(hyper.n_active.astype(dtype)), -jnp.inf)
             seed_rows = _iterate.take_rows(rows, index)
-            return MixtureParams(log_weights, family.params_from_rows(seed_rows, hyper.family))
+            return self._params_from_seed_rows(seed_rows, hyper, dtype)
 
         if self.init_method != "random":
             if self.init_method == "random_from_data":
@@ -331,7 +337,7 @@ class Mixture(Model):
         # Global chunk numbers, for the rows' keys of the "random" init.
         numbers = _iterate.chunk_indices(chunks.n_chunks)
         indexed = Chunks((chunks.x, chunks.weights, numbers), chunks.weights)
-        stats = _iterate.chunked_sum(chunk_stats, indexed, self.combine_stats)
+        stats = _iterate.chunked_sum(chunk_stats, indexed, partial(_combine, self.family))
         return self.m_step(stats, None, hyper)
 
     def _labelled_seeds(self, seeds, chunks: Chunks, points, active):
@@ -349,6 +355,12 @@ class Mixture(Model):
         mass, total = _iterate.chunked_sum(sums, chunks)
         means = total / jnp.where(mass > 0, mass, 1.0)[:, None]
         return jnp.where((mass > 0)[:, None], means, seeds)
+
+    def _params_from_seed_rows(self, rows, hyper, dtype) -> MixtureParams:
+        """Equal weights and the family's one-point fits to the seed rows."""
+        active = self.active(hyper)
+        log_weights = jnp.where(active, -jnp.log(hyper.n_active.astype(dtype)), -jnp.inf)
+        return MixtureParams(log_weights, self.family.params_from_rows(rows, hyper.family))
 
     def log_prob(self, params: MixtureParams, x):
         """Per-row log-likelihood ``log p(x)``, shape ``(n,)``."""
@@ -411,6 +423,302 @@ def _times_prior(resp, prior):
 def _rows(x):
     """The rows of ``x``: plain rows, or those of :class:`LabelledRows`."""
     return x.x if isinstance(x, LabelledRows) else x
+
+
+def _combine(family, a, b):
+    """Mixture statistics of two chunks together (any extra leaves add up)."""
+    merged = a._replace(
+        counts=a.counts + b.counts,
+        emission_stats=family.combine_stats(a.emission_stats, b.emission_stats),
+    )
+    extra = [name for name in a._fields if name not in ("counts", "emission_stats")]
+    return merged._replace(**{name: getattr(a, name) + getattr(b, name) for name in extra})
+
+
+# -- variational Bayesian mixtures ------------------------------------------------------------
+class BayesianMixtureParams(NamedTuple):
+    """Variational posterior of a Bayesian Gaussian mixture (one restart).
+
+    Attributes
+    ----------
+    log_weights : (K,) expected log weights ``E[log π_k]`` (``-inf`` for padding).
+    components : the family's parameters: posterior means and the Cholesky factors
+        of the normalised precisions (scikit-learn's ``means_``,
+        ``precisions_cholesky_``).
+    mean_precision : (K,) ``β_k``, scale of the precision of the means.
+    degrees_of_freedom : (K,) ``ν_k`` of the Wishart posteriors (tied: repeated).
+    concentration : (K,) Dirichlet concentrations, or the first Beta parameters of
+        the stick-breaking (Dirichlet process) posterior.
+    concentration_rest : (K,) the second Beta parameters (Dirichlet process); zero
+        for the Dirichlet distribution.
+    """
+
+    log_weights: jax.Array
+    components: Any
+    mean_precision: jax.Array
+    degrees_of_freedom: jax.Array
+    concentration: jax.Array
+    concentration_rest: jax.Array
+
+
+class BayesianMixtureStats(NamedTuple):
+    """:class:`MixtureStats` plus ``entropy``, the sum over rows of the entropy of the
+    responsibilities (its term of the lower bound)."""
+
+    counts: jax.Array
+    emission_stats: Any
+    entropy: jax.Array
+
+
+class BayesianMixtureHyper(NamedTuple):
+    """:class:`MixtureHyper`'s fields, the weights' concentration prior and the
+    Gaussian-Wishart prior (:class:`jaxem.WishartPrior`)."""
+
+    family: Any
+    kmeans_tol: jax.Array
+    n_active: jax.Array
+    weight_concentration_prior: jax.Array
+    prior: WishartPrior
+
+
+@dataclasses.dataclass(frozen=True)
+class BayesianMixture(Mixture):
+    """Gaussian mixture fitted by variational Bayes (scikit-learn's
+    ``BayesianGaussianMixture``): variational EM on the mixture's statistics.
+
+    The E-step weighs the expected log-densities under the Gaussian-Wishart posterior
+    with the expected log weights; the M-step updates the posterior (Dirichlet or
+    stick-breaking weights, Gaussian means, Wishart precisions) from the counts,
+    means and scatters; the engine monitors scikit-learn's lower bound per row
+    (:meth:`objective`), which never decreases.
+
+    Parameters
+    ----------
+    family : Gaussian
+        ``jaxem.gaussian(covariance_type, reg_covar)``: its covariance type and
+        ``reg_covar`` are the model's.
+    n_components, init_method, kmeans_max_iter, max_components
+        As :class:`Mixture`.
+    weight_concentration_prior_type : {"dirichlet_process", "dirichlet_distribution"}
+    weight_concentration_prior : float
+        ``γ`` (> 0).
+    mean_precision_prior : float
+        ``β₀`` (> 0).
+    mean_prior : array (D,)
+        ``m₀``, in the coordinates of the data the model is fitted on.
+    degrees_of_freedom_prior : float
+        ``ν₀`` (> D - 1).
+    covariance_prior : array
+        ``W₀⁻¹`` in the family's covariance layout.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> import jaxem
+    >>> X = jnp.concatenate([jnp.zeros((50, 1)), jnp.ones((50, 1)) * 5.0])
+    >>> X = X + jax.random.normal(jax.random.key(0), X.shape) * 0.1
+    >>> model = jaxem.bayesian_mixture(
+    ...     jaxem.gaussian("diag"), 2, mean_prior=jnp.zeros(1), covariance_prior=jnp.ones(1)
+    ... )
+    >>> result = jaxem.fit(model, X, key=jax.random.key(1), n_restarts=2)
+    >>> # Posterior means shrink towards the prior mean 0: 50 · 5 / (50 + 1) = 4.9.
+    >>> print(jnp.sort(result.params.components.means[:, 0]).round(1))
+    [0.  4.9]
+    """
+
+    weight_concentration_prior_type: str = "dirichlet_process"
+    weight_concentration_prior: float = dataclasses.field(default=1.0, compare=False)
+    mean_precision_prior: float = dataclasses.field(default=1.0, compare=False)
+    mean_prior: Any = dataclasses.field(default=None, compare=False)
+    degrees_of_freedom_prior: float = dataclasses.field(default=1.0, compare=False)
+    covariance_prior: Any = dataclasses.field(default=None, compare=False)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.weight_concentration_prior_type not in WEIGHT_PRIOR_TYPES:
+            raise ValueError(
+                f"weight_concentration_prior_type must be one of {WEIGHT_PRIOR_TYPES}, "
+                f"got {self.weight_concentration_prior_type!r}."
+            )
+        if self.mean_prior is None or self.covariance_prior is None:
+            raise ValueError(
+                "A Bayesian mixture needs mean_prior (n_features,) and covariance_prior "
+                "(in the family's covariance layout); BayesianGaussianMixture computes "
+                "scikit-learn's defaults from the data."
+            )
+
+    def hyper(self, dtype) -> BayesianMixtureHyper:
+        base = super().hyper(dtype)
+        prior = WishartPrior(
+            *(
+                jnp.asarray(value, dtype)
+                for value in (
+                    self.mean_precision_prior,
+                    self.mean_prior,
+                    self.degrees_of_freedom_prior,
+                    self.covariance_prior,
+                )
+            ),
+        )
+        concentration = jnp.asarray(self.weight_concentration_prior, dtype)
+        return BayesianMixtureHyper(*base, concentration, prior)
+
+    def e_step(self, params: BayesianMixtureParams, x, weights, hyper):
+        log_joint = self.log_joint(params, x)
+        resp, log_norm = ops.softmax_and_logsumexp(log_joint, axis=1, scale=weights)
+        log_resp = log_joint - log_norm[:, None]
+        # 0 log 0 = 0 for components of no responsibility (padding, zero-weight rows).
+        entropy = -jnp.sum(jnp.where(resp > 0, resp * log_resp, 0.0))
+        stats = BayesianMixtureStats(
+            resp.sum(0), self.family.statistics(params.components, x, resp), entropy
+        )
+        return stats, jnp.sum(jnp.where(weights > 0, weights * log_norm, 0.0))
+
+    def m_step(self, stats, params, hyper) -> BayesianMixtureParams:
+        active = self.active(hyper)
+        counts = jnp.where(active, stats.counts, 0)
+        components, mean_precision, dof = self.family.wishart_posterior(
+            stats.emission_stats, counts, active, hyper.prior, hyper.family.reg_covar
+        )
+        nk = counts + ops.tiny(counts.dtype)
+        prior = hyper.weight_concentration_prior
+        if self.weight_concentration_prior_type == "dirichlet_process":
+            # Stick breaking: Beta(1 + N_k, γ + Σ_{j>k} N_j), padding's N_j = 0.
+            used = jnp.where(active, nk, 0)
+            later = jnp.concatenate([jnp.cumsum(used[::-1])[-2::-1], jnp.zeros_like(used[:1])])
+            concentration, rest = 1.0 + nk, prior + later
+        else:
+            concentration, rest = prior + nk, jnp.zeros_like(nk)
+        log_weights = self.expected_log_weights(concentration, rest, active)
+        index = jnp.where(active, jnp.arange(self.max_components), 0)
+        return BayesianMixtureParams(
+            log_weights,
+            self._pad_components(components, active),
+            mean_precision[index],
+            dof[index],
+            concentration[index],
+            rest[index],
+        )
+
+    def expected_log_weights(self, concentration, rest, active):
+        """``(K,)`` ``E[log π_k]`` under the weights' posterior (``-inf`` for padding)."""
+        digamma = jax.scipy.special.digamma
+        if self.weight_concentration_prior_type == "dirichlet_process":
+            digamma_sum = digamma(concentration + rest)
+            broken = digamma(rest) - digamma_sum
+            before = jnp.concatenate([jnp.zeros_like(broken[:1]), jnp.cumsum(broken)[:-1]])
+            log_weights = digamma(concentration) - digamma_sum + before
+        else:
+            total = jnp.sum(jnp.where(active, concentration, 0))
+            log_weights = digamma(concentration) - digamma(total)
+        return jnp.where(active, log_weights, -jnp.inf)
+
+    def objective(self, stats, log_likelihood, new_params, hyper, total_weight):
+        """scikit-learn's lower bound (its ``_compute_lower_bound``, constants dropped),
+        a total over the rows as scikit-learn monitors it: the entropy of the E-step's
+        responsibilities and the new posterior's terms."""
+        del log_likelihood, total_weight
+        active = self.active(hyper)
+        params = new_params
+        bound = stats.entropy + self.family.wishart_bound(
+            params.components, params.mean_precision, params.degrees_of_freedom, active
+        )
+        special = jax.scipy.special
+        if self.weight_concentration_prior_type == "dirichlet_process":
+            log_beta = special.betaln(params.concentration, params.concentration_rest)
+            log_norm_weight = -jnp.sum(jnp.where(active, log_beta, 0))
+        else:
+            concentration = jnp.where(active, params.concentration, 1.0)
+            log_norm_weight = special.gammaln(
+                jnp.sum(jnp.where(active, concentration, 0))
+            ) - jnp.sum(jnp.where(active, special.gammaln(concentration), 0))
+        return bound - log_norm_weight
+
+    def _params_from_seed_rows(self, rows, hyper, dtype) -> BayesianMixtureParams:
+        """The posterior from one-hot responsibilities on the seed rows, as scikit-learn."""
+        resp = jnp.diag(self.active(hyper).astype(dtype))
+        stats = MixtureStats(resp.sum(0), self.family.statistics(None, rows, resp))
+        return self.m_step(stats, None, hyper)
+
+    def is_finite(self, params: BayesianMixtureParams):
+        rest = (params.mean_precision, params.degrees_of_freedom, params.concentration)
+        return super().is_finite(params) & ops.tree_all_finite(rest)
+
+    def trim(self, params: BayesianMixtureParams) -> BayesianMixtureParams:
+        head = super().trim(MixtureParams(params.log_weights, params.components))
+        cut = slice(0, self.n_components)
+        return BayesianMixtureParams(*head, *(np.asarray(leaf)[..., cut] for leaf in params[2:]))
+
+    def pad(self, params: BayesianMixtureParams) -> BayesianMixtureParams:
+        head = super().pad(MixtureParams(params.log_weights, params.components))
+        n_given = np.shape(params.log_weights)[-1]
+        index = np.arange(self.max_components)
+        index = np.where(index < n_given, index, 0)
+        return BayesianMixtureParams(*head, *(np.asarray(leaf)[index] for leaf in params[2:]))
+
+    def log_joint(self, params: BayesianMixtureParams, x):
+        """``(n, K)`` expected log weights plus expected log-densities."""
+        log_densities = self.family.expected_log_densities(
+            params.components, params.mean_precision, params.degrees_of_freedom, x
+        )
+        return log_densities + params.log_weights
+
+    def weights(self, params: BayesianMixtureParams):
+        """``(K,)`` posterior mean weights (scikit-learn's ``weights_``)."""
+        concentration, rest = params.concentration, params.concentration_rest
+        if self.weight_concentration_prior_type == "dirichlet_process":
+            total = concentration + rest
+            kept = jnp.concatenate([jnp.ones_like(total[:1]), jnp.cumprod(rest / total)[:-1]])
+            weights = concentration / total * kept
+        else:
+            weights = concentration
+        weights = jnp.where(params.log_weights > -jnp.inf, weights, 0)
+        return weights / jnp.sum(weights)
+
+    def sample(self, key, params: BayesianMixtureParams, n_samples: int):
+        """Draws from the mixture with the posterior mean weights and the components'
+        normalised covariances, as scikit-learn's ``sample``."""
+        label_key, draw_key = jax.random.split(key)
+        log_weights = jnp.log(self.weights(params))
+        labels = jax.random.categorical(label_key, log_weights, shape=(n_samples,))
+        return self.family.sample(draw_key, params.components, labels), labels
+
+
+def bayesian_mixture(
+    family: Family,
+    n_components: int,
+    init: str = "kmeans",
+    *,
+    weight_concentration_prior_type: str = "dirichlet_process",
+    weight_concentration_prior: float | None = None,
+    mean_precision_prior: float = 1.0,
+    mean_prior=None,
+    degrees_of_freedom_prior: float | None = None,
+    covariance_prior=None,
+    max_components: int | None = None,
+) -> BayesianMixture:
+    """Variational Bayesian Gaussian mixture; see :class:`BayesianMixture`.
+
+    ``weight_concentration_prior`` defaults to ``1 / n_components`` and
+    ``degrees_of_freedom_prior`` to the number of features (that of ``mean_prior``),
+    as in scikit-learn.
+    """
+    if mean_prior is not None and degrees_of_freedom_prior is None:
+        degrees_of_freedom_prior = float(np.shape(mean_prior)[-1])
+    return BayesianMixture(
+        family=family,
+        n_components=n_components,
+        init_method=init,
+        max_components=max_components,
+        weight_concentration_prior_type=weight_concentration_prior_type,
+        weight_concentration_prior=(
+            1.0 / n_components if weight_concentration_prior is None else weight_concentration_prior
+        ),
+        mean_precision_prior=mean_precision_prior,
+        mean_prior=mean_prior,
+        degrees_of_freedom_prior=degrees_of_freedom_prior,
+        covariance_prior=covariance_prior,
+    )
 
 
 def mixture(

@@ -7,7 +7,7 @@ holds none of scikit-learn's or hmmlearn's code. The layout of the copy::
       pytest.ini                  # the subprocess's own settings, not jaxem's
       conftest.py                 # peer_conftest.py: fixtures, exclusions, result log
       jaxem_hmm_shim.py           # hmm_shim.py: hmmlearn.hmm with jaxem's HMMs
-      sklearn_mixture/test_gaussian_mixture.py, test_mixture.py
+      sklearn_mixture/test_gaussian_mixture.py, test_mixture.py, test_bayesian_mixture.py
       sklearn_cluster/test_k_means.py
       hmmlearn_tests/__init__.py, conftest.py, test_*_hmm.py   # a package, as upstream
 
@@ -57,6 +57,9 @@ PEER_FILES = {
         "sklearn", "mixture/tests/test_gaussian_mixture.py", "sklearn_mixture"
     ),
     "test_mixture.py": PeerFile("sklearn", "mixture/tests/test_mixture.py", "sklearn_mixture"),
+    "test_bayesian_mixture.py": PeerFile(
+        "sklearn", "mixture/tests/test_bayesian_mixture.py", "sklearn_mixture"
+    ),
     "test_k_means.py": PeerFile("sklearn", "cluster/tests/test_k_means.py", "sklearn_cluster"),
     "test_gaussian_hmm.py": PeerFile("hmmlearn", "tests/test_gaussian_hmm.py", "hmmlearn_tests"),
     "test_categorical_hmm.py": PeerFile(
@@ -82,10 +85,12 @@ SUPPORT_FILES = [
 COPIED_PACKAGES = {"hmmlearn.tests"}
 
 #: (module, name) imported by a test file -> jaxem's drop-in. Other names from the
-#: same modules (``BayesianGaussianMixture``, ``k_means``) stay.
+#: same modules (``_log_wishart_norm``, ``k_means``) stay.
 CLASSES = {
     ("sklearn.mixture", "GaussianMixture"): "jaxem",
     ("sklearn.mixture._gaussian_mixture", "GaussianMixture"): "jaxem",
+    ("sklearn.mixture", "BayesianGaussianMixture"): "jaxem",
+    ("sklearn.mixture._bayesian_mixture", "BayesianGaussianMixture"): "jaxem",
     ("sklearn.cluster", "KMeans"): "jaxem",
     ("sklearn.cluster._kmeans", "KMeans"): "jaxem",
     ("sklearn.cluster", "MiniBatchKMeans"): "jaxem",
@@ -104,6 +109,10 @@ DOTTED = [
     (
         re.compile(r"\bsklearn\.mixture\.(?:_gaussian_mixture\.)?GaussianMixture\b"),
         "jaxem.GaussianMixture",
+    ),
+    (
+        re.compile(r"\bsklearn\.mixture\.(?:_bayesian_mixture\.)?BayesianGaussianMixture\b"),
+        "jaxem.BayesianGaussianMixture",
     ),
     (re.compile(r"\bsklearn\.cluster\.(?:_kmeans\.)?KMeans\b"), "jaxem.KMeans"),
     (

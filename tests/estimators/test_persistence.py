@@ -87,6 +87,10 @@ CASES = {
         lambda: jaxem.LatentDirichletAllocation(2, max_iter=3, random_state=0),
         _counts,
     ),
+    "BayesianGaussianMixture": (
+        lambda: jaxem.BayesianGaussianMixture(n_components=2, max_iter=5, random_state=0),
+        _gaussian,
+    ),
 }
 METHODS = ("predict", "predict_proba", "score_samples", "score", "transform", "decode", "bic")
 
