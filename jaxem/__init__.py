@@ -64,9 +64,9 @@ from jaxem.families import (
 )
 from jaxem.models import (
     HMM,
+    LDA,
     BayesianMixture,
     BayesianMixtureParams,
-    LDA,
     HMMParams,
     KMeansModel,
     KMeansParams,
