@@ -471,12 +471,14 @@ class BayesianMixtureStats(NamedTuple):
 
 
 class BayesianMixtureHyper(NamedTuple):
-    """:class:`MixtureHyper`'s fields, the weights' concentration prior and the
-    Gaussian-Wishart prior (:class:`jaxem.WishartPrior`)."""
+    """:class:`MixtureHyper`'s fields (its ``weights_prior``, for MAP EM, is unused),
+    the weights' concentration prior and the Gaussian-Wishart prior
+    (:class:`jaxem.WishartPrior`)."""
 
     family: Any
     kmeans_tol: jax.Array
     n_active: jax.Array
+    weights_prior: jax.Array
     weight_concentration_prior: jax.Array
     prior: WishartPrior
 
@@ -545,6 +547,11 @@ class BayesianMixture(Mixture):
                 "A Bayesian mixture needs mean_prior (n_features,) and covariance_prior "
                 "(in the family's covariance layout); BayesianGaussianMixture computes "
                 "scikit-learn's defaults from the data."
+            )
+        if self.weights_prior != 1:
+            raise ValueError(
+                "weights_prior (MAP EM's Dirichlet on the weights) does not apply to a "
+                "Bayesian mixture: its prior on the weights is weight_concentration_prior."
             )
 
     def hyper(self, dtype) -> BayesianMixtureHyper:
