@@ -29,14 +29,19 @@ import numpy as np
 from sklearn.base import DensityMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import StrOptions
 
 from jaxem import engine
-from jaxem.contract import Status
+from jaxem.contract import ASSIGNMENTS, Status
 from jaxem.estimators import _array_api, _validation
 from jaxem.estimators._base import EMEstimator, in_fitted_precision, in_input_precision
 from jaxem.models.mixture import MixtureParams, mixture
 
-__all__ = ["MixtureEstimator", "CONVERGENCE_MESSAGE"]
+__all__ = ["MixtureEstimator", "CONVERGENCE_MESSAGE", "ASSIGNMENT_CONSTRAINT"]
+
+#: Constraint of the ``assignment`` parameter every mixture estimator has.
+ASSIGNMENT_CONSTRAINT = [StrOptions(set(ASSIGNMENTS))]
+
 
 #: scikit-learn's warning when the kept initialisation did not converge.
 CONVERGENCE_MESSAGE = (
@@ -198,14 +203,18 @@ class MixtureEstimator(DensityMixin, EMEstimator):
         self.n_iter_ = int(n_iter)
         self.lower_bound_ = float(result.log_likelihood)
         self.lower_bounds_ = [float(value) for value in trace[:n_iter]]
-        if not self.converged_ and self.max_iter > 0:
+        if not self.converged_ and self.max_iter > 0 and self.assignment != "stochastic":
             warnings.warn(CONVERGENCE_MESSAGE, ConvergenceWarning, stacklevel=4)
         # Final E-step with the stored attributes, exactly as predict() computes it.
         return self._evaluate(X, "predict").astype(np.int64)
 
     def _build_model(self, n_components, max_components):
         return mixture(
-            self._family(), n_components, init=self.init_params, max_components=max_components
+            self._family(),
+            n_components,
+            init=self.init_params,
+            max_components=max_components,
+            assignment=self.assignment,
         )
 
     def _n_components_fitted(self):

@@ -17,7 +17,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from jaxem.estimators._mixture import MixtureEstimator
+from jaxem.estimators._mixture import ASSIGNMENT_CONSTRAINT, MixtureEstimator
 from jaxem.families.bernoulli import bernoulli
 from jaxem.families.categorical import categorical
 from jaxem.families.multinomial import multinomial
@@ -36,6 +36,7 @@ _COMMON_CONSTRAINTS: dict = {
     "warm_start": ["boolean"],
     "verbose": ["verbose"],
     "verbose_interval": [Interval(Integral, 1, None, closed="left")],
+    "assignment": ASSIGNMENT_CONSTRAINT,
 }
 
 _COMMON_PARAMETERS = """n_components : int, default=1
@@ -59,7 +60,16 @@ default='kmeans'
     verbose : int, default=0
         1 prints each initialisation and iteration, 2 also the log-likelihood changes.
     verbose_interval : int, default=10
-        Iterations between printed lines."""
+        Iterations between printed lines.
+    assignment : {'soft', 'hard', 'stochastic'}, default='soft'
+        jaxem extension: how the E-step assigns rows to components. 'soft' is EM
+        (scikit-learn's). 'hard' gives each row to its most probable component
+        (classification EM); ``lower_bound_`` and ``lower_bounds_`` are then the mean
+        classification log-likelihood, which never decreases. 'stochastic' draws each
+        row's component from its posterior (stochastic EM): every initialisation runs
+        ``max_iter`` iterations (``converged_`` is False, without a warning), and the
+        fitted parameters are the M-step of the statistics averaged over the second
+        half of them; ``lower_bound_`` is their mean log-likelihood."""
 
 _COMMON_ATTRIBUTES = """weights_ : ndarray of shape (n_components,)
     converged_ : bool
@@ -93,6 +103,7 @@ class _DiscreteMixture(MixtureEstimator):
         warm_start=False,
         verbose=0,
         verbose_interval=10,
+        assignment="soft",
     ):
         self.n_components = n_components
         self.tol = tol
@@ -103,6 +114,7 @@ class _DiscreteMixture(MixtureEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.verbose_interval = verbose_interval
+        self.assignment = assignment
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -204,6 +216,7 @@ class BernoulliMixture(_DiscreteMixture):
         verbose=0,
         verbose_interval=10,
         binarize=None,
+        assignment="soft",
     ):
         super().__init__(
             n_components,
@@ -215,6 +228,7 @@ class BernoulliMixture(_DiscreteMixture):
             warm_start=warm_start,
             verbose=verbose,
             verbose_interval=verbose_interval,
+            assignment=assignment,
         )
         self.binarize = binarize
 
@@ -315,6 +329,7 @@ class CategoricalMixture(_DiscreteMixture):
         verbose=0,
         verbose_interval=10,
         n_categories=None,
+        assignment="soft",
     ):
         super().__init__(
             n_components,
@@ -326,6 +341,7 @@ class CategoricalMixture(_DiscreteMixture):
             warm_start=warm_start,
             verbose=verbose,
             verbose_interval=verbose_interval,
+            assignment=assignment,
         )
         self.n_categories = n_categories
 

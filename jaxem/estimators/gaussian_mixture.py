@@ -19,7 +19,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from jaxem import engine
 from jaxem.estimators import _array_api, _validation
 from jaxem.estimators._base import MESH_CONSTRAINT, in_input_precision
-from jaxem.estimators._mixture import MixtureEstimator
+from jaxem.estimators._mixture import ASSIGNMENT_CONSTRAINT, MixtureEstimator
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian, GaussianParams, gaussian
 from jaxem.models.mixture import MixtureParams
 
@@ -93,6 +93,15 @@ default='kmeans'
     step_decay : float in (0, 1], default=0.6
         jaxem extension, for :meth:`partial_fit`: step ``t`` of online EM moves the
         running statistics by ``(t + 2) ** -step_decay`` towards the batch's.
+    assignment : {'soft', 'hard', 'stochastic'}, default='soft'
+        jaxem extension: how the E-step assigns rows to components. 'soft' is EM
+        (scikit-learn's). 'hard' gives each row to its most probable component
+        (classification EM); ``lower_bound_`` and ``lower_bounds_`` are then the mean
+        classification log-likelihood, which never decreases. 'stochastic' draws each
+        row's component from its posterior (stochastic EM): every initialisation runs
+        ``max_iter`` iterations (``converged_`` is False, without a warning), and the
+        fitted parameters are the M-step of the statistics averaged over the second
+        half of them; ``lower_bound_`` is their mean log-likelihood.
 
     Attributes
     ----------
@@ -183,6 +192,7 @@ default='kmeans'
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
         "mesh": MESH_CONSTRAINT,
         "step_decay": [Interval(Real, 0.0, 1.0, closed="right")],
+        "assignment": ASSIGNMENT_CONSTRAINT,
     }
 
     def __init__(
@@ -204,6 +214,7 @@ default='kmeans'
         verbose_interval=10,
         mesh=None,
         step_decay=0.6,
+        assignment="soft",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -221,6 +232,7 @@ default='kmeans'
         self.verbose_interval = verbose_interval
         self.mesh = mesh
         self.step_decay = step_decay
+        self.assignment = assignment
 
     # -- fitting ---------------------------------------------------------------------------
     @in_input_precision

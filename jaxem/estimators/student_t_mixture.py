@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from jaxem.estimators._base import MESH_CONSTRAINT
-from jaxem.estimators._mixture import MixtureEstimator
+from jaxem.estimators._mixture import ASSIGNMENT_CONSTRAINT, MixtureEstimator
 from jaxem.families.gaussian import COVARIANCE_TYPES
 from jaxem.families.student_t import StudentT, student_t
 from jaxem.models.mixture import INIT_METHODS
@@ -61,6 +61,8 @@ default='kmeans'
         Iterations between printed lines.
     mesh : None, int or jax.sharding.Mesh, default=None
         Devices to spread the fit over (see :func:`jaxem.fit`).
+    assignment : {'soft', 'hard', 'stochastic'}, default='soft'
+        EM, classification EM or stochastic EM, as in :class:`jaxem.GaussianMixture`.
 
     Attributes
     ----------
@@ -125,6 +127,7 @@ default='kmeans'
         "verbose": ["verbose"],
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
         "mesh": MESH_CONSTRAINT,
+        "assignment": ASSIGNMENT_CONSTRAINT,
     }
 
     def __init__(
@@ -146,6 +149,7 @@ default='kmeans'
         verbose=0,
         verbose_interval=10,
         mesh=None,
+        assignment="soft",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -163,6 +167,7 @@ default='kmeans'
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.mesh = mesh
+        self.assignment = assignment
 
     def _family(self) -> StudentT:
         return student_t(
