@@ -60,23 +60,26 @@ def _hmm(name):
     return jaxem.hmm(FAMILIES[name](), 3)
 
 
-def _assigned(name, assignment):
-    return dataclasses.replace(_mixture(name), assignment=assignment)
+def _assigned(kind, name, assignment):
+    model = _mixture(name) if kind == "mixture" else _hmm(name)
+    return dataclasses.replace(model, assignment=assignment)
 
 
-#: Hard and stochastic EM (``assignment``) on a few families: ``model+assignment``.
+#: Hard and stochastic EM (``assignment``) on a few families: ``kind-family+assignment``.
 ASSIGNED = {
-    "gaussian-spherical": "hard",
-    "bernoulli": "hard",
-    "gaussian-diag": "stochastic",
-    "categorical": "stochastic",
+    ("mixture", "gaussian-spherical"): "hard",
+    ("mixture", "bernoulli"): "hard",
+    ("mixture", "gaussian-diag"): "stochastic",
+    ("mixture", "categorical"): "stochastic",
+    ("hmm", "gaussian-diag"): "hard",
+    ("hmm", "poisson"): "stochastic",
 }
 
 MODELS = {
     **{f"mixture-{name}": (lambda name=name: _mixture(name)) for name in FAMILIES},
     **{
-        f"mixture-{name}+{how}": (lambda name=name, how=how: _assigned(name, how))
-        for name, how in ASSIGNED.items()
+        f"{kind}-{name}+{how}": (lambda kind=kind, name=name, how=how: _assigned(kind, name, how))
+        for (kind, name), how in ASSIGNED.items()
     },
     **{f"hmm-{name}": (lambda name=name: _hmm(name)) for name in FAMILIES},
     "kmeans": lambda: jaxem.kmeans(3),
