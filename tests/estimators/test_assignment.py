@@ -71,3 +71,26 @@ def test_assignment_survives_save_and_load(tmp_path):
     loaded = jaxem.GaussianMixture.load(tmp_path / "gm.npz")
     assert loaded.assignment == "hard"
     np.testing.assert_array_equal(loaded.predict(X), gm.predict(X))
+
+
+def _sequences():
+    rng = np.random.default_rng(0)
+    return np.concatenate([rng.normal(6 * (i % 2), 1, (25, 1)) for i in range(8)]), [50] * 4
+
+
+def test_hard_gaussian_hmm_monitors_the_viterbi_path_log_probability():
+    X_seq, lengths = _sequences()
+    hmm = jaxem.GaussianHMM(2, assignment="hard", n_iter=50, random_state=0).fit(X_seq, lengths)
+    assert hmm.monitor_.converged and hmm.monitor_.iter < 50
+    np.testing.assert_allclose(np.sort(hmm.means_[:, 0]), [0.0, 6.0], atol=0.3)
+    # At convergence no path changes: the last value is the best paths' log-probability.
+    log_prob, _ = hmm.decode(X_seq, lengths)
+    np.testing.assert_allclose(hmm.monitor_.history[-1], log_prob, rtol=1e-10)
+
+
+def test_stochastic_hmm_runs_n_iter_and_unknown_assignment_is_refused():
+    X_seq, lengths = _sequences()
+    hmm = jaxem.GaussianHMM(2, assignment="stochastic", n_iter=20, random_state=0)
+    assert hmm.fit(X_seq, lengths).monitor_.iter == 20
+    with pytest.raises(ValueError, match=r"assignment must be one of \('soft', 'hard'"):
+        jaxem.PoissonHMM(2, assignment="fuzzy").fit(np.ones((10, 1), np.int64))
