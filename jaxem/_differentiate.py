@@ -343,6 +343,7 @@ def fit_differentiable(
     >>> print(g[:50].sum().round(3), g[50:].sum().round(3))
     0.0 1.0
     """
+    engine.refuse_stochastic(model, "fit_differentiable")
     if adjoint not in ADJOINTS:
         raise ValueError(f"adjoint must be one of {ADJOINTS}, got {adjoint!r}.")
     smallest = 1 if adjoint == "unrolled" else 0

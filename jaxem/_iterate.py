@@ -43,6 +43,7 @@ __all__ = [
     "run_em",
     "start_state",
     "em_update",
+    "averaged_from",
 ]
 
 RUNNING, CONVERGED, MAX_ITER, NON_FINITE = (int(status) for status in Status)
@@ -213,15 +214,27 @@ def chunked_sum(fn, chunks: Chunks, combine=ops.tree_add):
     return across_shards(total, combine)
 
 
-def batched_statistics(model, params, chunks: Chunks, hyper):
+def batched_statistics(model, params, chunks: Chunks, hyper, keys=None):
     """Statistics and summed log-likelihood of every restart in ``params``.
 
     Each chunk is read once and shared by all restarts (``vmap`` over the
-    parameters only).
+    parameters only). With ``keys`` (one per restart, leading axis ``R``) the model's
+    :meth:`~jaxem.contract.Model.e_step_with_keys` runs with row ``i`` of every
+    restart drawing from ``fold_in(keys[r], i)`` (:func:`row_keys`).
     """
-    e_step = jax.vmap(model.e_step, in_axes=(0, None, None, None))
     combine = jax.vmap(lambda a, b: (model.combine_stats(a[0], b[0]), a[1] + b[1]))
-    return chunked_sum(lambda x, w: e_step(params, x, w, hyper), chunks, combine)
+    if keys is None:
+        e_step = jax.vmap(model.e_step, in_axes=(0, None, None, None))
+        return chunked_sum(lambda x, w: e_step(params, x, w, hyper), chunks, combine)
+    keyed = jax.vmap(model.e_step_with_keys, in_axes=(0, 0, None, None, None))
+    restart_row_keys = jax.vmap(row_keys, in_axes=(0, None, None))
+
+    def chunk_statistics(data, weights):
+        x, number = data
+        return keyed(restart_row_keys(keys, number, weights.shape[0]), params, x, weights, hyper)
+
+    numbered = Chunks((chunks.x, chunk_indices(chunks.n_chunks)), chunks.weights)
+    return chunked_sum(chunk_statistics, numbered, combine)
 
 
 class LoopState(NamedTuple):
@@ -231,6 +244,10 @@ class LoopState(NamedTuple):
     (of the parameters before the last M-step, as scikit-learn's ``lower_bound_``),
     plus the model's ``log_prior`` per sample (MAP EM: the log posterior);
     ``trace`` holds one such value per iteration, NaN after a restart stopped.
+    A stochastic model (:meth:`~jaxem.contract.Model.stochastic`) also carries its
+    restarts' loop ``key`` (iteration ``t`` draws from ``fold_in(key, t)``) and the
+    running mean of the statistics of the averaged iterations, ``average``; both are
+    None otherwise.
     """
 
     params: Any
@@ -239,6 +256,8 @@ class LoopState(NamedTuple):
     n_iter: jax.Array
     status: jax.Array
     trace: jax.Array
+    key: Any = None
+    average: Any = None
 
 
 def trace_length(max_iter: int) -> int:
@@ -247,8 +266,9 @@ def trace_length(max_iter: int) -> int:
     return max(128, 1 << max(int(max_iter) - 1, 0).bit_length())
 
 
-def start_state(params, n_trace: int, dtype, max_iter) -> LoopState:
-    """The loop's carry before the first iteration (``max_iter`` may be traced)."""
+def start_state(params, n_trace: int, dtype, max_iter, key=None, average=None) -> LoopState:
+    """The loop's carry before the first iteration (``max_iter`` may be traced);
+    ``key`` and ``average`` (zero statistics) for a stochastic model only."""
     n_restarts = jax.tree.leaves(params)[0].shape[0]
     max_iter = jnp.asarray(max_iter, jnp.int32)
     return LoopState(
@@ -258,7 +278,16 @@ def start_state(params, n_trace: int, dtype, max_iter) -> LoopState:
         n_iter=jnp.zeros((n_restarts,), jnp.int32),
         status=jnp.full((n_restarts,), jnp.where(max_iter > 0, RUNNING, MAX_ITER), jnp.int32),
         trace=jnp.full((n_restarts, n_trace), jnp.nan, dtype),
+        key=key,
+        average=average,
     )
+
+
+def averaged_from(max_iter):
+    """First iteration (0-based) whose statistics a stochastic model's result
+    averages: the second half of the ``max_iter`` iterations are kept, the first
+    half is burn-in."""
+    return max_iter // 2
 
 
 def em_update(
@@ -278,7 +307,9 @@ def em_update(
     non-finite tests, and the freezing of restarts that stopped.
 
     A restart whose log-likelihood or new parameters are not finite keeps its last
-    finite parameters and the status ``NON_FINITE``.
+    finite parameters and the status ``NON_FINITE``. A stochastic model never
+    converges (its log-likelihood is noisy): from iteration :func:`averaged_from` on,
+    its statistics join the running mean ``state.average``.
     """
     converged_fn = jax.vmap(model.converged, in_axes=(0, 0, 0, 0, None))
     is_finite = jax.vmap(model.is_finite)
@@ -294,6 +325,20 @@ def em_update(
     running = state.status == RUNNING
     finite = jnp.isfinite(log_likelihood) & is_finite(new_params)
     converged = converged_fn(state.params, new_params, log_likelihood, state.log_likelihood, tol)
+    average = state.average
+    if model.stochastic():
+        converged = jnp.zeros_like(converged)
+        # Running mean over the averaged iterations: the j-th one enters with 1/j.
+        seen = (state.n_iter - averaged_from(max_iter) + 1).astype(log_likelihood.dtype)
+        share = jnp.where(seen >= 1, 1 / jnp.maximum(seen, 1), 0)
+
+        def mix(old, new, share):
+            return model.combine_stats(
+                model.scale_stats(old, 1 - share), model.scale_stats(new, share)
+            )
+
+        mixed = jax.vmap(mix)(average, stats, share)
+        average = ops.tree_where(running & finite & (seen >= 1), mixed, average)
     n_iter = state.n_iter + 1
     status = jnp.where(
         ~finite,
@@ -311,10 +356,33 @@ def em_update(
         trace=state.trace.at[:, iteration].set(
             jnp.where(running, log_likelihood, jnp.nan), mode="drop"
         ),
+        key=state.key,
+        average=average,
     )
 
 
-def run_em(model, params, chunks: Chunks, hyper, *, max_iter, tol, n_trace: int) -> LoopState:
+def _averaged(model, state: LoopState, chunks: Chunks, hyper, total_weight) -> LoopState:
+    """A stochastic model's result: every restart that iterated and stayed finite
+    takes the M-step of its averaged statistics and the mean log-likelihood of
+    those parameters (one more E-step, the soft one)."""
+    params = jax.vmap(model.m_step, in_axes=(0, 0, None))(state.average, state.params, hyper)
+    _, log_likelihood_sum = batched_statistics(model, params, chunks, hyper)
+    log_likelihood = log_likelihood_sum / total_weight
+    usable = (
+        (state.status != NON_FINITE)
+        & (state.n_iter > 0)
+        & jnp.isfinite(log_likelihood)
+        & jax.vmap(model.is_finite)(params)
+    )
+    return state._replace(
+        params=ops.tree_where(usable, params, state.params),
+        log_likelihood=jnp.where(usable, log_likelihood, state.log_likelihood),
+    )
+
+
+def run_em(
+    model, params, chunks: Chunks, hyper, *, max_iter, tol, n_trace: int, keys=None
+) -> LoopState:
     """Iterate E and M steps for all restarts until each converges or fails.
 
     Parameters
@@ -327,6 +395,8 @@ def run_em(model, params, chunks: Chunks, hyper, *, max_iter, tol, n_trace: int)
     tol : convergence tolerance (array or float; traced, so no recompile).
     n_trace : static number of trace columns, at least ``max_iter``
         (see :func:`trace_length`).
+    keys : (R,) loop keys, required by a stochastic model
+        (:meth:`~jaxem.contract.Model.stochastic`), else ignored.
 
     A restart stops on its own tolerance: its parameters are frozen with
     ``jnp.where`` while the others go on (:func:`em_update`). A restart whose
@@ -335,6 +405,14 @@ def run_em(model, params, chunks: Chunks, hyper, *, max_iter, tol, n_trace: int)
     """
     total_weight = across_shards(jnp.sum(chunks.weights))
     max_iter = jnp.minimum(jnp.asarray(max_iter, jnp.int32), n_trace)
+    stochastic = model.stochastic()
+    if stochastic and keys is None:
+        raise ValueError(f"{type(model).__name__} draws in its E-step: run_em needs keys.")
+    keys = keys if stochastic else None
+    average = None
+    if stochastic:
+        shapes = jax.eval_shape(lambda p: batched_statistics(model, p, chunks, hyper)[0], params)
+        average = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), shapes)
 
     def cond(carry):
         iteration, state = carry
@@ -342,7 +420,12 @@ def run_em(model, params, chunks: Chunks, hyper, *, max_iter, tol, n_trace: int)
 
     def body(carry):
         iteration, state = carry
-        stats, log_likelihood_sum = batched_statistics(model, state.params, chunks, hyper)
+        iteration_keys = None
+        if stochastic:
+            iteration_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(state.key, iteration)
+        stats, log_likelihood_sum = batched_statistics(
+            model, state.params, chunks, hyper, iteration_keys
+        )
         state = em_update(
             model,
             state,
@@ -356,6 +439,8 @@ def run_em(model, params, chunks: Chunks, hyper, *, max_iter, tol, n_trace: int)
         )
         return iteration + 1, state
 
-    start = start_state(params, n_trace, chunks.weights.dtype, max_iter)
+    start = start_state(params, n_trace, chunks.weights.dtype, max_iter, keys, average)
     _, state = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), start))
+    if stochastic:
+        state = _averaged(model, state, chunks, hyper, total_weight)
     return state

@@ -298,6 +298,7 @@ def fit_stream(
     >>> bool(result.converged), sorted(np.round(result.params.components.means[:, 0]).tolist())
     (True, [0.0, 6.0])
     """
+    engine.refuse_stochastic(model, "fit_stream")
     if not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative int, got {max_iter!r}.")
     if not isinstance(n_restarts, (int, np.integer)) or n_restarts < 1:

@@ -29,6 +29,8 @@ __all__ = [
     "Chunks",
     "Family",
     "Model",
+    "ASSIGNMENTS",
+    "check_assignment",
 ]
 
 Array = chex.Array
@@ -88,6 +90,19 @@ STATUS_MESSAGES = {
     Status.MAX_ITER: "reached max_iter before converging",
     Status.NON_FINITE: "non-finite log-likelihood or parameters",
 }
+
+
+#: How a model's E-step assigns rows (or a sequence's steps) to components (states):
+#: ``"soft"`` posterior probabilities (EM), ``"hard"`` the most probable assignment
+#: (classification EM, Celeux and Govaert 1992), ``"stochastic"`` an assignment drawn
+#: from the posterior (stochastic EM, Celeux and Diebolt 1985).
+ASSIGNMENTS = ("soft", "hard", "stochastic")
+
+
+def check_assignment(assignment) -> None:
+    """Raise ``ValueError`` unless ``assignment`` is one of :data:`ASSIGNMENTS`."""
+    if assignment not in ASSIGNMENTS:
+        raise ValueError(f"assignment must be one of {ASSIGNMENTS}, got {assignment!r}.")
 
 
 class Chunks(NamedTuple):
@@ -373,6 +388,27 @@ class Model(Protocol):
         """Convergence test; default ``|Δ mean log-likelihood| < tol`` (scikit-learn)."""
         del old_params, new_params
         return jnp.abs(log_likelihood - previous) < tol
+
+    def stochastic(self) -> bool:
+        """Whether the E-step draws random numbers (stochastic EM).
+
+        If True the engine calls :meth:`e_step_with_keys` with one key per row, drawn
+        from the fit's key per restart, iteration and row (the row's global index, so
+        the draws do not depend on chunking or devices); it runs every restart for
+        ``max_iter`` iterations (the objective is noisy: no tolerance test) and
+        returns the M-step of the statistics averaged over the second half of the
+        iterations, with the mean log-likelihood of those parameters (one more
+        :meth:`e_step`). :meth:`e_step` must then give the expectation of the drawn
+        statistics (the soft E-step) and the log-likelihood. Default False.
+        """
+        return False
+
+    def e_step_with_keys(self, keys, params, x, weights: Array, hyper) -> tuple[Any, Array]:
+        """:meth:`e_step` of a :meth:`stochastic` model, drawing row ``i``'s random
+        numbers from ``keys[i]`` (``keys`` has shape ``(n,)``). Default: :meth:`e_step`,
+        the keys unused."""
+        del keys
+        return self.e_step(params, x, weights, hyper)
 
     def is_finite(self, params) -> Array:
         """Whether ``params`` (one restart) are usable; default: every leaf finite."""

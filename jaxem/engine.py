@@ -49,6 +49,7 @@ __all__ = [
     "initialise",
     "initial_shapes",
     "restart_keys",
+    "loop_keys",
     "evaluate",
     "statistics",
     "sample",
@@ -237,6 +238,30 @@ def restart_keys(key, n_restarts: int, first_restart=0):
     return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, indices)
 
 
+#: Stream of the fit's key that a stochastic model's draws in the loop come from (the
+#: restarts' initialisations draw from ``restart_keys(key, ...)``).
+_LOOP_STREAM = 0x5E4D
+
+
+def loop_keys(model, key, n_restarts: int, first_restart=0):
+    """Per-restart keys of a stochastic model's draws in the loop (None for other
+    models): restart ``r`` draws from ``restart_keys(fold_in(key, _LOOP_STREAM))[r]``,
+    so, like its initialisation, they depend on its index only."""
+    if not model.stochastic():
+        return None
+    return restart_keys(jax.random.fold_in(key, _LOOP_STREAM), n_restarts, first_restart)
+
+
+def refuse_stochastic(model, what: str) -> None:
+    """Raise ``ValueError`` if ``model`` draws in its E-step: ``what`` has no keys to
+    hand it."""
+    if model.stochastic():
+        raise ValueError(
+            f"{what} does not run stochastic EM (assignment='stochastic'); use jaxem.fit, "
+            "or assignment='soft' or 'hard'."
+        )
+
+
 def _initial_params(model, keys, chunks, hyper):
     return jax.vmap(model.init, in_axes=(0, None, None))(keys, chunks, hyper)
 
@@ -309,6 +334,7 @@ def fit_traced(
         Python int, else 128). EM stops at ``min(max_iter, n_trace)``.
     first_restart : index of the first restart (traced): the restarts are
         ``first_restart, ..., first_restart + n_restarts - 1`` of :func:`restart_keys`.
+        A stochastic model's draws in the loop come from :func:`loop_keys`.
 
     Returns
     -------
@@ -344,7 +370,14 @@ def fit_traced(
         keys = restart_keys(key, n_restarts, first_restart)
         init_params = _initial_params(model, keys, chunks, hyper)
     state = _iterate.run_em(
-        model, init_params, chunks, hyper, max_iter=max_iter, tol=tol, n_trace=n_trace
+        model,
+        init_params,
+        chunks,
+        hyper,
+        max_iter=max_iter,
+        tol=tol,
+        n_trace=n_trace,
+        keys=loop_keys(model, key, n_restarts, first_restart),
     )
     return _select_best(state)
 
@@ -609,6 +642,7 @@ def online_step(
         under its parameters before the step (``-inf`` where the step went
         non-finite; that restart keeps its parameters).
     """
+    refuse_stochastic(model, "online_step")
     if not 0 <= float(step_decay) <= 1:
         raise ValueError(f"step_decay must be in [0, 1], got {step_decay!r}.")
     if not float(step_offset) > 0:
@@ -772,14 +806,21 @@ def _fit_sharded_body(
     replicated = jax.sharding.PartitionSpec()
     weights = _normalised_weights(weights)
 
-    def local(x, weights, start, hyper, max_iter, tol):
+    def local(x, weights, start, keys, hyper, max_iter, tol):
         with _iterate.rows_sharded(rows):
             chunks = _iterate.make_chunks(x, weights, chunk_size)
             params = (
                 start if init_params is not None else _initial_params(model, start, chunks, hyper)
             )
             return _iterate.run_em(
-                model, params, chunks, hyper, max_iter=max_iter, tol=tol, n_trace=n_trace
+                model,
+                params,
+                chunks,
+                hyper,
+                max_iter=max_iter,
+                tol=tol,
+                n_trace=n_trace,
+                keys=keys,
             )
 
     if init_params is None:
@@ -789,6 +830,9 @@ def _fit_sharded_body(
         start = jax.tree.map(lambda leaf: leaf[index], init_params)
     # Computed on every device; each then keeps its slice.
     start = jax.tree.map(lambda leaf: _laid_out(leaf, mesh, restart_spec), start)
+    keys = loop_keys(model, key, n_run, first_restart)
+    if keys is not None:
+        keys = _laid_out(keys, mesh, restart_spec)
     state = jax.shard_map(
         local,
         mesh=mesh,
@@ -796,13 +840,14 @@ def _fit_sharded_body(
             jax.tree.map(lambda _: row_spec, x),
             row_spec,
             jax.tree.map(lambda _: restart_spec, start),
+            jax.tree.map(lambda _: restart_spec, keys),
             jax.tree.map(lambda _: replicated, hyper),
             replicated,
             replicated,
         ),
         out_specs=restart_spec,
         check_vma=False,
-    )(x, weights, start, hyper, max_iter, tol)
+    )(x, weights, start, keys, hyper, max_iter, tol)
     # Every restart's results on every device, then the best one chosen.
     return _select_best(
         jax.tree.map(lambda leaf: _laid_out(leaf, mesh, replicated)[:n_restarts], state)

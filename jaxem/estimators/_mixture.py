@@ -34,15 +34,21 @@ import numpy as np
 from sklearn.base import DensityMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from jaxem import engine
-from jaxem.contract import Status
+from jaxem.contract import ASSIGNMENTS, Status
 from jaxem.estimators import _array_api, _validation
 from jaxem.estimators._base import EMEstimator, in_fitted_precision, in_input_precision
 from jaxem.models.mixture import LabelledRows, MixtureParams, mixture
 
-__all__ = ["MixtureEstimator", "CONVERGENCE_MESSAGE", "PRIOR_CONSTRAINTS", "PRIOR_PARAMETERS"]
+__all__ = [
+    "MixtureEstimator",
+    "CONVERGENCE_MESSAGE",
+    "PRIOR_CONSTRAINTS",
+    "PRIOR_PARAMETERS",
+    "ASSIGNMENT_CONSTRAINT",
+]
 
 #: Constraints of the MAP and semi-supervised parameters every mixture estimator takes.
 PRIOR_CONSTRAINTS: dict = {
@@ -60,6 +66,9 @@ PRIOR_PARAMETERS = """weights_prior : float >= 1, default=1.0
         jaxem extension: if True, ``fit(X, y)`` uses ``y`` as labels (a component
         index per labelled row, -1 for unlabelled rows; see :meth:`fit`). False
         ignores ``y`` as scikit-learn does."""
+
+#: Constraint of the ``assignment`` parameter every mixture estimator has.
+ASSIGNMENT_CONSTRAINT = [StrOptions(set(ASSIGNMENTS))]
 
 #: scikit-learn's warning when the kept initialisation did not converge.
 CONVERGENCE_MESSAGE = (
@@ -249,7 +258,7 @@ class MixtureEstimator(DensityMixin, EMEstimator):
         self.n_iter_ = int(n_iter)
         self.lower_bound_ = float(result.log_likelihood)
         self.lower_bounds_ = [float(value) for value in trace[:n_iter]]
-        if not self.converged_ and self.max_iter > 0:
+        if not self.converged_ and self.max_iter > 0 and self.assignment != "stochastic":
             warnings.warn(CONVERGENCE_MESSAGE, ConvergenceWarning, stacklevel=4)
         # Final E-step with the stored attributes, exactly as predict() computes it.
         if log_prior is None:
@@ -261,7 +270,11 @@ class MixtureEstimator(DensityMixin, EMEstimator):
 
     def _build_model(self, n_components, max_components):
         return mixture(
-            self._family(), n_components, init=self.init_params, max_components=max_components
+            self._family(),
+            n_components,
+            init=self.init_params,
+            max_components=max_components,
+            assignment=self.assignment,
         )
 
     def _with_priors(self, model, X, offset):

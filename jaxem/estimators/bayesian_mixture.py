@@ -184,6 +184,20 @@ default='kmeans'
         self.verbose = verbose
         self.verbose_interval = verbose_interval
 
+    # The mixture base's jaxem extensions that variational Bayes does not take: its
+    # prior on the weights is weight_concentration_prior, and its E-step is soft.
+    semi_supervised = False
+    weights_prior = 1.0
+    assignment = "soft"
+
+    def _fit(self, X, y=None, component_prior=None):
+        if component_prior is not None:
+            raise ValueError(
+                "BayesianGaussianMixture takes no component_prior: semi-supervised fits "
+                "are EM's (jaxem.GaussianMixture(semi_supervised=True))."
+            )
+        return super()._fit(X, y)
+
     # -- priors (scikit-learn's _check_parameters) ------------------------------------------
     def _fit_support(self, X) -> None:
         """Check ``X`` and set the priors' attributes from the parameters and ``X``."""

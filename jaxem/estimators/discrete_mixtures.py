@@ -17,7 +17,12 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from jaxem.estimators._mixture import PRIOR_CONSTRAINTS, PRIOR_PARAMETERS, MixtureEstimator
+from jaxem.estimators._mixture import (
+    ASSIGNMENT_CONSTRAINT,
+    PRIOR_CONSTRAINTS,
+    PRIOR_PARAMETERS,
+    MixtureEstimator,
+)
 from jaxem.families.bernoulli import bernoulli
 from jaxem.families.categorical import categorical
 from jaxem.families.multinomial import multinomial
@@ -37,6 +42,7 @@ _COMMON_CONSTRAINTS: dict = {
     "verbose": ["verbose"],
     "verbose_interval": [Interval(Integral, 1, None, closed="left")],
     **PRIOR_CONSTRAINTS,
+    "assignment": ASSIGNMENT_CONSTRAINT,
 }
 
 _COMMON_PARAMETERS = (
@@ -62,6 +68,15 @@ default='kmeans'
         1 prints each initialisation and iteration, 2 also the log-likelihood changes.
     verbose_interval : int, default=10
         Iterations between printed lines.
+    assignment : {'soft', 'hard', 'stochastic'}, default='soft'
+        jaxem extension: how the E-step assigns rows to components. 'soft' is EM
+        (scikit-learn's). 'hard' gives each row to its most probable component
+        (classification EM); ``lower_bound_`` and ``lower_bounds_`` are then the mean
+        classification log-likelihood, which never decreases. 'stochastic' draws each
+        row's component from its posterior (stochastic EM): every initialisation runs
+        ``max_iter`` iterations (``converged_`` is False, without a warning), and the
+        fitted parameters are the M-step of the statistics averaged over the second
+        half of them; ``lower_bound_`` is their mean log-likelihood.
     """
     + PRIOR_PARAMETERS
 )
@@ -100,6 +115,7 @@ class _DiscreteMixture(MixtureEstimator):
         verbose_interval=10,
         weights_prior=1.0,
         semi_supervised=False,
+        assignment="soft",
     ):
         self.n_components = n_components
         self.tol = tol
@@ -112,6 +128,7 @@ class _DiscreteMixture(MixtureEstimator):
         self.verbose_interval = verbose_interval
         self.weights_prior = weights_prior
         self.semi_supervised = semi_supervised
+        self.assignment = assignment
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -215,6 +232,7 @@ class BernoulliMixture(_DiscreteMixture):
         binarize=None,
         weights_prior=1.0,
         semi_supervised=False,
+        assignment="soft",
     ):
         super().__init__(
             n_components,
@@ -228,6 +246,7 @@ class BernoulliMixture(_DiscreteMixture):
             verbose_interval=verbose_interval,
             weights_prior=weights_prior,
             semi_supervised=semi_supervised,
+            assignment=assignment,
         )
         self.binarize = binarize
 
@@ -330,6 +349,7 @@ class CategoricalMixture(_DiscreteMixture):
         n_categories=None,
         weights_prior=1.0,
         semi_supervised=False,
+        assignment="soft",
     ):
         super().__init__(
             n_components,
@@ -343,6 +363,7 @@ class CategoricalMixture(_DiscreteMixture):
             verbose_interval=verbose_interval,
             weights_prior=weights_prior,
             semi_supervised=semi_supervised,
+            assignment=assignment,
         )
         self.n_categories = n_categories
 

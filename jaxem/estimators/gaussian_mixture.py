@@ -20,7 +20,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from jaxem import engine
 from jaxem.estimators import _array_api, _validation
 from jaxem.estimators._base import MESH_CONSTRAINT, in_input_precision
-from jaxem.estimators._mixture import PRIOR_CONSTRAINTS, MixtureEstimator
+from jaxem.estimators._mixture import (
+    ASSIGNMENT_CONSTRAINT,
+    PRIOR_CONSTRAINTS,
+    MixtureEstimator,
+)
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian, GaussianParams, gaussian
 from jaxem.models.mixture import MixtureParams
 
@@ -116,6 +120,15 @@ default='kmeans'
         jaxem extension: if True, ``fit(X, y)`` uses ``y`` as labels (a component
         index per labelled row, -1 for unlabelled rows; see :meth:`fit`). False
         ignores ``y`` as scikit-learn does.
+    assignment : {'soft', 'hard', 'stochastic'}, default='soft'
+        jaxem extension: how the E-step assigns rows to components. 'soft' is EM
+        (scikit-learn's). 'hard' gives each row to its most probable component
+        (classification EM); ``lower_bound_`` and ``lower_bounds_`` are then the mean
+        classification log-likelihood, which never decreases. 'stochastic' draws each
+        row's component from its posterior (stochastic EM): every initialisation runs
+        ``max_iter`` iterations (``converged_`` is False, without a warning), and the
+        fitted parameters are the M-step of the statistics averaged over the second
+        half of them; ``lower_bound_`` is their mean log-likelihood.
 
     Attributes
     ----------
@@ -211,6 +224,7 @@ default='kmeans'
         "step_decay": [Interval(Real, 0.0, 1.0, closed="right")],
         "prior": [None, StrOptions({"mclust"}), dict],
         **PRIOR_CONSTRAINTS,
+        "assignment": ASSIGNMENT_CONSTRAINT,
     }
 
     def __init__(
@@ -235,6 +249,7 @@ default='kmeans'
         prior=None,
         weights_prior=1.0,
         semi_supervised=False,
+        assignment="soft",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -255,6 +270,7 @@ default='kmeans'
         self.prior = prior
         self.weights_prior = weights_prior
         self.semi_supervised = semi_supervised
+        self.assignment = assignment
 
     # -- fitting ---------------------------------------------------------------------------
     @in_input_precision

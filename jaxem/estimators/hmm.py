@@ -50,6 +50,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, validate_parameter_constraints
 
 from jaxem import engine
+from jaxem.contract import check_assignment
 from jaxem.estimators import _array_api, _validation
 from jaxem.estimators._base import EMEstimator, in_input_precision
 from jaxem.families.categorical import Categorical
@@ -124,6 +125,7 @@ class _BaseHMM(EMEstimator):
         n_init=1,
         mesh=None,
         step_decay=0.6,
+        assignment="soft",
     ):
         self.n_components = n_components
         self.startprob_prior = startprob_prior
@@ -138,6 +140,7 @@ class _BaseHMM(EMEstimator):
         self.implementation = implementation
         self.n_init = n_init
         self.mesh = mesh
+        self.assignment = assignment
         self.step_decay = step_decay
 
     # -- to be provided by subclasses ----------------------------------------------------------
@@ -388,6 +391,7 @@ class _BaseHMM(EMEstimator):
             )
         if self.algorithm not in DECODER_ALGORITHMS:
             raise ValueError(f"Unknown decoder {self.algorithm!r}; use 'viterbi' or 'map'.")
+        check_assignment(self.assignment)
 
     def _dtype(self, X):
         source = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64
@@ -408,6 +412,7 @@ class _BaseHMM(EMEstimator):
             startprob_prior=self.startprob_prior,
             transmat_prior=self.transmat_prior,
             fail_on_underflow=self.implementation == "scaling",
+            assignment=self.assignment,
         )
 
     def _initial_params(self, model, key, data, hyper, n_init, dtype):
@@ -692,6 +697,14 @@ class GaussianHMM(_BaseHMM):
     step_decay : float in (0, 1], default=0.6
         jaxem extension, for :meth:`partial_fit`: step ``t`` of online EM moves the
         running statistics by ``(t + 2) ** -step_decay`` towards the batch's.
+    assignment : {'soft', 'hard', 'stochastic'}, default='soft'
+        jaxem extension: 'soft' is Baum-Welch (hmmlearn's); 'hard' is Viterbi
+        training (the counts of each sequence's most probable path; ``monitor_``
+        then records the paths' summed log-probability); 'stochastic' uses the
+        counts of a path drawn from the posterior per sequence and runs ``n_iter``
+        iterations, the fitted parameters being the M-step of the counts averaged
+        over the second half of them (see :class:`jaxem.HMM`). The same parameter
+        exists on every HMM estimator.
 
     Attributes
     ----------
@@ -739,6 +752,7 @@ class GaussianHMM(_BaseHMM):
         n_init=1,
         mesh=None,
         step_decay=0.6,
+        assignment="soft",
     ):
         super().__init__(
             n_components=n_components,
@@ -755,6 +769,7 @@ class GaussianHMM(_BaseHMM):
             n_init=n_init,
             mesh=mesh,
             step_decay=step_decay,
+            assignment=assignment,
         )
         self.covariance_type = covariance_type
         self.min_covar = min_covar
@@ -888,6 +903,7 @@ class CategoricalHMM(_BaseHMM):
         n_init=1,
         mesh=None,
         step_decay=0.6,
+        assignment="soft",
     ):
         super().__init__(
             n_components=n_components,
@@ -904,6 +920,7 @@ class CategoricalHMM(_BaseHMM):
             n_init=n_init,
             mesh=mesh,
             step_decay=step_decay,
+            assignment=assignment,
         )
         self.emissionprob_prior = emissionprob_prior
         self.n_features = n_features
@@ -1004,6 +1021,7 @@ class PoissonHMM(_BaseHMM):
         n_init=1,
         mesh=None,
         step_decay=0.6,
+        assignment="soft",
     ):
         super().__init__(
             n_components=n_components,
@@ -1020,6 +1038,7 @@ class PoissonHMM(_BaseHMM):
             n_init=n_init,
             mesh=mesh,
             step_decay=step_decay,
+            assignment=assignment,
         )
         self.lambdas_prior = lambdas_prior
         self.lambdas_weight = lambdas_weight

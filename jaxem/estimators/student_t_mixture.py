@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from jaxem.estimators._base import MESH_CONSTRAINT
-from jaxem.estimators._mixture import PRIOR_CONSTRAINTS, MixtureEstimator
+from jaxem.estimators._mixture import ASSIGNMENT_CONSTRAINT, PRIOR_CONSTRAINTS, MixtureEstimator
 from jaxem.families.gaussian import COVARIANCE_TYPES
 from jaxem.families.student_t import StudentT, student_t
 from jaxem.models.mixture import INIT_METHODS
@@ -66,6 +66,8 @@ default='kmeans'
         :class:`jaxem.GaussianMixture`).
     semi_supervised : bool, default=False
         jaxem extension: if True, ``fit(X, y)`` uses ``y`` as labels (-1 unlabelled).
+    assignment : {'soft', 'hard', 'stochastic'}, default='soft'
+        EM, classification EM or stochastic EM, as in :class:`jaxem.GaussianMixture`.
 
     Attributes
     ----------
@@ -131,6 +133,7 @@ default='kmeans'
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
         "mesh": MESH_CONSTRAINT,
         **PRIOR_CONSTRAINTS,
+        "assignment": ASSIGNMENT_CONSTRAINT,
     }
 
     def __init__(
@@ -154,6 +157,7 @@ default='kmeans'
         mesh=None,
         weights_prior=1.0,
         semi_supervised=False,
+        assignment="soft",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -173,6 +177,7 @@ default='kmeans'
         self.mesh = mesh
         self.weights_prior = weights_prior
         self.semi_supervised = semi_supervised
+        self.assignment = assignment
 
     def _family(self) -> StudentT:
         return student_t(

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxem.contract import Chunks, Family, Model, finely_padded_rows
+from jaxem.contract import Chunks, Family, Model, check_assignment, finely_padded_rows
 from jaxem.models import hmm_inference
 
 __all__ = [
@@ -143,6 +143,16 @@ class HMM(Model):
         in every state) has log-likelihood ``-inf``, so a fit fails as hmmlearn's
         does. False (default): every algorithm keeps magnitudes in log space and
         needs no such limit.
+    assignment : {"soft", "hard", "stochastic"}
+        ``"soft"`` (default): Baum-Welch. ``"hard"``: Viterbi training, the counts of
+        every sequence's most probable path; the monitored objective is the mean
+        log-probability of those paths (the classification log-likelihood, which
+        never decreases). ``"stochastic"``: the counts of a path drawn from the
+        posterior by forward-filtering backward-sampling
+        (:func:`~jaxem.models.hmm_inference.sample_path`), one key per sequence from
+        the engine; every restart runs ``max_iter`` iterations and the result is the
+        M-step of the statistics averaged over their second half (see
+        :meth:`jaxem.contract.Model.stochastic`).
 
     Notes
     -----
@@ -180,6 +190,7 @@ class HMM(Model):
     startprob_prior: float = dataclasses.field(default=1.0, compare=False)
     transmat_prior: float = dataclasses.field(default=1.0, compare=False)
     fail_on_underflow: bool = False
+    assignment: str = "soft"
 
     outputs: ClassVar[tuple[str, ...]] = ("log_prob", "posterior", "viterbi")
 
@@ -193,6 +204,7 @@ class HMM(Model):
                 f"init_transitions must be one of {INIT_TRANSITIONS}, "
                 f"got {self.init_transitions!r}."
             )
+        check_assignment(self.assignment)
 
     # -- contract ---------------------------------------------------------------------------
     def hyper(self, dtype) -> HMMHyper:
@@ -203,12 +215,40 @@ class HMM(Model):
         )
 
     def e_step(self, params: HMMParams, data, weights, hyper):
-        posterior, frames, valid = self._posteriors(params, data)
+        """Baum-Welch's or Viterbi training's E-step; for ``assignment="stochastic"``
+        Baum-Welch's (the expectation of the drawn paths' counts)."""
+        return self.e_step_with_keys(None, params, data, weights, hyper)
+
+    def stochastic(self) -> bool:
+        return self.assignment == "stochastic"
+
+    def e_step_with_keys(self, keys, params: HMMParams, data, weights, hyper):
+        """The E-step; with ``keys`` (one per sequence) and ``assignment="stochastic"``,
+        the counts of one path per sequence drawn from the posterior."""
+        if self.assignment == "hard":
+            log_emission, valid, frames = self._log_emissions(params, *data)
+            paths, log_likelihood = jax.vmap(self._decoder(), in_axes=(None, None, 0, 0))(
+                _log(params.startprob), _log(params.transmat), log_emission, valid
+            )
+        else:
+            posterior, frames, valid = self._posteriors(params, data)
+            log_likelihood = posterior.log_likelihood
+        if self.assignment == "soft" or (keys is None and self.assignment == "stochastic"):
+            smoothed, transition_counts = posterior.smoothed, posterior.transition_counts
+        else:
+            if self.assignment == "stochastic":
+                paths = jax.vmap(hmm_inference.sample_path, in_axes=(0, None, 0, 0))(
+                    keys, _log(params.transmat), posterior.log_alpha, valid
+                )
+            smoothed = jax.nn.one_hot(paths, self.n_states, dtype=params.transmat.dtype)
+            smoothed = smoothed * valid[..., None]
+            # Pairs (t, t + 1) of valid steps: padding trails, so step t + 1 decides.
+            transition_counts = jnp.einsum("sti,stj->sij", smoothed[:, :-1], smoothed[:, 1:])
         n_sequences, n_steps = valid.shape
         # where() keeps zero-weight sequences (even NaN garbage) out of the sums.
         used = weights > 0
-        smoothed = jnp.where(used[:, None, None], posterior.smoothed, 0) * weights[:, None, None]
-        transition_counts = jnp.where(used[:, None, None], posterior.transition_counts, 0)
+        smoothed = jnp.where(used[:, None, None], smoothed, 0) * weights[:, None, None]
+        transition_counts = jnp.where(used[:, None, None], transition_counts, 0)
         # Padding frames and zero-weight sequences (which may hold anything) get no
         # responsibility, and are zeroed so 0 · NaN cannot leak into the sums.
         keep = (valid & used[:, None]).reshape(-1)
@@ -220,7 +260,7 @@ class HMM(Model):
             counts=gamma.sum(0),
             emission_stats=self.family.statistics(params.emissions, frames, gamma),
         )
-        log_likelihood = jnp.sum(jnp.where(used, weights * posterior.log_likelihood, 0.0))
+        log_likelihood = jnp.sum(jnp.where(used, weights * log_likelihood, 0.0))
         return stats, log_likelihood
 
     def m_step(self, stats: HMMStats, params: HMMParams, hyper) -> HMMParams:
@@ -354,12 +394,7 @@ class HMM(Model):
     def decode(self, params: HMMParams, observations, mask=None):
         """Viterbi paths ``(S, T)`` (0 on padding) and their log-probabilities ``(S,)``."""
         log_emission, valid, _ = self._log_emissions(params, observations, mask)
-        decoder = (
-            hmm_inference.parallel_viterbi
-            if self.algorithm == "associative"
-            else hmm_inference.viterbi
-        )
-        return jax.vmap(decoder, in_axes=(None, None, 0, 0))(
+        return jax.vmap(self._decoder(), in_axes=(None, None, 0, 0))(
             _log(params.startprob), _log(params.transmat), log_emission, valid
         )
 
@@ -378,6 +413,11 @@ class HMM(Model):
         return self.family.sample(emission_key, params.emissions, states), states
 
     # -- internals ---------------------------------------------------------------------------
+    def _decoder(self):
+        if self.algorithm == "associative":
+            return hmm_inference.parallel_viterbi
+        return hmm_inference.viterbi
+
     def _log_emissions(self, params, observations, mask):
         n_sequences, n_steps = observations.shape[:2]
         if mask is None:
@@ -428,6 +468,7 @@ def hmm(
     startprob_prior: float = 1.0,
     transmat_prior: float = 1.0,
     fail_on_underflow: bool = False,
+    assignment: str = "soft",
 ) -> HMM:
     """Hidden Markov model over ``family``; see :class:`HMM`."""
     return HMM(
@@ -439,6 +480,7 @@ def hmm(
         startprob_prior=startprob_prior,
         transmat_prior=transmat_prior,
         fail_on_underflow=fail_on_underflow,
+        assignment=assignment,
     )
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "blocked_forward_backward",
     "viterbi",
     "parallel_viterbi",
+    "sample_path",
 ]
 
 
@@ -380,6 +381,53 @@ def viterbi(log_initial, log_transition, log_emission, mask=None) -> tuple[Array
     _, states_rest = lax.scan(backtrack_step, last_state, pointers, reverse=True)
     states = jnp.concatenate([states_rest, last_state[None]])
     return jnp.where(mask, states, 0), log_prob
+
+
+def sample_path(key, log_transition, log_alpha, mask=None) -> Array:
+    """A state path drawn from ``p(z_{1:L} | x_{1:L})`` by backward sampling on the
+    forward messages (forward-filtering backward-sampling).
+
+    Parameters
+    ----------
+    key : PRNG key of the sequence.
+    log_transition : Array
+        ``(K, K)`` transition log-probabilities, rows are from-states.
+    log_alpha : Array
+        ``(T, K)`` forward messages of :class:`HMMPosterior` (padded steps repeat the
+        last valid one; only their normalisation per step is used).
+    mask : Array, optional
+        ``(T,)`` bool, ``True`` on valid steps; padding may only trail the valid steps.
+
+    Returns
+    -------
+    states : Array
+        ``(T,)`` int32 drawn states; padded steps hold 0.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxem.models.hmm_inference import forward_backward, sample_path
+    >>> log_transition = jnp.log(jnp.array([[0.9, 0.1], [0.1, 0.9]]))
+    >>> log_emission = jnp.log(jnp.array([[0.99, 0.01], [0.99, 0.01], [0.01, 0.99]]))
+    >>> post = forward_backward(jnp.log(jnp.array([0.5, 0.5])), log_transition, log_emission)
+    >>> sample_path(jax.random.key(0), log_transition, post.log_alpha).shape
+    (3,)
+    """
+    n_steps = log_alpha.shape[0]
+    mask = jnp.ones(n_steps, bool) if mask is None else jnp.asarray(mask, bool)
+    keys = jax.random.split(key, n_steps)
+    # Padded steps repeat the last valid message: the last step's draw is z_L's.
+    last = jax.random.categorical(keys[-1], log_alpha[-1]).astype(jnp.int32)
+
+    def step(state_next, inputs):
+        step_key, log_alpha_t, valid_next = inputs
+        drawn = jax.random.categorical(step_key, log_alpha_t + log_transition[:, state_next])
+        # Before a padded step the path stays put (an identity transition).
+        state = jnp.where(valid_next, drawn.astype(jnp.int32), state_next)
+        return state, state
+
+    _, rest = lax.scan(step, last, (keys[:-1], log_alpha[:-1], mask[1:]), reverse=True)
+    return jnp.where(mask, jnp.concatenate([rest, last[None]]), 0)
 
 
 # ------------------------------------------------------------------------- scaled

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxem import _iterate, ops
-from jaxem.contract import Chunks, Family, Model
+from jaxem.contract import Chunks, Family, Model, check_assignment
 from jaxem.families.gaussian import WishartPrior
 from jaxem.seeding import (
     kmeans_plusplus_chunked,
@@ -135,6 +135,20 @@ class Mixture(Model):
         ``n_components`` up to ``max_components`` are equal and share one compiled
         program: ``n_components`` reaches it as an array through :meth:`hyper`.
         :func:`jaxem.fit` trims the padding from its result.
+    assignment : {"soft", "hard", "stochastic"}
+        How the E-step assigns rows to components. ``"soft"`` (default): posterior
+        probabilities, EM; the monitored objective is the log-likelihood.
+        ``"hard"``: every row to its most probable component (classification EM,
+        Celeux and Govaert 1992; ties to the lowest index); the monitored objective
+        is the classification log-likelihood ``Σ_i max_k log π_k p_k(x_i)``, which
+        never decreases, and a restart stops when it changes by less than ``tol``
+        (in practice when no row changes component). ``"stochastic"``: every row to
+        a component drawn from its posterior (stochastic EM, Celeux and Diebolt
+        1985), from keys the engine derives from the fit's key per restart,
+        iteration and row; the log-likelihood it monitors does not converge, so
+        every restart runs ``max_iter`` iterations and the result is the M-step of
+        the statistics averaged over the second half of them, with its
+        log-likelihood (see :meth:`jaxem.contract.Model.stochastic`).
 
     Examples
     --------
@@ -154,6 +168,7 @@ class Mixture(Model):
     kmeans_max_iter: int = 300
     max_components: int | None = None
     weights_prior: float = dataclasses.field(default=1.0, compare=False)
+    assignment: str = "soft"
 
     outputs: ClassVar[tuple[str, ...]] = (
         "log_prob",
@@ -180,6 +195,7 @@ class Mixture(Model):
             )
         if self.init_method not in INIT_METHODS:
             raise ValueError(f"init must be one of {INIT_METHODS}, got {self.init_method!r}.")
+        check_assignment(self.assignment)
 
     # -- contract ---------------------------------------------------------------------------
     def hyper(self, dtype) -> MixtureHyper:
@@ -195,12 +211,31 @@ class Mixture(Model):
         return jnp.arange(self.max_components) < hyper.n_active
 
     def e_step(self, params: MixtureParams, x, weights, hyper):
+        """Soft or hard E-step; for ``assignment="stochastic"`` the soft one (the
+        expectation of the drawn statistics)."""
+        return self.e_step_with_keys(None, params, x, weights, hyper)
+
+    def e_step_with_keys(self, keys, params: MixtureParams, x, weights, hyper):
+        """The E-step; with ``keys`` (one per row) and ``assignment="stochastic"``,
+        every row goes to one component drawn from its posterior."""
         log_joint = self.log_joint(params, x)
-        resp, log_norm = ops.softmax_and_logsumexp(log_joint, axis=1, scale=weights)
+        resp, objective = ops.softmax_and_logsumexp(log_joint, axis=1, scale=weights)
         rows = _rows(x)
+        labels = None
+        if self.assignment == "hard":
+            labels = jnp.argmax(log_joint, axis=1)
+            objective = jnp.max(log_joint, axis=1)  # the classification log-likelihood
+        elif self.assignment == "stochastic" and keys is not None:
+            labels = jax.vmap(jax.random.categorical)(keys, log_joint)
+        if labels is not None:
+            resp = jax.nn.one_hot(labels, self.max_components, dtype=resp.dtype)
+            resp = resp * weights[:, None]
         stats = MixtureStats(resp.sum(0), self.family.statistics(params.components, rows, resp))
         # where() keeps 0 * -inf of padding rows from turning the sum into NaN.
-        return stats, jnp.sum(jnp.where(weights > 0, weights * log_norm, 0.0))
+        return stats, jnp.sum(jnp.where(weights > 0, weights * objective, 0.0))
+
+    def stochastic(self) -> bool:
+        return self.assignment == "stochastic"
 
     def m_step(self, stats: MixtureStats, params: MixtureParams, hyper) -> MixtureParams:
         active = self.active(hyper)
@@ -553,6 +588,11 @@ class BayesianMixture(Mixture):
                 "weights_prior (MAP EM's Dirichlet on the weights) does not apply to a "
                 "Bayesian mixture: its prior on the weights is weight_concentration_prior."
             )
+        if self.assignment != "soft":
+            raise ValueError(
+                f"A Bayesian mixture is fitted by variational EM (assignment='soft'); got "
+                f"assignment={self.assignment!r}."
+            )
 
     def hyper(self, dtype) -> BayesianMixtureHyper:
         base = super().hyper(dtype)
@@ -735,6 +775,7 @@ def mixture(
     *,
     max_components: int | None = None,
     weights_prior: float = 1.0,
+    assignment: str = "soft",
 ) -> Mixture:
     """Mixture model over ``family``; see :class:`Mixture`."""
     return Mixture(
@@ -743,4 +784,5 @@ def mixture(
         init_method=init,
         max_components=max_components,
         weights_prior=weights_prior,
+        assignment=assignment,
     )

@@ -32,6 +32,7 @@ MESHES = {
 SPLITS = {
     "gmm": ("rows", "restarts", "restarts x rows", "restarts x rows, automatic axes"),
     "kmeans": ("restarts x rows",),
+    "sem": ("restarts x rows",),
     "hmm": ("restarts x rows",),
 }
 

@@ -23,6 +23,8 @@ def data_sets():
     return {
         "gmm": (jaxem.mixture(jaxem.gaussian("full"), n_components=3), rows),
         "kmeans": (jaxem.kmeans(3), rows),
+        # Stochastic EM: its draws are per row, so they do not depend on the split.
+        "sem": (jaxem.mixture(jaxem.gaussian("full"), 3, assignment="stochastic"), rows),
         "hmm": (
             jaxem.hmm(jaxem.gaussian("diag"), n_states=2),
             jaxem.pad_sequences(frames, lengths),

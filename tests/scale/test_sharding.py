@@ -58,6 +58,7 @@ def test_the_checks_ran_on_four_devices(report):
         ("gmm", "restarts x rows"),
         ("gmm", "restarts x rows, automatic axes"),
         ("kmeans", "restarts x rows"),
+        ("sem", "restarts x rows"),
         ("hmm", "restarts x rows"),
     ],
 )
