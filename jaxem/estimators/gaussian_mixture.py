@@ -387,9 +387,7 @@ default='kmeans'
         X, x, dtype, offset = self._evaluation_input(X, allow_nan=True)
         model = self._model_for(self._n_components_fitted(), X.shape[0])
         # The fitted parameters with a family that conditions on the observed entries.
-        model = dataclasses.replace(
-            model, family=dataclasses.replace(model.family, missing=True)
-        )
+        model = dataclasses.replace(model, family=dataclasses.replace(model.family, missing=True))
         params = model.pad(self._fitted_params(offset, dtype))
         filled = np.asarray(engine.evaluate(model, params, x, "impute"), np.float64) + offset
         return np.where(np.isnan(X), filled, X).astype(X.dtype, copy=False)

@@ -396,7 +396,9 @@ class Gaussian(Family):
                 shift = jax.scipy.linalg.cho_solve((factor, True), pulled[..., None])[..., 0]
             else:  # the K right-hand sides as the columns of one solve per row
                 columns = jnp.swapaxes(pulled, 1, 2)[:, None]
-                shift = jnp.swapaxes(jax.scipy.linalg.cho_solve((factor, True), columns)[:, 0], 1, 2)
+                shift = jnp.swapaxes(
+                    jax.scipy.linalg.cho_solve((factor, True), columns)[:, 0], 1, 2
+                )
             offsets = offsets - shift  # the completed rows' offsets from the means
             log_det = ops.log_det_from_cholesky(
                 jnp.broadcast_to(params.precisions_cholesky, means.shape[:1] + chol.shape[-2:])
@@ -413,7 +415,7 @@ class Gaussian(Family):
         else:
             log_det = n_observed[:, None] * jnp.log(chol)[None]
             if covariances:
-                covariance = (gone.sum(1)[:, None] / (chol * chol)[None])
+                covariance = gone.sum(1)[:, None] / (chol * chol)[None]
         squared = self._whitened_squares(params, offsets)
         log_density = -0.5 * squared + log_det - 0.5 * ops.LOG_2PI * n_observed[:, None]
         completed = jnp.where(observed[:, None], x[:, None, :], means[None] + offsets)
