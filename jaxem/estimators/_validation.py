@@ -118,9 +118,9 @@ def check_data(
     Raises
     ------
     ValueError
-        NaN (unless ``allow_nan``) or infinity, 0 rows or fewer than ``ensure_min_samples``, not 2-D, or
-        (``reset=False``) a feature count different from the fit's. Messages are
-        scikit-learn's.
+        NaN (unless ``allow_nan``) or infinity, 0 rows or fewer than
+        ``ensure_min_samples``, not 2-D, or (``reset=False``) a feature count
+        different from the fit's. Messages are scikit-learn's.
     TypeError
         Sparse input.
     """
