@@ -389,24 +389,20 @@ class Gaussian(Family):
                 gone[:, None, :, None] * precision[None] * gone[:, None, None, :]
                 + (1 - gone)[:, None, :, None] * eye
             )  # (n, K or 1, D, D)
-            factor = jnp.linalg.cholesky(embedded)
+            factor = ops.small_cholesky(embedded)
             per_component = jnp.broadcast_to(precision, means.shape[:1] + precision.shape[1:])
             pulled = gone[:, None] * jnp.einsum("kde,nke->nkd", per_component, offsets)
             if self.covariance_type == "full":
-                shift = jax.scipy.linalg.cho_solve((factor, True), pulled[..., None])[..., 0]
+                shift = ops.small_cho_solve(factor, pulled[..., None])[..., 0]
             else:  # the K right-hand sides as the columns of one solve per row
                 columns = jnp.swapaxes(pulled, 1, 2)[:, None]
-                shift = jnp.swapaxes(
-                    jax.scipy.linalg.cho_solve((factor, True), columns)[:, 0], 1, 2
-                )
+                shift = jnp.swapaxes(ops.small_cho_solve(factor, columns)[:, 0], 1, 2)
             offsets = offsets - shift  # the completed rows' offsets from the means
             log_det = ops.log_det_from_cholesky(
                 jnp.broadcast_to(params.precisions_cholesky, means.shape[:1] + chol.shape[-2:])
             ) - ops.log_det_from_cholesky(factor)  # log|U| - ½ log|P_mm|
             if covariances:
-                inverse = jax.scipy.linalg.cho_solve(
-                    (factor, True), jnp.broadcast_to(eye, factor.shape)
-                )
+                inverse = ops.small_cho_solve(factor, jnp.broadcast_to(eye, factor.shape))
                 covariance = gone[:, None, :, None] * inverse * gone[:, None, None, :]
         elif self.covariance_type == "diag":
             log_det = (1 - gone) @ jnp.log(chol).T
