@@ -215,6 +215,14 @@ class Family(Protocol):
         commutative. Default: their sum."""
         return ops.tree_add(a, b)
 
+    def impute(self, params, x: Array) -> Array:
+        """Rows ``x`` ``(n, D)`` with missing entries (NaN) replaced by their
+        conditional means under each component: ``(n, K, D)``, or ``(n, 1, D)`` when
+        the same for every component. Families that take missing entries override
+        it; default: the rows as they are."""
+        del params
+        return x[:, None, :]
+
     def scale_stats(self, stats, factor):
         """Statistics of rows whose weights are all multiplied by ``factor`` (online
         EM mixes running and new statistics with it). Default: every leaf times

@@ -125,3 +125,55 @@ def softmax_and_logsumexp(log_values, axis: int = -1, scale=None):
     if scale is not None:
         factor = factor * jnp.expand_dims(scale, axis)
     return unnormalised * factor, jnp.squeeze(jnp.log(total) + peak, axis=axis)
+
+
+# Batched factorisations of small matrices written in JAX. On the CPU, jax's Cholesky
+# and triangular solves call LAPACK from scipy's multithreaded OpenBLAS; two such calls
+# that XLA runs at once from its own threads (the missing-data E-step has independent
+# ones) hung the process in float64 (measured, jax 0.10.2). These loops over the
+# columns are batched products instead: O(D³) per matrix as LAPACK, any device.
+def small_cholesky(matrix):
+    """Lower Cholesky factors ``L`` (``L Lᵀ = A``) of a batch ``(..., D, D)`` of
+    symmetric positive-definite matrices; NaN where ``A`` is not positive-definite.
+
+    >>> import jax.numpy as jnp
+    >>> small_cholesky(jnp.array([[4.0, 2.0], [2.0, 5.0]]))
+    Array([[2., 0.],
+           [1., 2.]], dtype=float32)
+    """
+    size = matrix.shape[-1]
+    rows = jnp.arange(size)
+
+    def column(j, factor):  # columns >= j of ``factor`` are still 0
+        rest = matrix[..., :, j] - jnp.einsum("...il,...l->...i", factor, factor[..., j, :])
+        pivot = jnp.sqrt(rest[..., j])
+        return factor.at[..., :, j].set(jnp.where(rows >= j, rest / pivot[..., None], 0))
+
+    return jax.lax.fori_loop(0, size, column, jnp.zeros_like(matrix))
+
+
+def small_cho_solve(factor, rhs):
+    """``A⁻¹ B`` from the lower factor ``L`` of ``A`` (:func:`small_cholesky`) for
+    right-hand sides ``rhs`` ``(..., D, R)``: a forward then a backward substitution.
+
+    >>> import jax.numpy as jnp
+    >>> a = jnp.array([[4.0, 2.0], [2.0, 5.0]])
+    >>> small_cho_solve(small_cholesky(a), jnp.array([[6.0], [7.0]]))
+    Array([[1.],
+           [1.]], dtype=float32)
+    """
+    size = factor.shape[-1]
+
+    def forward(j, y):  # L y = b; rows >= j of y are still 0
+        value = rhs[..., j, :] - jnp.einsum("...l,...lr->...r", factor[..., j, :], y)
+        return y.at[..., j, :].set(value / factor[..., j, j][..., None])
+
+    def backward(i, x):  # Lᵀ x = y; rows <= j of x are still 0
+        j = size - 1 - i
+        value = y[..., j, :] - jnp.einsum("...l,...lr->...r", factor[..., :, j], x)
+        return x.at[..., j, :].set(value / factor[..., j, j][..., None])
+
+    shape = jnp.broadcast_shapes(factor.shape[:-2], rhs.shape[:-2]) + rhs.shape[-2:]
+    start = jnp.zeros(shape, jnp.result_type(factor, rhs))
+    y = jax.lax.fori_loop(0, size, forward, start)
+    return jax.lax.fori_loop(0, size, backward, start)

@@ -128,9 +128,19 @@ class EMEstimator(BaseEstimator):
         raise NotImplementedError
 
     # -- fitting --------------------------------------------------------------------------
+    def _accepts_missing(self) -> bool:
+        """Whether NaN marks missing entries (opted in by a parameter); default False:
+        scikit-learn's "Input contains NaN"."""
+        return False
+
     def _validate_fit_input(self, X, ensure_min_samples: int = 1):
         """``(X, dtype, offset)``: scikit-learn's validation, the precision, the centre."""
-        X = _validation.check_data(self, X, reset=True, ensure_min_samples=ensure_min_samples)
+        missing = self._accepts_missing()
+        X = _validation.check_data(
+            self, X, reset=True, ensure_min_samples=ensure_min_samples, allow_nan=missing
+        )
+        if missing:
+            _validation.check_observed_columns(X)
         dtype = _validation.compute_dtype(X.dtype)
         return X, dtype, self._centre(X)
 
@@ -141,8 +151,12 @@ class EMEstimator(BaseEstimator):
         1e8: ``|mean| > 10 std``) are centred, so the seeding's expanded distances
         and the float32 copy keep their digits. Others are left alone: centring
         there would gain nothing and would round a narrow cluster near the origin
-        to the resolution of the data's mean.
+        to the resolution of the data's mean. With missing entries (NaN), the
+        observed mean of every feature is subtracted.
         """
+        if self._accepts_missing():
+            # Missing entries start as 0 (seeding, initial statistics): the observed means.
+            return np.nanmean(X, axis=0, dtype=np.float64)
         mean = X.mean(axis=0, dtype=np.float64)
         spread = X.std(axis=0, dtype=np.float64)
         return np.where(np.abs(mean) > _FAR_FROM_ORIGIN * spread, mean, 0.0)
@@ -214,11 +228,13 @@ class EMEstimator(BaseEstimator):
         offset = getattr(self, "_fit_offset", None)
         return np.zeros(n_features) if offset is None else offset  # attributes set by hand
 
-    def _evaluation_input(self, X):
-        """``(X, x, dtype, offset)`` for predict-like methods: fitted check, validation,
+    def _evaluation_input(self, X, allow_nan=None):
+        """``(X, x, dtype, offset)`` for predict-like methods: fitted check, validation
+        (NaN allowed as :meth:`_accepts_missing` says, unless ``allow_nan`` is given),
         the fit's precision and centring."""
         _validation.check_fitted(self)
-        X = _validation.check_data(self, X, reset=False)
+        allow_nan = self._accepts_missing() if allow_nan is None else allow_nan
+        X = _validation.check_data(self, X, reset=False, allow_nan=allow_nan)
         dtype = self._fitted_dtype()
         offset = self._offset(X.shape[1])
         return X, self._centred(X, offset, dtype), dtype, offset

@@ -390,8 +390,8 @@ class MixtureEstimator(DensityMixin, EMEstimator):
         """
         return -2 * self.score(X) * np.shape(X)[0] + 2 * self._n_parameters()
 
-    def _evaluation_input(self, X):
-        X, x, dtype, offset = super()._evaluation_input(X)
+    def _evaluation_input(self, X, allow_nan=None):
+        X, x, dtype, offset = super()._evaluation_input(X, allow_nan)
         self._check_support(X)
         return X, x, dtype, offset
 

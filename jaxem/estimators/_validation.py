@@ -36,6 +36,7 @@ __all__ = [
     "precision",
     "compute_dtype",
     "check_data",
+    "check_observed_columns",
     "check_n_samples",
     "check_fitted",
     "random_seed",
@@ -96,7 +97,9 @@ def compute_dtype(dtype) -> np.dtype:
     return np.dtype(np.float32)
 
 
-def check_data(estimator, X, *, reset: bool, ensure_min_samples: int = 1) -> np.ndarray:
+def check_data(
+    estimator, X, *, reset: bool, ensure_min_samples: int = 1, allow_nan: bool = False
+) -> np.ndarray:
     """Validate ``X`` as scikit-learn does and return a 2-D float numpy array.
 
     Parameters
@@ -105,6 +108,7 @@ def check_data(estimator, X, *, reset: bool, ensure_min_samples: int = 1) -> np.
     X : array-like of shape (n_samples, n_features)
     reset : True in ``fit``, False in ``predict``, ``score`` and the like.
     ensure_min_samples : fewest rows accepted.
+    allow_nan : accept NaN (missing entries) but not infinity.
 
     Returns
     -------
@@ -114,9 +118,9 @@ def check_data(estimator, X, *, reset: bool, ensure_min_samples: int = 1) -> np.
     Raises
     ------
     ValueError
-        NaN or infinity, 0 rows or fewer than ``ensure_min_samples``, not 2-D, or
-        (``reset=False``) a feature count different from the fit's. Messages are
-        scikit-learn's.
+        NaN (unless ``allow_nan``) or infinity, 0 rows or fewer than
+        ``ensure_min_samples``, not 2-D, or (``reset=False``) a feature count
+        different from the fit's. Messages are scikit-learn's.
     TypeError
         Sparse input.
     """
@@ -126,7 +130,18 @@ def check_data(estimator, X, *, reset: bool, ensure_min_samples: int = 1) -> np.
         reset=reset,
         dtype=list(FLOAT_DTYPES),
         ensure_min_samples=ensure_min_samples,
+        ensure_all_finite="allow-nan" if allow_nan else True,
     )
+
+
+def check_observed_columns(X) -> None:
+    """Raise ``ValueError`` if a column of ``X`` holds nothing but NaN (missing)."""
+    empty = np.flatnonzero(np.isnan(X).all(axis=0))
+    if empty.size:
+        raise ValueError(
+            f"Feature {int(empty[0])} has no observed entry (all NaN; {empty.size} such "
+            "features): nothing can be learnt about it. Drop the feature."
+        )
 
 
 def check_n_samples(n_samples: int, n_components: int, name: str = "n_components") -> None:

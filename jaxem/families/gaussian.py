@@ -33,6 +33,7 @@ __all__ = [
     "GaussianPriorHyper",
     "WishartPrior",
     "CovarianceView",
+    "Conditional",
     "gaussian",
     "COVARIANCE_TYPES",
 ]
@@ -118,6 +119,27 @@ class WishartPrior(NamedTuple):
     covariance: jax.Array
 
 
+class Conditional(NamedTuple):
+    """Rows given their observed coordinates, under every component
+    (:meth:`Gaussian.conditional`).
+
+    Attributes
+    ----------
+    log_density : (n, K)
+        Log-density of each row's observed coordinates (marginal over the missing).
+    completed : (n, K, D)
+        The rows with missing entries replaced by ``E[x_m | x_o, k]``.
+    covariance : array or None
+        ``Cov[x_m | x_o, k]`` embedded with zeros at observed coordinates: (n, K, D, D)
+        full, (n, 1, D, D) tied (the same for every component), the diagonal (n, K, D)
+        for diag, its trace (n, K) for spherical; None when not asked for.
+    """
+
+    log_density: jax.Array
+    completed: jax.Array
+    covariance: jax.Array | None
+
+
 class CovarianceView(NamedTuple):
     """Covariances arranged for display, the same way for every covariance type.
 
@@ -167,6 +189,18 @@ class Gaussian(Family):
         (scatter about each component's chunk mean), exact in either precision but
         batched small products, several times slower on a CPU (measured in
         ``benchmarks/RESULTS.md``). The estimators use True.
+    missing : bool
+        False (default): every entry is observed (NaN is not expected). True: NaN
+        entries are missing at random and EM is exact for the observed data. Each
+        row's log-density is that of its observed coordinates' marginal, and its
+        statistics hold the conditional expectations ``E[x_m | x_o, k]`` of the
+        missing coordinates and, in the scatter, their conditional covariances
+        (see :meth:`conditional`). Always in the exact (whitened) forms. Costs one
+        ``D x D`` Cholesky per row and component (full; per row for tied;
+        elementwise for diag and spherical). At initialisation, with no parameters
+        to condition on, a missing entry counts as 0 (the estimators centre the
+        data on its observed means). A static field: programs with and without it
+        differ.
 
     Examples
     --------
@@ -188,6 +222,7 @@ class Gaussian(Family):
     covars_weight: float = dataclasses.field(default=1.0, compare=False)
     init_covar: float = dataclasses.field(default=1e-3, compare=False)
     exact: bool = False
+    missing: bool = False
 
     update_letters: ClassVar[str] = "mc"
 
@@ -223,7 +258,22 @@ class Gaussian(Family):
         )
 
     def check_data(self, x) -> None:
-        """Gaussian components accept any finite real data."""
+        """Gaussian components accept any finite real data; with ``missing``, NaN too,
+        but every row needs an observed entry."""
+        if not self.missing:
+            return
+        x = np.asarray(x)
+        if np.isinf(x).any():
+            raise ValueError(
+                "Input contains infinity: only NaN marks a missing entry. Replace the "
+                "infinite values (by NaN if they are missing)."
+            )
+        empty = np.flatnonzero(np.isnan(x).all(axis=1))
+        if empty.size:
+            raise ValueError(
+                f"Row {int(empty[0])} has no observed entry (all NaN; {empty.size} such "
+                "rows). Drop the rows with nothing observed."
+            )
 
     def features(self, x):
         if self.covariance_type in ("full", "tied"):
@@ -266,7 +316,10 @@ class Gaussian(Family):
     def log_densities(self, params: GaussianParams, x):
         """``(n, K)`` log-densities. With ``exact``, from the whitened offsets
         ``y = (x - μ_k) U_k``: ``-½|y|² + log|U_k| - D/2 log 2π``, no quadratic form
-        expanded; else the one-product natural-parameter form."""
+        expanded; else the one-product natural-parameter form. With ``missing``, the
+        log-densities of each row's observed coordinates (see :meth:`conditional`)."""
+        if self.missing:
+            return self.conditional(params, x, covariances=False).log_density
         if not self.exact:
             return super().log_densities(params, x)
         squared, log_det = self.squared_distances(params, x)
@@ -283,23 +336,114 @@ class Gaussian(Family):
         means, chol = params
         x = x.astype(means.dtype)
         n_features = means.shape[-1]
+        if self.covariance_type in ("full", "tied"):
+            log_det = ops.log_det_from_cholesky(
+                jnp.broadcast_to(chol, means.shape[:1] + chol.shape[-2:])
+            )
+        elif self.covariance_type == "diag":
+            log_det = jnp.sum(jnp.log(chol), axis=-1)
+        else:
+            log_det = n_features * jnp.log(chol)
         offsets = x[:, None, :] - means[None]  # (n, K, D)
+        return self._whitened_squares(params, offsets), log_det
+
+    def _whitened_squares(self, params: GaussianParams, offsets):
+        """``|o_nk U_k|²`` ``(n, K)`` for offsets ``o`` ``(n, K, D)``."""
+        means, chol = params
         if self.covariance_type in ("full", "tied"):
             chol = jnp.broadcast_to(chol, means.shape[:1] + chol.shape[-2:])
             whitened = jnp.einsum("nkd,kde->nke", offsets, chol)
-            log_det = ops.log_det_from_cholesky(chol)
         elif self.covariance_type == "diag":
             whitened = offsets * chol[None]
-            log_det = jnp.sum(jnp.log(chol), axis=-1)
         else:
             whitened = offsets * chol[None, :, None]
-            log_det = n_features * jnp.log(chol)
-        return jnp.sum(whitened * whitened, axis=-1), log_det
+        return jnp.sum(whitened * whitened, axis=-1)
+
+    def conditional(self, params: GaussianParams, x, covariances: bool = True) -> Conditional:
+        """Every row given its observed coordinates, under every component (``missing``).
+
+        With ``o`` the observed coordinates of a row (those not NaN), ``m`` the
+        missing ones and ``P = Σ⁻¹ = U Uᵀ``: ``E[x_m | x_o] = μ_m - P_mm⁻¹ P_mo (x_o -
+        μ_o)``, ``Cov[x_m | x_o] = P_mm⁻¹`` (the Schur complement
+        ``Σ_mm - Σ_mo Σ_oo⁻¹ Σ_om``), and the observed marginal's log-density is
+
+            log N(x_o; μ_o, Σ_oo) = -½ δ̂ᵀ P δ̂ + log|U| - ½ log|P_mm| - |o|/2 log 2π,
+
+        ``δ̂`` the completed row's offset. ``P_mm`` is embedded with static shapes as
+        ``G = M̄ P M̄ + M`` (``M`` the diagonal 0/1 mask of the observed coordinates,
+        ``M̄ = I - M``), whose Cholesky factor has ``P_mm``'s log-determinant and
+        whose inverse is ``P_mm⁻¹`` on the missing block and ``I`` on the observed
+        one: one ``D x D`` factor per row and component (per row for tied, whose
+        ``P`` is shared); diag and spherical are elementwise. A row with nothing
+        missing gets ``G = I`` and its complete-data density.
+
+        Parameters
+        ----------
+        params : GaussianParams
+        x : (n, D) array, NaN where an entry is missing
+        covariances : bool
+            Whether to compute the conditional covariances (for the statistics).
+
+        Returns
+        -------
+        Conditional
+        """
+        means, chol = params
+        x = x.astype(means.dtype)
+        observed = ~jnp.isnan(x)
+        offsets = jnp.where(observed[:, None], x[:, None, :] - means[None], 0)  # (n, K, D)
+        gone = (~observed).astype(means.dtype)  # (n, D): 1 where missing
+        n_observed = observed.sum(1).astype(means.dtype)
+        covariance = None
+        if self.covariance_type in ("full", "tied"):
+            # Shared (tied) precision: one factor per row, the K offsets its right-hand sides.
+            chol = chol if self.covariance_type == "full" else chol[None]
+            precision = chol @ jnp.swapaxes(chol, -1, -2)  # (K or 1, D, D)
+            eye = jnp.eye(means.shape[-1], dtype=means.dtype)
+            embedded = (
+                gone[:, None, :, None] * precision[None] * gone[:, None, None, :]
+                + (1 - gone)[:, None, :, None] * eye
+            )  # (n, K or 1, D, D)
+            factor = ops.small_cholesky(embedded)
+            per_component = jnp.broadcast_to(precision, means.shape[:1] + precision.shape[1:])
+            pulled = gone[:, None] * jnp.einsum("kde,nke->nkd", per_component, offsets)
+            if self.covariance_type == "full":
+                shift = ops.small_cho_solve(factor, pulled[..., None])[..., 0]
+            else:  # the K right-hand sides as the columns of one solve per row
+                columns = jnp.swapaxes(pulled, 1, 2)[:, None]
+                shift = jnp.swapaxes(ops.small_cho_solve(factor, columns)[:, 0], 1, 2)
+            offsets = offsets - shift  # the completed rows' offsets from the means
+            log_det = ops.log_det_from_cholesky(
+                jnp.broadcast_to(params.precisions_cholesky, means.shape[:1] + chol.shape[-2:])
+            ) - ops.log_det_from_cholesky(factor)  # log|U| - ½ log|P_mm|
+            if covariances:
+                inverse = ops.small_cho_solve(factor, jnp.broadcast_to(eye, factor.shape))
+                covariance = gone[:, None, :, None] * inverse * gone[:, None, None, :]
+        elif self.covariance_type == "diag":
+            log_det = (1 - gone) @ jnp.log(chol).T
+            if covariances:
+                covariance = gone[:, None, :] / (chol * chol)[None]
+        else:
+            log_det = n_observed[:, None] * jnp.log(chol)[None]
+            if covariances:
+                covariance = gone.sum(1)[:, None] / (chol * chol)[None]
+        squared = self._whitened_squares(params, offsets)
+        log_density = -0.5 * squared + log_det - 0.5 * ops.LOG_2PI * n_observed[:, None]
+        completed = jnp.where(observed[:, None], x[:, None, :], means[None] + offsets)
+        return Conditional(log_density, completed, covariance)
 
     def statistics(self, params: GaussianParams | None, x, resp) -> GaussianStats:
         """Weights, means and scatter about the means of the rows ``x`` under ``resp``.
         With ``exact``, two passes over the chunk (exact where ``Σ r x xᵀ - N μ μᵀ``
-        cancels); else raw moments by one product. ``params`` is not needed."""
+        cancels); else raw moments by one product. ``params`` is not needed, except
+        with ``missing``: the rows completed by their conditional means under each
+        component, plus the conditional covariances in the scatter (at
+        initialisation, ``params`` None, a missing entry counts as 0)."""
+        if self.missing:
+            if params is None:
+                x = jnp.where(jnp.isnan(x), 0, x)
+            else:
+                return self._missing_statistics(params, x, resp)
         del params
         x = x.astype(resp.dtype)
         weight = resp.sum(0)
@@ -308,6 +452,32 @@ class Gaussian(Family):
             return GaussianStats(weight, mean, self._raw_scatter(resp, x, weight, mean))
         offsets = x[:, None, :] - mean[None]  # (n, K, D)
         return GaussianStats(weight, mean, self._scatter(resp, offsets))
+
+    def _missing_statistics(self, params: GaussianParams, x, resp) -> GaussianStats:
+        """Statistics of the rows completed under each component: the completed
+        rows' weighted means and scatter, plus ``Σ r Cov[x_m | x_o, k]``."""
+        given = self.conditional(params, x)
+        weight = resp.sum(0)
+        mean = jnp.einsum("nk,nkd->kd", resp, given.completed) / _safe(weight)[:, None]
+        scatter = self._scatter(resp, given.completed - mean[None])
+        covariance = given.covariance
+        if self.covariance_type == "full":
+            scatter = scatter + jnp.einsum("nk,nkde->kde", resp, covariance)
+        elif self.covariance_type == "tied":
+            scatter = scatter + jnp.einsum("nk,nde->kde", resp, covariance[:, 0])
+        elif self.covariance_type == "diag":
+            scatter = scatter + jnp.einsum("nk,nkd->kd", resp, covariance)
+        else:
+            scatter = scatter + jnp.sum(resp * covariance, axis=0)
+        return GaussianStats(weight, mean, scatter)
+
+    def impute(self, params: GaussianParams, x):
+        """``(n, K, D)``: every row under every component with its missing entries
+        (NaN) replaced by their conditional means ``E[x_m | x_o, k]``; observed
+        entries unchanged. Without ``missing``, the rows as they are."""
+        if not self.missing:
+            return super().impute(params, x)
+        return self.conditional(params, x, covariances=False).completed
 
     def _raw_scatter(self, resp, x, weight, mean):
         """``Σ r x xᵀ - N m mᵀ`` from one ``respᵀ features`` product (``exact=False``)."""
@@ -784,8 +954,10 @@ class Gaussian(Family):
 
     # -- optional hooks -----------------------------------------------------------------------
     def seeding_points(self, x):
-        """The rows themselves: k-means runs on the data, not on ``[x², x]``."""
-        return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+        """The rows themselves: k-means runs on the data, not on ``[x², x]``. With
+        ``missing``, a missing entry counts as 0 (the centre of centred data)."""
+        x = x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+        return jnp.where(jnp.isnan(x), 0, x) if self.missing else x
 
     def params_from_rows(self, rows, hyper) -> GaussianParams:
         """Components centred on ``rows`` (K, D) with covariance ``reg_covar · I``.
@@ -795,6 +967,7 @@ class Gaussian(Family):
         MAP M-step from one point each (scatter 0, exact too).
         """
         n_components, n_features = rows.shape
+        rows = self.seeding_points(rows) if self.missing else rows
         if isinstance(hyper, GaussianPriorHyper):
             ones = jnp.ones((n_components,), rows.dtype)
             scatter_shape = {
@@ -1274,6 +1447,7 @@ def gaussian(
     *,
     init_covar: float = 1e-3,
     exact: bool = False,
+    missing: bool = False,
     **priors,
 ) -> Gaussian:
     """Gaussian component family; see :class:`Gaussian`.
@@ -1285,5 +1459,6 @@ def gaussian(
         reg_covar=reg_covar,
         init_covar=init_covar,
         exact=exact,
+        missing=missing,
         **priors,
     )

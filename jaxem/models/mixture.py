@@ -176,6 +176,7 @@ class Mixture(Model):
         "predict_proba",
         "log_responsibilities",
         "entropy",
+        "impute",
     )
 
     def __post_init__(self):
@@ -435,6 +436,18 @@ class Mixture(Model):
     def predict_proba(self, params: MixtureParams, x):
         """``(n, K)`` posterior probability of each component."""
         return ops.softmax_and_logsumexp(self.log_joint(params, x), axis=1)[0]
+
+    def impute(self, params: MixtureParams, x):
+        """Rows with their missing entries (NaN) replaced by the conditional mean
+        ``Σ_k p(k | x_o) E_k[x_m | x_o]``, the posterior taken on the observed
+        coordinates; observed entries unchanged. Needs a family that takes missing
+        entries (``jaxem.gaussian(..., missing=True)``); with others the rows come
+        back as they are."""
+        completed = self.family.impute(params.components, x)
+        resp = self.predict_proba(params, x)
+        filled = jnp.sum(resp[:, :, None] * completed, axis=1)
+        # Observed entries exactly as given, whatever the rounding of the sum.
+        return jnp.where(jnp.isnan(x), filled, x.astype(filled.dtype))
 
     def sample(self, key, params: MixtureParams, n_samples: int):
         """``(x, labels)``: ``n_samples`` draws and the components they came from."""
