@@ -69,14 +69,9 @@ default='kmeans'
     verbose_interval : int, default=10
         Iterations between printed lines.
     assignment : {'soft', 'hard', 'stochastic'}, default='soft'
-        jaxem extension: how the E-step assigns rows to components. 'soft' is EM
-        (scikit-learn's). 'hard' gives each row to its most probable component
-        (classification EM); ``lower_bound_`` and ``lower_bounds_`` are then the mean
-        classification log-likelihood, which never decreases. 'stochastic' draws each
-        row's component from its posterior (stochastic EM): every initialisation runs
-        ``max_iter`` iterations (``converged_`` is False, without a warning), and the
-        fitted parameters are the M-step of the statistics averaged over the second
-        half of them; ``lower_bound_`` is their mean log-likelihood.
+        jaxem extension: EM, classification EM or stochastic EM, as in
+        :class:`jaxem.GaussianMixture` (which says what is monitored and returned in
+        each mode).
     """
     + PRIOR_PARAMETERS
 )

@@ -194,14 +194,17 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         check_non_negative(X, whom)
         return X
 
-    def _documents(self, X, dtype, random_init):
+    def _documents(self, X, dtype, random_init, padded=None):
         """Padded bags of words; with ``random_init`` each document's starting ``γ``
-        drawn from ``random_state_`` as scikit-learn draws it."""
+        drawn from ``random_state_`` as scikit-learn draws it. ``padded``: ``X``'s
+        documents already padded (a fit pads each batch once, not once per pass)."""
         start = None
         if random_init:
             size = (X.shape[0], self.components_.shape[0])
             start = self.random_state_.gamma(_INIT_SHAPE, _INIT_SCALE, size).astype(dtype)
-        return documents_from_counts(X, dtype, start)
+        if padded is None:
+            return documents_from_counts(X, dtype, start)
+        return padded._replace(doc_topic_start=start)
 
     def _hyper(self, dtype):
         return self._model().hyper(dtype)
@@ -229,8 +232,8 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self.components_ = draws[0]
         return LDAParams(jnp.asarray(np.stack(draws)))
 
-    def _batch_step(self, X, params, running, dtype):
-        docs = self._documents(X, dtype, random_init=True)
+    def _batch_step(self, X, params, running, dtype, padded=None):
+        docs = self._documents(X, dtype, random_init=True, padded=padded)
         stats, _ = engine.statistics(
             self._model(), params, docs, hyper=self._hyper(dtype), restarts=True
         )
@@ -238,8 +241,8 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self.n_batch_iter_ += 1
         return _where_running(running, new, params)
 
-    def _online_step(self, X, params, running, dtype, total_samples):
-        docs = self._documents(X, dtype, random_init=True)
+    def _online_step(self, X, params, running, dtype, total_samples, padded=None):
+        docs = self._documents(X, dtype, random_init=True, padded=padded)
         hyper = self._hyper(dtype)
         # λ = η + s: the running statistics s are the topics less the prior.
         state = engine.OnlineState(
@@ -284,14 +287,26 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         running = np.ones(n_restarts, bool)
         n_iter = np.zeros(n_restarts, int)
         last = np.full(n_restarts, np.nan)
+        # Every pass sees the same documents (whole, or the same mini-batches): pad
+        # them once; each pass only draws new starting γ.
+        if self.learning_method == "online":
+            batches = list(gen_batches(n_samples, self.batch_size))
+            padded = [documents_from_counts(X[batch], dtype) for batch in batches]
+        else:
+            padded = documents_from_counts(X, dtype)
+        whole = None if self.learning_method == "online" else padded
         for i in range(self.max_iter):
             if self.learning_method == "online":
-                for batch in gen_batches(n_samples, self.batch_size):
-                    params = self._online_step(X[batch], params, running, dtype, n_samples)
+                for batch, docs in zip(batches, padded):
+                    params = self._online_step(
+                        X[batch], params, running, dtype, n_samples, padded=docs
+                    )
             else:
-                params = self._batch_step(X, params, running, dtype)
+                params = self._batch_step(X, params, running, dtype, padded=padded)
             if self.evaluate_every > 0 and (i + 1) % self.evaluate_every == 0:
-                perplexity = self._perplexities(X, params, dtype)
+                if whole is None:
+                    whole = documents_from_counts(X, dtype)
+                perplexity = self._perplexities(X, params, dtype, whole)
                 if self.verbose:
                     print(
                         f"iteration: {i + 1} of max_iter: {self.max_iter}, "
@@ -306,7 +321,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
             n_iter += running
             if not running.any():
                 break
-        bound = self._train_bounds(X, params, dtype)
+        bound = self._train_bounds(X, params, dtype, whole)
         perplexity = self._perplexity_of(bound, X, sub_sampling=False)
         # Chosen by the bound: the perplexity of a corpus without words is not finite.
         usable = np.isfinite(bound) & np.all(
@@ -360,26 +375,32 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         return self
 
     # -- evaluation -------------------------------------------------------------------------
-    def _document_outputs(self, X, output, params=None, dtype=None, start=None, hyper=None):
+    def _document_outputs(
+        self, X, output, params=None, dtype=None, start=None, hyper=None, padded=None
+    ):
         """Per-document ``output`` (``"doc_topic"`` or ``"log_prob"``) of every restart
-        in ``params`` (default: the fitted topics, one restart)."""
+        in ``params`` (default: the fitted topics, one restart); ``padded``: ``X``'s
+        documents already padded."""
         fitted = params is None
         if fitted:
             dtype = _validation.compute_dtype(self.components_.dtype)
             params = LDAParams(jnp.asarray(self.components_[None], dtype))
-        docs = documents_from_counts(X, dtype, start)
+        if padded is None:
+            docs = documents_from_counts(X, dtype, start)
+        else:
+            docs = padded._replace(doc_topic_start=start)
         hyper = self._hyper(dtype) if hyper is None else hyper
         values = engine.evaluate(self._model(), params, docs, output, restarts=True, hyper=hyper)
         return values[0] if fitted else values
 
-    def _train_bounds(self, X, params, dtype):
+    def _train_bounds(self, X, params, dtype, padded=None):
         """Each restart's variational bound of ``X`` from the E-step started at ones
         (scikit-learn's ``_approx_bound`` after ``_e_step(random_init=False)``)."""
-        documents = self._document_outputs(X, "log_prob", params, dtype)
+        documents = self._document_outputs(X, "log_prob", params, dtype, padded=padded)
         return self._bounds(documents, params, dtype, X.shape[0], sub_sampling=False)
 
-    def _perplexities(self, X, params, dtype):
-        bound = self._train_bounds(X, params, dtype)
+    def _perplexities(self, X, params, dtype, padded=None):
+        bound = self._train_bounds(X, params, dtype, padded)
         return self._perplexity_of(bound, X, sub_sampling=False)
 
     def _bounds(self, document_terms, params, dtype, n_samples, sub_sampling):
