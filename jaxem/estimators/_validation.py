@@ -124,14 +124,24 @@ def check_data(
     TypeError
         Sparse input.
     """
-    return validate_data(
-        estimator,
-        X,
-        reset=reset,
-        dtype=list(FLOAT_DTYPES),
-        ensure_min_samples=ensure_min_samples,
-        ensure_all_finite="allow-nan" if allow_nan else True,
-    )
+    try:
+        return validate_data(
+            estimator,
+            X,
+            reset=reset,
+            dtype=list(FLOAT_DTYPES),
+            ensure_min_samples=ensure_min_samples,
+            ensure_all_finite="allow-nan" if allow_nan else True,
+        )
+    except ValueError as error:
+        # scikit-learn's message suggests imputers; say that this estimator can do better.
+        offers_em = "missing" in estimator.get_params(deep=False)
+        if allow_nan or not offers_em or "contains NaN" not in str(error):
+            raise
+        raise ValueError(
+            f"{error}\njaxem: {type(estimator).__name__}(missing='em') fits with the "
+            "missing entries instead (exact EM on the observed data)."
+        ) from error
 
 
 def check_observed_columns(X) -> None:

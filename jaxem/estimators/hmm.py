@@ -705,6 +705,15 @@ class GaussianHMM(_BaseHMM):
         iterations, the fitted parameters being the M-step of the counts averaged
         over the second half of them (see :class:`jaxem.HMM`). The same parameter
         exists on every HMM estimator.
+    missing : {'error', 'em'}, default='error'
+        jaxem extension: what NaN in ``X`` means. 'error': hmmlearn's (scikit-learn's)
+        "Input contains NaN". 'em': NaN entries are missing at random and Baum-Welch
+        is exact for the observed data: each step's emission density is the
+        observed coordinates' marginal, and the M-step uses the conditional means
+        and covariances of the missing ones (as :class:`jaxem.GaussianMixture`'s
+        ``missing='em'``). A row with nothing observed is a gap in the sequence: its
+        states are inferred from their neighbours. ``score``, ``predict``, ``decode``
+        and ``predict_proba`` accept NaN likewise; infinity is always refused.
 
     Attributes
     ----------
@@ -753,6 +762,7 @@ class GaussianHMM(_BaseHMM):
         mesh=None,
         step_decay=0.6,
         assignment="soft",
+        missing="error",
     ):
         super().__init__(
             n_components=n_components,
@@ -777,6 +787,20 @@ class GaussianHMM(_BaseHMM):
         self.means_weight = means_weight
         self.covars_prior = covars_prior
         self.covars_weight = covars_weight
+        self.missing = missing
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self.missing == "em"
+        return tags
+
+    def _accepts_missing(self) -> bool:
+        return self.missing == "em"
+
+    def _check_hyperparameters(self):
+        super()._check_hyperparameters()
+        if self.missing not in ("error", "em"):
+            raise ValueError(f"missing must be 'error' or 'em', got {self.missing!r}.")
 
     @property
     def covars_(self):
@@ -793,8 +817,11 @@ class GaussianHMM(_BaseHMM):
         self._covars_ = np.array(covars, dtype=np.float64, copy=True)
 
     def _check_X(self, X, reset):
-        X = _validation.check_data(self, X, reset=reset)
+        missing = self._accepts_missing()
+        X = _validation.check_data(self, X, reset=reset, allow_nan=missing)
         if reset:
+            if missing:
+                _validation.check_observed_columns(X)
             self.n_features = X.shape[1]
         return X
 
@@ -831,6 +858,7 @@ class GaussianHMM(_BaseHMM):
             covars_weight=self.covars_weight,
             init_covar=self.min_covar,
             exact=True,
+            missing=self._accepts_missing(),
         )
 
     def _emission_params(self, family, dtype):
