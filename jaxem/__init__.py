@@ -76,14 +76,19 @@ from jaxem.models import (
     LDAParams,
     Mixture,
     MixtureParams,
+    RegressionMixture,
+    RegressionMixtureParams,
+    RegressionRows,
     bayesian_mixture,
     factor_analysis,
     hmm,
     kmeans,
     lda,
     mixture,
+    mixture_of_experts,
     pad_sequences,
     ppca,
+    regression_mixture,
 )
 from jaxem.selection import Selection, select
 
@@ -178,4 +183,9 @@ __all__ = [
     "load",
     "save_fit",
     "load_fit",
+    "regression_mixture",
+    "mixture_of_experts",
+    "RegressionMixture",
+    "RegressionMixtureParams",
+    "RegressionRows",
 ]
