@@ -299,7 +299,7 @@ class RegressionMixture(Model):
 
     def row_width(self, x) -> int:
         # The statistics hold (rows, K, D+1) products.
-        return self.n_components * (x.x.shape[-1] + 1)
+        return self.n_components * (_check_rows(x, leading=1).x.shape[-1] + 1)
 
     # -- derived quantities ------------------------------------------------------------------
     def _reference(self, n_features: int, dtype) -> RegressionMixtureParams:
