@@ -32,8 +32,8 @@ from jaxem.models.mixture import (
     mixture,
 )
 from jaxem.models.regression_mixture import (
-    RegressionMixture,
     RegressionMixtureHyper,
+    RegressionMixtureModel,
     RegressionMixtureParams,
     RegressionMixtureStats,
     RegressionRows,
@@ -76,7 +76,7 @@ __all__ = [
     "BayesianMixtureStats",
     "bayesian_mixture",
     "RegressionRows",
-    "RegressionMixture",
+    "RegressionMixtureModel",
     "RegressionMixtureHyper",
     "RegressionMixtureParams",
     "RegressionMixtureStats",
