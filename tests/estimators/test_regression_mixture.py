@@ -14,6 +14,7 @@ from scipy.special import logsumexp
 from scipy.stats import norm
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import jaxem
 
@@ -226,3 +227,25 @@ def test_every_init_fits():
         for init in ("random", "kmeans", "k-means++"):
             estimator = jaxem.RegressionMixture(3, init_params=init, max_iter=5).fit(X, y)
             assert np.all(np.isfinite(estimator.coef_)), init
+
+
+#: Checks that call ``score_samples(X)``: here the log-likelihood is of ``y`` given
+#: ``x``, so it needs ``y`` (by design, as ``score``).
+_NEEDS_Y = {
+    name: "score_samples(X, y) needs the response"
+    for name in (
+        "check_methods_sample_order_invariance",
+        "check_methods_subset_invariance",
+        "check_array_api_input",
+    )
+}
+
+
+@parametrize_with_checks(
+    [jaxem.RegressionMixture(2, max_iter=5, random_state=0)],
+    expected_failed_checks=lambda estimator: _NEEDS_Y,
+)
+def test_sklearn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
