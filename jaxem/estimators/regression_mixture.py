@@ -189,16 +189,24 @@ class RegressionMixture(EMEstimator):
         rows = RegressionRows(self._centred(X, offset, dtype), np.asarray(y, dtype))
         model = self._build_model(int(self.n_components), int(self.n_components))
         start = self._given_start(offset, np.var(y), dtype)
-        result = self._engine_fit(
-            model,
-            rows,
-            key=_validation.random_key(self.random_state),
-            n_restarts=int(self.n_init),
-            max_iter=int(self.max_iter),
-            tol=float(self.tol),
-            init_params=start,
-            rerun_alone=True,
-        )
+        try:
+            result = self._engine_fit(
+                model,
+                rows,
+                key=_validation.random_key(self.random_state),
+                n_restarts=int(self.n_init),
+                max_iter=int(self.max_iter),
+                tol=float(self.tol),
+                init_params=start,
+                rerun_alone=True,
+            )
+        except engine.AllRestartsFailed as error:
+            raise engine.AllRestartsFailed(
+                f"All {self.n_init} restarts of {type(self).__name__} ended with non-finite "
+                "parameters or log-likelihood. Try a larger reg, fewer components, "
+                "scaling X and y, or float64 input.",
+                error.restarts,
+            ) from None
         status = Status(int(result.restarts.status[result.best_restart]))
         self.converged_ = status == Status.CONVERGED
         if status == Status.MAX_ITER and self.max_iter > 0:

@@ -126,7 +126,9 @@ class RegressionMixtureModel(Model):
         Lloyd iterations cap of the "kmeans" init.
     reg : float
         Added to the diagonal of every component's weighted normal equations (a
-        ridge on the coefficients and the intercept) and to every noise variance,
+        ridge on the coefficients and the intercept, with ten machine epsilons of
+        their mean diagonal, so collinear inputs still factorise in float32) and to
+        every noise variance,
         as scikit-learn's ``reg_covar``: a component with few, collinear or no rows
         keeps finite parameters. Also regularises the gate's ``S``. Default 1e-6;
         excluded from equality (no recompile).
@@ -239,8 +241,12 @@ class RegressionMixtureModel(Model):
         old = _stacked(params)
         # Weighted least squares: (Σ r x̃x̃ᵀ + reg I) β̃ = Σ r x̃ y, with Σ r x̃ y rebuilt
         # from the residual sums; solved for the step δ = β̃_new - β̃_old.
-        system = stats.design + hyper.reg * identity
-        rhs = stats.cross - hyper.reg * old  # Σ r x̃ y - (Σ r x̃x̃ᵀ + reg I) β̃_old
+        # The ridge, plus ten epsilons of the mean diagonal so that collinear inputs
+        # still factorise in float32 (1e-6 is below float32's resolution of Σ r x̃x̃ᵀ).
+        mean_diagonal = jnp.trace(stats.design, axis1=1, axis2=2) / n_coefficients
+        ridge = hyper.reg + ops.tiny(dtype) * mean_diagonal
+        system = stats.design + ridge[:, None, None] * identity
+        rhs = stats.cross - ridge[:, None] * old  # Σ r x̃ y - (Σ r x̃x̃ᵀ + ridge I) β̃_old
         factor = jnp.linalg.cholesky(system)
         step = jax.vmap(lambda f, b: jax.scipy.linalg.cho_solve((f, True), b))(factor, rhs)
         # Σ r (e - x̃ δ)² without forming the new residuals.

@@ -249,3 +249,26 @@ def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         check(estimator)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_degenerate_data_gives_finite_lines(dtype):
+    """Collinear inputs (a duplicated column: singular normal equations, factorised
+    in float32 thanks to the relative floor on the ridge), a constant response (zero
+    residuals) and as many rows as lines (each line through one row)."""
+    X, y, _ = _lines(dtype)
+    cases = [(np.c_[X[:, :1], X[:, :1]], y), (X, np.zeros_like(y)), (X[:3], y[:3])]
+    for X_case, y_case in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            estimator = jaxem.RegressionMixture(3, n_init=2, random_state=0).fit(X_case, y_case)
+        for name in ("coef_", "intercept_", "variances_", "weights_"):
+            assert np.all(np.isfinite(getattr(estimator, name))), name
+        assert np.isfinite(estimator.score(X_case, y_case))
+
+
+def test_all_restarts_failed_names_the_fixes():
+    X, y, _ = _lines(np.float32)
+    start = dict(coef_init=np.full((3, 2), 1e30), intercept_init=np.zeros(3))
+    with pytest.raises(ValueError, match="restarts of RegressionMixture .* larger reg"):
+        jaxem.RegressionMixture(3, **start).fit(X, y)

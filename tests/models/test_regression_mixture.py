@@ -69,7 +69,8 @@ def _numpy_em(params, x, y, w, n_iter, gate, reg):
         new = []
         variances = []
         for k in range(len(counts)):
-            a = (design * resp[:, k : k + 1]).T @ design + reg * np.eye(n_features + 1)
+            a = (design * resp[:, k : k + 1]).T @ design
+            a += (reg + eps * np.trace(a) / (n_features + 1)) * np.eye(n_features + 1)
             beta = np.linalg.solve(a, (design * resp[:, k : k + 1]).T @ y)
             variances.append(np.sum(resp[:, k] * (y - design @ beta) ** 2) / (counts[k] + eps))
             new.append(beta)
