@@ -9,6 +9,7 @@ attributes are in the caller's coordinates.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from numbers import Integral, Real
 
@@ -421,6 +422,18 @@ class MixtureOfExperts(RegressionMixture):
     :mod:`jaxem.models.regression_mixture`. Same parameters, methods and attributes
     as :class:`RegressionMixture`, plus the gate's.
 
+    Parameters
+    ----------
+    n_components, tol, reg, max_iter, n_init, init_params, coef_init, intercept_init, \
+variances_init, weights_init, random_state :
+        As in :class:`RegressionMixture` (``weights_init``: the gate's initial
+        probabilities, the same for every row).
+    gate_reg : float, default=0.0
+        Penalty ``gate_reg / 2 · |gate_coef_|²`` on the summed log-likelihood (a
+        Gaussian prior on the gate's slopes: MAP EM, still monotone). Where the
+        experts' regions are perfectly separated the gate's likelihood has no finite
+        maximum and its slopes grow until ``max_iter``; a penalty gives it one.
+
     Attributes
     ----------
     gate_coef_ : ndarray of shape (n_components, n_features)
@@ -442,10 +455,51 @@ class MixtureOfExperts(RegressionMixture):
     array([-2. , -0.9])
 
     Where the regions are perfectly separated the gate's likelihood has no finite
-    maximum: its slopes grow without end, slowly, until ``max_iter``.
+    maximum: its slopes grow without end, slowly, until ``max_iter``, unless
+    ``gate_reg > 0``.
     """
 
     _gate = "softmax"
+
+    _parameter_constraints: dict = {
+        **RegressionMixture._parameter_constraints,
+        "gate_reg": [Interval(Real, 0.0, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        n_components=2,
+        *,
+        tol=1e-5,
+        reg=1e-6,
+        gate_reg=0.0,
+        max_iter=100,
+        n_init=1,
+        init_params="random",
+        coef_init=None,
+        intercept_init=None,
+        variances_init=None,
+        weights_init=None,
+        random_state=None,
+    ):
+        super().__init__(
+            n_components,
+            tol=tol,
+            reg=reg,
+            max_iter=max_iter,
+            n_init=n_init,
+            init_params=init_params,
+            coef_init=coef_init,
+            intercept_init=intercept_init,
+            variances_init=variances_init,
+            weights_init=weights_init,
+            random_state=random_state,
+        )
+        self.gate_reg = gate_reg
+
+    def _build_model(self, n_components, max_components):
+        model = super()._build_model(n_components, max_components)
+        return dataclasses.replace(model, gate_reg=float(self.gate_reg))
 
 
 def _check_response(y, n_samples: int) -> np.ndarray:

@@ -100,10 +100,12 @@ class RegressionMixtureStats(NamedTuple):
 
 
 class RegressionMixtureHyper(NamedTuple):
-    """The ridge / variance floor ``reg`` and the k-means init's relative tolerance."""
+    """The ridge / variance floor ``reg``, the k-means init's relative tolerance and
+    the gate slopes' penalty ``gate_reg``."""
 
     reg: jax.Array
     kmeans_tol: jax.Array
+    gate_reg: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +134,14 @@ class RegressionMixtureModel(Model):
         as scikit-learn's ``reg_covar``: a component with few, collinear or no rows
         keeps finite parameters. Also regularises the gate's ``S``. Default 1e-6;
         excluded from equality (no recompile).
+    gate_reg : float
+        Penalty ``gate_reg / 2 · Σ γ²`` on the gate's slopes (a Gaussian prior: MAP
+        EM; the monitored objective is the penalised log-likelihood, and the
+        Böhning step maximises the penalised bound, so it still never decreases).
+        Where the regions of the experts are perfectly separated the gate's
+        likelihood has no finite maximum; a penalty gives it one. In units of rows
+        (the engine rescales the weights to sum to the number of rows). Default 0;
+        excluded from equality.
 
     Notes
     -----
@@ -161,6 +171,7 @@ class RegressionMixtureModel(Model):
     init_method: str = "random"
     kmeans_max_iter: int = 300
     reg: float = dataclasses.field(default=1e-6, compare=False)
+    gate_reg: float = dataclasses.field(default=0.0, compare=False)
 
     outputs: ClassVar[tuple[str, ...]] = ("log_prob", "predict", "predict_proba", "gate_proba")
 
@@ -177,10 +188,16 @@ class RegressionMixtureModel(Model):
             raise ValueError(f"init must be one of {REGRESSION_INITS}, got {self.init_method!r}.")
         if not self.reg >= 0:
             raise ValueError(f"reg must be a non-negative number, got {self.reg!r}.")
+        if not self.gate_reg >= 0:
+            raise ValueError(f"gate_reg must be a non-negative number, got {self.gate_reg!r}.")
 
     # -- contract ---------------------------------------------------------------------------
     def hyper(self, dtype) -> RegressionMixtureHyper:
-        return RegressionMixtureHyper(jnp.asarray(self.reg, dtype), jnp.asarray(1e-4, dtype))
+        return RegressionMixtureHyper(
+            reg=jnp.asarray(self.reg, dtype),
+            kmeans_tol=jnp.asarray(1e-4, dtype),
+            gate_reg=jnp.asarray(self.gate_reg, dtype),
+        )
 
     def init(self, key, chunks: Chunks, hyper) -> RegressionMixtureParams:
         """One restart: responsibilities from ``init_method``, then the M-step from a
@@ -267,8 +284,13 @@ class RegressionMixtureModel(Model):
             # feature that is constant on the rows from making S singular.
             spread = jnp.trace(stats.gate_design) / n_coefficients
             floor = hyper.reg + ops.tiny(dtype) * spread
-            bound = jnp.linalg.cholesky(stats.gate_design + floor * identity)
-            gate = gate + 2.0 * jax.scipy.linalg.cho_solve((bound, True), stats.gate_gradient.T).T
+            # Maximiser of the bound minus the penalty, over centred steps Δ:
+            # Δ (½ (S + εI) + λ E) = G - λ Θ E, E selecting the slopes.
+            slopes = identity.at[-1, -1].set(0.0)
+            curvature = 0.5 * (stats.gate_design + floor * identity) + hyper.gate_reg * slopes
+            rhs = stats.gate_gradient - hyper.gate_reg * gate @ slopes
+            bound = jnp.linalg.cholesky(curvature)
+            gate = gate + jax.scipy.linalg.cho_solve((bound, True), rhs.T).T
             # Logits are defined up to a common shift: keep them centred.
             gate = gate - jnp.mean(gate, axis=0)
             log_weights, gate_coef = gate[:, -1], gate[:, :-1]
@@ -279,6 +301,12 @@ class RegressionMixtureModel(Model):
             intercept=new[:, -1],
             variances=variances,
         )
+
+    def log_prior(self, params: RegressionMixtureParams, hyper):
+        """``-gate_reg / 2 · Σ γ²`` (0 for a constant gate)."""
+        if self.gate == "constant":
+            return jnp.zeros((), params.coef.dtype)
+        return -0.5 * hyper.gate_reg * jnp.sum(params.gate_coef * params.gate_coef)
 
     def log_prob(self, params: RegressionMixtureParams, x):
         """Per-row log-likelihood ``log p(y | x)``, shape ``(n,)``."""
@@ -407,7 +435,9 @@ def regression_mixture(
 
 
 def mixture_of_experts(
-    n_components: int, init: str = "random", *, reg: float = 1e-6
+    n_components: int, init: str = "random", *, reg: float = 1e-6, gate_reg: float = 0.0
 ) -> RegressionMixtureModel:
     """Mixture of linear experts with a softmax gate; see :class:`RegressionMixtureModel`."""
-    return regression_mixture(n_components, init, gate="softmax", reg=reg)
+    return RegressionMixtureModel(
+        n_components=n_components, gate="softmax", init_method=init, reg=reg, gate_reg=gate_reg
+    )

@@ -272,3 +272,17 @@ def test_all_restarts_failed_names_the_fixes():
     start = dict(coef_init=np.full((3, 2), 1e30), intercept_init=np.zeros(3))
     with pytest.raises(ValueError, match="restarts of RegressionMixture .* larger reg"):
         jaxem.RegressionMixture(3, **start).fit(X, y)
+
+
+def test_experts_gate_penalty_converges_on_separated_regions():
+    rng = np.random.default_rng(4)
+    X = rng.uniform(-2, 2, (N_ROWS, 1))
+    y = np.where(X[:, 0] < 0, 2 * X[:, 0], -X[:, 0]) + 0.1 * rng.normal(size=N_ROWS)
+    options = dict(n_init=2, max_iter=1000, tol=1e-9, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        free = jaxem.MixtureOfExperts(2, **options).fit(X, y)
+    penalised = jaxem.MixtureOfExperts(2, gate_reg=1.0, **options).fit(X, y)
+    assert penalised.converged_ and not free.converged_
+    assert np.ptp(free.gate_coef_) > np.ptp(penalised.gate_coef_)
+    with pytest.raises(ValueError, match="gate_reg"):
+        jaxem.MixtureOfExperts(2, gate_reg=-1.0).fit(X, y)

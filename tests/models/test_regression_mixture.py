@@ -5,6 +5,8 @@ The contract suite (tests/test_contract.py) covers additivity, zero-weight rows,
 non-decreasing log-likelihood, batched == single and chunked == unchunked for both.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,7 +52,7 @@ def _numpy_log_joint(params, x, y, gate):
     return log_gate - 0.5 * (np.log(2 * np.pi * variances) + residual**2 / variances)
 
 
-def _numpy_em(params, x, y, w, n_iter, gate, reg):
+def _numpy_em(params, x, y, w, n_iter, gate, reg, gate_reg=0.0):
     """EM written out row by row in its textbook form (Σ r x̃ y, Σ r y², no residual
     sums); the gate by the Böhning step. Returns the parameters and the mean
     log-likelihood of every E-step."""
@@ -63,7 +65,8 @@ def _numpy_em(params, x, y, w, n_iter, gate, reg):
     for _ in range(n_iter):
         log_joint = _numpy_log_joint(params, x, y, gate)
         norm = logsumexp(log_joint, axis=1)
-        trace.append(np.sum(w * norm) / np.sum(w))
+        penalty = 0.5 * gate_reg * np.sum(params[1] ** 2)  # MAP: the log prior joins
+        trace.append((np.sum(w * norm) - penalty) / np.sum(w))
         resp = np.exp(log_joint - norm[:, None]) * w[:, None]
         counts = resp.sum(0)
         new = []
@@ -86,20 +89,23 @@ def _numpy_em(params, x, y, w, n_iter, gate, reg):
             gradient = (resp - w[:, None] * prob).T @ design
             s = (design * w[:, None]).T @ design
             s += (reg + eps * np.trace(s) / (n_features + 1)) * np.eye(n_features + 1)
-            theta = theta + 2 * np.linalg.solve(s, gradient.T).T
+            # Maximise G·Δ - ¼ tr(Δᵀ Δ S) - λ/2 |slopes of Θ + Δ|² over centred Δ.
+            slopes = np.diag(np.r_[np.ones(n_features), 0.0])
+            rhs = gradient - gate_reg * theta @ slopes
+            theta = theta + np.linalg.solve(0.5 * s + gate_reg * slopes, rhs.T).T
             theta -= theta.mean(axis=0)
             log_weights, gate_coef = theta[:, -1], theta[:, :-1]
         params = [log_weights, gate_coef, new[:, :-1], new[:, -1], variances]
     return params, np.array(trace)
 
 
-@pytest.mark.parametrize("gate", ["constant", "softmax"])
-def test_equals_a_naive_numpy_em_from_the_same_start(gate, x64):
+@pytest.mark.parametrize("gate, gate_reg", [("constant", 0.0), ("softmax", 0.0), ("softmax", 5.0)])
+def test_equals_a_naive_numpy_em_from_the_same_start(gate, gate_reg, x64):
     """Same initial parameters, same number of iterations, sample weights: parameters
-    and the log-likelihood history to 1e-10."""
+    and the log-likelihood history (plus the gate's penalty) to 1e-10."""
     x, y, _ = _lines()
     w = np.random.default_rng(5).uniform(0.5, 2.0, N_ROWS)
-    model = jaxem.regression_mixture(3, gate=gate, reg=1e-3)
+    model = dataclasses.replace(jaxem.regression_mixture(3, gate=gate, reg=1e-3), gate_reg=gate_reg)
     rows = jaxem.RegressionRows(x, y)
     start = engine.initialise(model, rows, key=jax.random.key(2), n_restarts=1)
     start = jax.tree.map(lambda leaf: leaf[0], start)
@@ -108,7 +114,7 @@ def test_equals_a_naive_numpy_em_from_the_same_start(gate, x64):
         model, rows, key=jax.random.key(0), weights=w, init_params=start, tol=-1.0,
         max_iter=n_iter, chunk_size=64,
     )  # fmt: skip
-    expected, trace = _numpy_em(start, x, y, w, n_iter, gate, reg=1e-3)
+    expected, trace = _numpy_em(start, x, y, w, n_iter, gate, reg=1e-3, gate_reg=gate_reg)
     assert result.n_iter == n_iter
     for name, actual, wanted in zip(result.params._fields, result.params, expected):
         np.testing.assert_allclose(np.asarray(actual), wanted, rtol=1e-10, atol=1e-10, err_msg=name)
@@ -157,6 +163,24 @@ def test_experts_gate_separates_regions_and_never_decreases(x64):
     # A gate that sees x explains the data better than constant weights.
     constant = jaxem.fit(jaxem.regression_mixture(2), rows, **options)
     assert float(experts.log_likelihood) > float(constant.log_likelihood) + 0.1
+
+
+def test_gate_penalty_gives_separated_regions_a_finite_maximum(x64):
+    """Regions split exactly at x = 0: without a penalty the gate's slope grows at
+    every iteration (no finite maximum); with ``gate_reg`` EM converges, monotone in
+    the penalised objective."""
+    x, y = _regions()
+    rows = jaxem.RegressionRows(x, y)
+    options = dict(key=jax.random.key(0), n_restarts=2, max_iter=1500)
+    free = jaxem.fit(jaxem.mixture_of_experts(2), rows, tol=1e-9, **options)
+    assert not bool(free.converged)
+    penalised = jaxem.fit(jaxem.mixture_of_experts(2, gate_reg=1.0), rows, tol=1e-9, **options)
+    assert bool(penalised.converged)
+    for row in np.asarray(penalised.restarts.trace):
+        values = row[np.isfinite(row)]
+        assert np.all(np.diff(values) >= -1e-12 * np.abs(values).max()), np.diff(values).min()
+    slope = lambda result: np.ptp(np.asarray(result.params.gate_coef[:, 0]))  # noqa: E731
+    assert slope(free) > 2 * slope(penalised) > 0
 
 
 def test_float32_matches_float64():
@@ -220,5 +244,7 @@ def test_bad_input_raises():
         jaxem.regression_mixture(2, "random_from_data")
     with pytest.raises(ValueError, match="reg must be a non-negative"):
         jaxem.regression_mixture(2, reg=-1.0)
+    with pytest.raises(ValueError, match="gate_reg must be a non-negative"):
+        jaxem.mixture_of_experts(2, gate_reg=-1.0)
     with pytest.raises(ValueError, match="n_components must be a positive int"):
         jaxem.regression_mixture(0)
