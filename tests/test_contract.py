@@ -116,7 +116,7 @@ MODELS = {
     ),
     # y given x: the data are RegressionRows (see _data).
     "regression-mixture": lambda: jaxem.regression_mixture(3, "random"),
-    "mixture-of-experts": lambda: jaxem.mixture_of_experts(3, "kmeans"),
+    "mixture-of-experts": lambda: jaxem.mixture_of_experts(3, "kmeans", gate_reg=0.5),
 }
 #: Models of a response given inputs: RegressionRows of the Gaussian family's rows.
 _REGRESSION = ("regression-mixture", "mixture-of-experts")
