@@ -8,7 +8,9 @@ is timed on its first call (compile + fit) and, after that warm-up, as the media
 side: seconds, iterations, final mean per-row log-likelihood ``log p(y | x)``, the
 ratio to numpy, and for jaxem the achieved GFLOP/s against a float32 matmul
 measured in the same run. A last row times ``--restarts`` batched jaxem restarts
-(random partitions), to set against one.
+(random partitions), to set against one; like every jaxem estimator with
+``n_init > 1`` it also reruns the kept restart alone, so that row holds two fits
+(and two compiles).
 
 Run from the repository root::
 
