@@ -34,10 +34,12 @@ from jaxem.estimators import (
     KMeans,
     LatentDirichletAllocation,
     MiniBatchKMeans,
+    MixtureOfExperts,
     MultinomialMixture,
     PoissonHMM,
     PoissonMixture,
     ProbabilisticPCA,
+    RegressionMixture,
     StudentTMixture,
 )
 from jaxem.estimators._persist import load, load_fit, save_fit
@@ -76,14 +78,19 @@ from jaxem.models import (
     LDAParams,
     Mixture,
     MixtureParams,
+    RegressionMixtureModel,
+    RegressionMixtureParams,
+    RegressionRows,
     bayesian_mixture,
     factor_analysis,
     hmm,
     kmeans,
     lda,
     mixture,
+    mixture_of_experts,
     pad_sequences,
     ppca,
+    regression_mixture,
 )
 from jaxem.selection import Selection, select, select_states
 
@@ -107,6 +114,8 @@ __all__ = [
     "FactorAnalysis",
     "ProbabilisticPCA",
     "LatentDirichletAllocation",
+    "RegressionMixture",
+    "MixtureOfExperts",
     "families",
     "models",
     "ops",
@@ -179,4 +188,9 @@ __all__ = [
     "load",
     "save_fit",
     "load_fit",
+    "regression_mixture",
+    "mixture_of_experts",
+    "RegressionMixtureModel",
+    "RegressionMixtureParams",
+    "RegressionRows",
 ]

@@ -114,7 +114,12 @@ MODELS = {
     "bayesian-mixture": lambda: jaxem.bayesian_mixture(
         jaxem.gaussian("full"), 3, mean_prior=np.zeros(3), covariance_prior=4.0 * np.eye(3)
     ),
+    # y given x: the data are RegressionRows (see _data).
+    "regression-mixture": lambda: jaxem.regression_mixture(3, "random"),
+    "mixture-of-experts": lambda: jaxem.mixture_of_experts(3, "kmeans", gate_reg=0.5),
 }
+#: Models of a response given inputs: RegressionRows of the Gaussian family's rows.
+_REGRESSION = ("regression-mixture", "mixture-of-experts")
 #: Models of real-valued rows with no family: fitted to the Gaussian family's data.
 _GAUSSIAN_DATA = ("kmeans", "factor-analysis", "ppca", "bayesian-mixture")
 #: Models that are options of another model, and their family's data.
@@ -134,6 +139,12 @@ def _family_name(model_name):
 
 def _data(model_name, dtype=None):
     """The model's data (rows, or padded sequences for an HMM) as device arrays."""
+    if model_name in _REGRESSION:  # three lines through the blobs' first two features
+        x, labels = make_blobs(n_samples=150, n_features=2, seed=0)
+        coef = np.array([[1.0, -1.0], [-2.0, 0.5], [0.0, 2.0]])[labels]
+        y = np.sum(x * coef, axis=1) + 0.3 * np.random.default_rng(0).normal(size=150)
+        float_dtype = dtype or jnp.result_type(float)
+        return jaxem.RegressionRows(jnp.asarray(x, float_dtype), jnp.asarray(y, float_dtype))
     family = FAMILIES[_family_name(model_name)]()
     x = _rows(_family_name(model_name))
     float_dtype = dtype or jnp.result_type(float)

@@ -13,6 +13,7 @@ from jaxem.estimators.hmm import CategoricalHMM, GaussianHMM, PoissonHMM
 from jaxem.estimators.kmeans import KMeans
 from jaxem.estimators.lda import LatentDirichletAllocation
 from jaxem.estimators.minibatch_kmeans import MiniBatchKMeans
+from jaxem.estimators.regression_mixture import MixtureOfExperts, RegressionMixture
 from jaxem.estimators.student_t_mixture import StudentTMixture
 
 __all__ = [
@@ -31,4 +32,6 @@ __all__ = [
     "FactorAnalysis",
     "ProbabilisticPCA",
     "LatentDirichletAllocation",
+    "RegressionMixture",
+    "MixtureOfExperts",
 ]

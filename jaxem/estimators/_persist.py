@@ -113,6 +113,11 @@ _SHAPES = {
     "components_": ("K", "D"),
     "exp_dirichlet_component_": ("K", "D"),
     "noise_variance_": "noise",
+    "coef_": ("K", "D"),
+    "intercept_": ("K",),
+    "variances_": ("K",),
+    "gate_coef_": ("K", "D"),
+    "gate_intercept_": ("K",),
 }
 
 

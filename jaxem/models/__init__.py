@@ -31,6 +31,15 @@ from jaxem.models.mixture import (
     bayesian_mixture,
     mixture,
 )
+from jaxem.models.regression_mixture import (
+    RegressionMixtureHyper,
+    RegressionMixtureModel,
+    RegressionMixtureParams,
+    RegressionMixtureStats,
+    RegressionRows,
+    mixture_of_experts,
+    regression_mixture,
+)
 
 __all__ = [
     "HMM",
@@ -66,4 +75,11 @@ __all__ = [
     "BayesianMixtureParams",
     "BayesianMixtureStats",
     "bayesian_mixture",
+    "RegressionRows",
+    "RegressionMixtureModel",
+    "RegressionMixtureHyper",
+    "RegressionMixtureParams",
+    "RegressionMixtureStats",
+    "regression_mixture",
+    "mixture_of_experts",
 ]

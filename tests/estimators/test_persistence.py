@@ -56,6 +56,15 @@ def _codes():
     return np.column_stack([rng.integers(2, size=40), rng.integers(4, size=40)])
 
 
+def _regression():
+    """Rows and a response on two lines (the estimators that take ``fit(X, y)``)."""
+    x = _gaussian(np.float64)
+    return x, np.where(np.arange(40) % 2 == 0, x[:, 0], -x[:, 1]) + 0.1 * x[:, 0] ** 2
+
+
+#: Estimators fitted as ``fit(X, y)``: their ``predict`` takes ``X`` alone.
+RESPONSES = ("RegressionMixture", "MixtureOfExperts")
+
 #: name -> (unfitted estimator, data, lengths)
 CASES = {
     "GaussianMixture": (lambda: jaxem.GaussianMixture(2, max_iter=5, random_state=0), _gaussian),
@@ -91,6 +100,14 @@ CASES = {
         lambda: jaxem.BayesianGaussianMixture(n_components=2, max_iter=5, random_state=0),
         _gaussian,
     ),
+    "RegressionMixture": (
+        lambda: jaxem.RegressionMixture(2, max_iter=5, random_state=0),
+        _regression,
+    ),
+    "MixtureOfExperts": (
+        lambda: jaxem.MixtureOfExperts(2, max_iter=5, random_state=0),
+        _regression,
+    ),
 }
 METHODS = ("predict", "predict_proba", "score_samples", "score", "transform", "decode", "bic")
 
@@ -100,6 +117,8 @@ def _fit(name, dtype=np.float32):
     estimator = make()
     x = data(dtype) if data is _gaussian else data()
     lengths = LENGTHS if name.endswith("HMM") else None
+    if name in RESPONSES:  # the response travels where an HMM's lengths do
+        x, lengths = x
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the short fits are not the subject
         estimator.fit(x) if lengths is None else estimator.fit(x, lengths)
@@ -108,7 +127,12 @@ def _fit(name, dtype=np.float32):
 
 def _outputs(estimator, x, lengths):
     args = (x,) if lengths is None else (x, lengths)
-    return {name: getattr(estimator, name)(*args) for name in METHODS if hasattr(estimator, name)}
+    alone = type(estimator).__name__ in RESPONSES  # predict(X): no response
+    return {
+        name: getattr(estimator, name)(*(args[:1] if alone and name == "predict" else args))
+        for name in METHODS
+        if hasattr(estimator, name)
+    }
 
 
 def assert_identical(actual, expected, where="value"):
