@@ -54,6 +54,8 @@ from jaxem.families import (
     PoissonParams,
     StudentT,
     StudentTParams,
+    VonMisesFisher,
+    VonMisesFisherParams,
     WishartPrior,
     bernoulli,
     categorical,
@@ -61,6 +63,7 @@ from jaxem.families import (
     multinomial,
     poisson,
     student_t,
+    von_mises_fisher,
 )
 from jaxem.models import (
     HMM,
@@ -164,6 +167,9 @@ __all__ = [
     "multinomial",
     "Multinomial",
     "MultinomialParams",
+    "von_mises_fisher",
+    "VonMisesFisher",
+    "VonMisesFisherParams",
     "hmm",
     "HMM",
     "HMMParams",
