@@ -39,6 +39,7 @@ from jaxem.estimators import (
     PoissonMixture,
     ProbabilisticPCA,
     StudentTMixture,
+    VonMisesFisherMixture,
 )
 from jaxem.estimators._persist import load, load_fit, save_fit
 from jaxem.families import (
@@ -107,6 +108,7 @@ __all__ = [
     "CategoricalMixture",
     "StudentTMixture",
     "MultinomialMixture",
+    "VonMisesFisherMixture",
     "FactorAnalysis",
     "ProbabilisticPCA",
     "LatentDirichletAllocation",

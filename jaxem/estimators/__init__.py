@@ -14,6 +14,7 @@ from jaxem.estimators.kmeans import KMeans
 from jaxem.estimators.lda import LatentDirichletAllocation
 from jaxem.estimators.minibatch_kmeans import MiniBatchKMeans
 from jaxem.estimators.student_t_mixture import StudentTMixture
+from jaxem.estimators.von_mises_fisher_mixture import VonMisesFisherMixture
 
 __all__ = [
     "GaussianMixture",
@@ -28,6 +29,7 @@ __all__ = [
     "CategoricalMixture",
     "StudentTMixture",
     "MultinomialMixture",
+    "VonMisesFisherMixture",
     "FactorAnalysis",
     "ProbabilisticPCA",
     "LatentDirichletAllocation",
