@@ -95,6 +95,7 @@ def _assigned(kind, name, assignment):
 ASSIGNED = {
     ("mixture", "gaussian-spherical"): "hard",
     ("mixture", "bernoulli"): "hard",
+    ("mixture", "von_mises_fisher"): "hard",
     ("mixture", "gaussian-diag"): "stochastic",
     ("mixture", "categorical"): "stochastic",
     ("hmm", "gaussian-diag"): "hard",

@@ -265,6 +265,11 @@ class VonMisesFisher(Family):
 
     Notes
     -----
+    The mixture's inits seed on the rows themselves (the default
+    :meth:`~jaxem.contract.Family.seeding_points`): between unit vectors the squared
+    distance is ``2 - 2 cos``, so k-means++ and random-row seeding are cosine seeding
+    on the sphere, and a one-row fit is the row's direction with ``max_concentration``.
+
     The log-densities are one product ``x · (κ μ)ᵀ + log C_D(κ)``, both terms about
     ``κ`` in size, so they carry an absolute rounding error of about ``κ · eps``; the
     M-step's ``1 - r̄`` likewise, so the relative error of ``κ`` grows as ``κ · eps / D``

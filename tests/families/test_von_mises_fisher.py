@@ -213,6 +213,24 @@ def test_check_data_tolerance_follows_the_dtype():
         jaxem.von_mises_fisher().check_data(off)
 
 
+def test_equality_letters_and_keep_fixed(x64):
+    """Numbers do not change equality (no recompile); fixing κ does. hmmlearn-style
+    letters: ``m`` updates the directions, ``k`` the concentrations."""
+    family = jaxem.von_mises_fisher()
+    assert family == jaxem.von_mises_fisher(max_concentration=10.0)
+    assert jaxem.von_mises_fisher(concentration=1.0) == jaxem.von_mises_fisher(concentration=2.0)
+    assert jaxem.von_mises_fisher(concentration=1.0) != family
+    assert family.update_letters == "mk"
+    old = family.from_layout(jnp.float64, means=[[1.0, 0.0]], concentrations=[1.0])
+    new = family.from_layout(jnp.float64, means=[[0.0, 1.0]], concentrations=[5.0])
+    kept = family.keep_fixed(old, new, "m", None, None, None)
+    np.testing.assert_array_equal(kept.means, new.means)
+    np.testing.assert_array_equal(kept.concentrations, old.concentrations)
+    kept = family.keep_fixed(old, new, "k", None, None, None)
+    np.testing.assert_array_equal(kept.means, old.means)
+    np.testing.assert_array_equal(kept.concentrations, new.concentrations)
+
+
 def test_bad_family_arguments():
     with pytest.raises(ValueError, match="max_concentration must be a positive float"):
         jaxem.von_mises_fisher(max_concentration=0.0)
