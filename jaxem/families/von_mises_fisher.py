@@ -423,14 +423,15 @@ class VonMisesFisher(Family):
 
 
 def _wood_sample(key, mean, kappa):
-    """One draw from vMF(``mean``, ``kappa``) (Wood 1994), ``1 - w`` kept without
-    cancellation for large ``κ``."""
+    """One draw from vMF(``mean``, ``kappa``) (Wood 1994), with ``1 - w``, ``1 - x0`` and
+    the acceptance test written without cancellation for large ``κ``."""
     n_features = mean.shape[-1]
     dtype = mean.dtype
     dim = n_features - 1
     b = dim / (2 * kappa + jnp.sqrt(4 * kappa**2 + dim**2))
     x0 = (1 - b) / (1 + b)
-    c = kappa * x0 + dim * jnp.log1p(-x0 * x0)
+    gap = 2 * b / (1 + b)  # 1 - x0, and 1 - x0² = 2 gap / (1 + b)
+    log_c = dim * jnp.log(2 * gap / (1 + b))
     half = jnp.asarray(dim / 2, dtype)
     cosine_key, direction_key = jax.random.split(key)
 
@@ -442,7 +443,9 @@ def _wood_sample(key, mean, kappa):
         w = (1 - (1 + b) * z) / denominator
         one_minus_w = 2 * b * z / denominator
         log_u = jnp.log(jax.random.uniform(uniform_key, dtype=dtype, minval=ops.tiny(dtype)))
-        accept = kappa * w + dim * jnp.log1p(-x0 * w) - c >= log_u
+        # κ w + dim log(1 - x0 w) - c, with w - x0 and 1 - x0 w from the gaps.
+        log_ratio = kappa * (gap - one_minus_w) + dim * jnp.log(gap + x0 * one_minus_w)
+        accept = log_ratio - log_c >= log_u
         return key, w, one_minus_w, accept
 
     start = (cosine_key, jnp.ones((), dtype), jnp.zeros((), dtype), jnp.asarray(False))

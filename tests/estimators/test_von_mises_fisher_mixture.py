@@ -112,14 +112,15 @@ def test_hard_assignment_with_a_large_shared_concentration_is_spherical_kmeans()
     X = _directions(seed=1)
     start = _start(X, init_params="random_from_data", assignment="hard", concentration=1e6)
     np.testing.assert_array_equal(start.concentrations_, 1e6)
-    labels, means = _spherical_kmeans(X, start.means_.copy())
+    seeds = start.means_.copy()  # the fit below continues (and overwrites) start
+    labels, means = _spherical_kmeans(X, seeds)
     fitted = start.set_params(warm_start=True, max_iter=100, tol=1e-12).fit(X)
     assert fitted.converged_
     np.testing.assert_array_equal(fitted.predict(X), labels)
     np.testing.assert_allclose(fitted.means_, means, rtol=1e-12, atol=1e-14)
     np.testing.assert_array_equal(fitted.concentrations_, 1e6)
     # Not a trivial fixed point: the directions moved from the seed rows.
-    assert fitted.n_iter_ > 1 and np.max(np.abs(means - start.means_)) > 1e-2
+    assert fitted.n_iter_ > 1 and np.max(np.abs(means - seeds)) > 1e-2
 
 
 def test_float32_fit_is_accurate_to_float32():

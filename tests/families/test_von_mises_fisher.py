@@ -161,7 +161,7 @@ def test_m_step_keeps_empty_and_single_point_components_finite(x64):
 
 
 # -- sampling --------------------------------------------------------------------------------
-@pytest.mark.parametrize("n_features, kappa", [(2, 0.5), (3, 20.0), (10, 2e3)])
+@pytest.mark.parametrize("n_features, kappa", [(2, 0.5), (3, 20.0), (10, 2e3), (3, 1e4)])
 def test_wood_sampler_has_the_right_mean_resultant_and_direction(n_features, kappa, x64):
     """E[μ · x] = A_D(κ) (within 5 standard errors of 4000 draws); the draws are unit
     vectors, and their mean direction is μ."""
