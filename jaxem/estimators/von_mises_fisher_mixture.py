@@ -54,9 +54,10 @@ class VonMisesFisherMixture(MixtureEstimator):
     The concentration solves ``A_D(κ) = r̄``, the mean resultant length of the
     component's rows, by Banerjee et al. (2005)'s approximation and Newton steps
     (Sra 2012), with the Bessel functions never formed (see
-    :mod:`jaxem.families.von_mises_fisher`). In float32 the concentration of a
-    component with ``κ`` in the thousands keeps about ``κ · eps / D`` relative
-    accuracy (``1 - r̄`` cancels); pass float64 data there.
+    :mod:`jaxem.families.von_mises_fisher`), and ``1 - r̄`` from the scatter of the
+    rows about their mean, so that float32 keeps its digits for concentrated
+    components. The log-densities carry an absolute rounding error of about
+    ``κ · eps``.
 
     Examples
     --------

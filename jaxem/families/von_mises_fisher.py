@@ -7,9 +7,10 @@ concentration ``κ_k >= 0``,
     log p_k(x) = κ_k μ_k · x + log C_D(κ_k),
     C_D(κ) = κ^ν / ((2π)^{D/2} I_ν(κ)),  ν = D/2 - 1,
 
-so the features are the rows themselves, ``θ_k = κ_k μ_k`` and the statistics are
-the weighted sums of the rows: the M-step takes ``μ = r / ‖r‖`` and solves
-``A_D(κ) = r̄ = ‖r‖ / n`` for ``κ`` (Banerjee et al. 2005's approximation, then
+so the features are the rows themselves and ``θ_k = κ_k μ_k``. The statistics are
+the rows' weighted mean ``m`` and scatter about it (a spherical Gaussian's): the
+M-step takes ``μ = m / ‖m‖`` and solves ``A_D(κ) = r̄ = ‖m‖`` for ``κ``, with
+``1 - r̄`` from the scatter (Banerjee et al. 2005's approximation, then
 Newton steps as Sra 2012), where ``A_D(κ) = I_{D/2}(κ) / I_{D/2-1}(κ)``.
 
 The modified Bessel function is never evaluated as such (it overflows for large
@@ -35,6 +36,7 @@ import numpy as np
 
 from jaxem import ops
 from jaxem.contract import Family
+from jaxem.families.gaussian import GaussianStats, gaussian
 
 __all__ = [
     "VonMisesFisher",
@@ -271,10 +273,11 @@ class VonMisesFisher(Family):
     on the sphere, and a one-row fit is the row's direction with ``max_concentration``.
 
     The log-densities are one product ``x · (κ μ)ᵀ + log C_D(κ)``, both terms about
-    ``κ`` in size, so they carry an absolute rounding error of about ``κ · eps``; the
-    M-step's ``1 - r̄`` likewise, so the relative error of ``κ`` grows as ``κ · eps / D``
-    (in float32, ``1e-3`` at ``κ = 1e4`` in ``D = 3``). Very concentrated components
-    need float64.
+    ``κ`` in size, so they carry an absolute rounding error of about ``κ · eps``. The
+    M-step's ``1 - r̄`` comes from the scatter about the mean, not from ``1 - ‖m‖``
+    (which cancels: from 5000 float32 rows of ``κ = 1e4`` in ``D = 3``, ``κ`` was 25 %
+    off that way, and is 8e-6 off the float64 M-step of the same rows this way). The
+    price is an ``(n, K, D)`` array of offsets per chunk, as the exact Gaussian's.
 
     Examples
     --------
@@ -368,24 +371,41 @@ class VonMisesFisher(Family):
         means, kappa = params
         return kappa[:, None] * means, log_normaliser(kappa, means.shape[-1])
 
-    def m_step(self, feature_sums, counts, hyper: VonMisesFisherHyper) -> VonMisesFisherParams:
-        """``μ = r / ‖r‖`` and ``κ`` solving ``A_D(κ) = ‖r‖ / n`` (capped at
+    def statistics(self, params, x, resp) -> GaussianStats:
+        """Weight, mean and scatter about the mean (its trace) of the rows under
+        ``resp``: the spherical Gaussian's exact statistics, merged across chunks by
+        Chan, Golub and LeVeque's update. For unit rows ``1 - r̄² = scatter / weight``,
+        which keeps its digits where ``1 - ‖Σ r x‖ / Σ r`` cancels (concentrated
+        components, float32)."""
+        del params
+        return _SCATTER.statistics(None, self.features(x), resp)
+
+    def combine_stats(self, a: GaussianStats, b: GaussianStats) -> GaussianStats:
+        return _SCATTER.combine_stats(a, b)
+
+    def scale_stats(self, stats: GaussianStats, factor) -> GaussianStats:
+        return _SCATTER.scale_stats(stats, factor)
+
+    def m_step(self, stats: GaussianStats, counts, hyper: VonMisesFisherHyper):
+        """``μ = m / ‖m‖`` for the rows' weighted mean ``m``, and ``κ`` solving
+        ``A_D(κ) = r̄ = ‖m‖``, with ``1 - r̄ = (scatter / weight) / (1 + r̄)`` (capped at
         ``max_concentration``); a component without weight gets ``μ = e_1``, ``κ = 0``
         (the uniform distribution) unless ``κ`` is fixed."""
-        n_features = feature_sums.shape[-1]
-        length = jnp.linalg.norm(feature_sums, axis=-1)
-        has_direction = length > 0
-        first = jnp.zeros_like(feature_sums).at[:, 0].set(1)
+        del counts  # the statistics hold the weights
+        mean = stats.mean
+        n_features = mean.shape[-1]
+        length = jnp.linalg.norm(mean, axis=-1)
+        has_direction = (stats.weight > 0) & (length > 0)
+        first = jnp.zeros_like(mean).at[:, 0].set(1)
         means = jnp.where(
-            has_direction[:, None],
-            feature_sums / jnp.where(has_direction, length, 1)[:, None],
-            first,
+            has_direction[:, None], mean / jnp.where(has_direction, length, 1)[:, None], first
         )
         if self.fix_concentration:
             return VonMisesFisherParams(means, jnp.broadcast_to(hyper.concentration, length.shape))
-        mean_resultant = jnp.where(counts > 0, length / jnp.where(counts > 0, counts, 1), 0)
-        mean_resultant = jnp.clip(mean_resultant, 0, 1)
-        kappa = concentration_from_mean_resultant(mean_resultant, 1 - mean_resultant, n_features)
+        mean_resultant = jnp.where(has_direction, jnp.clip(length, 0, 1), 0)
+        spread = stats.scatter / jnp.where(stats.weight > 0, stats.weight, 1)
+        complement = jnp.where(has_direction, jnp.clip(spread, 0, 1) / (1 + mean_resultant), 1)
+        kappa = concentration_from_mean_resultant(mean_resultant, complement, n_features)
         return VonMisesFisherParams(means, jnp.minimum(kappa, hyper.max_concentration))
 
     def n_parameters(self, n_components: int, n_features: int) -> int:
@@ -420,6 +440,10 @@ class VonMisesFisher(Family):
         means = jnp.asarray(means, dtype)
         means = means / jnp.linalg.norm(means, axis=-1, keepdims=True)
         return VonMisesFisherParams(means, jnp.asarray(concentrations, dtype))
+
+
+#: The statistics' arithmetic: a spherical Gaussian's, in its exact two-pass form.
+_SCATTER = gaussian("spherical", exact=True)
 
 
 def _wood_sample(key, mean, kappa):
