@@ -3,18 +3,20 @@
 The benchmarks' peer libraries (benchmarks/README.md) have no von Mises-Fisher mixture,
 so the peer is a vectorised numpy / scipy EM written here: scipy's ``ive`` for the
 normaliser, Banerjee et al.'s approximation plus Newton steps for the concentrations,
-one BLAS product for the log-densities and one for the statistics, as jaxem. Both run
-exactly ``--iters`` iterations per initialisation (``tol=0``) from the same ``--n-init``
-initial parameters (``jaxem.engine.initialise`` of a ``random_from_data`` mixture):
-jaxem's ``jaxem.fit`` as batched restarts, numpy one after another, in float64. A second
-jaxem row times the estimator, ``VonMisesFisherMixture``, from its own starts
-(validation and final E-step included). The hard limit (``assignment="hard"`` with a
-fixed shared concentration of 1e6) runs against numpy spherical k-means from the same
-initial directions. Steady-state seconds are the median of ``--repeats`` runs, jaxem's
-after its first call (compile included), which is reported apart; the score is the final
-mean log-likelihood per row (for the hard limit, the mean cosine to the assigned
-direction) of each side, so the rows compare like for like. The matmul ceiling is
-measured in the same run; the flop count of one iteration is ``4 N K D`` (two products).
+one BLAS product for the log-densities and one for the statistics (jaxem takes the
+scatter about each component's mean instead, an (N, K, D) pass, so that float32 keeps
+``1 - r̄``). Both run exactly ``--iters`` iterations per initialisation (``tol=0``) from the
+same ``--n-init`` initial parameters (``jaxem.engine.initialise`` of a
+``random_from_data`` mixture): jaxem's ``jaxem.fit`` as batched restarts, numpy one
+after another, in float64. A second jaxem row times the estimator,
+``VonMisesFisherMixture``, from its own starts (validation and final E-step included).
+The hard limit (``assignment="hard"`` with a fixed shared concentration of 1e6) runs
+against numpy spherical k-means from the same initial directions. Steady-state seconds
+are the median of ``--repeats`` runs, jaxem's after its first call (compile included),
+which is reported apart; the score is the final mean log-likelihood per row (for the
+hard limit, the mean cosine to the assigned direction) of each side, so the rows compare
+like for like. The matmul ceiling is measured in the same run; the flop count of one
+iteration is the useful work of the plain algorithm, ``4 N K D`` (two products).
 
 Reproduce (repository root)::
 
