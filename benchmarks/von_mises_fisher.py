@@ -153,11 +153,11 @@ def main(argv=None):
             Row(
                 library="jaxem",
                 seconds=seconds,
-                restart_iters=restart_iters,
+                restart_iters=int(np.sum(result.restarts.n_iter)),
                 score=score,
                 flops_per_iter=flops,
                 compile_seconds=max(first - seconds, 0.0),
-                note="jaxem.fit, batched restarts",
+                note=f"jaxem.fit, batched; n_iter {np.asarray(result.restarts.n_iter).tolist()}",
             )
         ]
 
