@@ -41,6 +41,7 @@ from jaxem.estimators import (
     ProbabilisticPCA,
     RegressionMixture,
     StudentTMixture,
+    VonMisesFisherMixture,
 )
 from jaxem.estimators._persist import load, load_fit, save_fit
 from jaxem.families import (
@@ -56,6 +57,8 @@ from jaxem.families import (
     PoissonParams,
     StudentT,
     StudentTParams,
+    VonMisesFisher,
+    VonMisesFisherParams,
     WishartPrior,
     bernoulli,
     categorical,
@@ -63,6 +66,7 @@ from jaxem.families import (
     multinomial,
     poisson,
     student_t,
+    von_mises_fisher,
 )
 from jaxem.models import (
     HMM,
@@ -111,6 +115,7 @@ __all__ = [
     "CategoricalMixture",
     "StudentTMixture",
     "MultinomialMixture",
+    "VonMisesFisherMixture",
     "FactorAnalysis",
     "ProbabilisticPCA",
     "LatentDirichletAllocation",
@@ -174,6 +179,9 @@ __all__ = [
     "multinomial",
     "Multinomial",
     "MultinomialParams",
+    "von_mises_fisher",
+    "VonMisesFisher",
+    "VonMisesFisherParams",
     "hmm",
     "HMM",
     "HMMParams",

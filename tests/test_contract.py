@@ -29,6 +29,7 @@ FAMILIES = {
     "bernoulli": lambda: jaxem.bernoulli(),
     "student_t": lambda: jaxem.student_t("full"),
     "multinomial": lambda: jaxem.multinomial(),
+    "von_mises_fisher": lambda: jaxem.von_mises_fisher(),
     # NaN entries missing at random (exact EM on the observed data).
     "gaussian-missing": lambda: jaxem.gaussian("full", missing=True),
 }
@@ -55,6 +56,9 @@ def _rows(name, n_rows=150, seed=0):
     if name == "multinomial":  # word counts of documents of 5 to 30 words
         probs = rng.dirichlet(np.ones(6) * 0.5, size=3)
         return np.stack([rng.multinomial(rng.integers(5, 31), probs[k]) for k in labels])
+    if name == "von_mises_fisher":  # three clusters of directions on the sphere S^2
+        x = make_blobs(n_samples=n_rows, n_features=3, seed=seed)[0]
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
     if name == "poisson":
         return rng.poisson(np.array([1.0, 5.0, 15.0])[labels, None] * np.ones(3)).astype(np.int64)
     p = rng.uniform(0.05, 0.95, size=(3, 6))
@@ -91,6 +95,7 @@ def _assigned(kind, name, assignment):
 ASSIGNED = {
     ("mixture", "gaussian-spherical"): "hard",
     ("mixture", "bernoulli"): "hard",
+    ("mixture", "von_mises_fisher"): "hard",
     ("mixture", "gaussian-diag"): "stochastic",
     ("mixture", "categorical"): "stochastic",
     ("hmm", "gaussian-diag"): "hard",

@@ -15,6 +15,7 @@ from jaxem.estimators.lda import LatentDirichletAllocation
 from jaxem.estimators.minibatch_kmeans import MiniBatchKMeans
 from jaxem.estimators.regression_mixture import MixtureOfExperts, RegressionMixture
 from jaxem.estimators.student_t_mixture import StudentTMixture
+from jaxem.estimators.von_mises_fisher_mixture import VonMisesFisherMixture
 
 __all__ = [
     "GaussianMixture",
@@ -29,6 +30,7 @@ __all__ = [
     "CategoricalMixture",
     "StudentTMixture",
     "MultinomialMixture",
+    "VonMisesFisherMixture",
     "FactorAnalysis",
     "ProbabilisticPCA",
     "LatentDirichletAllocation",

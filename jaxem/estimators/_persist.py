@@ -104,6 +104,7 @@ _SHAPES = {
     "precisions_cholesky_": "layout",
     "_covars_": "covars",
     "rates_": ("K", "D"),
+    "concentrations_": ("K",),
     "probabilities_": "own",
     "n_categories_": ("D",),
     "degrees_of_freedom_": "dof",

@@ -32,6 +32,12 @@ from jaxem.families.student_t import (
     StudentTStats,
     student_t,
 )
+from jaxem.families.von_mises_fisher import (
+    VonMisesFisher,
+    VonMisesFisherHyper,
+    VonMisesFisherParams,
+    von_mises_fisher,
+)
 
 __all__ = [
     "Family",
@@ -66,4 +72,8 @@ __all__ = [
     "MultinomialParams",
     "MultinomialHyper",
     "multinomial",
+    "VonMisesFisher",
+    "VonMisesFisherParams",
+    "VonMisesFisherHyper",
+    "von_mises_fisher",
 ]

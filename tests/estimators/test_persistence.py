@@ -51,6 +51,11 @@ def _binary():
     return (rng.random((40, 3)) < np.where(np.arange(40)[:, None] < 20, 0.2, 0.8)).astype(int)
 
 
+def _directions():
+    x = _gaussian(np.float64) + 1.0
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 def _codes():
     rng = np.random.default_rng(4)
     return np.column_stack([rng.integers(2, size=40), rng.integers(4, size=40)])
@@ -89,6 +94,10 @@ CASES = {
     "CategoricalMixture": (
         lambda: jaxem.CategoricalMixture(2, max_iter=5, random_state=0),
         _codes,
+    ),
+    "VonMisesFisherMixture": (
+        lambda: jaxem.VonMisesFisherMixture(2, max_iter=5, random_state=0),
+        _directions,
     ),
     "FactorAnalysis": (lambda: jaxem.FactorAnalysis(1, max_iter=5, rotation="varimax"), _gaussian),
     "ProbabilisticPCA": (lambda: jaxem.ProbabilisticPCA(1, max_iter=5), _gaussian),
