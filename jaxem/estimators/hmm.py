@@ -55,10 +55,17 @@ from jaxem.estimators import _array_api, _validation
 from jaxem.estimators._base import EMEstimator, in_input_precision
 from jaxem.families.categorical import Categorical
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian
+from jaxem.families.multinomial import Multinomial
 from jaxem.families.poisson import Poisson
 from jaxem.models.hmm import HMM, HMMParams, pad_sequences
 
-__all__ = ["GaussianHMM", "CategoricalHMM", "PoissonHMM", "ConvergenceMonitor"]
+__all__ = [
+    "GaussianHMM",
+    "CategoricalHMM",
+    "PoissonHMM",
+    "MultinomialHMM",
+    "ConvergenceMonitor",
+]
 
 #: hmmlearn reports its initialisation notices through ``logging`` (logger
 #: ``hmmlearn.base``), not ``warnings``; jaxem does the same on this module's logger.
@@ -606,7 +613,7 @@ class _BaseHMM(EMEstimator):
 
     def _sample(self, n_samples, random_state, currstate):
         dtype = np.dtype(np.float64)
-        model = self._model("")
+        model = self._sampling_model()
         startprob = np.asarray(self.startprob_, np.float64)
         if currstate is not None:
             startprob = np.eye(self.n_components)[int(currstate)]
@@ -618,6 +625,10 @@ class _BaseHMM(EMEstimator):
         key = _validation.random_key(self.random_state if random_state is None else random_state)
         x, states = engine.sample(model, key, params, int(n_samples))
         return self._sample_output(np.asarray(x)), np.asarray(states)
+
+    def _sampling_model(self):
+        """The model whose ``sample`` draws the steps (checks what sampling needs)."""
+        return self._model("")
 
     def _sample_output(self, x):
         return x
@@ -1081,6 +1092,147 @@ class PoissonHMM(_BaseHMM):
     def _n_fit_scalars_per_emission(self):
         n_features = getattr(self, "n_features", None) or np.shape(self.lambdas_)[1]
         return {"l": int(self.n_components) * n_features}
+
+
+class MultinomialHMM(_BaseHMM):
+    """Hidden Markov model with multinomial emissions (hmmlearn's ``MultinomialHMM``).
+
+    ``X`` holds non-negative integer counts ``(n_samples, n_features)``: every row is
+    the counts of ``n_features`` symbols in ``n_trials`` draws. Parameters as
+    :class:`GaussianHMM`, with ``n_trials`` and the letter ``e`` for
+    ``emissionprob_`` (the symbol probabilities of every state, ``(n_components,
+    n_features)``). The emissions are :class:`jaxem.families.Multinomial`.
+
+    ``n_trials`` (int, array of one per sample, or None) is checked as hmmlearn
+    does: ``fit`` refuses rows whose counts do not add up to it and, when it is
+    None, sets it to the rows' totals; ``sample`` needs a single value. The
+    log-density of a row uses the row's own total, as hmmlearn's. hmmlearn's
+    ``emissionprob_`` initialisation draws uniform rows and normalises them; jaxem's
+    is the M-step of random soft assignments of the rows (data-driven).
+    hmmlearn's construction-time notice about its 0.3 change of meaning is not
+    repeated.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import jaxem
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.multinomial(10, [0.8, 0.1, 0.1], 100),
+    ...                     rng.multinomial(10, [0.1, 0.1, 0.8], 100)])
+    >>> model = jaxem.MultinomialHMM(n_components=2, n_iter=20, random_state=0).fit(X)
+    >>> np.sort(model.emissionprob_[:, 0]).round(1)
+    array([0.1, 0.8])
+    >>> model.sample(3)[0].sum(axis=1)
+    array([10, 10, 10])
+    """
+
+    _emission_letters = {"e": "emissionprob_"}
+
+    def __init__(
+        self,
+        n_components=1,
+        n_trials=None,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        algorithm="viterbi",
+        random_state=None,
+        n_iter=10,
+        tol=1e-2,
+        verbose=False,
+        params="ste",
+        init_params="ste",
+        implementation="log",
+        n_init=1,
+        mesh=None,
+        step_decay=0.6,
+        assignment="soft",
+    ):
+        super().__init__(
+            n_components=n_components,
+            startprob_prior=startprob_prior,
+            transmat_prior=transmat_prior,
+            algorithm=algorithm,
+            random_state=random_state,
+            n_iter=n_iter,
+            tol=tol,
+            verbose=verbose,
+            params=params,
+            init_params=init_params,
+            implementation=implementation,
+            n_init=n_init,
+            mesh=mesh,
+            step_decay=step_decay,
+            assignment=assignment,
+        )
+        self.n_trials = n_trials
+
+    def _check_X(self, X, reset):
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(
+                f"MultinomialHMM expects 2-D X (n_samples, n_features) of symbol counts, "
+                f"got {X.ndim}-D."
+            )
+        if X.shape[0] == 0:
+            raise ValueError("X has 0 samples; at least one is required.")
+        try:
+            Multinomial().check_data(X)
+        except ValueError as error:  # hmmlearn's message first, then jaxem's detail
+            raise ValueError(f"Symbol counts should be nonnegative integers: {error}") from None
+        expected = getattr(self, "n_features", None)
+        if reset or expected is None:
+            if hasattr(self, "emissionprob_") and "e" not in self.init_params:
+                expected = np.shape(self.emissionprob_)[-1]
+            else:
+                expected = X.shape[1]
+        if X.shape[1] != expected:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but MultinomialHMM is expecting "
+                f"{expected} features as input."
+            )
+        if reset:
+            self.n_features = X.shape[1]
+            totals = X.sum(axis=1)
+            if self.n_trials is None:
+                self.n_trials = totals
+            elif not np.all(totals == np.asarray(self.n_trials)):
+                raise ValueError(
+                    "Total count for each sample should add up to the number of trials "
+                    "(n_trials); set n_trials=None to take every row's total."
+                )
+        return X.astype(np.float64)
+
+    def _family(self, n_trials=1):
+        return Multinomial(n_trials=n_trials)
+
+    def _sampling_model(self):
+        n_trials = np.unique(np.asarray(self.n_trials if self.n_trials is not None else []))
+        if n_trials.size != 1 or n_trials.dtype.kind not in "iuf" or n_trials[0] < 0:
+            raise ValueError(
+                f"For sampling, a single n_trials must be given, got {self.n_trials!r}."
+            )
+        model = self._model("")
+        return dataclasses.replace(model, family=self._family(int(n_trials[0])))
+
+    def _sample_output(self, x):
+        return np.rint(x).astype(np.int64)  # counts, as hmmlearn's
+
+    def _emission_params(self, family, dtype):
+        probs = np.asarray(self.emissionprob_, np.float64)
+        n_features = getattr(self, "n_features", None) or probs.shape[-1]
+        expected = (self.n_components, n_features)
+        if probs.shape != expected:
+            raise ValueError(f"emissionprob_ must have shape {expected}, got {probs.shape}.")
+        return family.from_layout(dtype, probabilities=probs)
+
+    def _set_emission_attributes(self, family, emissions):
+        probs = family.to_layout(emissions)["probabilities"]
+        self.emissionprob_ = np.asarray(probs, np.float64)
+
+    def _n_fit_scalars_per_emission(self):
+        n_features = getattr(self, "n_features", None) or np.shape(self.emissionprob_)[1]
+        # Every row of emissionprob_ sums to 1.
+        return {"e": int(self.n_components) * (int(n_features) - 1)}
 
 
 class _OnlineFit(NamedTuple):
