@@ -24,6 +24,7 @@ from jaxem.engine import (
     rows_across_processes,
 )
 from jaxem.estimators import (
+    GMMHMM,
     BayesianGaussianMixture,
     BernoulliMixture,
     CategoricalHMM,
@@ -43,12 +44,14 @@ from jaxem.estimators import (
 )
 from jaxem.estimators._persist import load, load_fit, save_fit
 from jaxem.families import (
+    GMM,
     Bernoulli,
     BernoulliParams,
     Categorical,
     CategoricalParams,
     Gaussian,
     GaussianParams,
+    GMMParams,
     Multinomial,
     MultinomialParams,
     Poisson,
@@ -59,6 +62,7 @@ from jaxem.families import (
     bernoulli,
     categorical,
     gaussian,
+    gmm,
     multinomial,
     poisson,
     student_t,
@@ -101,6 +105,7 @@ __all__ = [
     "CategoricalHMM",
     "PoissonHMM",
     "MultinomialHMM",
+    "GMMHMM",
     "PoissonMixture",
     "BernoulliMixture",
     "CategoricalMixture",
@@ -166,6 +171,9 @@ __all__ = [
     "multinomial",
     "Multinomial",
     "MultinomialParams",
+    "gmm",
+    "GMM",
+    "GMMParams",
     "hmm",
     "HMM",
     "HMMParams",

@@ -55,6 +55,7 @@ from jaxem.estimators import _array_api, _validation
 from jaxem.estimators._base import EMEstimator, in_input_precision
 from jaxem.families.categorical import Categorical
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian
+from jaxem.families.gaussian_mixture import GMM
 from jaxem.families.multinomial import Multinomial
 from jaxem.families.poisson import Poisson
 from jaxem.models.hmm import HMM, HMMParams, pad_sequences
@@ -64,6 +65,7 @@ __all__ = [
     "CategoricalHMM",
     "PoissonHMM",
     "MultinomialHMM",
+    "GMMHMM",
     "ConvergenceMonitor",
 ]
 
@@ -1233,6 +1235,227 @@ class MultinomialHMM(_BaseHMM):
         n_features = getattr(self, "n_features", None) or np.shape(self.emissionprob_)[1]
         # Every row of emissionprob_ sums to 1.
         return {"e": int(self.n_components) * (int(n_features) - 1)}
+
+
+class GMMHMM(_BaseHMM):
+    """Hidden Markov model with Gaussian-mixture emissions (hmmlearn's ``GMMHMM``).
+
+    Every state emits from a mixture of ``n_mix`` Gaussians
+    (:class:`jaxem.families.GMM`). Parameters as :class:`GaussianHMM`, with
+    ``n_mix``, ``weights_prior`` (Dirichlet concentration of the mixture weights) and
+    hmmlearn's GMMHMM priors: ``means_prior``, ``means_weight``, and
+    ``covars_prior`` / ``covars_weight`` (None: hmmlearn's defaults per covariance
+    type, which make the M-step maximum likelihood for full, tied and diag, and for
+    spherical when ``n_mix <= n_features``). Letters: ``s``, ``t``, ``m`` means,
+    ``c`` covars, ``w`` weights.
+
+    The M-step is hmmlearn's: the covariances are the scatter about the E-step's
+    means (not the updated ones), so fits from the same start follow hmmlearn's
+    iterates to rounding. ``"tied"`` is hmmlearn's: one covariance per state,
+    shared by its mixture components. The initialisation is hmmlearn's (k-means of
+    the samples into states, then of each state's samples into its components,
+    uniform weights, the data covariance plus ``min_covar`` for every covariance),
+    on jaxem's k-means. Differences: the priors may be scalars or arrays over the
+    mixture components (per-state arrays are not supported), and for spherical
+    covariances with ``n_mix > n_features`` hmmlearn's default ``covars_prior``
+    shrinks the denominator below the weight, which jaxem's M-step clips at the
+    weight. ``aic`` and ``bic`` count the weights' free scalars as hmmlearn 0.3.3
+    does (``n_mix - 1``, not per state).
+
+    Attributes
+    ----------
+    startprob_ : (n_components,)
+    transmat_ : (n_components, n_components)
+    weights_ : (n_components, n_mix)
+    means_ : (n_components, n_mix, n_features)
+    covars_ : (n_components, n_mix) spherical, (n_components, n_mix, n_features) diag,
+        (n_components, n_mix, n_features, n_features) full, (n_components, n_features,
+        n_features) tied
+    n_features : int
+    monitor_ : :class:`ConvergenceMonitor`
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import jaxem
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(0, 1, (100, 1)), rng.normal(8, 1, (100, 1))])
+    >>> model = jaxem.GMMHMM(n_components=2, n_mix=2, n_iter=20, random_state=0).fit(X)
+    >>> model.means_.shape, model.weights_.shape, model.covars_.shape
+    ((2, 2, 1), (2, 2), (2, 2, 1))
+    >>> np.sort(model.means_.mean(axis=1)[:, 0]).round(0)
+    array([0., 8.])
+    """
+
+    _emission_letters = {"w": "weights_", "m": "means_", "c": "covars_"}
+    #: Layouts checked by ``load`` (``_persist``): these names mean other shapes elsewhere.
+    _own_shapes = ("weights_", "means_", "covars_")
+
+    def __init__(
+        self,
+        n_components=1,
+        n_mix=1,
+        min_covar=1e-3,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        weights_prior=1.0,
+        means_prior=0.0,
+        means_weight=0.0,
+        covars_prior=None,
+        covars_weight=None,
+        algorithm="viterbi",
+        covariance_type="diag",
+        random_state=None,
+        n_iter=10,
+        tol=1e-2,
+        verbose=False,
+        params="stmcw",
+        init_params="stmcw",
+        implementation="log",
+        n_init=1,
+        mesh=None,
+        step_decay=0.6,
+        assignment="soft",
+    ):
+        super().__init__(
+            n_components=n_components,
+            startprob_prior=startprob_prior,
+            transmat_prior=transmat_prior,
+            algorithm=algorithm,
+            random_state=random_state,
+            n_iter=n_iter,
+            tol=tol,
+            verbose=verbose,
+            params=params,
+            init_params=init_params,
+            implementation=implementation,
+            n_init=n_init,
+            mesh=mesh,
+            step_decay=step_decay,
+            assignment=assignment,
+        )
+        self.n_mix = n_mix
+        self.min_covar = min_covar
+        self.weights_prior = weights_prior
+        self.means_prior = means_prior
+        self.means_weight = means_weight
+        self.covars_prior = covars_prior
+        self.covars_weight = covars_weight
+        self.covariance_type = covariance_type
+
+    def _check_X(self, X, reset):
+        X = _validation.check_data(self, X, reset=reset)
+        if reset:
+            self.n_features = X.shape[1]
+        return X
+
+    def _n_features(self):
+        return getattr(self, "n_features", None) or np.shape(self.means_)[-1]
+
+    def _covariance_prior(self, n_features):
+        """hmmlearn's GMMHMM covariance priors (its defaults per type) in the Gaussian
+        family's parametrisation (:meth:`jaxem.families.Gaussian.map_m_step`), whose
+        M-step then equals hmmlearn's: ``(covars_prior, covars_weight)``."""
+        kind, n_mix, d = self.covariance_type, int(self.n_mix), n_features
+        if kind == "full":
+            prior = 0.0 if self.covars_prior is None else self.covars_prior
+            weight = -(d + 2.0) if self.covars_weight is None else self.covars_weight
+            return prior, np.asarray(weight, np.float64) + 2 * d + 2
+        if kind == "tied":
+            prior = 0.0 if self.covars_prior is None else self.covars_prior
+            weight = -(n_mix + d + 1.0) if self.covars_weight is None else self.covars_weight
+            return prior, np.asarray(weight, np.float64) + n_mix + 2 * d + 1
+        # diag and spherical: hmmlearn's inverse-gamma shape α (covars_prior) and scale β.
+        alpha = -1.5 if kind == "diag" else -(n_mix + 2.0) / 2.0
+        alpha = np.asarray(alpha if self.covars_prior is None else self.covars_prior, np.float64)
+        beta = np.asarray(0.0 if self.covars_weight is None else self.covars_weight, np.float64)
+        if kind == "diag":
+            return 2 * beta, 2 * alpha + 4
+        return 2 * beta / d, 2 + (2 * alpha + 2) / d
+
+    def _family(self):
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(
+                f"covariance_type must be one of {COVARIANCE_TYPES}, got {self.covariance_type!r}."
+            )
+        if not isinstance(self.n_mix, (int, np.integer)) or self.n_mix < 1:
+            raise ValueError(f"n_mix must be a positive int, got {self.n_mix!r}.")
+        covars_prior, covars_weight = self._covariance_prior(self._n_features())
+        return GMM(
+            n_mix=int(self.n_mix),
+            covariance_type=self.covariance_type,
+            reg_covar=0.0,
+            map_prior=True,
+            weights_prior=self.weights_prior,
+            means_prior=self.means_prior,
+            means_weight=self.means_weight,
+            covars_prior=covars_prior,
+            covars_weight=covars_weight,
+            init_covar=self.min_covar,
+            previous_means_scatter=True,
+        )
+
+    def _layout_shape(self, attribute, n_components, n_features):
+        n_mix = int(self.n_mix)
+        if attribute == "weights_":
+            return (n_components, n_mix)
+        if attribute == "means_":
+            return (n_components, n_mix, n_features)
+        return {
+            "spherical": (n_components, n_mix),
+            "diag": (n_components, n_mix, n_features),
+            "full": (n_components, n_mix, n_features, n_features),
+            "tied": (n_components, n_features, n_features),
+        }[self.covariance_type]
+
+    def _emission_params(self, family, dtype):
+        n, n_mix, d = int(self.n_components), int(self.n_mix), self._n_features()
+        # During init only the user-set leaves are used; stand-ins fill the others.
+        stand_in = {
+            "weights_": np.full((n, n_mix), 1.0 / n_mix),
+            "means_": np.zeros((n, n_mix, d)),
+            "covars_": self._unit_covars(n, d),
+        }
+        values = {}
+        for name, default in stand_in.items():
+            value = np.asarray(getattr(self, name, default), np.float64)
+            expected = self._layout_shape(name, n, d)
+            if value.shape != expected:
+                raise ValueError(
+                    f"{name} must have shape {expected} for covariance_type="
+                    f"{self.covariance_type!r}, got {value.shape}."
+                )
+            values[name] = value
+        return family.from_layout(
+            dtype,
+            weights=values["weights_"],
+            means=values["means_"],
+            covariances=values["covars_"],
+        )
+
+    def _unit_covars(self, n, d):
+        """Identity covariances in hmmlearn's layout for the covariance type."""
+        shape = self._layout_shape("covars_", n, d)
+        if self.covariance_type in ("full", "tied"):
+            return np.broadcast_to(np.eye(d), shape)
+        return np.ones(shape)
+
+    def _set_emission_attributes(self, family, emissions):
+        layout = family.to_layout(emissions)
+        self.weights_ = np.asarray(layout["weights"], np.float64)
+        self.means_ = np.asarray(layout["means"], np.float64)
+        self.covars_ = np.asarray(layout["covariances"], np.float64)
+
+    def _n_fit_scalars_per_emission(self):
+        n, n_mix, d = int(self.n_components), int(self.n_mix), self._n_features()
+        covars = {
+            "spherical": n * n_mix,
+            "diag": n * n_mix * d,
+            "full": n * n_mix * d * (d + 1) // 2,
+            "tied": n * d * (d + 1) // 2,
+        }
+        # hmmlearn 0.3.3 counts n_mix - 1 weights in all (not per state); so does jaxem.
+        return {"m": n * n_mix * d, "c": covars[self.covariance_type], "w": n_mix - 1}
 
 
 class _OnlineFit(NamedTuple):

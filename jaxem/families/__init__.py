@@ -18,6 +18,7 @@ from jaxem.families.gaussian import (
     WishartPrior,
     gaussian,
 )
+from jaxem.families.gaussian_mixture import GMM, GMMHyper, GMMParams, gmm
 from jaxem.families.multinomial import (
     Multinomial,
     MultinomialHyper,
@@ -66,4 +67,8 @@ __all__ = [
     "MultinomialParams",
     "MultinomialHyper",
     "multinomial",
+    "GMM",
+    "GMMParams",
+    "GMMHyper",
+    "gmm",
 ]
