@@ -67,6 +67,8 @@ CASES = {
     "GaussianHMM": (lambda: jaxem.GaussianHMM(2, n_iter=3, random_state=0), _gaussian),
     "CategoricalHMM": (lambda: jaxem.CategoricalHMM(2, n_iter=3, random_state=0), _symbols),
     "PoissonHMM": (lambda: jaxem.PoissonHMM(2, n_iter=3, random_state=0), _counts),
+    "MultinomialHMM": (lambda: jaxem.MultinomialHMM(2, n_iter=3, random_state=0), _counts),
+    "GMMHMM": (lambda: jaxem.GMMHMM(2, n_mix=2, n_iter=3, random_state=0), _gaussian),
     "PoissonMixture": (lambda: jaxem.PoissonMixture(2, max_iter=5, random_state=0), _counts),
     "BernoulliMixture": (lambda: jaxem.BernoulliMixture(2, max_iter=5, random_state=0), _binary),
     "StudentTMixture": (
