@@ -29,6 +29,8 @@ FAMILIES = {
     "bernoulli": lambda: jaxem.bernoulli(),
     "student_t": lambda: jaxem.student_t("full"),
     "multinomial": lambda: jaxem.multinomial(),
+    # Components that are mixtures of two Gaussians (GMMHMM's emissions).
+    "gaussian_mixture": lambda: jaxem.gmm(2, "diag"),
     # NaN entries missing at random (exact EM on the observed data).
     "gaussian-missing": lambda: jaxem.gaussian("full", missing=True),
 }
