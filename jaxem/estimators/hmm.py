@@ -55,7 +55,7 @@ from jaxem.estimators import _array_api, _validation
 from jaxem.estimators._base import EMEstimator, in_input_precision
 from jaxem.families.categorical import Categorical
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian
-from jaxem.families.gaussian_mixture import GMM
+from jaxem.families.gaussian_mixture import GMM, hmmlearn_covariance_prior
 from jaxem.families.multinomial import Multinomial
 from jaxem.families.poisson import Poisson
 from jaxem.models.hmm import HMM, HMMParams, pad_sequences
@@ -1364,27 +1364,6 @@ class GMMHMM(_BaseHMM):
     def _n_features(self):
         return getattr(self, "n_features", None) or np.shape(self.means_)[-1]
 
-    def _covariance_prior(self, n_features):
-        """hmmlearn's GMMHMM covariance priors (its defaults per type) in the Gaussian
-        family's parametrisation (:meth:`jaxem.families.Gaussian.map_m_step`), whose
-        M-step then equals hmmlearn's: ``(covars_prior, covars_weight)``."""
-        kind, n_mix, d = self.covariance_type, int(self.n_mix), n_features
-        if kind == "full":
-            prior = 0.0 if self.covars_prior is None else self.covars_prior
-            weight = -(d + 2.0) if self.covars_weight is None else self.covars_weight
-            return prior, np.asarray(weight, np.float64) + 2 * d + 2
-        if kind == "tied":
-            prior = 0.0 if self.covars_prior is None else self.covars_prior
-            weight = -(n_mix + d + 1.0) if self.covars_weight is None else self.covars_weight
-            return prior, np.asarray(weight, np.float64) + n_mix + 2 * d + 1
-        # diag and spherical: hmmlearn's inverse-gamma shape α (covars_prior) and scale β.
-        alpha = -1.5 if kind == "diag" else -(n_mix + 2.0) / 2.0
-        alpha = np.asarray(alpha if self.covars_prior is None else self.covars_prior, np.float64)
-        beta = np.asarray(0.0 if self.covars_weight is None else self.covars_weight, np.float64)
-        if kind == "diag":
-            return 2 * beta, 2 * alpha + 4
-        return 2 * beta / d, 2 + (2 * alpha + 2) / d
-
     def _family(self):
         if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(
@@ -1392,7 +1371,13 @@ class GMMHMM(_BaseHMM):
             )
         if not isinstance(self.n_mix, (int, np.integer)) or self.n_mix < 1:
             raise ValueError(f"n_mix must be a positive int, got {self.n_mix!r}.")
-        covars_prior, covars_weight = self._covariance_prior(self._n_features())
+        covars_prior, covars_weight = hmmlearn_covariance_prior(
+            self.covariance_type,
+            int(self.n_mix),
+            self._n_features(),
+            self.covars_prior,
+            self.covars_weight,
+        )
         return GMM(
             n_mix=int(self.n_mix),
             covariance_type=self.covariance_type,
@@ -1408,17 +1393,9 @@ class GMMHMM(_BaseHMM):
         )
 
     def _layout_shape(self, attribute, n_components, n_features):
-        n_mix = int(self.n_mix)
-        if attribute == "weights_":
-            return (n_components, n_mix)
-        if attribute == "means_":
-            return (n_components, n_mix, n_features)
-        return {
-            "spherical": (n_components, n_mix),
-            "diag": (n_components, n_mix, n_features),
-            "full": (n_components, n_mix, n_features, n_features),
-            "tied": (n_components, n_features, n_features),
-        }[self.covariance_type]
+        layout = {"weights_": "weights", "means_": "means", "covars_": "covariances"}
+        shapes = self._family().layout_shapes(n_components, n_features)
+        return shapes[layout[attribute]]
 
     def _emission_params(self, family, dtype):
         n, n_mix, d = int(self.n_components), int(self.n_mix), self._n_features()
@@ -1426,7 +1403,7 @@ class GMMHMM(_BaseHMM):
         stand_in = {
             "weights_": np.full((n, n_mix), 1.0 / n_mix),
             "means_": np.zeros((n, n_mix, d)),
-            "covars_": self._unit_covars(n, d),
+            "covars_": family.unit_covariances(n, d),
         }
         values = {}
         for name, default in stand_in.items():
@@ -1444,13 +1421,6 @@ class GMMHMM(_BaseHMM):
             means=values["means_"],
             covariances=values["covars_"],
         )
-
-    def _unit_covars(self, n, d):
-        """Identity covariances in hmmlearn's layout for the covariance type."""
-        shape = self._layout_shape("covars_", n, d)
-        if self.covariance_type in ("full", "tied"):
-            return np.broadcast_to(np.eye(d), shape)
-        return np.ones(shape)
 
     def _set_emission_attributes(self, family, emissions):
         layout = family.to_layout(emissions)

@@ -39,7 +39,7 @@ from jaxem.families.gaussian import (
     GaussianStats,
 )
 
-__all__ = ["GMM", "GMMParams", "GMMHyper", "gmm"]
+__all__ = ["GMM", "GMMParams", "GMMHyper", "gmm", "hmmlearn_covariance_prior"]
 
 
 class GMMParams(NamedTuple):
@@ -356,6 +356,28 @@ class GMM(Family):
             return first * jnp.eye(1, dtype=first.dtype)
         return first
 
+    # -- hmmlearn's GMMHMM layouts on the host (numpy; not the contract) ----------------------
+    def layout_shapes(self, n_components: int, n_features: int) -> dict[str, tuple]:
+        """Shapes of ``weights``, ``means`` and ``covariances`` in :meth:`to_layout`."""
+        n_mix = self.n_mix
+        return {
+            "weights": (n_components, n_mix),
+            "means": (n_components, n_mix, n_features),
+            "covariances": {
+                "spherical": (n_components, n_mix),
+                "diag": (n_components, n_mix, n_features),
+                "full": (n_components, n_mix, n_features, n_features),
+                "tied": (n_components, n_features, n_features),
+            }[self.covariance_type],
+        }
+
+    def unit_covariances(self, n_components: int, n_features: int) -> np.ndarray:
+        """Identity covariances in the layout of :meth:`to_layout`."""
+        shape = self.layout_shapes(n_components, n_features)["covariances"]
+        if self.covariance_type in ("full", "tied"):
+            return np.broadcast_to(np.eye(n_features), shape)
+        return np.ones(shape)
+
     def to_layout(self, params: GMMParams) -> dict[str, Any]:
         """``weights`` (K, M), ``means`` (K, M, D) and ``covariances`` in hmmlearn's
         GMMHMM layout: (K, M, D, D) full, (K, D, D) tied, (K, M, D) diag, (K, M)
@@ -379,6 +401,39 @@ class GMM(Family):
         weights = jnp.asarray(weights, dtype)
         log_weights = jnp.log(jnp.maximum(weights, jnp.finfo(dtype).tiny))
         return GMMParams(log_weights, *components)
+
+
+def hmmlearn_covariance_prior(
+    covariance_type: str, n_mix: int, n_features: int, covars_prior=None, covars_weight=None
+):
+    """hmmlearn's GMMHMM covariance priors (None: its defaults per type) as
+    ``(covars_prior, covars_weight)`` of :meth:`Gaussian.map_m_step`, whose M-step
+    then equals hmmlearn's.
+
+    hmmlearn divides by ``N + ν + D + 2`` (full), ``N + M + ν + D + 1`` (tied, the
+    state's weight), ``N + 2α + 3`` (diag: α = ``covars_prior``, β = ``covars_weight``,
+    numerator ``2β + ...``) and ``D (N + 1) + 2α + 2`` (spherical); the Gaussian's
+    M-step by ``max(ν' - D, 0) + N`` (full, tied) and ``max(ν' - 1, 0) + N`` (diag;
+    times ``D`` for spherical, whose prior is summed over the features).
+
+    >>> prior, weight = hmmlearn_covariance_prior("full", 2, 3)
+    >>> print(prior, weight)  # hmmlearn's default: ν' = D, maximum likelihood
+    0.0 3.0
+    """
+    d, n_mix = n_features, n_mix
+    if covariance_type in ("full", "tied"):
+        prior = 0.0 if covars_prior is None else covars_prior
+        if covariance_type == "full":
+            weight = -(d + 2.0) if covars_weight is None else covars_weight
+            return prior, np.asarray(weight, np.float64) + 2 * d + 2
+        weight = -(n_mix + d + 1.0) if covars_weight is None else covars_weight
+        return prior, np.asarray(weight, np.float64) + n_mix + 2 * d + 1
+    alpha = -1.5 if covariance_type == "diag" else -(n_mix + 2.0) / 2.0
+    alpha = np.asarray(alpha if covars_prior is None else covars_prior, np.float64)
+    beta = np.asarray(0.0 if covars_weight is None else covars_weight, np.float64)
+    if covariance_type == "diag":
+        return 2 * beta, 2 * alpha + 4
+    return 2 * beta / d, 2 + (2 * alpha + 2) / d
 
 
 def gmm(
