@@ -512,3 +512,19 @@ def test_readme_example():
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     runner.run(test)
     assert runner.summarize(verbose=False).failed == 0
+
+
+@pytest.mark.parametrize("attribute", ["weights_", "means_", "covars_"])
+def test_tampered_gmmhmm_mixture_axis_is_refused(attribute, tmp_path):
+    """GMMHMM's weights_, means_ and covars_ carry a mixture axis (its own shapes)."""
+    path = tmp_path / "gmmhmm.npz"
+    _fit("GMMHMM")[0].save(path)
+
+    def drop_mixture_axis(metadata, arrays):
+        key = f"attributes/{attribute}"
+        arrays[key] = arrays[key][:, 0]
+        metadata["attributes"][attribute]["shape"] = list(arrays[key].shape)
+
+    _rewrite(path, drop_mixture_axis)
+    with pytest.raises(ValueError, match=rf"{attribute} has shape .* need \(2, 2"):
+        jaxem.GMMHMM.load(path)
