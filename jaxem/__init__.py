@@ -24,6 +24,7 @@ from jaxem.engine import (
     rows_across_processes,
 )
 from jaxem.estimators import (
+    GMMHMM,
     BayesianGaussianMixture,
     BernoulliMixture,
     CategoricalHMM,
@@ -35,6 +36,7 @@ from jaxem.estimators import (
     LatentDirichletAllocation,
     MiniBatchKMeans,
     MixtureOfExperts,
+    MultinomialHMM,
     MultinomialMixture,
     PoissonHMM,
     PoissonMixture,
@@ -45,12 +47,14 @@ from jaxem.estimators import (
 )
 from jaxem.estimators._persist import load, load_fit, save_fit
 from jaxem.families import (
+    GMM,
     Bernoulli,
     BernoulliParams,
     Categorical,
     CategoricalParams,
     Gaussian,
     GaussianParams,
+    GMMParams,
     Multinomial,
     MultinomialParams,
     Poisson,
@@ -63,6 +67,7 @@ from jaxem.families import (
     bernoulli,
     categorical,
     gaussian,
+    gmm,
     multinomial,
     poisson,
     student_t,
@@ -110,6 +115,8 @@ __all__ = [
     "GaussianHMM",
     "CategoricalHMM",
     "PoissonHMM",
+    "MultinomialHMM",
+    "GMMHMM",
     "PoissonMixture",
     "BernoulliMixture",
     "CategoricalMixture",
@@ -182,6 +189,9 @@ __all__ = [
     "von_mises_fisher",
     "VonMisesFisher",
     "VonMisesFisherParams",
+    "gmm",
+    "GMM",
+    "GMMParams",
     "hmm",
     "HMM",
     "HMMParams",

@@ -30,6 +30,8 @@ FAMILIES = {
     "student_t": lambda: jaxem.student_t("full"),
     "multinomial": lambda: jaxem.multinomial(),
     "von_mises_fisher": lambda: jaxem.von_mises_fisher(),
+    # Components that are mixtures of two Gaussians (GMMHMM's emissions).
+    "gaussian_mixture": lambda: jaxem.gmm(2, "diag"),
     # NaN entries missing at random (exact EM on the observed data).
     "gaussian-missing": lambda: jaxem.gaussian("full", missing=True),
 }

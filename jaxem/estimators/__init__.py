@@ -9,7 +9,13 @@ from jaxem.estimators.discrete_mixtures import (
 )
 from jaxem.estimators.factor_analysis import FactorAnalysis, ProbabilisticPCA
 from jaxem.estimators.gaussian_mixture import GaussianMixture
-from jaxem.estimators.hmm import CategoricalHMM, GaussianHMM, PoissonHMM
+from jaxem.estimators.hmm import (
+    GMMHMM,
+    CategoricalHMM,
+    GaussianHMM,
+    MultinomialHMM,
+    PoissonHMM,
+)
 from jaxem.estimators.kmeans import KMeans
 from jaxem.estimators.lda import LatentDirichletAllocation
 from jaxem.estimators.minibatch_kmeans import MiniBatchKMeans
@@ -23,6 +29,8 @@ __all__ = [
     "GaussianHMM",
     "CategoricalHMM",
     "PoissonHMM",
+    "MultinomialHMM",
+    "GMMHMM",
     "KMeans",
     "MiniBatchKMeans",
     "PoissonMixture",

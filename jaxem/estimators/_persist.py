@@ -87,7 +87,9 @@ _READ_ERRORS = (
 #: features (symbols for CategoricalHMM), "layout" the covariance type's layout, "own"
 #: the estimator's ``_layout_shape(attribute, K, D)`` ("dof": that, or ``(K,)`` when it
 #: has none or returns None), "noise" one variance per
-#: feature (factor analysis) or one for all (probabilistic PCA).
+#: feature (factor analysis) or one for all (probabilistic PCA). An estimator whose
+#: ``_own_shapes`` names an attribute checks it by its ``_layout_shape`` instead (GMMHMM's
+#: ``weights_``, ``means_`` and ``covars_`` have a mixture axis).
 _SHAPES = {
     "weights_": ("K",),
     "means_": ("K", "D"),
@@ -593,7 +595,8 @@ def _check_loaded(estimator, dtype, decoder: _Decoder) -> None:
     # CategoricalHMM's n_features (its symbols) is a parameter; the other HMMs' an attribute.
     n_features = getattr(estimator, "n_features_in_", getattr(estimator, "n_features", None))
     sizes = {"K": n_components, "D": n_features}
-    for attribute, rule in _SHAPES.items():
+    own_only = {name: "own" for name in getattr(estimator, "_own_shapes", ())}
+    for attribute, rule in {**_SHAPES, **own_only}.items():
         if attribute not in attributes or attributes[attribute] is None or n_features is None:
             continue  # None: not fitted that way (an HMM whose emissions are not centred)
         value = np.asarray(attributes[attribute])

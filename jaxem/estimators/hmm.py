@@ -55,10 +55,19 @@ from jaxem.estimators import _array_api, _validation
 from jaxem.estimators._base import EMEstimator, in_input_precision
 from jaxem.families.categorical import Categorical
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian
+from jaxem.families.gaussian_mixture import GMM, hmmlearn_covariance_prior
+from jaxem.families.multinomial import Multinomial
 from jaxem.families.poisson import Poisson
 from jaxem.models.hmm import HMM, HMMParams, pad_sequences
 
-__all__ = ["GaussianHMM", "CategoricalHMM", "PoissonHMM", "ConvergenceMonitor"]
+__all__ = [
+    "GaussianHMM",
+    "CategoricalHMM",
+    "PoissonHMM",
+    "MultinomialHMM",
+    "GMMHMM",
+    "ConvergenceMonitor",
+]
 
 #: hmmlearn reports its initialisation notices through ``logging`` (logger
 #: ``hmmlearn.base``), not ``warnings``; jaxem does the same on this module's logger.
@@ -142,6 +151,13 @@ class _BaseHMM(EMEstimator):
         self.mesh = mesh
         self.assignment = assignment
         self.step_decay = step_decay
+
+    def __getattr__(self, name):
+        """Before any fit, ``monitor_`` is a fresh monitor, as hmmlearn's (set in its
+        constructor); it is not stored, so the estimator does not look fitted."""
+        if name == "monitor_":
+            return ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- to be provided by subclasses ----------------------------------------------------------
     def _check_X(self, X, reset):  # -> numpy array
@@ -227,9 +243,14 @@ class _BaseHMM(EMEstimator):
         self._set_params(model.family, result.params)
         trace = np.asarray(result.restarts.trace[result.best_restart], np.float64)
         history = trace[: result.n_iter] * n_sequences
-        self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
-        self.monitor_.history = deque(history.tolist())
-        self.monitor_.iter = int(result.n_iter)
+        # A monitor assigned before the fit (hmmlearn's tests assign their own
+        # subclass of hmmlearn's) receives the history; otherwise a new one.
+        monitor = vars(self).get("monitor_")
+        if monitor is None or isinstance(monitor, ConvergenceMonitor):
+            monitor = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
+        monitor.history = deque(history.tolist())
+        monitor.iter = int(result.n_iter)
+        self.monitor_ = monitor
         self.n_init_results_ = self.restarts_  # the name of earlier releases
         if self.verbose:
             previous = np.nan
@@ -295,7 +316,7 @@ class _BaseHMM(EMEstimator):
         )
         state = getattr(self, "_online_state", None)
         # Fitted (by fit, partial_fit or a loaded estimator): continue from the attributes.
-        fitted = hasattr(self, "monitor_") or hasattr(self, "n_iter_")
+        fitted = "monitor_" in vars(self) or hasattr(self, "n_iter_")
         first = state is None and not fitted
         X = self._check_X(X, reset=first)
         if first:
@@ -606,7 +627,7 @@ class _BaseHMM(EMEstimator):
 
     def _sample(self, n_samples, random_state, currstate):
         dtype = np.dtype(np.float64)
-        model = self._model("")
+        model = self._sampling_model()
         startprob = np.asarray(self.startprob_, np.float64)
         if currstate is not None:
             startprob = np.eye(self.n_components)[int(currstate)]
@@ -618,6 +639,10 @@ class _BaseHMM(EMEstimator):
         key = _validation.random_key(self.random_state if random_state is None else random_state)
         x, states = engine.sample(model, key, params, int(n_samples))
         return self._sample_output(np.asarray(x)), np.asarray(states)
+
+    def _sampling_model(self):
+        """The model whose ``sample`` draws the steps (checks what sampling needs)."""
+        return self._model("")
 
     def _sample_output(self, x):
         return x
@@ -1109,6 +1134,338 @@ class PoissonHMM(_BaseHMM):
     def _n_fit_scalars_per_emission(self):
         n_features = getattr(self, "n_features", None) or np.shape(self.lambdas_)[1]
         return {"l": int(self.n_components) * n_features}
+
+
+class MultinomialHMM(_BaseHMM):
+    """Hidden Markov model with multinomial emissions (hmmlearn's ``MultinomialHMM``).
+
+    ``X`` holds non-negative integer counts ``(n_samples, n_features)``: every row is
+    the counts of ``n_features`` symbols in ``n_trials`` draws. Parameters as
+    :class:`GaussianHMM`, with ``n_trials`` and the letter ``e`` for
+    ``emissionprob_`` (the symbol probabilities of every state, ``(n_components,
+    n_features)``). The emissions are :class:`jaxem.families.Multinomial`.
+
+    ``n_trials`` (int, array of one per sample, or None) is checked as hmmlearn
+    does: ``fit`` refuses rows whose counts do not add up to it and, when it is
+    None, sets it to the rows' totals; ``sample`` needs a single value. The
+    log-density of a row uses the row's own total, as hmmlearn's. hmmlearn's
+    ``emissionprob_`` initialisation draws uniform rows and normalises them; jaxem's
+    is the M-step of random soft assignments of the rows (data-driven).
+    hmmlearn's construction-time notice about its 0.3 change of meaning is not
+    repeated.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import jaxem
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.multinomial(10, [0.8, 0.1, 0.1], 100),
+    ...                     rng.multinomial(10, [0.1, 0.1, 0.8], 100)])
+    >>> model = jaxem.MultinomialHMM(n_components=2, n_iter=20, random_state=0).fit(X)
+    >>> np.sort(model.emissionprob_[:, 0]).round(1)
+    array([0.1, 0.8])
+    >>> model.sample(3)[0].sum(axis=1)
+    array([10, 10, 10])
+    """
+
+    _emission_letters = {"e": "emissionprob_"}
+
+    def __init__(
+        self,
+        n_components=1,
+        n_trials=None,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        algorithm="viterbi",
+        random_state=None,
+        n_iter=10,
+        tol=1e-2,
+        verbose=False,
+        params="ste",
+        init_params="ste",
+        implementation="log",
+        n_init=1,
+        mesh=None,
+        step_decay=0.6,
+        assignment="soft",
+    ):
+        super().__init__(
+            n_components=n_components,
+            startprob_prior=startprob_prior,
+            transmat_prior=transmat_prior,
+            algorithm=algorithm,
+            random_state=random_state,
+            n_iter=n_iter,
+            tol=tol,
+            verbose=verbose,
+            params=params,
+            init_params=init_params,
+            implementation=implementation,
+            n_init=n_init,
+            mesh=mesh,
+            step_decay=step_decay,
+            assignment=assignment,
+        )
+        self.n_trials = n_trials
+
+    def _check_X(self, X, reset):
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(
+                f"MultinomialHMM expects 2-D X (n_samples, n_features) of symbol counts, "
+                f"got {X.ndim}-D."
+            )
+        if X.shape[0] == 0:
+            raise ValueError("X has 0 samples; at least one is required.")
+        try:
+            Multinomial().check_data(X)
+        except ValueError as error:  # hmmlearn's message first, then jaxem's detail
+            raise ValueError(f"Symbol counts should be nonnegative integers: {error}") from None
+        expected = getattr(self, "n_features", None)
+        if reset or expected is None:
+            if hasattr(self, "emissionprob_") and "e" not in self.init_params:
+                expected = np.shape(self.emissionprob_)[-1]
+            else:
+                expected = X.shape[1]
+        if X.shape[1] != expected:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but MultinomialHMM is expecting "
+                f"{expected} features as input."
+            )
+        if reset:
+            self.n_features = X.shape[1]
+            totals = X.sum(axis=1)
+            if self.n_trials is None:
+                self.n_trials = totals
+            elif not np.all(totals == np.asarray(self.n_trials)):
+                raise ValueError(
+                    "Total count for each sample should add up to the number of trials "
+                    "(n_trials); set n_trials=None to take every row's total."
+                )
+        return X.astype(np.float64)
+
+    def _family(self, n_trials=1):
+        return Multinomial(n_trials=n_trials)
+
+    def _sampling_model(self):
+        n_trials = np.unique(np.asarray(self.n_trials if self.n_trials is not None else []))
+        if n_trials.size != 1 or n_trials.dtype.kind not in "iuf" or n_trials[0] < 0:
+            raise ValueError(
+                f"For sampling, a single n_trials must be given, got {self.n_trials!r}."
+            )
+        model = self._model("")
+        return dataclasses.replace(model, family=self._family(int(n_trials[0])))
+
+    def _sample_output(self, x):
+        return np.rint(x).astype(np.int64)  # counts, as hmmlearn's
+
+    def _emission_params(self, family, dtype):
+        probs = np.asarray(self.emissionprob_, np.float64)
+        n_features = getattr(self, "n_features", None) or probs.shape[-1]
+        expected = (self.n_components, n_features)
+        if probs.shape != expected:
+            raise ValueError(f"emissionprob_ must have shape {expected}, got {probs.shape}.")
+        return family.from_layout(dtype, probabilities=probs)
+
+    def _set_emission_attributes(self, family, emissions):
+        probs = family.to_layout(emissions)["probabilities"]
+        self.emissionprob_ = np.asarray(probs, np.float64)
+
+    def _n_fit_scalars_per_emission(self):
+        n_features = getattr(self, "n_features", None) or np.shape(self.emissionprob_)[1]
+        # Every row of emissionprob_ sums to 1.
+        return {"e": int(self.n_components) * (int(n_features) - 1)}
+
+
+class GMMHMM(_BaseHMM):
+    """Hidden Markov model with Gaussian-mixture emissions (hmmlearn's ``GMMHMM``).
+
+    Every state emits from a mixture of ``n_mix`` Gaussians
+    (:class:`jaxem.families.GMM`). Parameters as :class:`GaussianHMM`, with
+    ``n_mix``, ``weights_prior`` (Dirichlet concentration of the mixture weights) and
+    hmmlearn's GMMHMM priors: ``means_prior``, ``means_weight``, and
+    ``covars_prior`` / ``covars_weight`` (None: hmmlearn's defaults per covariance
+    type, which make the M-step maximum likelihood for full, tied and diag, and for
+    spherical when ``n_mix <= n_features``). Letters: ``s``, ``t``, ``m`` means,
+    ``c`` covars, ``w`` weights.
+
+    The M-step is hmmlearn's: the covariances are the scatter about the E-step's
+    means (not the updated ones), so fits from the same start follow hmmlearn's
+    iterates to rounding. ``"tied"`` is hmmlearn's: one covariance per state,
+    shared by its mixture components. The initialisation is hmmlearn's (k-means of
+    the samples into states, then of each state's samples into its components,
+    uniform weights, the data covariance plus ``min_covar`` for every covariance),
+    on jaxem's k-means. Differences: the priors may be scalars or arrays over the
+    mixture components (per-state arrays are not supported), and for spherical
+    covariances with ``n_mix > n_features`` hmmlearn's default ``covars_prior``
+    shrinks the denominator below the weight, which jaxem's M-step clips at the
+    weight. ``aic`` and ``bic`` count the weights' free scalars as hmmlearn 0.3.3
+    does (``n_mix - 1``, not per state).
+
+    Attributes
+    ----------
+    startprob_ : (n_components,)
+    transmat_ : (n_components, n_components)
+    weights_ : (n_components, n_mix)
+    means_ : (n_components, n_mix, n_features)
+    covars_ : (n_components, n_mix) spherical, (n_components, n_mix, n_features) diag,
+        (n_components, n_mix, n_features, n_features) full, (n_components, n_features,
+        n_features) tied
+    n_features : int
+    monitor_ : :class:`ConvergenceMonitor`
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import jaxem
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(0, 1, (100, 1)), rng.normal(8, 1, (100, 1))])
+    >>> model = jaxem.GMMHMM(n_components=2, n_mix=2, n_iter=20, random_state=0).fit(X)
+    >>> model.means_.shape, model.weights_.shape, model.covars_.shape
+    ((2, 2, 1), (2, 2), (2, 2, 1))
+    >>> np.sort(model.means_.mean(axis=1)[:, 0]).round(0)
+    array([0., 8.])
+    """
+
+    _emission_letters = {"w": "weights_", "m": "means_", "c": "covars_"}
+    #: Layouts checked by ``load`` (``_persist``): these names mean other shapes elsewhere.
+    _own_shapes = ("weights_", "means_", "covars_")
+
+    def __init__(
+        self,
+        n_components=1,
+        n_mix=1,
+        min_covar=1e-3,
+        startprob_prior=1.0,
+        transmat_prior=1.0,
+        weights_prior=1.0,
+        means_prior=0.0,
+        means_weight=0.0,
+        covars_prior=None,
+        covars_weight=None,
+        algorithm="viterbi",
+        covariance_type="diag",
+        random_state=None,
+        n_iter=10,
+        tol=1e-2,
+        verbose=False,
+        params="stmcw",
+        init_params="stmcw",
+        implementation="log",
+        n_init=1,
+        mesh=None,
+        step_decay=0.6,
+        assignment="soft",
+    ):
+        super().__init__(
+            n_components=n_components,
+            startprob_prior=startprob_prior,
+            transmat_prior=transmat_prior,
+            algorithm=algorithm,
+            random_state=random_state,
+            n_iter=n_iter,
+            tol=tol,
+            verbose=verbose,
+            params=params,
+            init_params=init_params,
+            implementation=implementation,
+            n_init=n_init,
+            mesh=mesh,
+            step_decay=step_decay,
+            assignment=assignment,
+        )
+        self.n_mix = n_mix
+        self.min_covar = min_covar
+        self.weights_prior = weights_prior
+        self.means_prior = means_prior
+        self.means_weight = means_weight
+        self.covars_prior = covars_prior
+        self.covars_weight = covars_weight
+        self.covariance_type = covariance_type
+
+    def _check_X(self, X, reset):
+        X = _validation.check_data(self, X, reset=reset)
+        if reset:
+            self.n_features = X.shape[1]
+        return X
+
+    def _n_features(self):
+        return getattr(self, "n_features", None) or np.shape(self.means_)[-1]
+
+    def _family(self):
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(
+                f"covariance_type must be one of {COVARIANCE_TYPES}, got {self.covariance_type!r}."
+            )
+        if not isinstance(self.n_mix, (int, np.integer)) or self.n_mix < 1:
+            raise ValueError(f"n_mix must be a positive int, got {self.n_mix!r}.")
+        covars_prior, covars_weight = hmmlearn_covariance_prior(
+            self.covariance_type,
+            int(self.n_mix),
+            self._n_features(),
+            self.covars_prior,
+            self.covars_weight,
+        )
+        return GMM(
+            n_mix=int(self.n_mix),
+            covariance_type=self.covariance_type,
+            reg_covar=0.0,
+            map_prior=True,
+            weights_prior=self.weights_prior,
+            means_prior=self.means_prior,
+            means_weight=self.means_weight,
+            covars_prior=covars_prior,
+            covars_weight=covars_weight,
+            init_covar=self.min_covar,
+            previous_means_scatter=True,
+        )
+
+    def _layout_shape(self, attribute, n_components, n_features):
+        layout = {"weights_": "weights", "means_": "means", "covars_": "covariances"}
+        shapes = self._family().layout_shapes(n_components, n_features)
+        return shapes[layout[attribute]]
+
+    def _emission_params(self, family, dtype):
+        n, n_mix, d = int(self.n_components), int(self.n_mix), self._n_features()
+        # During init only the user-set leaves are used; stand-ins fill the others.
+        stand_in = {
+            "weights_": np.full((n, n_mix), 1.0 / n_mix),
+            "means_": np.zeros((n, n_mix, d)),
+            "covars_": family.unit_covariances(n, d),
+        }
+        values = {}
+        for name, default in stand_in.items():
+            value = np.asarray(getattr(self, name, default), np.float64)
+            expected = self._layout_shape(name, n, d)
+            if value.shape != expected:
+                raise ValueError(
+                    f"{name} must have shape {expected} for covariance_type="
+                    f"{self.covariance_type!r}, got {value.shape}."
+                )
+            values[name] = value
+        return family.from_layout(
+            dtype,
+            weights=values["weights_"],
+            means=values["means_"],
+            covariances=values["covars_"],
+        )
+
+    def _set_emission_attributes(self, family, emissions):
+        layout = family.to_layout(emissions)
+        self.weights_ = np.asarray(layout["weights"], np.float64)
+        self.means_ = np.asarray(layout["means"], np.float64)
+        self.covars_ = np.asarray(layout["covariances"], np.float64)
+
+    def _n_fit_scalars_per_emission(self):
+        n, n_mix, d = int(self.n_components), int(self.n_mix), self._n_features()
+        covars = {
+            "spherical": n * n_mix,
+            "diag": n * n_mix * d,
+            "full": n * n_mix * d * (d + 1) // 2,
+            "tied": n * d * (d + 1) // 2,
+        }
+        # hmmlearn 0.3.3 counts n_mix - 1 weights in all (not per state); so does jaxem.
+        return {"m": n * n_mix * d, "c": covars[self.covariance_type], "w": n_mix - 1}
 
 
 class _OnlineFit(NamedTuple):

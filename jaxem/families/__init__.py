@@ -18,6 +18,7 @@ from jaxem.families.gaussian import (
     WishartPrior,
     gaussian,
 )
+from jaxem.families.gaussian_mixture import GMM, GMMHyper, GMMParams, gmm
 from jaxem.families.multinomial import (
     Multinomial,
     MultinomialHyper,
@@ -76,4 +77,8 @@ __all__ = [
     "VonMisesFisherParams",
     "VonMisesFisherHyper",
     "von_mises_fisher",
+    "GMM",
+    "GMMParams",
+    "GMMHyper",
+    "gmm",
 ]

@@ -56,7 +56,8 @@ class Multinomial(Family):
         changing it does not recompile.
     n_trials : int
         Trials of every row drawn by :meth:`sample` (the log-density takes each
-        row's own total). Excluded from equality.
+        row's own total). A static field: :meth:`sample` compiles it in, so
+        families of different ``n_trials`` must not share a program.
 
     Examples
     --------
@@ -72,7 +73,7 @@ class Multinomial(Family):
     """
 
     prior: float = dataclasses.field(default=1.0, compare=False)
-    n_trials: int = dataclasses.field(default=1, compare=False)
+    n_trials: int = 1
 
     update_letters: ClassVar[str] = "e"
 

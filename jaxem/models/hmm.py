@@ -128,7 +128,8 @@ class HMM(Model):
         Parameters updated by the M-step, hmmlearn's letters: ``"s"`` start
         probabilities, ``"t"`` transitions, and the family's
         :attr:`~jaxem.contract.Family.update_letters` (``"m"`` means and ``"c"``
-        covariances for Gaussian, ``"e"`` categorical and Bernoulli, ``"l"`` Poisson).
+        covariances for Gaussian, ``"e"`` categorical and Bernoulli, ``"l"`` Poisson,
+        ``"w"`` the sub-component weights of :class:`~jaxem.families.GMM`).
         The others keep their values (see :meth:`~jaxem.contract.Family.keep_fixed`).
     init_transitions : {"random", "uniform", "dirichlet"}
         Start and transition probabilities at init: normalised uniform draws,
@@ -185,7 +186,7 @@ class HMM(Model):
     family: Family
     n_states: int
     algorithm: str = "scaled"
-    update: str = "stmcel"
+    update: str = "stmcelw"
     init_transitions: str = "random"
     startprob_prior: float = dataclasses.field(default=1.0, compare=False)
     transmat_prior: float = dataclasses.field(default=1.0, compare=False)
@@ -463,7 +464,7 @@ def hmm(
     n_states: int,
     *,
     algorithm: str = "scaled",
-    update: str = "stmcel",
+    update: str = "stmcelw",
     init_transitions: str = "random",
     startprob_prior: float = 1.0,
     transmat_prior: float = 1.0,

@@ -66,6 +66,10 @@ PEER_FILES = {
         "hmmlearn", "tests/test_categorical_hmm.py", "hmmlearn_tests"
     ),
     "test_poisson_hmm.py": PeerFile("hmmlearn", "tests/test_poisson_hmm.py", "hmmlearn_tests"),
+    **{
+        f"test_{stem}.py": PeerFile("hmmlearn", f"tests/test_{stem}.py", "hmmlearn_tests")
+        for stem in ("multinomial_hmm", "gmm_hmm", "gmm_hmm_new", "gmm_hmm_multisequence")
+    },
     "test_factor_analysis.py": PeerFile(
         "sklearn", "decomposition/tests/test_factor_analysis.py", "sklearn_decomposition"
     ),
@@ -98,6 +102,8 @@ CLASSES = {
     ("hmmlearn.hmm", "GaussianHMM"): "jaxem",
     ("hmmlearn.hmm", "CategoricalHMM"): "jaxem",
     ("hmmlearn.hmm", "PoissonHMM"): "jaxem",
+    ("hmmlearn.hmm", "MultinomialHMM"): "jaxem",
+    ("hmmlearn.hmm", "GMMHMM"): "jaxem",
     ("sklearn.decomposition", "FactorAnalysis"): "jaxem",
     ("sklearn.decomposition", "LatentDirichletAllocation"): "jaxem",
 }
@@ -127,7 +133,12 @@ DOTTED = [
         re.compile(r"\bsklearn\.decomposition\.(?:_lda\.)?LatentDirichletAllocation\b"),
         "jaxem.LatentDirichletAllocation",
     ),
-    (re.compile(r"\bhmmlearn\.hmm\.(GaussianHMM|CategoricalHMM|PoissonHMM)\b"), r"jaxem.\1"),
+    (
+        re.compile(
+            r"\bhmmlearn\.hmm\.(GaussianHMM|CategoricalHMM|PoissonHMM|MultinomialHMM|GMMHMM)\b"
+        ),
+        r"jaxem.\1",
+    ),
 ]
 
 #: Calls that patch an object; a test patching the peers' internals tests the peer.

@@ -81,6 +81,8 @@ CASES = {
     "GaussianHMM": (lambda: jaxem.GaussianHMM(2, n_iter=3, random_state=0), _gaussian),
     "CategoricalHMM": (lambda: jaxem.CategoricalHMM(2, n_iter=3, random_state=0), _symbols),
     "PoissonHMM": (lambda: jaxem.PoissonHMM(2, n_iter=3, random_state=0), _counts),
+    "MultinomialHMM": (lambda: jaxem.MultinomialHMM(2, n_iter=3, random_state=0), _counts),
+    "GMMHMM": (lambda: jaxem.GMMHMM(2, n_mix=2, n_iter=3, random_state=0), _gaussian),
     "PoissonMixture": (lambda: jaxem.PoissonMixture(2, max_iter=5, random_state=0), _counts),
     "BernoulliMixture": (lambda: jaxem.BernoulliMixture(2, max_iter=5, random_state=0), _binary),
     "StudentTMixture": (
@@ -543,3 +545,19 @@ def test_readme_example():
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     runner.run(test)
     assert runner.summarize(verbose=False).failed == 0
+
+
+@pytest.mark.parametrize("attribute", ["weights_", "means_", "covars_"])
+def test_tampered_gmmhmm_mixture_axis_is_refused(attribute, tmp_path):
+    """GMMHMM's weights_, means_ and covars_ carry a mixture axis (its own shapes)."""
+    path = tmp_path / "gmmhmm.npz"
+    _fit("GMMHMM")[0].save(path)
+
+    def drop_mixture_axis(metadata, arrays):
+        key = f"attributes/{attribute}"
+        arrays[key] = arrays[key][:, 0]
+        metadata["attributes"][attribute]["shape"] = list(arrays[key].shape)
+
+    _rewrite(path, drop_mixture_axis)
+    with pytest.raises(ValueError, match=rf"{attribute} has shape .* need \(2, 2"):
+        jaxem.GMMHMM.load(path)
