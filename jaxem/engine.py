@@ -38,10 +38,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxem import _iterate, _program_store, ops
-from jaxem._iterate import CONVERGED, MAX_ITER, NON_FINITE, RUNNING
+from jaxem._iterate import (
+    ACCELERATIONS,
+    CONVERGED,
+    MAX_ITER,
+    NON_FINITE,
+    RUNNING,
+    check_accelerate,
+)
 from jaxem.contract import STATUS_MESSAGES, Chunks, Status, padded_rows
 
 __all__ = [
+    "ACCELERATIONS",
+    "check_accelerate",
     "fit",
     "fit_traced",
     "fit_sweep",
@@ -1177,7 +1186,7 @@ def fit(
     """
     if not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative int, got {max_iter!r}.")
-    _iterate.check_accelerate(accelerate)
+    check_accelerate(accelerate)
     mesh = resolve_mesh(mesh, jax.tree.leaves(x)[0] if jax.tree.leaves(x) else None)
     prepared = _prepare(model, x, weights, hyper, n_restarts, chunk_size, mesh)
     if init_params is not None:
@@ -1337,7 +1346,7 @@ def fit_sweep(
         )
     if not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative int, got {max_iter!r}.")
-    _iterate.check_accelerate(accelerate)
+    check_accelerate(accelerate)
     if not isinstance(sweep, dict) or not sweep:
         raise ValueError(
             "sweep must be a non-empty dict of hyper field names to values with a "

@@ -126,6 +126,7 @@ class _BaseHMM(EMEstimator):
         mesh=None,
         step_decay=0.6,
         assignment="soft",
+        accelerate=None,
     ):
         self.n_components = n_components
         self.startprob_prior = startprob_prior
@@ -142,6 +143,7 @@ class _BaseHMM(EMEstimator):
         self.mesh = mesh
         self.assignment = assignment
         self.step_decay = step_decay
+        self.accelerate = accelerate
 
     # -- to be provided by subclasses ----------------------------------------------------------
     def _check_X(self, X, reset):  # -> numpy array
@@ -287,6 +289,7 @@ class _BaseHMM(EMEstimator):
         >>> np.sort(model.means_[:, 0]).round(0), model.n_iter_
         (array([0., 6.]), 2)
         """
+        self._refuse_online_acceleration()
         self._check_hyperparameters()
         validate_parameter_constraints(
             {"step_decay": [Interval(Real, 0.0, 1.0, closed="right")]},
@@ -392,6 +395,7 @@ class _BaseHMM(EMEstimator):
         if self.algorithm not in DECODER_ALGORITHMS:
             raise ValueError(f"Unknown decoder {self.algorithm!r}; use 'viterbi' or 'map'.")
         check_assignment(self.assignment)
+        engine.check_accelerate(self.accelerate)
 
     def _dtype(self, X):
         source = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64
@@ -705,6 +709,13 @@ class GaussianHMM(_BaseHMM):
         iterations, the fitted parameters being the M-step of the counts averaged
         over the second half of them (see :class:`jaxem.HMM`). The same parameter
         exists on every HMM estimator.
+    accelerate : None or 'squarem', default=None
+        jaxem extension: None runs plain Baum-Welch (hmmlearn's iterations);
+        'squarem' runs SQUAREM (Varadhan and Roland 2008) in every restart: far
+        fewer E-steps where EM crawls, and the log-likelihood never decreases (see
+        :func:`jaxem.fit`). ``n_iter_`` and ``monitor_`` then count E-steps. Not for
+        :meth:`partial_fit` (online EM) nor ``assignment='stochastic'``. The same
+        parameter exists on every HMM estimator.
 
     Attributes
     ----------
@@ -753,6 +764,7 @@ class GaussianHMM(_BaseHMM):
         mesh=None,
         step_decay=0.6,
         assignment="soft",
+        accelerate=None,
     ):
         super().__init__(
             n_components=n_components,
@@ -770,6 +782,7 @@ class GaussianHMM(_BaseHMM):
             mesh=mesh,
             step_decay=step_decay,
             assignment=assignment,
+            accelerate=accelerate,
         )
         self.covariance_type = covariance_type
         self.min_covar = min_covar
@@ -904,6 +917,7 @@ class CategoricalHMM(_BaseHMM):
         mesh=None,
         step_decay=0.6,
         assignment="soft",
+        accelerate=None,
     ):
         super().__init__(
             n_components=n_components,
@@ -921,6 +935,7 @@ class CategoricalHMM(_BaseHMM):
             mesh=mesh,
             step_decay=step_decay,
             assignment=assignment,
+            accelerate=accelerate,
         )
         self.emissionprob_prior = emissionprob_prior
         self.n_features = n_features
@@ -1022,6 +1037,7 @@ class PoissonHMM(_BaseHMM):
         mesh=None,
         step_decay=0.6,
         assignment="soft",
+        accelerate=None,
     ):
         super().__init__(
             n_components=n_components,
@@ -1039,6 +1055,7 @@ class PoissonHMM(_BaseHMM):
             mesh=mesh,
             step_decay=step_decay,
             assignment=assignment,
+            accelerate=accelerate,
         )
         self.lambdas_prior = lambdas_prior
         self.lambdas_weight = lambdas_weight
