@@ -198,13 +198,14 @@ def _fit_both(model, data, n_restarts=2):
     return results
 
 
-def _assert_monotone(result):
+def _assert_monotone(result, rounding=1e-12):
+    """Every restart's trace never decreases (up to ``rounding`` relative)."""
     trace = np.asarray(result.restarts.trace)
     for row, n_iter in zip(trace, result.restarts.n_iter):
         values = row[:n_iter]
         assert np.all(np.isfinite(values))
         steps = np.diff(values)
-        assert steps.min() >= -1e-12 * np.abs(values).max(), steps.min()
+        assert steps.min() >= -rounding * np.abs(values).max(), steps.min()
 
 
 def _gmm_mean_log_likelihood(params, x):
@@ -342,3 +343,29 @@ def test_estimator_option_matches_plain_em_and_online_refuses(x64):
         jaxem.GaussianMixture(K, accelerate="squarem").partial_fit(x)
     with pytest.raises(ValueError, match="online EM"):
         jaxem.GaussianHMM(K, accelerate="squarem").partial_fit(x)
+
+
+def test_float32_fit_is_accurate_to_float32():
+    x = _overlapping()
+    model = jaxem.mixture(jaxem.gaussian("diag"), K)
+    # The same fit in float64 (same tol: on these overlapping clusters 1e-5 stops well
+    # short of the optimum, in either precision).
+    with jax.enable_x64(True):
+        reference = engine.fit(
+            model, x, key=jax.random.key(0), max_iter=MAX_ITER, tol=1e-5, accelerate="squarem"
+        )
+    single = engine.fit(
+        model,
+        x.astype(np.float32),
+        key=jax.random.key(0),
+        max_iter=MAX_ITER,
+        tol=1e-5,
+        accelerate="squarem",
+    )
+    assert single.params.components.means.dtype == np.float32
+    assert single.converged
+    # The same path (E-steps) and objective; the means are not compared: the likelihood
+    # is so flat here that float32's rounding of it moves them by ~1e-4.
+    assert single.n_iter == reference.n_iter
+    assert abs(float(single.log_likelihood) - float(reference.log_likelihood)) < 1e-5
+    _assert_monotone(single, rounding=1e-6)
