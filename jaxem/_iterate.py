@@ -44,6 +44,11 @@ __all__ = [
     "start_state",
     "em_update",
     "averaged_from",
+    "ACCELERATIONS",
+    "check_accelerate",
+    "Squarem",
+    "squarem_point",
+    "squarem_update",
 ]
 
 RUNNING, CONVERGED, MAX_ITER, NON_FINITE = (int(status) for status in Status)
@@ -247,7 +252,8 @@ class LoopState(NamedTuple):
     A stochastic model (:meth:`~jaxem.contract.Model.stochastic`) also carries its
     restarts' loop ``key`` (iteration ``t`` draws from ``fold_in(key, t)``) and the
     running mean of the statistics of the averaged iterations, ``average``; both are
-    None otherwise.
+    None otherwise. With ``accelerate="squarem"``, ``accelerator`` is the
+    :class:`Squarem` carry (None otherwise).
     """
 
     params: Any
@@ -258,6 +264,7 @@ class LoopState(NamedTuple):
     trace: jax.Array
     key: Any = None
     average: Any = None
+    accelerator: Any = None
 
 
 def trace_length(max_iter: int) -> int:
@@ -266,9 +273,12 @@ def trace_length(max_iter: int) -> int:
     return max(128, 1 << max(int(max_iter) - 1, 0).bit_length())
 
 
-def start_state(params, n_trace: int, dtype, max_iter, key=None, average=None) -> LoopState:
+def start_state(
+    params, n_trace: int, dtype, max_iter, key=None, average=None, accelerator=None
+) -> LoopState:
     """The loop's carry before the first iteration (``max_iter`` may be traced);
-    ``key`` and ``average`` (zero statistics) for a stochastic model only."""
+    ``key`` and ``average`` (zero statistics) for a stochastic model only,
+    ``accelerator`` for SQUAREM only."""
     n_restarts = jax.tree.leaves(params)[0].shape[0]
     max_iter = jnp.asarray(max_iter, jnp.int32)
     return LoopState(
@@ -280,6 +290,7 @@ def start_state(params, n_trace: int, dtype, max_iter, key=None, average=None) -
         trace=jnp.full((n_restarts, n_trace), jnp.nan, dtype),
         key=key,
         average=average,
+        accelerator=accelerator,
     )
 
 
@@ -358,6 +369,166 @@ def em_update(
         ),
         key=state.key,
         average=average,
+        accelerator=state.accelerator,
+    )
+
+
+# -- SQUAREM (Varadhan and Roland 2008, scheme S3) ----------------------------------------------
+#: Values of the engine's ``accelerate`` option: None (plain EM) or ``"squarem"``.
+ACCELERATIONS = (None, "squarem")
+# Where a restart's E-step of the loop's iteration is, in its SQUAREM cycle: at the
+# cycle's start θ0, at θ1 = M(θ0), or at the extrapolated point θ'.
+_AT_START, _AT_MIDDLE, _AT_EXTRAPOLATED = 0, 1, 2
+#: Factor by which the step-length cap grows when a step reaches it, and shrinks when a
+#: step that reached it is refused (the SQUAREM package's ``mstep``).
+_STEP_GROWTH = 4.0
+
+
+def check_accelerate(accelerate) -> None:
+    """Raise ``ValueError`` unless ``accelerate`` is one of :data:`ACCELERATIONS`."""
+    if not (accelerate is None or (isinstance(accelerate, str) and accelerate in ACCELERATIONS)):
+        raise ValueError(
+            f"accelerate must be one of {ACCELERATIONS} (None: plain EM), got {accelerate!r}."
+        )
+
+
+def _check_squarem(model, params) -> None:
+    """Raise ``ValueError`` naming ``model`` if SQUAREM cannot run on it."""
+    name = type(model).__name__
+    if model.stochastic():
+        raise ValueError(
+            f"accelerate='squarem' does not apply to stochastic EM ({name} with "
+            "assignment='stochastic': its objective is noisy); use accelerate=None."
+        )
+    try:
+        jax.eval_shape(jax.vmap(model.unconstrain), params)
+    except NotImplementedError as error:
+        raise ValueError(
+            f"accelerate='squarem' needs an unconstrained parameterisation of {name}'s "
+            f"parameters (Model.unconstrain / constrain): {error} Use accelerate=None."
+        ) from None
+
+
+class Squarem(NamedTuple):
+    """Per-restart carry of SQUAREM (leading restart axis on every field).
+
+    ``phase``: where this iteration's E-step is in the cycle (θ0, θ1 or θ');
+    ``start``: θ0 of the cycle; ``fallback``: θ2 = M(θ1), taken when the
+    extrapolated point is refused; ``step_max``: the cap on the step length
+    ``s = -α``, which starts at 1 and grows (shrinks) by 4 when a step at the cap
+    is taken (refused), as in the SQUAREM package.
+    """
+
+    phase: jax.Array
+    start: Any
+    fallback: Any
+    step_max: jax.Array
+    step: jax.Array
+
+
+def _squarem_start(params, dtype) -> Squarem:
+    n_restarts = jax.tree.leaves(params)[0].shape[0]
+    return Squarem(
+        phase=jnp.zeros((n_restarts,), jnp.int32),
+        start=params,
+        fallback=params,
+        step_max=jnp.ones((n_restarts,), dtype),
+        step=jnp.ones((n_restarts,), dtype),
+    )
+
+
+def squarem_point(model, start, middle, end, step_max):
+    """SQUAREM's extrapolated point from θ0 = ``start``, θ1 = M(θ0) = ``middle`` and
+    θ2 = M(θ1) = ``end`` (one restart), and the step length ``s`` it used.
+
+    In the model's unconstrained parameterisation (:meth:`~jaxem.contract.Model.
+    unconstrain`): ``r = u1 - u0``, ``v = (u2 - u1) - r``, ``α = -‖r‖ / ‖v‖`` with
+    ``s = -α`` clipped to ``[1, step_max]`` (``s = 1`` is θ2 itself, the plain double
+    EM step), and ``u' = u0 - 2 α r + α² v`` (scheme S3). Entries that are not
+    finite in all three (log-probabilities fixed at 0) are taken from θ2, and so are
+    whole leaves that did not move (parameters EM keeps fixed), bit for bit.
+    """
+    u0, u1, u2 = (model.unconstrain(params) for params in (start, middle, end))
+    finite = jax.tree.map(
+        lambda a, b, c: jnp.isfinite(a) & jnp.isfinite(b) & jnp.isfinite(c), u0, u1, u2
+    )
+    r = jax.tree.map(lambda f, a, b: jnp.where(f, b - a, 0), finite, u0, u1)
+    v = jax.tree.map(lambda f, a, b, c: jnp.where(f, (c - b) - (b - a), 0), finite, u0, u1, u2)
+    r2 = sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(r))
+    v2 = sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(v))
+    step = jnp.where(v2 > 0, jnp.sqrt(r2 / jnp.where(v2 > 0, v2, 1)), 1)
+    step = jnp.clip(step, 1, step_max)
+    point = jax.tree.map(
+        lambda f, a, dr, dv, c: jnp.where(f, a + 2 * step * dr + step**2 * dv, c),
+        finite,
+        u0,
+        r,
+        v,
+        u2,
+    )
+    point = model.constrain(point)
+    moved = jax.tree.map(lambda dr, dv: jnp.any(dr != 0) | jnp.any(dv != 0), r, v)
+    point = jax.tree.map(lambda m, p, e: jnp.where(m, p, e), moved, point, end)
+    return point, step
+
+
+def squarem_update(model, before: LoopState, after: LoopState, iteration, max_iter) -> LoopState:
+    """The SQUAREM part of one loop iteration, after :func:`em_update` turned
+    ``before`` into ``after`` (one E-step and M-step of every restart at its point).
+
+    A restart whose E-step was at θ0 keeps ``after`` (its point is θ1) and records
+    θ0. One at θ1 has ``after.params`` = θ2: its next point is the extrapolated θ'
+    (:func:`squarem_point`; θ2 if that is not finite). One at θ' takes the
+    stabilising M-step M(θ') (``after``) if the objective at θ' is finite and at
+    least that at θ1 (the monitored objective then never decreases, and M(θ') does
+    not decrease it either); otherwise θ' is refused: the restart goes on from θ2
+    with θ1's objective (and trace value), and cannot converge or fail on the
+    refused E-step. Restarts that stopped are left as ``after`` has them.
+    """
+    accelerator = before.accelerator
+    phase = accelerator.phase
+    was_running = before.status == RUNNING
+    judged = was_running & (phase == _AT_EXTRAPOLATED)
+    good = (after.status != NON_FINITE) & (after.log_likelihood >= before.log_likelihood)
+    refused = judged & ~good
+    taken = judged & good
+    status = jnp.where(after.n_iter >= max_iter, MAX_ITER, RUNNING)
+    state = after._replace(
+        params=ops.tree_where(refused, accelerator.fallback, after.params),
+        log_likelihood=jnp.where(refused, before.log_likelihood, after.log_likelihood),
+        previous_log_likelihood=jnp.where(
+            refused, before.previous_log_likelihood, after.previous_log_likelihood
+        ),
+        status=jnp.where(refused, status, after.status).astype(jnp.int32),
+        trace=after.trace.at[:, iteration].set(
+            jnp.where(refused, before.log_likelihood, after.trace[:, iteration]), mode="drop"
+        ),
+    )
+    # The step cap: up after a step at the cap was taken, down after one was refused.
+    at_cap = accelerator.step >= accelerator.step_max
+    step_max = jnp.where(taken & at_cap, accelerator.step_max * _STEP_GROWTH, accelerator.step_max)
+    step_max = jnp.where(refused & at_cap, jnp.maximum(step_max / _STEP_GROWTH, 1), step_max)
+    going = state.status == RUNNING
+    # From θ1 (E-step done) and θ2 = M(θ1): the extrapolated point.
+    extrapolate = jax.vmap(functools.partial(squarem_point, model))
+    point, step = extrapolate(accelerator.start, before.params, after.params, step_max)
+    usable = jax.vmap(model.is_finite)(point)
+    to_point = going & (phase == _AT_MIDDLE) & usable
+    params = ops.tree_where(to_point, point, state.params)
+    next_phase = jnp.where(
+        phase == _AT_START, _AT_MIDDLE, jnp.where(to_point, _AT_EXTRAPOLATED, _AT_START)
+    )
+    return state._replace(
+        params=params,
+        accelerator=Squarem(
+            phase=jnp.where(going, next_phase, phase).astype(jnp.int32),
+            start=ops.tree_where(going & (phase == _AT_START), before.params, accelerator.start),
+            fallback=ops.tree_where(
+                going & (phase == _AT_MIDDLE), after.params, accelerator.fallback
+            ),
+            step_max=step_max,
+            step=jnp.where(to_point, step, accelerator.step),
+        ),
     )
 
 
@@ -381,7 +552,16 @@ def _averaged(model, state: LoopState, chunks: Chunks, hyper, total_weight) -> L
 
 
 def run_em(
-    model, params, chunks: Chunks, hyper, *, max_iter, tol, n_trace: int, keys=None
+    model,
+    params,
+    chunks: Chunks,
+    hyper,
+    *,
+    max_iter,
+    tol,
+    n_trace: int,
+    keys=None,
+    accelerate=None,
 ) -> LoopState:
     """Iterate E and M steps for all restarts until each converges or fails.
 
@@ -397,12 +577,20 @@ def run_em(
         (see :func:`trace_length`).
     keys : (R,) loop keys, required by a stochastic model
         (:meth:`~jaxem.contract.Model.stochastic`), else ignored.
+    accelerate : None (plain EM) or ``"squarem"`` (static): SQUAREM cycles per
+        restart (:func:`squarem_update`); every iteration is still one E-step (one
+        EM-map evaluation) of every restart, so ``n_iter``, ``max_iter`` and the
+        trace count E-steps, and the ``tol`` test compares the objectives of
+        consecutive E-steps as in plain EM.
 
     A restart stops on its own tolerance: its parameters are frozen with
     ``jnp.where`` while the others go on (:func:`em_update`). A restart whose
     log-likelihood or new parameters are not finite keeps its last finite
     parameters and the status ``NON_FINITE``; it never aborts the batch.
     """
+    check_accelerate(accelerate)
+    if accelerate == "squarem":
+        _check_squarem(model, params)
     total_weight = across_shards(jnp.sum(chunks.weights))
     max_iter = jnp.minimum(jnp.asarray(max_iter, jnp.int32), n_trace)
     stochastic = model.stochastic()
@@ -426,7 +614,7 @@ def run_em(
         stats, log_likelihood_sum = batched_statistics(
             model, state.params, chunks, hyper, iteration_keys
         )
-        state = em_update(
+        updated = em_update(
             model,
             state,
             iteration,
@@ -437,9 +625,13 @@ def run_em(
             max_iter=max_iter,
             tol=tol,
         )
-        return iteration + 1, state
+        if accelerate == "squarem":
+            updated = squarem_update(model, state, updated, iteration, max_iter)
+        return iteration + 1, updated
 
-    start = start_state(params, n_trace, chunks.weights.dtype, max_iter, keys, average)
+    dtype = chunks.weights.dtype
+    accelerator = _squarem_start(params, dtype) if accelerate == "squarem" else None
+    start = start_state(params, n_trace, dtype, max_iter, keys, average, accelerator)
     _, state = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), start))
     if stochastic:
         state = _averaged(model, state, chunks, hyper, total_weight)

@@ -301,6 +301,21 @@ class Family(Protocol):
         """The components listed in ``index`` (in that order)."""
         return jax.tree.map(lambda leaf: leaf[index], params)
 
+    def unconstrain(self, params) -> Any:
+        """The parameters as a pytree of arrays free of constraints (positivity,
+        sum to one), so that any affine combination of them is valid parameters
+        again after :meth:`constrain`. SQUAREM (``accelerate="squarem"``)
+        extrapolates there. Entries that are ``-inf`` (probabilities fixed at 0) are
+        kept as they are. Default: none; a model over this family then refuses
+        ``accelerate="squarem"``."""
+        del params
+        raise NotImplementedError(f"{type(self).__name__} has no unconstrained parameterisation.")
+
+    def constrain(self, values) -> Any:
+        """Inverse of :meth:`unconstrain` (parameters from unconstrained values)."""
+        del values
+        raise NotImplementedError(f"{type(self).__name__} has no unconstrained parameterisation.")
+
     def to_layout(self, params) -> dict[str, Any]:
         """The parameters as users see them (numpy arrays by name)."""
         return {name: jax.device_get(value) for name, value in params._asdict().items()}
@@ -421,6 +436,21 @@ class Model(Protocol):
     def is_finite(self, params) -> Array:
         """Whether ``params`` (one restart) are usable; default: every leaf finite."""
         return ops.tree_all_finite(params)
+
+    def unconstrain(self, params) -> Any:
+        """One restart's parameters as a pytree of arrays free of constraints, so
+        that any affine combination of such pytrees maps back to valid parameters by
+        :meth:`constrain`; ``-inf`` entries (probabilities fixed at 0) are kept.
+        The engine's SQUAREM acceleration (``accelerate="squarem"``) extrapolates
+        there. Default: none, and the engine refuses ``accelerate="squarem"`` for
+        the model."""
+        del params
+        raise NotImplementedError(f"{type(self).__name__} has no unconstrained parameterisation.")
+
+    def constrain(self, values) -> Any:
+        """Inverse of :meth:`unconstrain`."""
+        del values
+        raise NotImplementedError(f"{type(self).__name__} has no unconstrained parameterisation.")
 
     def has_padding(self) -> bool:
         """Whether some components are padding (see :meth:`trim`)."""

@@ -38,10 +38,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxem import _iterate, _program_store, ops
-from jaxem._iterate import CONVERGED, MAX_ITER, NON_FINITE, RUNNING
+from jaxem._iterate import (
+    ACCELERATIONS,
+    CONVERGED,
+    MAX_ITER,
+    NON_FINITE,
+    RUNNING,
+    check_accelerate,
+)
 from jaxem.contract import STATUS_MESSAGES, Chunks, Status, padded_rows
 
 __all__ = [
+    "ACCELERATIONS",
+    "check_accelerate",
     "fit",
     "fit_traced",
     "fit_sweep",
@@ -312,6 +321,7 @@ def fit_traced(
     chunk_size: int | None = None,
     n_trace: int | None = None,
     first_restart=0,
+    accelerate=None,
 ) -> TracedFit:
     """Pure form of :func:`fit`, usable inside ``jax.jit``, ``jax.vmap`` and ``lax`` code.
 
@@ -335,6 +345,7 @@ def fit_traced(
     first_restart : index of the first restart (traced): the restarts are
         ``first_restart, ..., first_restart + n_restarts - 1`` of :func:`restart_keys`.
         A stochastic model's draws in the loop come from :func:`loop_keys`.
+    accelerate : None or "squarem" (static); see :func:`fit`.
 
     Returns
     -------
@@ -378,6 +389,7 @@ def fit_traced(
         tol=tol,
         n_trace=n_trace,
         keys=loop_keys(model, key, n_restarts, first_restart),
+        accelerate=accelerate,
     )
     return _select_best(state)
 
@@ -396,6 +408,7 @@ def _fit_body(
     n_restarts,
     chunk_size,
     n_trace,
+    accelerate=None,
 ):
     return fit_traced(
         model,
@@ -410,6 +423,7 @@ def _fit_body(
         chunk_size=chunk_size,
         n_trace=n_trace,
         first_restart=first_restart,
+        accelerate=accelerate,
     )
 
 
@@ -496,7 +510,7 @@ def release_compiled_programs() -> None:
     _program_store.forget_loaded()
 
 
-_FIT_STATIC = ("n_restarts", "chunk_size", "n_trace")
+_FIT_STATIC = ("n_restarts", "chunk_size", "n_trace", "accelerate")
 _fit_program = _program(_fit_body, static=_FIT_STATIC)
 #: Small problems run in milliseconds and compile in seconds: compile them with
 #: XLA's cheapest backend optimisation (about a third less compile time).
@@ -788,6 +802,7 @@ def _fit_sharded_body(
     chunk_size,
     n_trace,
     mesh,
+    accelerate=None,
 ):
     """:func:`fit_traced` with the rows and/or the restarts split over ``mesh``.
 
@@ -821,6 +836,7 @@ def _fit_sharded_body(
                 tol=tol,
                 n_trace=n_trace,
                 keys=keys,
+                accelerate=accelerate,
             )
 
     if init_params is None:
@@ -868,7 +884,8 @@ def _laid_out(leaf, mesh, spec):
 #: Not through :func:`_program`: the program store keeps one-device programs only (a
 #: sharded program is bound to its mesh and its inputs' shardings).
 _sharded_fit_program = jax.jit(
-    _fit_sharded_body, static_argnames=("model", "n_restarts", "chunk_size", "n_trace", "mesh")
+    _fit_sharded_body,
+    static_argnames=("model", "n_restarts", "chunk_size", "n_trace", "mesh", "accelerate"),
 )
 
 
@@ -1096,6 +1113,7 @@ def fit(
     hyper=None,
     first_restart: int = 0,
     mesh=None,
+    accelerate=None,
 ) -> FitResult:
     """Fit ``model`` to ``x`` with ``n_restarts`` batched EM restarts.
 
@@ -1132,6 +1150,18 @@ def fit(
         up to the rounding of sums (statistics merge across devices in another order).
         Each E-step merges the devices' statistics with one collective; the rows never
         move.
+    accelerate : None or "squarem"
+        None (default): plain EM. ``"squarem"``: SQUAREM (Varadhan and Roland 2008,
+        scheme S3), each restart on its own inside the same loop: two EM steps, a
+        squared extrapolation in the model's unconstrained parameterisation
+        (:meth:`~jaxem.contract.Model.unconstrain`) and one stabilising EM step,
+        the extrapolated point refused (the restart goes on from the plain double
+        EM step) when its objective is lower than before it or not finite, so the
+        monitored objective never decreases. Every iteration is one E-step (EM-map
+        evaluation): ``n_iter``, ``max_iter`` and the trace count E-steps, and ``tol``
+        is tested on consecutive E-steps' objectives as in plain EM. Raises
+        ``ValueError`` for models without an unconstrained parameterisation and for
+        stochastic EM. Not offered by the streamed, online and differentiable fits.
 
     Returns
     -------
@@ -1156,6 +1186,7 @@ def fit(
     """
     if not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative int, got {max_iter!r}.")
+    check_accelerate(accelerate)
     mesh = resolve_mesh(mesh, jax.tree.leaves(x)[0] if jax.tree.leaves(x) else None)
     prepared = _prepare(model, x, weights, hyper, n_restarts, chunk_size, mesh)
     if init_params is not None:
@@ -1178,6 +1209,7 @@ def fit(
         n_restarts=int(n_restarts),
         chunk_size=prepared.chunk_size,
         n_trace=_iterate.trace_length(max_iter),
+        accelerate=accelerate,
     )
     return finish(model, traced)
 
@@ -1210,6 +1242,7 @@ def _sweep_body(
     chunk_size,
     n_trace,
     outputs,
+    accelerate=None,
 ):
     if jnp.issubdtype(key.dtype, jnp.integer):  # a seed: the key is made here, not eagerly
         key = jax.random.key(key)
@@ -1236,6 +1269,7 @@ def _sweep_body(
             hyper=base._replace(**fields),
             chunk_size=chunk_size,
             n_trace=n_trace,
+            accelerate=accelerate,
         )
         values = _per_row_outputs(model, traced.params, x, outputs, chunk_size, False)
         return traced, values
@@ -1260,6 +1294,7 @@ def fit_sweep(
     weights=None,
     chunk_size: int | None = None,
     outputs: tuple = (),
+    accelerate=None,
 ) -> SweepResult:
     """Fit ``model`` once per set of hyperparameter values, all in one program.
 
@@ -1280,7 +1315,7 @@ def fit_sweep(
         leading axis ``S``, the same for every entry.
     key : PRNG key of every set's restarts (as :func:`fit`'s), or an int seed, for
         which the key ``jax.random.key(seed)`` is made inside the program.
-    n_restarts, max_iter, tol, weights, chunk_size : as :func:`fit`.
+    n_restarts, max_iter, tol, weights, chunk_size, accelerate : as :func:`fit`.
     outputs : names of per-row outputs of the best parameters, e.g. ``("log_prob",)``.
 
     Returns
@@ -1311,6 +1346,7 @@ def fit_sweep(
         )
     if not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative int, got {max_iter!r}.")
+    check_accelerate(accelerate)
     if not isinstance(sweep, dict) or not sweep:
         raise ValueError(
             "sweep must be a non-empty dict of hyper field names to values with a "
@@ -1347,6 +1383,7 @@ def fit_sweep(
         chunk_size=prepared.chunk_size,
         n_trace=_iterate.trace_length(max_iter),
         outputs=names,
+        accelerate=accelerate,
     )
     fits, values = jax.device_get((fits, values))
     # Sliced on the host: a device slice would compile once per row count.

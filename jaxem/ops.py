@@ -23,6 +23,10 @@ __all__ = [
     "vech",
     "unvech",
     "softmax_and_logsumexp",
+    "centred_logs",
+    "normalised_logs",
+    "log_diagonal",
+    "exp_diagonal",
 ]
 
 LOG_2PI = 1.8378770664093453
@@ -177,3 +181,43 @@ def small_cho_solve(factor, rhs):
     start = jnp.zeros(shape, jnp.result_type(factor, rhs))
     y = jax.lax.fori_loop(0, size, forward, start)
     return jax.lax.fori_loop(0, size, backward, start)
+
+
+# -- unconstrained parameterisations (SQUAREM extrapolates in them) ------------------------------
+def centred_logs(log_values, axis: int = -1):
+    """Log-probabilities (or log-weights) ``log_values`` made free of their sum-to-one
+    constraint: minus their mean over ``axis``, taken over the finite entries.
+    ``-inf`` entries (probabilities fixed at 0) stay ``-inf``; :func:`normalised_logs`
+    is the inverse.
+
+    >>> import jax.numpy as jnp
+    >>> print(centred_logs(jnp.log(jnp.array([0.25, 0.25, 0.5, 0.0]))).round(3))
+    [-0.231 -0.231  0.462   -inf]
+    """
+    finite = jnp.isfinite(log_values)
+    count = jnp.maximum(jnp.sum(finite, axis=axis, keepdims=True), 1)
+    mean = jnp.sum(jnp.where(finite, log_values, 0), axis=axis, keepdims=True) / count
+    return log_values - mean
+
+
+def normalised_logs(values, axis: int = -1):
+    """Log-probabilities from unconstrained ``values``: ``log softmax`` over ``axis``;
+    ``-inf`` entries stay ``-inf`` and a slice that is ``-inf`` throughout stays so
+    (no NaN)."""
+    top = jnp.max(values, axis=axis, keepdims=True)
+    shift = jnp.where(jnp.isfinite(top), top, 0)
+    total = jnp.sum(jnp.exp(values - shift), axis=axis, keepdims=True)
+    return values - shift - jnp.log(jnp.where(total > 0, total, 1))
+
+
+def log_diagonal(factors):
+    """Cholesky factors ``(..., D, D)`` with their (positive) diagonal replaced by its
+    log: free of the positivity constraint. :func:`exp_diagonal` is the inverse."""
+    eye = jnp.eye(factors.shape[-1], dtype=bool)
+    return jnp.where(eye, jnp.log(jnp.where(eye, factors, 1)), factors)
+
+
+def exp_diagonal(values):
+    """Inverse of :func:`log_diagonal`."""
+    eye = jnp.eye(values.shape[-1], dtype=bool)
+    return jnp.where(eye, jnp.exp(jnp.where(eye, values, 0)), values)

@@ -35,7 +35,7 @@ from numbers import Integral
 import jax
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from jaxem import engine
 from jaxem.estimators import _array_api, _persist, _validation
@@ -48,6 +48,8 @@ _SMALL_PROBLEM = 1 << 20
 
 #: scikit-learn parameter constraint of the ``mesh`` parameter (see :func:`jaxem.fit`).
 MESH_CONSTRAINT = [None, Interval(Integral, 1, None, closed="left"), jax.sharding.Mesh]
+#: scikit-learn parameter constraint of the ``accelerate`` parameter (see :func:`jaxem.fit`).
+ACCELERATE_CONSTRAINT = [None, StrOptions({"squarem"})]
 #: A feature whose mean exceeds this many standard deviations is centred before fitting.
 _FAR_FROM_ORIGIN = 10.0
 
@@ -190,6 +192,7 @@ class EMEstimator(BaseEstimator):
                 first_restart=first,
                 init_params=start,
                 mesh=getattr(self, "mesh", None),
+                accelerate=getattr(self, "accelerate", None),
                 **options,
             )
 
@@ -210,6 +213,16 @@ class EMEstimator(BaseEstimator):
             )
             result = alone._replace(best_restart=best, restarts=self.restarts_)
         return result
+
+    def _refuse_online_acceleration(self) -> None:
+        """Raise ``ValueError`` when ``accelerate`` is set: online EM takes one step
+        per batch, with nothing to extrapolate."""
+        accelerate = getattr(self, "accelerate", None)
+        if accelerate is not None:
+            raise ValueError(
+                f"partial_fit runs online EM, to which accelerate={accelerate!r} does not "
+                f"apply; set accelerate=None on this {type(self).__name__} to call it."
+            )
 
     def _initial_params(self, model, x, *, key, n_restarts, weights=None, first_restart=0):
         """Every restart's initial parameters as the fit with ``key`` would start."""

@@ -19,7 +19,12 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from jaxem import engine
 from jaxem.estimators import _array_api, _validation
-from jaxem.estimators._base import MESH_CONSTRAINT, in_fitted_precision, in_input_precision
+from jaxem.estimators._base import (
+    ACCELERATE_CONSTRAINT,
+    MESH_CONSTRAINT,
+    in_fitted_precision,
+    in_input_precision,
+)
 from jaxem.estimators._mixture import (
     ASSIGNMENT_CONSTRAINT,
     PRIOR_CONSTRAINTS,
@@ -142,6 +147,12 @@ default='kmeans'
         infinity stays one. Costs one ``n_features x n_features`` Cholesky per row
         and component for 'full' (per row for 'tied'; 'diag' and 'spherical' are
         elementwise).
+    accelerate : None or 'squarem', default=None
+        jaxem extension: None runs plain EM (scikit-learn's iterations); 'squarem' runs
+        SQUAREM (Varadhan and Roland 2008) in every restart: far fewer E-steps where
+        EM crawls (overlapping components), and the log-likelihood never decreases
+        (see :func:`jaxem.fit`). ``n_iter_`` then counts E-steps. Not for
+        :meth:`partial_fit` (online EM) nor ``assignment='stochastic'``.
 
     Attributes
     ----------
@@ -234,6 +245,7 @@ default='kmeans'
         "verbose": ["verbose"],
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
         "mesh": MESH_CONSTRAINT,
+        "accelerate": ACCELERATE_CONSTRAINT,
         "step_decay": [Interval(Real, 0.0, 1.0, closed="right")],
         "prior": [None, StrOptions({"mclust"}), dict],
         **PRIOR_CONSTRAINTS,
@@ -265,6 +277,7 @@ default='kmeans'
         semi_supervised=False,
         assignment="soft",
         missing="error",
+        accelerate=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -287,6 +300,7 @@ default='kmeans'
         self.semi_supervised = semi_supervised
         self.assignment = assignment
         self.missing = missing
+        self.accelerate = accelerate
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -321,6 +335,7 @@ default='kmeans'
         -------
         self : GaussianMixture
         """
+        self._refuse_online_acceleration()
         if self.prior is not None or float(self.weights_prior) != 1.0:
             raise ValueError(
                 "partial_fit runs maximum-likelihood online EM; MAP priors (prior, "

@@ -135,6 +135,7 @@ class _BaseHMM(EMEstimator):
         mesh=None,
         step_decay=0.6,
         assignment="soft",
+        accelerate=None,
     ):
         self.n_components = n_components
         self.startprob_prior = startprob_prior
@@ -151,6 +152,7 @@ class _BaseHMM(EMEstimator):
         self.mesh = mesh
         self.assignment = assignment
         self.step_decay = step_decay
+        self.accelerate = accelerate
 
     def __getattr__(self, name):
         """Before any fit, ``monitor_`` is a fresh monitor, as hmmlearn's (set in its
@@ -308,6 +310,7 @@ class _BaseHMM(EMEstimator):
         >>> np.sort(model.means_[:, 0]).round(0), model.n_iter_
         (array([0., 6.]), 2)
         """
+        self._refuse_online_acceleration()
         self._check_hyperparameters()
         validate_parameter_constraints(
             {"step_decay": [Interval(Real, 0.0, 1.0, closed="right")]},
@@ -413,6 +416,7 @@ class _BaseHMM(EMEstimator):
         if self.algorithm not in DECODER_ALGORITHMS:
             raise ValueError(f"Unknown decoder {self.algorithm!r}; use 'viterbi' or 'map'.")
         check_assignment(self.assignment)
+        engine.check_accelerate(self.accelerate)
 
     def _dtype(self, X):
         source = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64
@@ -739,6 +743,13 @@ class GaussianHMM(_BaseHMM):
         ``missing='em'``). A row with nothing observed is a gap in the sequence: its
         states are inferred from their neighbours. ``score``, ``predict``, ``decode``
         and ``predict_proba`` accept NaN likewise; infinity is always refused.
+    accelerate : None or 'squarem', default=None
+        jaxem extension: None runs plain Baum-Welch (hmmlearn's iterations);
+        'squarem' runs SQUAREM (Varadhan and Roland 2008) in every restart: far
+        fewer E-steps where EM crawls, and the log-likelihood never decreases (see
+        :func:`jaxem.fit`). ``n_iter_`` and ``monitor_`` then count E-steps. Not for
+        :meth:`partial_fit` (online EM) nor ``assignment='stochastic'``. The same
+        parameter exists on every HMM estimator.
 
     Attributes
     ----------
@@ -787,6 +798,7 @@ class GaussianHMM(_BaseHMM):
         mesh=None,
         step_decay=0.6,
         assignment="soft",
+        accelerate=None,
         missing="error",
     ):
         super().__init__(
@@ -805,6 +817,7 @@ class GaussianHMM(_BaseHMM):
             mesh=mesh,
             step_decay=step_decay,
             assignment=assignment,
+            accelerate=accelerate,
         )
         self.covariance_type = covariance_type
         self.min_covar = min_covar
@@ -957,6 +970,7 @@ class CategoricalHMM(_BaseHMM):
         mesh=None,
         step_decay=0.6,
         assignment="soft",
+        accelerate=None,
     ):
         super().__init__(
             n_components=n_components,
@@ -974,6 +988,7 @@ class CategoricalHMM(_BaseHMM):
             mesh=mesh,
             step_decay=step_decay,
             assignment=assignment,
+            accelerate=accelerate,
         )
         self.emissionprob_prior = emissionprob_prior
         self.n_features = n_features
@@ -1075,6 +1090,7 @@ class PoissonHMM(_BaseHMM):
         mesh=None,
         step_decay=0.6,
         assignment="soft",
+        accelerate=None,
     ):
         super().__init__(
             n_components=n_components,
@@ -1092,6 +1108,7 @@ class PoissonHMM(_BaseHMM):
             mesh=mesh,
             step_decay=step_decay,
             assignment=assignment,
+            accelerate=accelerate,
         )
         self.lambdas_prior = lambdas_prior
         self.lambdas_weight = lambdas_weight
@@ -1188,6 +1205,7 @@ class MultinomialHMM(_BaseHMM):
         mesh=None,
         step_decay=0.6,
         assignment="soft",
+        accelerate=None,
     ):
         super().__init__(
             n_components=n_components,
@@ -1205,6 +1223,7 @@ class MultinomialHMM(_BaseHMM):
             mesh=mesh,
             step_decay=step_decay,
             assignment=assignment,
+            accelerate=accelerate,
         )
         self.n_trials = n_trials
 
@@ -1356,6 +1375,7 @@ class GMMHMM(_BaseHMM):
         mesh=None,
         step_decay=0.6,
         assignment="soft",
+        accelerate=None,
     ):
         super().__init__(
             n_components=n_components,
@@ -1373,6 +1393,7 @@ class GMMHMM(_BaseHMM):
             mesh=mesh,
             step_decay=step_decay,
             assignment=assignment,
+            accelerate=accelerate,
         )
         self.n_mix = n_mix
         self.min_covar = min_covar

@@ -148,6 +148,14 @@ class Bernoulli(Family):
         return jax.random.bernoulli(key, jax.nn.sigmoid(logits)).astype(logits.dtype)
 
     # -- optional hooks -----------------------------------------------------------------------
+    def unconstrain(self, params: BernoulliParams) -> BernoulliParams:
+        """The logits, free already."""
+        return params
+
+    def constrain(self, values: BernoulliParams) -> BernoulliParams:
+        """Inverse of :meth:`unconstrain` (the identity)."""
+        return values
+
     def to_layout(self, params: BernoulliParams) -> dict[str, Any]:
         """``probabilities`` of a 1, shape ``(K, D)`` (numpy)."""
         return {"probabilities": jax.device_get(jax.nn.sigmoid(params.logits))}

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxem import ops
 from jaxem.contract import Family
 
 __all__ = ["Categorical", "CategoricalParams", "CategoricalHyper", "categorical"]
@@ -222,6 +223,14 @@ class Categorical(Family):
         exists = np.arange(self.n_symbols) < self._column_categories(n_columns)[:, None]
         probs = jnp.where(exists, probs, 0)
         return CategoricalParams(jnp.log(probs / probs.sum(-1, keepdims=True)))
+
+    def unconstrain(self, params: CategoricalParams) -> CategoricalParams:
+        """The log-probabilities recentred over the symbols (:func:`jaxem.ops.centred_logs`)."""
+        return CategoricalParams(ops.centred_logs(params.log_probs))
+
+    def constrain(self, values: CategoricalParams) -> CategoricalParams:
+        """Inverse of :meth:`unconstrain`: log-probabilities again (log softmax)."""
+        return CategoricalParams(ops.normalised_logs(values.log_probs))
 
     def to_layout(self, params: CategoricalParams) -> dict[str, Any]:
         """``probabilities`` of shape ``(K, D, n_symbols)`` (numpy); floored

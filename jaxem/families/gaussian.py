@@ -1054,6 +1054,19 @@ class Gaussian(Family):
             return super().take_components(params, index)
         return GaussianParams(params.means[index], params.precisions_cholesky)
 
+    def unconstrain(self, params: GaussianParams) -> GaussianParams:
+        """Means as they are; the precision factors with the log of their positive
+        diagonal (the log of the whole factor for diag and spherical)."""
+        factors = params.precisions_cholesky
+        free = ops.log_diagonal(factors) if self._matrices else jnp.log(factors)
+        return GaussianParams(params.means, free)
+
+    def constrain(self, values: GaussianParams) -> GaussianParams:
+        """Inverse of :meth:`unconstrain`."""
+        free = values.precisions_cholesky
+        factors = ops.exp_diagonal(free) if self._matrices else jnp.exp(free)
+        return GaussianParams(values.means, factors)
+
     def to_layout(self, params: GaussianParams) -> dict[str, Any]:
         """``means``, ``covariances``, ``precisions`` and ``precisions_cholesky`` in
         scikit-learn's layout for this covariance type (numpy arrays)."""

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxem import ops
 from jaxem.contract import Family
 from jaxem.families.base import check_counts, count_features
 
@@ -115,6 +116,14 @@ class Multinomial(Family):
         return draws.astype(log_probs.dtype)
 
     # -- optional hooks -----------------------------------------------------------------------
+    def unconstrain(self, params: MultinomialParams) -> MultinomialParams:
+        """The log-probabilities recentred over the symbols (:func:`jaxem.ops.centred_logs`)."""
+        return MultinomialParams(ops.centred_logs(params.log_probs))
+
+    def constrain(self, values: MultinomialParams) -> MultinomialParams:
+        """Inverse of :meth:`unconstrain`: log-probabilities again (log softmax)."""
+        return MultinomialParams(ops.normalised_logs(values.log_probs))
+
     def to_layout(self, params: MultinomialParams) -> dict[str, Any]:
         """``probabilities`` ``(K, D)`` (numpy); floored ones come back as exact zeros."""
         log_probs = jax.device_get(params.log_probs)

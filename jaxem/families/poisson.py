@@ -118,6 +118,14 @@ class Poisson(Family):
         draws = jax.random.gamma(key, jnp.maximum(shape, 1e-3), (n_components, n_features), dtype)
         return PoissonParams(self.log_rates_from_rates(draws * variance / jnp.maximum(mean, 1e-12)))
 
+    def unconstrain(self, params: PoissonParams) -> PoissonParams:
+        """The log rates, free already."""
+        return params
+
+    def constrain(self, values: PoissonParams) -> PoissonParams:
+        """Inverse of :meth:`unconstrain` (the identity)."""
+        return values
+
     def to_layout(self, params: PoissonParams) -> dict[str, Any]:
         """``rates`` ``λ`` of shape ``(K, D)`` (numpy)."""
         return {"rates": jax.device_get(jnp.exp(params.log_rates))}

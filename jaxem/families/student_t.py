@@ -347,6 +347,16 @@ class StudentT(Family):
         means, chol = self.gaussian.take_components(self._gaussian_params(params), index)
         return StudentTParams(means, chol, params.degrees_of_freedom[index])
 
+    def unconstrain(self, params: StudentTParams) -> StudentTParams:
+        """The Gaussian part as :meth:`Gaussian.unconstrain`; the log degrees of freedom."""
+        free = self.gaussian.unconstrain(self._gaussian_params(params))
+        return StudentTParams(*free, jnp.log(params.degrees_of_freedom))
+
+    def constrain(self, values: StudentTParams) -> StudentTParams:
+        """Inverse of :meth:`unconstrain`."""
+        part = self.gaussian.constrain(self._gaussian_params(values))
+        return StudentTParams(*part, jnp.exp(values.degrees_of_freedom))
+
     def to_layout(self, params: StudentTParams) -> dict[str, Any]:
         """``means``, ``covariances`` (the scale matrices, not the covariances
         ``ν/(ν-2) Σ``), ``precisions``, ``precisions_cholesky`` in scikit-learn's

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxem import ops
 from jaxem.contract import Chunks, Family, Model, check_assignment, finely_padded_rows
 from jaxem.models import hmm_inference
 
@@ -319,6 +320,23 @@ class HMM(Model):
         """hmmlearn's criterion: the increase (not its absolute value) is below ``tol``."""
         del old_params, new_params
         return log_likelihood - previous < tol
+
+    def unconstrain(self, params: HMMParams) -> HMMParams:
+        """Start and transition probabilities as log-probabilities recentred over
+        their last axis (zeros stay ``-inf``, so they stay 0); the family's emissions."""
+        return HMMParams(
+            ops.centred_logs(_log(params.startprob)),
+            ops.centred_logs(_log(params.transmat)),
+            self.family.unconstrain(params.emissions),
+        )
+
+    def constrain(self, values: HMMParams) -> HMMParams:
+        """Inverse of :meth:`unconstrain`."""
+        return HMMParams(
+            jnp.exp(ops.normalised_logs(values.startprob)),
+            jnp.exp(ops.normalised_logs(values.transmat)),
+            self.family.constrain(values.emissions),
+        )
 
     def init(self, key, chunks: Chunks, hyper) -> HMMParams:
         obs, mask = chunks.x

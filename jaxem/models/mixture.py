@@ -274,6 +274,19 @@ class Mixture(Model):
             ~jnp.isnan(log_weights) & (log_weights < jnp.inf)
         )
 
+    def unconstrain(self, params: MixtureParams) -> MixtureParams:
+        """Log-weights recentred over the components (padding stays ``-inf``) and the
+        family's unconstrained components."""
+        return MixtureParams(
+            ops.centred_logs(params.log_weights), self.family.unconstrain(params.components)
+        )
+
+    def constrain(self, values: MixtureParams) -> MixtureParams:
+        """Inverse of :meth:`unconstrain`."""
+        return MixtureParams(
+            ops.normalised_logs(values.log_weights), self.family.constrain(values.components)
+        )
+
     def has_padding(self) -> bool:
         return self.n_components < self.max_components
 
@@ -699,6 +712,11 @@ class BayesianMixture(Mixture):
         resp = jnp.diag(self.active(hyper).astype(dtype))
         stats = MixtureStats(resp.sum(0), self.family.statistics(None, rows, resp))
         return self.m_step(stats, None, hyper)
+
+    # Variational: its objective is a bound of the new parameters, not a likelihood to
+    # extrapolate; SQUAREM refuses it.
+    unconstrain = Model.unconstrain
+    constrain = Model.constrain
 
     def is_finite(self, params: BayesianMixtureParams):
         rest = (params.mean_precision, params.degrees_of_freedom, params.concentration)
