@@ -41,6 +41,17 @@ n_symbols`` one-hot columns for categorical): the log-density matmul and the
 statistics matmul, plus the log-sum-exp; ``%ceil`` is that over a float32
 ``jax.jit`` matmul ceiling measured in the same run.
 
+pomegranate specifics (1.1.2, read from its source): ``Categorical(probs)`` takes
+one ``(D, n_keys)`` table per component (every column the same number of symbols)
+and int64 data; its ``summarize`` loops over the symbols and its
+``log_probability`` over the columns. ``Poisson`` recomputes ``lgamma(X + 1)`` in
+every E-step. Its accumulators (``_w_sum``, ``_xw_sum``) are created with torch's
+default float32 whatever the input dtype. ``Bernoulli.from_summaries`` does not clip
+the probabilities (a component whose probability reaches exactly 0 or 1 gives
+``0 * log 0 = NaN`` in the next E-step; jaxem clips into ``[eps, 1 - eps]``); the
+data drawn here keep every probability inside. Data checks (``check_data=True``,
+the default) stay on, as a user would run it; jaxem also checks its input.
+
 Student-t: pomegranate 1.1.2's ``StudentT`` takes a fixed integer ``dofs`` and
 inherits ``Normal``'s ``summarize``/``from_summaries``, i.e. its "EM" updates the
 responsibility-weighted mean and variance of a Gaussian (no latent scales, no
