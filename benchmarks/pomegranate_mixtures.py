@@ -52,7 +52,8 @@ the probabilities (a component whose probability reaches exactly 0 or 1 gives
 data drawn here keep every probability inside. pomegranate's data checks
 (``check_data=True``, the default) stay on, as a user would run it; jaxem's
 functional ``fit`` timed here does not check the data (its estimators do, once per
-fit, outside the EM loop), so pomegranate pays its checks in every iteration.
+fit, outside the EM loop), so pomegranate pays its checks in every iteration;
+``--no-peer-checks`` turns them off.
 
 Student-t: pomegranate 1.1.2's ``StudentT`` takes a fixed integer ``dofs`` and
 inherits ``Normal``'s ``summarize``/``from_summaries``, i.e. its "EM" updates the
@@ -233,7 +234,9 @@ def run_jaxem(family: str, x, weights, params, n_iter: int, n_symbols: int, repe
 
 
 # -- pomegranate -----------------------------------------------------------------------
-def run_pomegranate(family: str, x, weights, params, n_iter: int, repeats: int):
+def run_pomegranate(
+    family: str, x, weights, params, n_iter: int, repeats: int, check_data: bool = True
+):
     """(steady seconds, max and min iterations over restarts, best score, others' CPU
     share during the timed runs)."""
     import torch
@@ -250,9 +253,9 @@ def run_pomegranate(family: str, x, weights, params, n_iter: int, repeats: int):
             return super().from_summaries()
 
     make = {
-        "bernoulli": lambda p: Bernoulli(probs=p),
-        "categorical": lambda p: Categorical(probs=p),
-        "poisson": lambda p: Poisson(lambdas=p),
+        "bernoulli": lambda p: Bernoulli(probs=p, check_data=check_data),
+        "categorical": lambda p: Categorical(probs=p, check_data=check_data),
+        "poisson": lambda p: Poisson(lambdas=p, check_data=check_data),
     }[family]
     # pomegranate's Categorical indexes its probability table with the symbols.
     xt = torch.from_numpy(
@@ -262,7 +265,11 @@ def run_pomegranate(family: str, x, weights, params, n_iter: int, repeats: int):
     def fit_one(xx, r: int, iters: int) -> dict:
         comps = [make(torch.from_numpy(params[r, j].copy())) for j in range(params.shape[1])]
         model = CountingGMM(
-            comps, priors=torch.from_numpy(weights[r].copy()), max_iter=iters, tol=-math.inf
+            comps,
+            priors=torch.from_numpy(weights[r].copy()),
+            max_iter=iters,
+            tol=-math.inf,
+            check_data=check_data,
         )
         model.fit(xx)
         attr = {"bernoulli": "probs", "categorical": "probs", "poisson": "lambdas"}[family]
@@ -283,6 +290,11 @@ def run_pomegranate(family: str, x, weights, params, n_iter: int, repeats: int):
     return seconds, max(n_iters), min(n_iters), best(scores), load
 
 
+def _percent(share: float) -> str:
+    """``share`` in percent; "-" when the run was too short for /proc/stat to tell."""
+    return "-" if math.isnan(share) else f"{100 * share:.0f}%"
+
+
 # -- main ------------------------------------------------------------------------------
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -297,7 +309,16 @@ def main(argv=None):
     parser.add_argument(
         "--restart-repeats", type=int, default=1, help="timed fits per row with R>1 (long)"
     )
-    parser.add_argument("--small", action="store_true", help="smoke run: N=5,000 D=8 K=4 10 iters")
+    parser.add_argument(
+        "--no-peer-checks",
+        action="store_true",
+        help="pomegranate with check_data=False (its per-iteration data checks off)",
+    )
+    parser.add_argument(
+        "--small",
+        action="store_true",
+        help="smoke run: N=5,000 D=8 K=4 S=4, 10 iters, R=1 and 4, 1 repeat (overrides those)",
+    )
     args = parser.parse_args(argv)
     if args.small:
         args.n, args.d, args.k, args.symbols, args.iters = 5000, 8, 4, 4, 10
@@ -322,7 +343,8 @@ def main(argv=None):
     print(
         f"N={args.n:,} D={args.d} K={args.k} (categorical: {args.symbols} symbols per column), "
         f"{args.iters} EM iterations, tol=-inf, float32 both sides, median of "
-        f"{args.repeats} fits (R=1) or {args.restart_repeats} (R>1); "
+        f"{args.repeats} fits (R=1) or {args.restart_repeats} (R>1); pomegranate "
+        f"check_data={not args.no_peer_checks}; "
         f"float32 jax matmul ceiling {ceiling:.1f} GFLOP/s"
     )
     print()
@@ -343,7 +365,7 @@ def main(argv=None):
                 family, x, weights, params, args.iters, args.symbols, repeats
             )
             ps, pmax, pmin, pscore, pload = run_pomegranate(
-                family, x, weights, params, args.iters, repeats
+                family, x, weights, params, args.iters, repeats, not args.no_peer_checks
             )
             loaded |= max(jload, pload) > LOAD_LIMIT
             gflops = flops * restarts * jmin / js / 1e9
@@ -353,7 +375,7 @@ def main(argv=None):
                 f"| {family} | {restarts} | {js:.3f} | {jc:.2f} | {ps:.3f} | {ps / js:.1f} "
                 f"| {iters} / {piters} | {jscore:.5f} | {pscore:.5f} "
                 f"| {gflops:.2f} ({100 * gflops / ceiling:.1f}%) "
-                f"| {100 * jload:.0f}% / {100 * pload:.0f}% |",
+                f"| {_percent(jload)} / {_percent(pload)} |",
                 flush=True,
             )
     print()
