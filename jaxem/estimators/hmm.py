@@ -53,6 +53,7 @@ from jaxem import engine
 from jaxem.contract import check_assignment
 from jaxem.estimators import _array_api, _validation
 from jaxem.estimators._base import EMEstimator, in_input_precision
+from jaxem.estimators._mixture import _row_log_prior
 from jaxem.families.categorical import Categorical
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian
 from jaxem.families.gaussian_mixture import GMM, hmmlearn_covariance_prior
@@ -179,7 +180,7 @@ class _BaseHMM(EMEstimator):
 
     # -- fitting ----------------------------------------------------------------------------------
     @in_input_precision
-    def fit(self, X, lengths=None):
+    def fit(self, X, lengths=None, y=None, *, state_prior=None):
         """Estimate the parameters by Baum-Welch EM.
 
         Parameters
@@ -188,6 +189,16 @@ class _BaseHMM(EMEstimator):
             All sequences concatenated.
         lengths : array-like of int, optional
             Length of every sequence; they must sum to ``n_samples``.
+        y : array-like of int of shape (n_samples,), optional
+            jaxem extension (hmmlearn's ``fit`` has none; None fits as hmmlearn):
+            the state of every sample where it is known, -1 where it is not. Known
+            steps keep their state with probability one in every E-step
+            (forward-backward and Viterbi); the monitored log-likelihood is that of
+            the observations and the known states.
+        state_prior : array-like of shape (n_samples, n_components), optional
+            jaxem extension, the general form of ``y``: prior probabilities of the
+            states at every sample (rows non-negative, summing to 1), multiplied
+            into the emission probabilities.
 
         Returns
         -------
@@ -197,7 +208,10 @@ class _BaseHMM(EMEstimator):
         ------
         ValueError
             If ``X`` has fewer samples than ``n_components`` states (fit fewer states
-            or give more data), besides invalid input or hyperparameters.
+            or give more data); if ``y`` or ``state_prior`` has the wrong length or
+            shape, a state outside ``[-1, n_components)``, a non-integer dtype, or
+            prior rows that are negative or do not sum to 1; besides invalid input
+            or hyperparameters.
         """
         self.__dict__.pop("_online_state", None)  # a new fit ends any online one
         self._check_hyperparameters()
@@ -210,6 +224,7 @@ class _BaseHMM(EMEstimator):
         model = self._model(self.params)
         self._log_initialisation_notices(X)
         data = (jnp.asarray(observations, self._obs_dtype(dtype)), jnp.asarray(mask))
+        data += self._known_steps(y, state_prior, lengths, X.shape[0], dtype)
         hyper = model.hyper(dtype)
         n_init = int(self.n_init)
         key = _validation.random_key(self.random_state)
@@ -542,7 +557,18 @@ class _BaseHMM(EMEstimator):
         return -2 * log_likelihood + n_parameters * math.log(len(X))
 
     # -- inference --------------------------------------------------------------------------------
-    def _fitted_model_data(self, X, lengths):
+    def _known_steps(self, y, state_prior, lengths, n_samples, dtype) -> tuple:
+        """``(log_prior,)``, the padded ``(S, T_max, K)`` log prior over the states from
+        ``y`` or ``state_prior`` (the data's third leaf), or ``()`` without either."""
+        log_prior = _row_log_prior(
+            y, state_prior, n_samples, int(self.n_components), prior_name="state_prior"
+        )
+        if log_prior is None:
+            return ()
+        return (jnp.asarray(pad_sequences(log_prior, lengths)[0], dtype),)
+
+    def _fitted_model_data(self, X, lengths, y=None, state_prior=None):
+        """``(model, params, data, valid)`` for evaluating the fitted HMM on ``X``."""
         _validation.check_fitted(
             self, ["startprob_", "transmat_", *self._emission_letters.values()]
         )
@@ -557,7 +583,10 @@ class _BaseHMM(EMEstimator):
             self._emission_params(model.family, dtype),
         )
         obs = jnp.asarray(observations, self._obs_dtype(dtype))
-        return model, params, obs, jnp.asarray(mask), mask > 0
+        data = (obs, jnp.asarray(mask)) + self._known_steps(
+            y, state_prior, lengths, X.shape[0], dtype
+        )
+        return model, params, data, mask > 0
 
     def _evaluate_sequences(self, model, params, data, output):
         """:func:`jaxem.engine.evaluate` of ``"posterior"`` or ``"log_prob"``.
@@ -574,47 +603,53 @@ class _BaseHMM(EMEstimator):
         return values
 
     @in_input_precision
-    def score_samples(self, X, lengths=None):
-        """Total log-likelihood and the posteriors ``(n_samples, n_components)`` of the states."""
-        model, params, obs, mask, valid = self._fitted_model_data(X, lengths)
-        posterior = self._evaluate_sequences(model, params, (obs, mask), "posterior")
+    def score_samples(self, X, lengths=None, *, y=None, state_prior=None):
+        """Total log-likelihood and the posteriors ``(n_samples, n_components)`` of the
+        states; ``y`` and ``state_prior`` (jaxem extension): states known at some
+        samples, as in :meth:`fit`."""
+        model, params, data, valid = self._fitted_model_data(X, lengths, y, state_prior)
+        posterior = self._evaluate_sequences(model, params, data, "posterior")
         log_likelihood = float(np.sum(np.asarray(posterior.log_likelihood, np.float64)))
         return log_likelihood, np.asarray(posterior.smoothed, np.float64)[valid]
 
     @in_input_precision
     def score(self, X, lengths=None):
         """Log-likelihood of ``X`` under the model, summed over sequences."""
-        model, params, obs, mask, _ = self._fitted_model_data(X, lengths)
-        log_likelihood = self._evaluate_sequences(model, params, (obs, mask), "log_prob")
+        model, params, data, _ = self._fitted_model_data(X, lengths)
+        log_likelihood = self._evaluate_sequences(model, params, data, "log_prob")
         return float(np.sum(np.asarray(log_likelihood, np.float64)))
 
     @in_input_precision
-    def predict_proba(self, X, lengths=None):
-        """Posterior probability of every state at every sample."""
-        return self.score_samples(X, lengths)[1]
+    def predict_proba(self, X, lengths=None, *, y=None, state_prior=None):
+        """Posterior probability of every state at every sample (``y``,
+        ``state_prior``: states known at some samples, as in :meth:`fit`)."""
+        return self.score_samples(X, lengths, y=y, state_prior=state_prior)[1]
 
     @in_input_precision
-    def decode(self, X, lengths=None, algorithm=None):
+    def decode(self, X, lengths=None, algorithm=None, *, y=None, state_prior=None):
         """Most likely states: ``(log_prob, state_sequence)`` as hmmlearn.
 
         ``"viterbi"`` gives the joint log-probability of the best paths, summed over
         sequences; ``"map"`` the per-sample argmax of the posteriors with hmmlearn's
-        ``log_prob`` (the sum of the maximal posterior probabilities).
+        ``log_prob`` (the sum of the maximal posterior probabilities). ``y`` and
+        ``state_prior`` (jaxem extension): states known at some samples, as in
+        :meth:`fit`; known samples keep their state.
         """
         algorithm = algorithm or self.algorithm
         if algorithm not in DECODER_ALGORITHMS:
             raise ValueError(f"Unknown decoder {algorithm!r}; use 'viterbi' or 'map'.")
         if algorithm == "map":
-            _, posteriors = self.score_samples(X, lengths)
+            _, posteriors = self.score_samples(X, lengths, y=y, state_prior=state_prior)
             return float(posteriors.max(axis=1).sum()), posteriors.argmax(axis=1)
-        model, params, obs, mask, valid = self._fitted_model_data(X, lengths)
-        states, log_prob = engine.evaluate(model, params, (obs, mask), "viterbi")
+        model, params, data, valid = self._fitted_model_data(X, lengths, y, state_prior)
+        states, log_prob = engine.evaluate(model, params, data, "viterbi")
         return float(np.sum(np.asarray(log_prob, np.float64))), np.asarray(states)[valid]
 
     @in_input_precision
-    def predict(self, X, lengths=None):
-        """Most likely state of every sample (by ``algorithm``)."""
-        return self.decode(X, lengths)[1]
+    def predict(self, X, lengths=None, *, y=None, state_prior=None):
+        """Most likely state of every sample (by ``algorithm``; ``y``,
+        ``state_prior``: states known at some samples, as in :meth:`fit`)."""
+        return self.decode(X, lengths, y=y, state_prior=state_prior)[1]
 
     @_array_api.in_input_namespace
     def sample(self, n_samples=1, random_state=None, currstate=None):
