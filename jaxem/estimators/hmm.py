@@ -432,6 +432,17 @@ class _BaseHMM(EMEstimator):
             raise ValueError(f"Unknown decoder {self.algorithm!r}; use 'viterbi' or 'map'.")
         check_assignment(self.assignment)
         engine.check_accelerate(self.accelerate)
+        if getattr(self, "missing", "error") not in ("error", "em"):
+            raise ValueError(f"missing must be 'error' or 'em', got {self.missing!r}.")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self._accepts_missing()
+        return tags
+
+    def _accepts_missing(self) -> bool:
+        """Whether NaN marks missing entries: ``missing='em'`` on the HMMs that have it."""
+        return getattr(self, "missing", "error") == "em"
 
     def _dtype(self, X):
         source = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64
@@ -862,19 +873,6 @@ class GaussianHMM(_BaseHMM):
         self.covars_weight = covars_weight
         self.missing = missing
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = self.missing == "em"
-        return tags
-
-    def _accepts_missing(self) -> bool:
-        return self.missing == "em"
-
-    def _check_hyperparameters(self):
-        super()._check_hyperparameters()
-        if self.missing not in ("error", "em"):
-            raise ValueError(f"missing must be 'error' or 'em', got {self.missing!r}.")
-
     @property
     def covars_(self):
         """Covariances as full matrices ``(n_components, n_features, n_features)``."""
@@ -973,6 +971,11 @@ class CategoricalHMM(_BaseHMM):
     the emission probabilities), ``n_features`` (number of symbols; ``None`` means
     ``X.max() + 1`` at fit) and the letter ``e`` for ``emissionprob_``.
 
+    ``missing`` (jaxem extension), ``{'error', 'em'}``, default ``'error'``: with
+    ``'em'``, NaN (or a negative code such as -1) marks a sample whose symbol is
+    missing: a gap in its sequence, emitting nothing (its state is inferred from its
+    neighbours) and counted in no emission probability.
+
     Examples
     --------
     >>> import numpy as np
@@ -1006,6 +1009,7 @@ class CategoricalHMM(_BaseHMM):
         step_decay=0.6,
         assignment="soft",
         accelerate=None,
+        missing="error",
     ):
         super().__init__(
             n_components=n_components,
@@ -1027,8 +1031,22 @@ class CategoricalHMM(_BaseHMM):
         )
         self.emissionprob_prior = emissionprob_prior
         self.n_features = n_features
+        self.missing = missing
 
     def _check_X(self, X, reset):
+        X = np.asarray(X)
+        if not (self._accepts_missing() and X.ndim == 2 and X.dtype.kind in "iuf"):
+            return self._check_symbols(X, reset)
+        if np.isinf(X).any():
+            raise ValueError("Input X contains infinity: only NaN marks a missing symbol.")
+        gone = (np.isnan(X) | (X < 0)) if X.dtype.kind == "f" else X < 0
+        if reset and X.size and gone.all():
+            raise ValueError("X has no observed symbol (all missing): nothing to learn from.")
+        self._check_symbols(X[~gone.any(axis=1)], reset)  # the observed symbols
+        # Missing symbols are -1 on the device: all-zero one-hot features.
+        return np.where(gone, -1, X).astype(np.int32)
+
+    def _check_symbols(self, X, reset):
         X = np.asarray(X)
         if X.ndim == 1:
             raise ValueError(
@@ -1040,7 +1058,10 @@ class CategoricalHMM(_BaseHMM):
         if X.shape[0] == 0:
             raise ValueError("X has 0 samples; at least one is required.")
         if X.dtype.kind == "f" and not np.all(np.isfinite(X)):
-            raise ValueError("Input X contains NaN or infinity; symbols must be integers.")
+            raise ValueError(
+                "Input X contains NaN or infinity; symbols must be integers. "
+                "CategoricalHMM(missing='em') takes NaN as a missing symbol."
+            )
         n_symbols = self.n_features
         if n_symbols is None:
             if hasattr(self, "emissionprob_"):
@@ -1059,7 +1080,9 @@ class CategoricalHMM(_BaseHMM):
         n_symbols = self.n_features
         if n_symbols is None:
             n_symbols = np.asarray(self.emissionprob_).shape[1]
-        return Categorical(int(n_symbols), prior=self.emissionprob_prior)
+        return Categorical(
+            int(n_symbols), prior=self.emissionprob_prior, missing=self._accepts_missing()
+        )
 
     def _emission_params(self, family, dtype):
         probs = np.asarray(self.emissionprob_, np.float64)

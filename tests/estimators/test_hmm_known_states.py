@@ -274,3 +274,65 @@ def test_functional_hard_em_decodes_with_known_states(x64):
     paths, _ = model.decode(result.params, *data)
     paths = np.asarray(paths)[np.asarray(mask) > 0]
     np.testing.assert_array_equal(paths[labels >= 0], labels[labels >= 0])
+
+
+# -- CategoricalHMM(missing="em"): a missing symbol is a gap ----------------------------------
+def _gapped_symbols():
+    states = _path()
+    x = _emissions(states, "categorical")[:, :1]
+    x[np.random.default_rng(6).random(len(x)) < 0.2] = np.nan
+    return states, x
+
+
+def test_categorical_hmm_with_gaps_one_step_equals_numpy(x64):
+    _, x = _gapped_symbols()
+    rng = np.random.default_rng(7)
+    startprob = rng.dirichlet(np.ones(N_STATES) * 3)
+    transmat = rng.dirichlet(np.ones(N_STATES) * 3, N_STATES)
+    emissionprob = rng.dirichlet(np.ones(N_SYMBOLS) * 2, N_STATES)
+    hmm = jaxem.CategoricalHMM(
+        N_STATES, n_features=N_SYMBOLS, n_iter=1, init_params="", missing="em"
+    )
+    hmm.startprob_, hmm.transmat_, hmm.emissionprob_ = startprob, transmat, emissionprob
+    hmm.fit(x, LENGTHS)
+
+    log_b = _log_emission_table(x, "categorical", emissionprob[:, None, :])  # gaps: 0
+    starts = np.cumsum([0] + LENGTHS)
+    first, xi_sum, gammas = 0.0, 0.0, []
+    for a, b in zip(starts[:-1], starts[1:]):
+        _, gamma, xi = _forward_backward(np.log(startprob), np.log(transmat), log_b[a:b])
+        first, xi_sum = first + gamma[0], xi_sum + xi
+        gammas.append(gamma)
+    gamma = np.concatenate(gammas)
+    counts = np.stack([gamma.T @ (x[:, 0] == s) for s in range(N_SYMBOLS)], axis=1)
+    np.testing.assert_allclose(hmm.startprob_, first / first.sum(), rtol=1e-10)
+    np.testing.assert_allclose(hmm.transmat_, xi_sum / xi_sum.sum(1, keepdims=True), rtol=1e-10)
+    np.testing.assert_allclose(
+        hmm.emissionprob_, counts / counts.sum(1, keepdims=True), rtol=1e-10, atol=1e-14
+    )
+    # predict takes the gaps too; -1 codes are the same gaps.
+    coded = np.where(np.isnan(x), -1, x).astype(np.int64)
+    np.testing.assert_array_equal(hmm.predict(x, LENGTHS), hmm.predict(coded, LENGTHS))
+
+
+def test_categorical_hmm_without_gaps_equals_the_plain_fit():
+    _, x = _gapped_symbols()
+    complete = np.where(np.isnan(x), 0, x).astype(np.int64)
+    plain = jaxem.CategoricalHMM(N_STATES, n_iter=5, random_state=0).fit(complete, LENGTHS)
+    em = jaxem.CategoricalHMM(N_STATES, n_iter=5, random_state=0, missing="em")
+    em.fit(complete, LENGTHS)
+    np.testing.assert_allclose(em.transmat_, plain.transmat_, rtol=1e-10)
+    np.testing.assert_allclose(em.emissionprob_, plain.emissionprob_, rtol=1e-10, atol=1e-14)
+
+
+def test_categorical_hmm_missing_bad_input():
+    _, x = _gapped_symbols()
+    with pytest.raises(ValueError, match=re.escape("missing='em') takes NaN")):
+        jaxem.CategoricalHMM(N_STATES).fit(x, LENGTHS)
+    em = jaxem.CategoricalHMM(N_STATES, missing="em")
+    with pytest.raises(ValueError, match="no observed symbol"):
+        em.fit(np.full((50, 1), np.nan), LENGTHS)
+    with pytest.raises(ValueError, match="infinity"):
+        em.fit(np.where(np.isnan(x), np.inf, x), LENGTHS)
+    with pytest.raises(ValueError, match="missing must be 'error' or 'em'"):
+        jaxem.CategoricalHMM(N_STATES, missing="drop").fit(x, LENGTHS)
