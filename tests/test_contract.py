@@ -34,6 +34,8 @@ FAMILIES = {
     "gaussian_mixture": lambda: jaxem.gmm(2, "diag"),
     # NaN entries missing at random (exact EM on the observed data).
     "gaussian-missing": lambda: jaxem.gaussian("full", missing=True),
+    # NaN entries missing in a categorical family: skipped (zero one-hot features).
+    "categorical-missing": lambda: jaxem.categorical(4, missing=True),
 }
 
 
@@ -51,6 +53,11 @@ def _rows(name, n_rows=150, seed=0):
     if name.startswith("gaussian") or name == "student_t":
         return make_blobs(n_samples=n_rows, n_features=3, seed=seed)[0]
     labels = rng.integers(3, size=n_rows)
+    if name == "categorical-missing":  # symbols as floats, a fifth NaN, every row observed
+        x = _rows("categorical", n_rows, seed).astype(np.float64)
+        gone = rng.uniform(size=x.shape) < 0.2
+        gone[:, 0] &= ~gone[:, 1]
+        return np.where(gone, np.nan, x)
     if name == "categorical":  # two columns of symbols, integer data
         probs = rng.dirichlet(np.ones(4) * 0.3, size=(3, 2))
         draws = [[rng.choice(4, p=probs[k, d]) for d in range(2)] for k in labels]
@@ -118,6 +125,8 @@ MODELS = {
     "mixture-map-gaussian": _map_mixture,
     # Semi-supervised EM: the data are LabelledRows (see _data).
     "mixture-labelled-gaussian": lambda: jaxem.mixture(jaxem.gaussian("diag"), 3),
+    # States known at every fifth step: the data are (obs, mask, log_prior).
+    "hmm-known-categorical": lambda: jaxem.hmm(jaxem.categorical(4), 3),
     "bayesian-mixture": lambda: jaxem.bayesian_mixture(
         jaxem.gaussian("full"), 3, mean_prior=np.zeros(3), covariance_prior=4.0 * np.eye(3)
     ),
@@ -133,6 +142,7 @@ _GAUSSIAN_DATA = ("kmeans", "factor-analysis", "ppca", "bayesian-mixture")
 _OPTION_DATA = {
     "mixture-map-gaussian": "gaussian-tied",
     "mixture-labelled-gaussian": "gaussian-diag",
+    "hmm-known-categorical": "categorical",
 }
 
 
@@ -159,6 +169,12 @@ def _data(model_name, dtype=None):
     x = jnp.asarray(x, family.data_dtype(float_dtype) if x.dtype.kind != "f" else None)
     if model_name.startswith("hmm"):
         obs, mask = jaxem.pad_sequences(np.asarray(x), LENGTHS, dtype=float_dtype)
+        if model_name == "hmm-known-categorical":
+            states = np.random.default_rng(1).integers(3, size=x.shape[0])
+            states[np.arange(x.shape[0]) % 5 != 0] = -1
+            padded = jaxem.pad_sequences(states, LENGTHS)[0]
+            log_prior = jaxem.known_states(padded, 3, float_dtype)
+            return jnp.asarray(obs), jnp.asarray(mask), jnp.asarray(log_prior)
         return jnp.asarray(obs), jnp.asarray(mask)
     if model_name == "mixture-labelled-gaussian":  # every fifth row labelled
         labels = make_blobs(n_samples=x.shape[0], n_features=3, seed=0)[1]

@@ -455,13 +455,14 @@ class MixtureEstimator(DensityMixin, EMEstimator):
             print(f"All {trace.shape[0]} initializations, batched: time lapse {elapsed:.5f}s")
 
 
-def _row_log_prior(y, component_prior, n_samples: int, n_components: int):
+def _row_log_prior(
+    y, component_prior, n_samples: int, n_components: int, prior_name: str = "component_prior"
+):
     """``(n_samples, n_components)`` float64 log prior over the components of every row
-    from ``y`` (labels, -1 unlabelled) or ``component_prior`` (probabilities), or None."""
+    from ``y`` (labels, -1 unlabelled) or ``component_prior`` (probabilities, the
+    parameter ``prior_name`` in messages), or None."""
     if y is not None and component_prior is not None:
-        raise ValueError(
-            "Pass either labels y (with semi_supervised=True) or component_prior, not both."
-        )
+        raise ValueError(f"Pass either labels y or {prior_name}, not both.")
     if y is not None:
         labels = np.asarray(y)
         if labels.ndim != 1 or labels.shape[0] != n_samples:
@@ -488,17 +489,17 @@ def _row_log_prior(y, component_prior, n_samples: int, n_components: int):
     prior = np.asarray(component_prior, np.float64)
     if prior.shape != (n_samples, n_components):
         raise ValueError(
-            f"component_prior must have shape (n_samples, n_components) = "
+            f"{prior_name} must have shape (n_samples, n_components) = "
             f"({n_samples}, {n_components}), got {prior.shape}."
         )
     if not np.all(np.isfinite(prior)) or np.any(prior < 0):
-        raise ValueError("component_prior must hold finite, non-negative probabilities.")
+        raise ValueError(f"{prior_name} must hold finite, non-negative probabilities.")
     sums = prior.sum(axis=1)
     off = np.abs(sums - 1) > 1e-6
     if np.any(off):
         row = int(np.argmax(off))
         raise ValueError(
-            f"Every row of component_prior must sum to 1; row {row} sums to {sums[row]:.6g}."
+            f"Every row of {prior_name} must sum to 1; row {row} sums to {sums[row]:.6g}."
         )
     with np.errstate(divide="ignore"):  # a probability of 0 is allowed: log 0 = -inf
         return np.log(prior)

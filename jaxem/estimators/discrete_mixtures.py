@@ -12,17 +12,22 @@ centred: it must stay in the family's support, which every method checks.
 
 from __future__ import annotations
 
+import dataclasses
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from jaxem import engine
+from jaxem.estimators import _validation
+from jaxem.estimators._base import EMEstimator, in_fitted_precision
 from jaxem.estimators._mixture import (
     ASSIGNMENT_CONSTRAINT,
     PRIOR_CONSTRAINTS,
     PRIOR_PARAMETERS,
     MixtureEstimator,
 )
+from jaxem.families.base import check_observed_rows
 from jaxem.families.bernoulli import bernoulli
 from jaxem.families.categorical import categorical
 from jaxem.families.multinomial import multinomial
@@ -131,6 +136,64 @@ class _DiscreteMixture(MixtureEstimator):
         return tags
 
 
+_MISSING_PARAMETER = """missing : {'error', 'em'}, default='error'
+        jaxem extension: what NaN in ``X`` means. 'error': scikit-learn's "Input
+        contains NaN". 'em': NaN entries are missing at random (%s); a row's
+        likelihood is that of its observed entries alone, and the M-step counts
+        every feature over its observed entries only. :meth:`predict`,
+        :meth:`predict_proba`, :meth:`score_samples` and :meth:`score` then take
+        missing entries too, and :meth:`impute` fills them. A row or, in ``fit``,
+        a feature with nothing observed is an error."""
+
+
+class _MissingEntries(_DiscreteMixture):
+    """A discrete mixture whose family can skip missing entries (``missing='em'``)."""
+
+    _parameter_constraints: dict = {
+        **_COMMON_CONSTRAINTS,
+        "missing": [StrOptions({"error", "em"})],
+    }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self.missing == "em"
+        return tags
+
+    def _accepts_missing(self) -> bool:
+        return self.missing == "em"
+
+    def _fill(self, resp) -> np.ndarray:
+        """``(n, D)`` values for missing entries from the posteriors ``resp``."""
+        raise NotImplementedError
+
+    @in_fitted_precision
+    def impute(self, X):
+        """``X`` with its missing entries (NaN) filled from the posterior over the
+        components given each row's observed entries (jaxem extension).
+
+        Works after any fit (``missing='em'`` or not). Observed entries are
+        returned unchanged.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            NaN marks a missing entry; every row needs an observed one.
+
+        Returns
+        -------
+        X_imputed : ndarray of shape (n_samples, n_features)
+        """
+        X, x, dtype, offset = EMEstimator._evaluation_input(self, X, allow_nan=True)
+        model = self._model_for(self._n_components_fitted(), X.shape[0])
+        # The fitted parameters with a family that skips the missing entries.
+        model = dataclasses.replace(model, family=dataclasses.replace(model.family, missing=True))
+        self._check_support(X, model.family)
+        params = model.pad(self._fitted_params(offset, dtype))
+        resp = engine.evaluate(model, params, x, "predict_proba")
+        resp = np.asarray(resp, np.float64)[:, : self._n_components_fitted()]
+        return np.where(np.isnan(X), self._fill(resp), X).astype(X.dtype, copy=False)
+
+
 class PoissonMixture(_DiscreteMixture):
     __doc__ = f"""Mixture of independent Poisson counts, fitted by batched EM.
 
@@ -177,7 +240,7 @@ class PoissonMixture(_DiscreteMixture):
         )
 
 
-class BernoulliMixture(_DiscreteMixture):
+class BernoulliMixture(_MissingEntries):
     __doc__ = f"""Mixture of independent Bernoulli (binary) features, fitted by batched EM.
 
     ``X`` holds 0 and 1 (boolean, integer or float), or any values with
@@ -190,6 +253,7 @@ class BernoulliMixture(_DiscreteMixture):
         None: ``X`` must hold only 0 and 1 (anything else raises ``ValueError``).
         A float: values above it are 1, the others 0 (as ``BernoulliNB``'s
         ``binarize``, whose default is 0.0).
+    {_MISSING_PARAMETER % "every feature independently, given the component"}
 
     Attributes
     ----------
@@ -208,9 +272,24 @@ class BernoulliMixture(_DiscreteMixture):
     >>> print(bm.probabilities_[np.argsort(bm.probabilities_[:, 0])].round(1))
     [[0.1 0.1 0.9 0.9]
      [0.9 0.9 0.1 0.1]]
+
+    With a tenth of the entries missing (``impute`` gives the posterior
+    probability of a 1):
+
+    >>> X_missing = np.where(rng.random(X.shape) < 0.1, np.nan, X)
+    >>> X_missing[0] = [1, 1, np.nan, np.nan]
+    >>> bm = BernoulliMixture(n_components=2, missing="em", random_state=0).fit(X_missing)
+    >>> fitted = bm.probabilities_[np.argsort(bm.probabilities_[:, 0])[::-1]]
+    >>> bool(np.abs(fitted - profiles).max() < 0.1)
+    True
+    >>> print(bm.impute(X_missing[:1]).round(2))
+    [[1.   1.   0.06 0.1 ]]
     """
 
-    _parameter_constraints: dict = {**_COMMON_CONSTRAINTS, "binarize": [Real, None]}
+    _parameter_constraints: dict = {
+        **_MissingEntries._parameter_constraints,
+        "binarize": [Real, None],
+    }
 
     def __init__(
         self,
@@ -228,6 +307,7 @@ class BernoulliMixture(_DiscreteMixture):
         weights_prior=1.0,
         semi_supervised=False,
         assignment="soft",
+        missing="error",
     ):
         super().__init__(
             n_components,
@@ -244,6 +324,7 @@ class BernoulliMixture(_DiscreteMixture):
             assignment=assignment,
         )
         self.binarize = binarize
+        self.missing = missing
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -252,16 +333,23 @@ class BernoulliMixture(_DiscreteMixture):
         return tags
 
     def _family(self):
-        return bernoulli()
+        return bernoulli(missing=self._accepts_missing())
 
     def _centred(self, X, offset, dtype):
         if self.binarize is not None:
-            X = np.asarray(X) > self.binarize
+            X = np.asarray(X)
+            X = np.where(np.isnan(X), np.nan, X > self.binarize)  # NaN stays missing
         return super()._centred(X, offset, dtype)
 
-    def _check_support(self, X):
+    def _check_support(self, X, family=None):
         if self.binarize is None:
-            self._family().check_data(X)
+            (family or self._family()).check_data(X)
+        elif family is not None or self._accepts_missing():
+            check_observed_rows(np.isnan(X))
+
+    def _fill(self, resp):
+        """The posterior probability of a 1."""
+        return resp @ np.asarray(self.probabilities_, np.float64)
 
     def _set_components(self, layout, offset, dtype):
         self.probabilities_ = np.asarray(layout["probabilities"], np.float64).astype(dtype)
@@ -279,7 +367,7 @@ class BernoulliMixture(_DiscreteMixture):
         ).astype(np.float64)
 
 
-class CategoricalMixture(_DiscreteMixture):
+class CategoricalMixture(_MissingEntries):
     __doc__ = f"""Latent class analysis: a mixture over several categorical columns.
 
     Within a component the columns are independent, column ``d`` a categorical over
@@ -292,6 +380,7 @@ class CategoricalMixture(_DiscreteMixture):
     n_categories : int, array-like of int of shape (n_features,) or None, default=None
         Number of categories of every column (an int: the same for all). None: the
         largest code of each column in the data passed to ``fit``, plus one.
+    {_MISSING_PARAMETER % "NaN or a negative code such as -1"}
 
     Attributes
     ----------
@@ -325,7 +414,7 @@ class CategoricalMixture(_DiscreteMixture):
     """
 
     _parameter_constraints: dict = {
-        **_COMMON_CONSTRAINTS,
+        **_MissingEntries._parameter_constraints,
         "n_categories": [Interval(Integral, 1, None, closed="left"), "array-like", None],
     }
 
@@ -345,6 +434,7 @@ class CategoricalMixture(_DiscreteMixture):
         weights_prior=1.0,
         semi_supervised=False,
         assignment="soft",
+        missing="error",
     ):
         super().__init__(
             n_components,
@@ -361,6 +451,7 @@ class CategoricalMixture(_DiscreteMixture):
             assignment=assignment,
         )
         self.n_categories = n_categories
+        self.missing = missing
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -369,11 +460,23 @@ class CategoricalMixture(_DiscreteMixture):
 
     def _family(self):
         categories = tuple(int(count) for count in self.n_categories_)
-        return categorical(max(categories), n_categories=categories)
+        return categorical(
+            max(categories), n_categories=categories, missing=self._accepts_missing()
+        )
+
+    def _check_support(self, X, family=None):
+        (family or self._family()).check_data(X)
 
     def _fit_support(self, X):
         self.n_categories_ = self._categories_for(X)
+        if self._accepts_missing():  # a negative code is missing too
+            _validation.check_observed_columns(np.where(X < 0, np.nan, X))
         self._check_support(X)
+
+    def _fill(self, resp):
+        """The most probable category under the posterior mixture of the components."""
+        probs = np.einsum("nk,kds->nds", resp, np.asarray(self.probabilities_, np.float64))
+        return np.argmax(probs, axis=-1).astype(np.float64)
 
     def _categories_for(self, X) -> np.ndarray:
         """``n_categories_`` for fitting ``X``: the parameter's, or the data's."""

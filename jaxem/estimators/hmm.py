@@ -53,6 +53,7 @@ from jaxem import engine
 from jaxem.contract import check_assignment
 from jaxem.estimators import _array_api, _validation
 from jaxem.estimators._base import EMEstimator, in_input_precision
+from jaxem.estimators._mixture import _row_log_prior
 from jaxem.families.categorical import Categorical
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian
 from jaxem.families.gaussian_mixture import GMM, hmmlearn_covariance_prior
@@ -179,7 +180,7 @@ class _BaseHMM(EMEstimator):
 
     # -- fitting ----------------------------------------------------------------------------------
     @in_input_precision
-    def fit(self, X, lengths=None):
+    def fit(self, X, lengths=None, y=None, *, state_prior=None):
         """Estimate the parameters by Baum-Welch EM.
 
         Parameters
@@ -188,6 +189,16 @@ class _BaseHMM(EMEstimator):
             All sequences concatenated.
         lengths : array-like of int, optional
             Length of every sequence; they must sum to ``n_samples``.
+        y : array-like of int of shape (n_samples,), optional
+            jaxem extension (hmmlearn's ``fit`` has none; None fits as hmmlearn):
+            the state of every sample where it is known, -1 where it is not. Known
+            steps keep their state with probability one in every E-step
+            (forward-backward and Viterbi); the monitored log-likelihood is that of
+            the observations and the known states.
+        state_prior : array-like of shape (n_samples, n_components), optional
+            jaxem extension, the general form of ``y``: prior probabilities of the
+            states at every sample (rows non-negative, summing to 1), multiplied
+            into the emission probabilities.
 
         Returns
         -------
@@ -197,7 +208,10 @@ class _BaseHMM(EMEstimator):
         ------
         ValueError
             If ``X`` has fewer samples than ``n_components`` states (fit fewer states
-            or give more data), besides invalid input or hyperparameters.
+            or give more data); if ``y`` or ``state_prior`` has the wrong length or
+            shape, a state outside ``[-1, n_components)``, a non-integer dtype, or
+            prior rows that are negative or do not sum to 1; besides invalid input
+            or hyperparameters.
         """
         self.__dict__.pop("_online_state", None)  # a new fit ends any online one
         self._check_hyperparameters()
@@ -210,6 +224,7 @@ class _BaseHMM(EMEstimator):
         model = self._model(self.params)
         self._log_initialisation_notices(X)
         data = (jnp.asarray(observations, self._obs_dtype(dtype)), jnp.asarray(mask))
+        data += self._known_steps(y, state_prior, lengths, X.shape[0], dtype)
         hyper = model.hyper(dtype)
         n_init = int(self.n_init)
         key = _validation.random_key(self.random_state)
@@ -417,6 +432,17 @@ class _BaseHMM(EMEstimator):
             raise ValueError(f"Unknown decoder {self.algorithm!r}; use 'viterbi' or 'map'.")
         check_assignment(self.assignment)
         engine.check_accelerate(self.accelerate)
+        if getattr(self, "missing", "error") not in ("error", "em"):
+            raise ValueError(f"missing must be 'error' or 'em', got {self.missing!r}.")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self._accepts_missing()
+        return tags
+
+    def _accepts_missing(self) -> bool:
+        """Whether NaN marks missing entries: ``missing='em'`` on the HMMs that have it."""
+        return getattr(self, "missing", "error") == "em"
 
     def _dtype(self, X):
         source = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64
@@ -542,7 +568,18 @@ class _BaseHMM(EMEstimator):
         return -2 * log_likelihood + n_parameters * math.log(len(X))
 
     # -- inference --------------------------------------------------------------------------------
-    def _fitted_model_data(self, X, lengths):
+    def _known_steps(self, y, state_prior, lengths, n_samples, dtype) -> tuple:
+        """``(log_prior,)``, the padded ``(S, T_max, K)`` log prior over the states from
+        ``y`` or ``state_prior`` (the data's third leaf), or ``()`` without either."""
+        log_prior = _row_log_prior(
+            y, state_prior, n_samples, int(self.n_components), prior_name="state_prior"
+        )
+        if log_prior is None:
+            return ()
+        return (jnp.asarray(pad_sequences(log_prior, lengths)[0], dtype),)
+
+    def _fitted_model_data(self, X, lengths, y=None, state_prior=None):
+        """``(model, params, data, valid)`` for evaluating the fitted HMM on ``X``."""
         _validation.check_fitted(
             self, ["startprob_", "transmat_", *self._emission_letters.values()]
         )
@@ -557,7 +594,10 @@ class _BaseHMM(EMEstimator):
             self._emission_params(model.family, dtype),
         )
         obs = jnp.asarray(observations, self._obs_dtype(dtype))
-        return model, params, obs, jnp.asarray(mask), mask > 0
+        data = (obs, jnp.asarray(mask)) + self._known_steps(
+            y, state_prior, lengths, X.shape[0], dtype
+        )
+        return model, params, data, mask > 0
 
     def _evaluate_sequences(self, model, params, data, output):
         """:func:`jaxem.engine.evaluate` of ``"posterior"`` or ``"log_prob"``.
@@ -574,47 +614,53 @@ class _BaseHMM(EMEstimator):
         return values
 
     @in_input_precision
-    def score_samples(self, X, lengths=None):
-        """Total log-likelihood and the posteriors ``(n_samples, n_components)`` of the states."""
-        model, params, obs, mask, valid = self._fitted_model_data(X, lengths)
-        posterior = self._evaluate_sequences(model, params, (obs, mask), "posterior")
+    def score_samples(self, X, lengths=None, *, y=None, state_prior=None):
+        """Total log-likelihood and the posteriors ``(n_samples, n_components)`` of the
+        states; ``y`` and ``state_prior`` (jaxem extension): states known at some
+        samples, as in :meth:`fit`."""
+        model, params, data, valid = self._fitted_model_data(X, lengths, y, state_prior)
+        posterior = self._evaluate_sequences(model, params, data, "posterior")
         log_likelihood = float(np.sum(np.asarray(posterior.log_likelihood, np.float64)))
         return log_likelihood, np.asarray(posterior.smoothed, np.float64)[valid]
 
     @in_input_precision
     def score(self, X, lengths=None):
         """Log-likelihood of ``X`` under the model, summed over sequences."""
-        model, params, obs, mask, _ = self._fitted_model_data(X, lengths)
-        log_likelihood = self._evaluate_sequences(model, params, (obs, mask), "log_prob")
+        model, params, data, _ = self._fitted_model_data(X, lengths)
+        log_likelihood = self._evaluate_sequences(model, params, data, "log_prob")
         return float(np.sum(np.asarray(log_likelihood, np.float64)))
 
     @in_input_precision
-    def predict_proba(self, X, lengths=None):
-        """Posterior probability of every state at every sample."""
-        return self.score_samples(X, lengths)[1]
+    def predict_proba(self, X, lengths=None, *, y=None, state_prior=None):
+        """Posterior probability of every state at every sample (``y``,
+        ``state_prior``: states known at some samples, as in :meth:`fit`)."""
+        return self.score_samples(X, lengths, y=y, state_prior=state_prior)[1]
 
     @in_input_precision
-    def decode(self, X, lengths=None, algorithm=None):
+    def decode(self, X, lengths=None, algorithm=None, *, y=None, state_prior=None):
         """Most likely states: ``(log_prob, state_sequence)`` as hmmlearn.
 
         ``"viterbi"`` gives the joint log-probability of the best paths, summed over
         sequences; ``"map"`` the per-sample argmax of the posteriors with hmmlearn's
-        ``log_prob`` (the sum of the maximal posterior probabilities).
+        ``log_prob`` (the sum of the maximal posterior probabilities). ``y`` and
+        ``state_prior`` (jaxem extension): states known at some samples, as in
+        :meth:`fit`; known samples keep their state.
         """
         algorithm = algorithm or self.algorithm
         if algorithm not in DECODER_ALGORITHMS:
             raise ValueError(f"Unknown decoder {algorithm!r}; use 'viterbi' or 'map'.")
         if algorithm == "map":
-            _, posteriors = self.score_samples(X, lengths)
+            _, posteriors = self.score_samples(X, lengths, y=y, state_prior=state_prior)
             return float(posteriors.max(axis=1).sum()), posteriors.argmax(axis=1)
-        model, params, obs, mask, valid = self._fitted_model_data(X, lengths)
-        states, log_prob = engine.evaluate(model, params, (obs, mask), "viterbi")
+        model, params, data, valid = self._fitted_model_data(X, lengths, y, state_prior)
+        states, log_prob = engine.evaluate(model, params, data, "viterbi")
         return float(np.sum(np.asarray(log_prob, np.float64))), np.asarray(states)[valid]
 
     @in_input_precision
-    def predict(self, X, lengths=None):
-        """Most likely state of every sample (by ``algorithm``)."""
-        return self.decode(X, lengths)[1]
+    def predict(self, X, lengths=None, *, y=None, state_prior=None):
+        """Most likely state of every sample (by ``algorithm``; ``y``,
+        ``state_prior``: states known at some samples, as in :meth:`fit`)."""
+        return self.decode(X, lengths, y=y, state_prior=state_prior)[1]
 
     @_array_api.in_input_namespace
     def sample(self, n_samples=1, random_state=None, currstate=None):
@@ -827,19 +873,6 @@ class GaussianHMM(_BaseHMM):
         self.covars_weight = covars_weight
         self.missing = missing
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = self.missing == "em"
-        return tags
-
-    def _accepts_missing(self) -> bool:
-        return self.missing == "em"
-
-    def _check_hyperparameters(self):
-        super()._check_hyperparameters()
-        if self.missing not in ("error", "em"):
-            raise ValueError(f"missing must be 'error' or 'em', got {self.missing!r}.")
-
     @property
     def covars_(self):
         """Covariances as full matrices ``(n_components, n_features, n_features)``."""
@@ -938,6 +971,11 @@ class CategoricalHMM(_BaseHMM):
     the emission probabilities), ``n_features`` (number of symbols; ``None`` means
     ``X.max() + 1`` at fit) and the letter ``e`` for ``emissionprob_``.
 
+    ``missing`` (jaxem extension), ``{'error', 'em'}``, default ``'error'``: with
+    ``'em'``, NaN (or a negative code such as -1) marks a sample whose symbol is
+    missing: a gap in its sequence, emitting nothing (its state is inferred from its
+    neighbours) and counted in no emission probability.
+
     Examples
     --------
     >>> import numpy as np
@@ -971,6 +1009,7 @@ class CategoricalHMM(_BaseHMM):
         step_decay=0.6,
         assignment="soft",
         accelerate=None,
+        missing="error",
     ):
         super().__init__(
             n_components=n_components,
@@ -992,8 +1031,22 @@ class CategoricalHMM(_BaseHMM):
         )
         self.emissionprob_prior = emissionprob_prior
         self.n_features = n_features
+        self.missing = missing
 
     def _check_X(self, X, reset):
+        X = np.asarray(X)
+        if not (self._accepts_missing() and X.ndim == 2 and X.dtype.kind in "iuf"):
+            return self._check_symbols(X, reset)
+        if np.isinf(X).any():
+            raise ValueError("Input X contains infinity: only NaN marks a missing symbol.")
+        gone = (np.isnan(X) | (X < 0)) if X.dtype.kind == "f" else X < 0
+        if reset and X.size and gone.all():
+            raise ValueError("X has no observed symbol (all missing): nothing to learn from.")
+        self._check_symbols(X[~gone.any(axis=1)], reset)  # the observed symbols
+        # Missing symbols are -1 on the device: all-zero one-hot features.
+        return np.where(gone, -1, X).astype(np.int32)
+
+    def _check_symbols(self, X, reset):
         X = np.asarray(X)
         if X.ndim == 1:
             raise ValueError(
@@ -1005,7 +1058,10 @@ class CategoricalHMM(_BaseHMM):
         if X.shape[0] == 0:
             raise ValueError("X has 0 samples; at least one is required.")
         if X.dtype.kind == "f" and not np.all(np.isfinite(X)):
-            raise ValueError("Input X contains NaN or infinity; symbols must be integers.")
+            raise ValueError(
+                "Input X contains NaN or infinity; symbols must be integers. "
+                "CategoricalHMM(missing='em') takes NaN as a missing symbol."
+            )
         n_symbols = self.n_features
         if n_symbols is None:
             if hasattr(self, "emissionprob_"):
@@ -1024,7 +1080,9 @@ class CategoricalHMM(_BaseHMM):
         n_symbols = self.n_features
         if n_symbols is None:
             n_symbols = np.asarray(self.emissionprob_).shape[1]
-        return Categorical(int(n_symbols), prior=self.emissionprob_prior)
+        return Categorical(
+            int(n_symbols), prior=self.emissionprob_prior, missing=self._accepts_missing()
+        )
 
     def _emission_params(self, family, dtype):
         probs = np.asarray(self.emissionprob_, np.float64)

@@ -1,7 +1,13 @@
 """Component families shared by mixtures and hidden Markov models."""
 
 from jaxem.families.base import Family, component_log_densities, log_densities
-from jaxem.families.bernoulli import Bernoulli, BernoulliHyper, BernoulliParams, bernoulli
+from jaxem.families.bernoulli import (
+    Bernoulli,
+    BernoulliHyper,
+    BernoulliParams,
+    BernoulliStats,
+    bernoulli,
+)
 from jaxem.families.categorical import (
     Categorical,
     CategoricalHyper,
@@ -63,6 +69,7 @@ __all__ = [
     "Bernoulli",
     "BernoulliParams",
     "BernoulliHyper",
+    "BernoulliStats",
     "bernoulli",
     "StudentT",
     "StudentTParams",

@@ -26,6 +26,7 @@ __all__ = [
     "log_densities",
     "component_log_densities",
     "check_counts",
+    "check_observed_rows",
     "count_features",
 ]
 
@@ -70,6 +71,23 @@ def check_counts(x, name: str, columns: str, fix: str) -> None:
         )
     if np.any(x != np.round(x)):
         raise ValueError(f"{name} counts must be integers; got non-integer values. {fix}")
+
+
+def check_observed_rows(gone) -> None:
+    """Raise ``ValueError`` if a row has no observed entry; ``gone`` (numpy, 2-D) is
+    True where an entry is missing.
+
+    >>> check_observed_rows(np.array([[False, True], [True, True]]))
+    Traceback (most recent call last):
+    ...
+    ValueError: Row 1 has no observed entry (all missing; 1 such rows). Drop the rows ...
+    """
+    empty = np.flatnonzero(np.asarray(gone).all(axis=1))
+    if empty.size:
+        raise ValueError(
+            f"Row {int(empty[0])} has no observed entry (all missing; {empty.size} such "
+            "rows). Drop the rows with nothing observed."
+        )
 
 
 def count_features(x: Array) -> Array:

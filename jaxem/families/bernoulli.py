@@ -19,8 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxem.contract import Family
+from jaxem.families.base import check_observed_rows
 
-__all__ = ["Bernoulli", "BernoulliParams", "BernoulliHyper", "bernoulli"]
+__all__ = ["Bernoulli", "BernoulliParams", "BernoulliHyper", "BernoulliStats", "bernoulli"]
 
 
 class BernoulliParams(NamedTuple):
@@ -34,6 +35,14 @@ class BernoulliHyper(NamedTuple):
 
     alpha: jax.Array
     beta: jax.Array
+
+
+class BernoulliStats(NamedTuple):
+    """Statistics with missing entries: ``Σ r x`` over the observed entries and the
+    observed weight ``Σ r`` of every feature, both ``(K, D)``."""
+
+    ones: jax.Array
+    observed: jax.Array
 
 
 def _clipped_logits(probs):
@@ -55,6 +64,15 @@ class Bernoulli(Family):
         pseudo-observation of each value (Laplace smoothing). A component without
         weight or pseudo-counts gets ``p = 1/2``. Excluded from equality: changing
         them does not recompile.
+    missing : bool
+        False (default): every entry is 0 or 1. True: NaN entries are missing at
+        random. A row's log-density is that of its observed features alone (the
+        missing ones are marginalised out, which for independent features drops
+        their factors), and the statistics count only observed entries: the
+        M-step divides each feature's count of ones by its own observed weight
+        (:class:`BernoulliStats`). :meth:`impute` fills a missing entry with the
+        component's probability of a 1. A static field: programs with and without
+        it differ.
 
     Examples
     --------
@@ -86,6 +104,7 @@ class Bernoulli(Family):
 
     alpha: float = dataclasses.field(default=1.0, compare=False)
     beta: float = dataclasses.field(default=1.0, compare=False)
+    missing: bool = False
 
     update_letters: ClassVar[str] = "e"
 
@@ -94,7 +113,8 @@ class Bernoulli(Family):
         return BernoulliHyper(jnp.asarray(self.alpha, dtype), jnp.asarray(self.beta, dtype))
 
     def check_data(self, x) -> None:
-        """Raise ``ValueError`` unless ``x`` is 2-D, finite and holds only 0 and 1."""
+        """Raise ``ValueError`` unless ``x`` is 2-D, finite and holds only 0 and 1;
+        with ``missing``, NaN too, but every row needs an observed entry."""
         x = np.asarray(x)
         if x.ndim != 2:
             raise ValueError(
@@ -106,10 +126,13 @@ class Bernoulli(Family):
                 f"Bernoulli data must be boolean or numeric 0/1, got dtype {x.dtype}. "
                 "Binarise the features, e.g. (X == value).astype(int)."
             )
+        if self.missing and x.dtype.kind == "f":
+            check_observed_rows(np.isnan(x))
+            x = np.where(np.isnan(x), 0, x)
         if not np.all(np.isfinite(x)):
             raise ValueError(
                 "Bernoulli data must be finite; got NaN or infinity. "
-                "Drop or impute the missing values."
+                "Drop or impute the missing values, or mark them NaN with missing=True."
             )
         outside = (x != 0) & (x != 1)
         if np.any(outside):
@@ -126,14 +149,47 @@ class Bernoulli(Family):
     def log_base_measure(self, x):
         return jnp.zeros(x.shape[:1], self.features(x).dtype)
 
+    def log_densities(self, params: BernoulliParams, x):
+        """``(n, K)`` log-densities; with ``missing``, of the observed features only:
+        ``Σ_d o_d (x_d θ_kd - softplus(θ_kd))`` with ``o`` 1 where observed."""
+        if not self.missing:
+            return super().log_densities(params, x)
+        ones, observed = _split_missing(self.features(x))
+        logits = params.logits
+        return ones @ logits.T - observed @ jax.nn.softplus(logits).T
+
+    def statistics(self, params, x, resp):
+        """``respᵀ x``; with ``missing``, :class:`BernoulliStats` (the ones and the
+        observed weight of every feature, missing entries counting in neither)."""
+        if not self.missing:
+            return super().statistics(params, x, resp)
+        ones, observed = _split_missing(self.features(x).astype(resp.dtype))
+        return BernoulliStats(resp.T @ ones, resp.T @ observed)
+
+    def impute(self, params: BernoulliParams, x):
+        """``(n, K, D)``: missing entries (NaN) replaced by every component's
+        probability of a 1, observed entries unchanged."""
+        x = self.features(x)
+        probs = jax.nn.sigmoid(params.logits).astype(x.dtype)
+        return jnp.where(jnp.isnan(x)[:, None, :], probs[None], x[:, None, :])
+
+    def seeding_points(self, x):
+        """The rows; with ``missing``, a missing entry counts as 1/2 (no side)."""
+        x = self.features(x)
+        return jnp.where(jnp.isnan(x), 0.5, x) if self.missing else x
+
     def natural_parameters(self, params: BernoulliParams):
         logits = params.logits
         # log(1 - p) = -softplus(θ), stable for large |θ|.
         return logits, -jnp.sum(jax.nn.softplus(logits), axis=-1)
 
     def m_step(self, feature_sums, counts, hyper: BernoulliHyper) -> BernoulliParams:
+        if isinstance(feature_sums, BernoulliStats):  # missing: per-feature weights
+            feature_sums, weights = feature_sums
+        else:
+            weights = counts[:, None]
         numerator = hyper.alpha - 1 + feature_sums
-        denominator = hyper.alpha + hyper.beta - 2 + counts[:, None]
+        denominator = hyper.alpha + hyper.beta - 2 + weights
         # No weight and no pseudo-counts: nothing is known, p = 1/2 (finite logits).
         probs = jnp.where(
             denominator > 0, numerator / jnp.where(denominator > 0, denominator, 1), 0.5
@@ -174,6 +230,12 @@ class Bernoulli(Family):
         return BernoulliParams(_clipped_logits(probs))
 
 
-def bernoulli(alpha: float = 1.0, beta: float = 1.0) -> Bernoulli:
+def _split_missing(x):
+    """``(x with NaN as 0, 1 where observed)`` of floating rows with NaN missing."""
+    observed = ~jnp.isnan(x)
+    return jnp.where(observed, x, 0), observed.astype(x.dtype)
+
+
+def bernoulli(alpha: float = 1.0, beta: float = 1.0, *, missing: bool = False) -> Bernoulli:
     """Multivariate Bernoulli component family; see :class:`Bernoulli`."""
-    return Bernoulli(alpha=alpha, beta=beta)
+    return Bernoulli(alpha=alpha, beta=beta, missing=missing)

@@ -25,6 +25,7 @@ import numpy as np
 
 from jaxem import ops
 from jaxem.contract import Family
+from jaxem.families.base import check_observed_rows
 
 __all__ = ["Categorical", "CategoricalParams", "CategoricalHyper", "categorical"]
 
@@ -68,6 +69,14 @@ class Categorical(Family):
         analysis), each at most ``n_symbols``: column ``d`` holds integers in
         ``[0, n_categories[d])``, its probabilities past that are 0 and not counted
         by :meth:`n_parameters`. Default: ``n_symbols`` for every column.
+    missing : bool
+        False (default): every entry is a symbol. True: a negative code (-1) marks a
+        missing entry, and so does NaN in floating data. A missing entry's one-hot
+        features are all 0, so it adds nothing to the row's log-density (the
+        observed columns' marginal: the columns are independent given the
+        component) and nothing to the counts; the M-step normalises every column's
+        counts, i.e. divides by that column's observed weight. A static field:
+        programs with and without it differ.
 
     Examples
     --------
@@ -97,6 +106,7 @@ class Categorical(Family):
     n_symbols: int
     prior: float = dataclasses.field(default=1.0, compare=False)
     n_categories: tuple[int, ...] | None = None
+    missing: bool = False
 
     update_letters: ClassVar[str] = "e"
 
@@ -133,7 +143,9 @@ class Categorical(Family):
     def check_data(self, x) -> None:
         """Raise ``ValueError`` unless ``x`` is ``(n, D)`` integers in ``[0, n_symbols)``.
 
-        Floating input is accepted when every value is a whole number.
+        Floating input is accepted when every value is a whole number. With
+        ``missing``, negative codes and NaN mark missing entries, and every row needs
+        an observed entry.
         """
         x = np.asarray(x)
         if x.ndim != 2 or x.shape[1] == 0:
@@ -141,6 +153,10 @@ class Categorical(Family):
                 f"Categorical data must have shape (n_samples, n_columns), got {x.shape}; "
                 "reshape a 1-D array of symbols with X.reshape(-1, 1)."
             )
+        if self.missing and x.dtype.kind in "iuf":
+            gone = (np.isnan(x) | (x < 0)) if x.dtype.kind == "f" else x < 0
+            check_observed_rows(gone)
+            x = np.where(gone, 0, x)  # what is observed must be symbols
         if x.dtype.kind == "f":
             if not np.all(np.isfinite(x)) or not np.all(x == np.round(x)):
                 raise ValueError(
@@ -160,7 +176,12 @@ class Categorical(Family):
                 f"Categorical symbols must lie in [0, {self.n_symbols - 1}], got values in "
                 f"[{x.min()}, {x.max()}]; increase n_symbols (n_features in CategoricalHMM) "
                 "or re-encode the symbols."
-                + (" Negative values in data are not symbols." if negative else "")
+                + (
+                    " Negative values in data are not symbols (missing=True takes -1 as "
+                    "a missing entry)."
+                    if negative
+                    else ""
+                )
             )
         if self.n_categories is not None:
             limits = self._column_categories(x.shape[1])
@@ -176,6 +197,9 @@ class Categorical(Family):
     def features(self, x):
         # float32 one-hot is exact and promotes to float64 against float64 parameters.
         # Leading axes are kept, so chunked data (n_chunks, chunk_size, D) maps too.
+        if self.missing and jnp.issubdtype(x.dtype, jnp.floating):
+            x = jnp.where(jnp.isnan(x), -1, x)  # a cast would make NaN symbol 0
+        # A negative code (missing) is an all-zero one-hot: no density, no count.
         one_hot = jax.nn.one_hot(x.astype(jnp.int32), self.n_symbols, dtype=jnp.float32)
         return one_hot.reshape(x.shape[:-1] + (-1,))
 
@@ -209,9 +233,9 @@ class Categorical(Family):
 
     # -- optional hooks -----------------------------------------------------------------------
     def data_dtype(self, compute_dtype):
-        """Symbols stay integers on the device."""
-        del compute_dtype
-        return jnp.int32
+        """Symbols stay integers on the device; with ``missing``, floating data keeps
+        its NaN (cast to an integer, NaN would become symbol 0)."""
+        return compute_dtype if self.missing else jnp.int32
 
     def initial_params(self, key, chunks, n_components: int, hyper) -> CategoricalParams:
         """hmmlearn's init: uniform random probabilities, normalised per column."""
@@ -256,7 +280,11 @@ class Categorical(Family):
 
 
 def categorical(
-    n_symbols: int, prior: float = 1.0, *, n_categories: tuple[int, ...] | None = None
+    n_symbols: int,
+    prior: float = 1.0,
+    *,
+    n_categories: tuple[int, ...] | None = None,
+    missing: bool = False,
 ) -> Categorical:
     """Categorical component family; see :class:`Categorical`."""
-    return Categorical(n_symbols=n_symbols, prior=prior, n_categories=n_categories)
+    return Categorical(n_symbols=n_symbols, prior=prior, n_categories=n_categories, missing=missing)

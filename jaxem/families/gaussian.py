@@ -24,6 +24,7 @@ from jax.scipy.linalg import solve_triangular
 
 from jaxem import _iterate, ops, seeding
 from jaxem.contract import Chunks, Family
+from jaxem.families.base import check_observed_rows
 
 __all__ = [
     "Gaussian",
@@ -268,12 +269,7 @@ class Gaussian(Family):
                 "Input contains infinity: only NaN marks a missing entry. Replace the "
                 "infinite values (by NaN if they are missing)."
             )
-        empty = np.flatnonzero(np.isnan(x).all(axis=1))
-        if empty.size:
-            raise ValueError(
-                f"Row {int(empty[0])} has no observed entry (all NaN; {empty.size} such "
-                "rows). Drop the rows with nothing observed."
-            )
+        check_observed_rows(np.isnan(x))
 
     def features(self, x):
         if self.covariance_type in ("full", "tied"):

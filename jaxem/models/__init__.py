@@ -6,6 +6,7 @@ from jaxem.models.hmm import (
     HMMParams,
     HMMStats,
     hmm,
+    known_states,
     pad_sequences,
 )
 from jaxem.models.kmeans import KMeansModel, KMeansParams, KMeansStats, kmeans
@@ -48,6 +49,7 @@ __all__ = [
     "HMMStats",
     "hmm",
     "pad_sequences",
+    "known_states",
     "KMeansModel",
     "KMeansParams",
     "KMeansStats",

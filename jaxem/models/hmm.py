@@ -2,7 +2,9 @@
 
 The data unit is a sequence. Data is the pytree ``(observations, mask)`` with
 ``observations`` of shape ``(S, T_max, ...)`` and ``mask`` ``(S, T_max)`` (1 on valid
-steps, 0 on the padding that ends shorter sequences; see :func:`pad_sequences`).
+steps, 0 on the padding that ends shorter sequences; see :func:`pad_sequences`), or
+``(observations, mask, log_prior)`` with per-step log prior weights over the states
+``(S, T_max, K)`` (states known at some steps; see :class:`HMM`).
 The engine chunks over sequences and sample weights are per sequence.
 
 The E-step computes the emission log-densities of a whole chunk at once (the
@@ -40,6 +42,7 @@ __all__ = [
     "HMMHyper",
     "hmm",
     "pad_sequences",
+    "known_states",
     "ALGORITHMS",
     "INIT_TRANSITIONS",
 ]
@@ -158,6 +161,15 @@ class HMM(Model):
 
     Notes
     -----
+    States known at some time steps (semi-supervised HMMs): pass the data as
+    ``(observations, mask, log_prior)`` with ``log_prior`` ``(S, T_max, K)`` a log
+    weight of every state at every step, added to the emission log-densities in
+    forward-backward and Viterbi. A known state is 0 there and ``-inf`` elsewhere
+    (the posteriors keep it with probability one), an unknown step 0 everywhere;
+    :func:`known_states` builds it from state indices (-1 unknown). The monitored
+    log-likelihood is then ``log Σ_z Π_t q_t(z_t) p(x, z)``: that of the
+    observations and the known states.
+
     Convergence follows hmmlearn's ``ConvergenceMonitor``: a restart stops when the
     log-likelihood *increase* is below ``tol`` (a decrease also stops it). The engine
     tracks the mean log-likelihood per unit of sequence weight, so to reproduce
@@ -182,6 +194,16 @@ class HMM(Model):
     >>> states, log_prob = model.decode(result.params, obs, mask)
     >>> states.shape
     (2, 70)
+
+    The first step of each sequence known to be in state 1:
+
+    >>> labels = np.full(obs.shape[:2], -1)
+    >>> labels[:, 0] = 1
+    >>> known = (jnp.asarray(obs), jnp.asarray(mask), jaxem.known_states(labels, 2))
+    >>> posterior = model.posteriors(result.params, *known)
+    >>> print(np.asarray(posterior.smoothed[:, 0]).round(3))
+    [[0. 1.]
+     [0. 1.]]
     """
 
     family: Family
@@ -228,7 +250,7 @@ class HMM(Model):
         """The E-step; with ``keys`` (one per sequence) and ``assignment="stochastic"``,
         the counts of one path per sequence drawn from the posterior."""
         if self.assignment == "hard":
-            log_emission, valid, frames = self._log_emissions(params, *data)
+            log_emission, valid, frames = self._log_emissions(params, *_unpacked(data))
             paths, log_likelihood = jax.vmap(self._decoder(), in_axes=(None, None, 0, 0))(
                 _log(params.startprob), _log(params.transmat), log_emission, valid
             )
@@ -339,7 +361,7 @@ class HMM(Model):
         )
 
     def init(self, key, chunks: Chunks, hyper) -> HMMParams:
-        obs, mask = chunks.x
+        obs, mask, _ = _unpacked(chunks.x)
         n_states = self.n_states
         dtype = chunks.weights.dtype
         # The frames of each chunk of sequences, as a chunk of rows (padding steps get
@@ -400,19 +422,23 @@ class HMM(Model):
         )
 
     # -- derived quantities ------------------------------------------------------------------
-    def log_emissions(self, params: HMMParams, observations, mask=None):
-        """``(S, T, K)`` emission log-densities, one matrix product for all frames."""
-        return self._log_emissions(params, observations, mask)[0]
+    def log_emissions(self, params: HMMParams, observations, mask=None, log_prior=None):
+        """``(S, T, K)`` emission log-densities, one matrix product for all frames
+        (plus ``log_prior`` ``(S, T, K)``, states known at some steps, if given)."""
+        return self._log_emissions(params, observations, mask, log_prior)[0]
 
-    def posteriors(self, params: HMMParams, observations, mask=None):
-        """:class:`~jaxem.models.hmm_inference.HMMPosterior` of every sequence (leading ``S``)."""
+    def posteriors(self, params: HMMParams, observations, mask=None, log_prior=None):
+        """:class:`~jaxem.models.hmm_inference.HMMPosterior` of every sequence (leading
+        ``S``); ``log_prior`` ``(S, T, K)``: states known at some steps."""
         if mask is None:
             mask = jnp.ones(observations.shape[:2], jnp.float32)
-        return self._posteriors(params, (observations, mask))[0]
+        data = (observations, mask) if log_prior is None else (observations, mask, log_prior)
+        return self._posteriors(params, data)[0]
 
-    def decode(self, params: HMMParams, observations, mask=None):
-        """Viterbi paths ``(S, T)`` (0 on padding) and their log-probabilities ``(S,)``."""
-        log_emission, valid, _ = self._log_emissions(params, observations, mask)
+    def decode(self, params: HMMParams, observations, mask=None, log_prior=None):
+        """Viterbi paths ``(S, T)`` (0 on padding) and their log-probabilities ``(S,)``;
+        ``log_prior`` ``(S, T, K)``: states known at some steps."""
+        log_emission, valid, _ = self._log_emissions(params, observations, mask, log_prior)
         return jax.vmap(self._decoder(), in_axes=(None, None, 0, 0))(
             _log(params.startprob), _log(params.transmat), log_emission, valid
         )
@@ -437,7 +463,7 @@ class HMM(Model):
             return hmm_inference.parallel_viterbi
         return hmm_inference.viterbi
 
-    def _log_emissions(self, params, observations, mask):
+    def _log_emissions(self, params, observations, mask, log_prior=None):
         n_sequences, n_steps = observations.shape[:2]
         if mask is None:
             valid = jnp.ones((n_sequences, n_steps), bool)
@@ -452,11 +478,12 @@ class HMM(Model):
         log_emission = jnp.where(frame_valid[:, None], log_emission, 0)
         dtype = params.transmat.dtype
         log_emission = log_emission.astype(dtype).reshape(n_sequences, n_steps, self.n_states)
+        if log_prior is not None:  # states known at some steps; padding may hold anything
+            log_emission = log_emission + jnp.where(valid[..., None], log_prior.astype(dtype), 0)
         return log_emission, valid, frames
 
     def _posteriors(self, params, data):
-        observations, mask = data
-        log_emission, valid, frames = self._log_emissions(params, observations, mask)
+        log_emission, valid, frames = self._log_emissions(params, *_unpacked(data))
         smoother = {
             "scaled": hmm_inference.scaled_forward_backward,
             "scan": hmm_inference.forward_backward,
@@ -471,6 +498,57 @@ class HMM(Model):
             log_likelihood = jnp.where(underflow, -jnp.inf, posterior.log_likelihood)
             posterior = posterior._replace(log_likelihood=log_likelihood)
         return posterior, frames, valid
+
+
+def _unpacked(data):
+    """``(observations, mask, log_prior or None)`` of the data pytree."""
+    return tuple(data) if len(data) == 3 else (*data, None)
+
+
+def known_states(states, n_states: int, dtype=np.float32) -> np.ndarray:
+    """Log prior weights over the states from state indices known at some steps.
+
+    Parameters
+    ----------
+    states : int array of any shape (``(S, T_max)`` for padded sequences)
+        The state at every step, or -1 where it is unknown.
+    n_states : int
+    dtype : floating dtype of the result.
+
+    Returns
+    -------
+    log_prior : numpy array of shape ``states.shape + (n_states,)``: 0 at a known
+        state and ``-inf`` at the others; 0 everywhere at an unknown step. The third
+        leaf of the HMM's data ``(observations, mask, log_prior)``.
+
+    Raises
+    ------
+    ValueError
+        If a state is not an integer in ``[-1, n_states)``.
+
+    Examples
+    --------
+    >>> known_states([[1, -1]], 2)
+    array([[[-inf,   0.],
+            [  0.,   0.]]], dtype=float32)
+    """
+    raw = np.asarray(states)
+    if raw.dtype.kind not in "iuf" or (
+        raw.dtype.kind == "f" and not np.all(np.isfinite(raw) & (raw == np.round(raw)))
+    ):
+        raise ValueError(
+            f"Known states must be integer state indices (-1 where unknown), got dtype "
+            f"{raw.dtype}" + (" with non-integer values." if raw.dtype.kind == "f" else ".")
+        )
+    labels = raw.astype(np.int64)
+    outside = (labels < -1) | (labels >= n_states)
+    if np.any(outside):
+        raise ValueError(
+            f"Known states must lie in [-1, {n_states}) (a state index below n_states="
+            f"{n_states}, or -1 where unknown); got {labels[outside].flat[0]}."
+        )
+    log_prior = np.where(np.arange(n_states) == labels[..., None], 0.0, -np.inf)
+    return np.where(labels[..., None] < 0, 0.0, log_prior).astype(dtype)
 
 
 #: log of the smallest positive float64 (a subnormal): below it exp() underflows to 0.

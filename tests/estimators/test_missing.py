@@ -346,6 +346,6 @@ def test_family_check_data_messages():
     family = jaxem.gaussian("diag", missing=True)
     with pytest.raises(ValueError, match="only NaN marks a missing entry"):
         family.check_data(np.array([[np.inf, 1.0]]))
-    with pytest.raises(ValueError, match=re.escape("Row 1 has no observed entry (all NaN; 1")):
+    with pytest.raises(ValueError, match=re.escape("Row 1 has no observed entry (all missing; 1")):
         family.check_data(np.array([[0.0, 1.0], [np.nan, np.nan]]))
     jaxem.gaussian("diag").check_data(np.array([[np.inf, 1.0]]))  # not its concern
