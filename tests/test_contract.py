@@ -34,6 +34,8 @@ FAMILIES = {
     "gaussian_mixture": lambda: jaxem.gmm(2, "diag"),
     # NaN entries missing at random (exact EM on the observed data).
     "gaussian-missing": lambda: jaxem.gaussian("full", missing=True),
+    # Covariances W Wᵀ + Ψ of rank 2 plus diagonal (mixtures of factor analysers).
+    "gaussian-lowrank": lambda: jaxem.low_rank_gaussian(2),
 }
 
 
