@@ -320,6 +320,12 @@ class LowRankGaussian(Family):
 
     # -- conveniences (not part of the contract) -------------------------------------------
     @staticmethod
+    def layout_shape(n_components: int, n_features: int) -> tuple[int, ...]:
+        """Shape of ``covariances``, ``precisions`` and ``precisions_cholesky`` in
+        :meth:`to_layout`: scikit-learn's 'full' layout ``(K, D, D)``."""
+        return (n_components, n_features, n_features)
+
+    @staticmethod
     def covariances(params: LowRankGaussianParams):
         """``(K, D, D)`` covariances ``W Wᵀ + Ψ`` (numpy; for display and layouts)."""
         loadings = np.asarray(params.loadings)
