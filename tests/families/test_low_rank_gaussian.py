@@ -220,3 +220,22 @@ def test_rank_at_least_the_features_is_refused():
     for rank in (3, 4):
         with pytest.raises(ValueError, match="must be < n_features=3"):
             jaxem.low_rank_gaussian(rank).check_data(x)
+
+
+@pytest.mark.parametrize("isotropic", [False, True])
+def test_unconstrained_form_round_trips_and_stays_valid(isotropic, x64):
+    """SQUAREM extrapolates in the free form: any affine combination maps back to
+    positive noise variances (equal per component when isotropic)."""
+    family = jaxem.low_rank_gaussian(Q, isotropic=isotropic)
+    params = _params(np.random.default_rng(7), isotropic=isotropic)
+    back = family.constrain(family.unconstrain(params))
+    for got, want in zip(back, params):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    other = family.unconstrain(jax.tree.map(lambda leaf: leaf * 1.3, params))
+    far = family.constrain(
+        jax.tree.map(lambda a, b: a + 7.0 * (b - a), family.unconstrain(params), other)
+    )
+    noise = np.asarray(far.noise_variances)
+    assert np.all(noise > 0) and np.all(np.isfinite(noise))
+    if isotropic:
+        np.testing.assert_allclose(noise, noise[:, :1] * np.ones((1, D)), rtol=1e-12)
