@@ -366,7 +366,8 @@ class LowRankGaussian(Family):
         )
         latent = jnp.einsum("nkq,kqp->nkp", whitened, inverse)  # L⁻ᵀ L⁻¹ Wᵀ Ψ⁻¹ d
         offsets = x[:, None, :] - means[None]
-        quadratic = jnp.einsum("nkd,kd->nk", offsets * offsets, precision) - jnp.sum(
+        # A reduction, not a product: it fuses with the offsets, never stored (n, K, D).
+        quadratic = jnp.sum(offsets * offsets * precision, axis=-1) - jnp.sum(
             whitened * whitened, axis=-1
         )
         log_det = jnp.sum(jnp.log(noise), axis=-1) + 2 * ops.log_det_from_cholesky(factor)
