@@ -239,3 +239,28 @@ def test_unconstrained_form_round_trips_and_stays_valid(isotropic, x64):
     assert np.all(noise > 0) and np.all(np.isfinite(noise))
     if isotropic:
         np.testing.assert_allclose(noise, noise[:, :1] * np.ones((1, D)), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "update, fixed", [("stm", ("loadings", "noise_variances")), ("stc", ("means",))]
+)
+def test_hmm_conditional_m_steps_keep_the_fixed_part_and_never_decrease(update, fixed, x64):
+    """An HMM updating only the means (or only W and Ψ) runs ECM's conditional M-steps
+    about the E-step's parameters (keep_fixed): the fixed leaves stay as they started
+    and the log-likelihood still never decreases."""
+    from jaxem import engine
+
+    x = _data(n=150, seed=8)
+    obs, mask = jaxem.pad_sequences(x, [60, 50, 40], dtype=np.float64)
+    data = (jnp.asarray(obs), jnp.asarray(mask))
+    model = jaxem.hmm(jaxem.low_rank_gaussian(Q), K, update=update)
+    init = engine.initialise(model, data, key=jax.random.key(0), n_restarts=1)
+    result = jaxem.fit(model, data, key=jax.random.key(0), init_params=init, tol=0, max_iter=25)
+    values = np.asarray(result.restarts.trace)[0]
+    values = values[np.isfinite(values)]
+    assert values.size == 25
+    assert np.all(np.diff(values) >= -1e-12 * np.abs(values).max()), np.diff(values)
+    assert values[-1] > values[0] + 1e-3  # the free part did move
+    start, end = init.emissions, result.params.emissions
+    for name in fixed:
+        np.testing.assert_array_equal(getattr(end, name), getattr(start, name)[0])
