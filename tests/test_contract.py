@@ -36,6 +36,8 @@ FAMILIES = {
     "gaussian-missing": lambda: jaxem.gaussian("full", missing=True),
     # NaN entries missing in a categorical family: skipped (zero one-hot features).
     "categorical-missing": lambda: jaxem.categorical(4, missing=True),
+    # Covariances W Wᵀ + Ψ of rank 2 plus diagonal (mixtures of factor analysers).
+    "gaussian-lowrank": lambda: jaxem.low_rank_gaussian(2),
 }
 
 

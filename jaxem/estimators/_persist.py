@@ -116,6 +116,8 @@ _SHAPES = {
     "components_": ("K", "D"),
     "exp_dirichlet_component_": ("K", "D"),
     "noise_variance_": "noise",
+    "noise_variances_": ("K", "D"),
+    "loadings_": "own",
     "coef_": ("K", "D"),
     "intercept_": ("K",),
     "variances_": ("K",),

@@ -31,9 +31,14 @@ from jaxem.estimators._mixture import (
     MixtureEstimator,
 )
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian, GaussianParams, gaussian
+from jaxem.families.low_rank_gaussian import LowRankGaussian, check_rank, low_rank_gaussian
 from jaxem.models.mixture import MixtureParams
 
 __all__ = ["GaussianMixture"]
+
+#: The jaxem extension's covariance type: ``W Wᵀ + Ψ`` of rank ``covariance_rank`` plus
+#: diagonal (mixtures of factor analysers).
+LOW_RANK = "lowrank"
 
 #: What a ``prior`` dict may set (the rest is mclust's default).
 _PRIOR_KEYS = ("shrinkage", "mean", "degrees_of_freedom", "scale")
@@ -51,10 +56,19 @@ class GaussianMixture(MixtureEstimator):
     ----------
     n_components : int, default=1
         The number of mixture components.
-    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
+    covariance_type : {'full', 'tied', 'diag', 'spherical', 'lowrank'}, default='full'
         Each component has its own general covariance matrix ('full'), all share
         one ('tied'), each has its own diagonal ('diag') or single variance
-        ('spherical').
+        ('spherical'). jaxem extension: 'lowrank' gives each component a covariance
+        ``W_k W_kᵀ + Ψ_k`` with ``W_k`` of ``covariance_rank`` columns and ``Ψ_k``
+        diagonal (a mixture of factor analysers, Ghahramani and Hinton 1996; see
+        :class:`jaxem.LowRankGaussian`): an E-step costs O(n K D q) instead of
+        'full''s O(n K D²). Not with ``*_init``, ``prior``, ``missing='em'`` or
+        :meth:`partial_fit`.
+    covariance_rank : int or None, default=None
+        jaxem extension: the rank ``q`` of 'lowrank' covariances, ``1 <= q <
+        n_features``; required with 'lowrank', refused (ValueError) with any other
+        covariance type.
     tol : float, default=1e-3
         EM stops when the change of the mean per-sample log-likelihood is below
         ``tol``.
@@ -159,7 +173,13 @@ default='kmeans'
     weights_ : ndarray of shape (n_components,)
     means_ : ndarray of shape (n_components, n_features)
     covariances_ : ndarray
-        Shaped as ``precisions_init`` above.
+        Shaped as ``precisions_init`` above; ``(n_components, n_features,
+        n_features)`` for 'lowrank' (``W Wᵀ + Ψ``, formed once after the fit, as are
+        ``precisions_`` and ``precisions_cholesky_``, also in the 'full' layout).
+    loadings_ : ndarray of shape (n_components, n_features, covariance_rank)
+        'lowrank' only: the loadings ``W_k`` (up to a rotation of the latent space).
+    noise_variances_ : ndarray of shape (n_components, n_features)
+        'lowrank' only: the diagonals of ``Ψ_k``.
     precisions_ : ndarray
         Inverse of ``covariances_``, same shape.
     precisions_cholesky_ : ndarray
@@ -231,7 +251,8 @@ default='kmeans'
 
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, 1, None, closed="left")],
-        "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
+        "covariance_type": [StrOptions({*COVARIANCE_TYPES, LOW_RANK})],
+        "covariance_rank": [Interval(Integral, 1, None, closed="left"), None],
         "tol": [Interval(Real, 0.0, None, closed="left")],
         "reg_covar": [Interval(Real, 0.0, None, closed="left")],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
@@ -258,6 +279,7 @@ default='kmeans'
         n_components=1,
         *,
         covariance_type="full",
+        covariance_rank=None,
         tol=1e-3,
         reg_covar=1e-6,
         max_iter=100,
@@ -281,6 +303,7 @@ default='kmeans'
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
+        self.covariance_rank = covariance_rank
         self.tol = tol
         self.reg_covar = reg_covar
         self.max_iter = max_iter
@@ -336,6 +359,12 @@ default='kmeans'
         self : GaussianMixture
         """
         self._refuse_online_acceleration()
+        if self._low_rank():
+            raise ValueError(
+                "partial_fit (online EM) does not support covariance_type='lowrank': its "
+                "statistics are about the E-step's parameters. Use fit, or another "
+                "covariance_type."
+            )
         if self.prior is not None or float(self.weights_prior) != 1.0:
             raise ValueError(
                 "partial_fit runs maximum-likelihood online EM; MAP priors (prior, "
@@ -403,6 +432,11 @@ default='kmeans'
         model = super()._with_priors(model, X, offset)
         if self.prior is None:
             return model
+        if self._low_rank():
+            raise ValueError(
+                "prior (a conjugate prior on the covariances) is not available with "
+                "covariance_type='lowrank'. Set prior=None (reg_covar still regularises)."
+            )
         family = self._family()
         settings = {} if self.prior == "mclust" else dict(self.prior)
         unknown = set(settings) - set(_PRIOR_KEYS)
@@ -423,6 +457,15 @@ default='kmeans'
 
     def _start(self, model, X, x, key, offset, dtype):
         """The user's ``*_init`` parameters where given (warm start first)."""
+        if self._low_rank() and any(
+            value is not None
+            for value in (self.weights_init, self.means_init, self.precisions_init)
+        ):
+            raise ValueError(
+                "weights_init, means_init and precisions_init are not available with "
+                "covariance_type='lowrank' (its components start from init_params). Set "
+                "them to None, or use warm_start to continue a previous fit."
+            )
         user_init = self._check_initial_parameters(X.shape[1])
         warm = bool(self.warm_start) and hasattr(self, "converged_")
         if warm or all(value is None for value in user_init.values()):
@@ -440,8 +483,31 @@ default='kmeans'
     def _failed_fit_message(self, dtype, failure) -> str:
         return _failed_fit_message(dtype, failure)
 
-    def _family(self) -> Gaussian:
+    def _low_rank(self) -> bool:
+        return self.covariance_type == LOW_RANK
+
+    def _family(self) -> Gaussian | LowRankGaussian:
         """The component family: everything about the covariance layout lives there."""
+        if not self._low_rank():
+            if self.covariance_rank is not None:
+                raise ValueError(
+                    f"covariance_rank={self.covariance_rank!r} is only for "
+                    f"covariance_type='lowrank', not {self.covariance_type!r}. Set "
+                    "covariance_rank=None, or covariance_type='lowrank'."
+                )
+        else:
+            if self.covariance_rank is None:
+                raise ValueError(
+                    "covariance_type='lowrank' needs covariance_rank, the rank q of the "
+                    "loadings (1 <= q < n_features), e.g. covariance_rank=16."
+                )
+            check_rank(self.covariance_rank)
+            if self.missing == "em":
+                raise ValueError(
+                    "missing='em' is not available with covariance_type='lowrank'. Use "
+                    "another covariance_type or impute the missing entries first."
+                )
+            return low_rank_gaussian(int(self.covariance_rank), reg_covar=float(self.reg_covar))
         # The exact forms: scikit-learn's digits on offset data and narrow components.
         return gaussian(
             self.covariance_type, float(self.reg_covar), exact=True, missing=self._accepts_missing()
@@ -487,6 +553,8 @@ default='kmeans'
         return np.where(np.isnan(X), filled, X).astype(X.dtype, copy=False)
 
     def _fitted_params(self, offset, dtype):
+        if self._low_rank():
+            return super()._fitted_params(offset, dtype)
         return self._params_from_attributes(self.weights_, self.means_, offset, dtype)
 
     # -- initial parameters ----------------------------------------------------------------
@@ -505,6 +573,16 @@ default='kmeans'
         return checked
 
     def _check_warm_start(self, n_features):
+        if self._low_rank():
+            super()._check_warm_start(n_features)
+            loadings = np.shape(getattr(self, "loadings_", ()))
+            if loadings[1:] != (n_features, int(self.covariance_rank)):
+                raise ValueError(
+                    "warm_start=True continues the previous fit, whose loadings_ have "
+                    f"shape {loadings}; this fit needs rank {self.covariance_rank}. Set "
+                    "warm_start=False to start afresh."
+                )
+            return
         expected = self._family().layout_shape(int(self.n_components), n_features)
         found = np.shape(self.precisions_cholesky_)
         if np.shape(self.means_) != (int(self.n_components), n_features) or found != expected:
@@ -548,6 +626,10 @@ default='kmeans'
     # -- fitted attributes -----------------------------------------------------------------
     def _set_fitted(self, params, offset, dtype):
         """scikit-learn's attributes from the engine's parameters, computed in float64."""
+        if self._low_rank():
+            for name in ("loadings_", "noise_variances_"):
+                self.__dict__.pop(name, None)
+            return super()._set_fitted(params, offset, dtype)
         log_weights, (means, chol) = jax.tree.map(
             lambda leaf: np.asarray(leaf, np.float64), jax.device_get(params)
         )
@@ -557,8 +639,29 @@ default='kmeans'
     @_array_api.in_input_namespace
     def _sample_components(self, rng, counts):
         # scikit-learn's algorithm on the same generator: equal parameters and
-        # random_state give scikit-learn's samples.
-        return self._family().sample_numpy(rng, self.means_, self.covariances_, counts)
+        # random_state give scikit-learn's samples ('lowrank': from its full covariances).
+        family = gaussian("full") if self._low_rank() else self._family()
+        return family.sample_numpy(rng, self.means_, self.covariances_, counts)
+
+    # -- 'lowrank' attributes (the generic mixture path) -----------------------------------
+    def _set_components(self, layout: dict, offset, dtype) -> None:
+        self.means_ = (layout["means"] + offset).astype(dtype)
+        for name in ("loadings", "noise_variances", "covariances", "precisions"):
+            setattr(self, f"{name}_", layout[name].astype(dtype))
+        self.precisions_cholesky_ = layout["precisions_cholesky"].astype(dtype)
+
+    def _component_layout(self, offset) -> dict:
+        return {
+            "means": np.asarray(self.means_, np.float64) - offset,
+            "loadings": self.loadings_,
+            "noise_variances": self.noise_variances_,
+        }
+
+    def _layout_shape(self, attribute, n_components, n_features):
+        """Shapes of the 'lowrank' attributes, for loading saved estimators."""
+        if attribute == "loadings_":
+            return (n_components, n_features, int(self.covariance_rank))
+        return None
 
 
 def set_gaussian_attributes(estimator, family, means, chol, offset, dtype) -> None:

@@ -25,6 +25,14 @@ from jaxem.families.gaussian import (
     gaussian,
 )
 from jaxem.families.gaussian_mixture import GMM, GMMHyper, GMMParams, gmm
+from jaxem.families.low_rank_gaussian import (
+    LowRankGaussian,
+    LowRankGaussianHyper,
+    LowRankGaussianInitStats,
+    LowRankGaussianParams,
+    LowRankGaussianStats,
+    low_rank_gaussian,
+)
 from jaxem.families.multinomial import (
     Multinomial,
     MultinomialHyper,
@@ -76,6 +84,12 @@ __all__ = [
     "StudentTStats",
     "StudentTHyper",
     "student_t",
+    "LowRankGaussian",
+    "LowRankGaussianParams",
+    "LowRankGaussianStats",
+    "LowRankGaussianInitStats",
+    "LowRankGaussianHyper",
+    "low_rank_gaussian",
     "Multinomial",
     "MultinomialParams",
     "MultinomialHyper",
