@@ -17,6 +17,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from jaxem.estimators._base import ACCELERATE_CONSTRAINT, ACCELERATE_PARAMETER
 from jaxem.estimators._mixture import (
     ASSIGNMENT_CONSTRAINT,
     PRIOR_CONSTRAINTS,
@@ -43,6 +44,7 @@ _COMMON_CONSTRAINTS: dict = {
     "verbose_interval": [Interval(Integral, 1, None, closed="left")],
     **PRIOR_CONSTRAINTS,
     "assignment": ASSIGNMENT_CONSTRAINT,
+    "accelerate": ACCELERATE_CONSTRAINT,
 }
 
 _COMMON_PARAMETERS = (
@@ -74,6 +76,8 @@ default='kmeans'
         each mode).
     """
     + PRIOR_PARAMETERS
+    + "\n    "
+    + ACCELERATE_PARAMETER
 )
 
 _COMMON_ATTRIBUTES = """weights_ : ndarray of shape (n_components,)
@@ -111,6 +115,7 @@ class _DiscreteMixture(MixtureEstimator):
         weights_prior=1.0,
         semi_supervised=False,
         assignment="soft",
+        accelerate=None,
     ):
         self.n_components = n_components
         self.tol = tol
@@ -124,6 +129,7 @@ class _DiscreteMixture(MixtureEstimator):
         self.weights_prior = weights_prior
         self.semi_supervised = semi_supervised
         self.assignment = assignment
+        self.accelerate = accelerate
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -228,6 +234,7 @@ class BernoulliMixture(_DiscreteMixture):
         weights_prior=1.0,
         semi_supervised=False,
         assignment="soft",
+        accelerate=None,
     ):
         super().__init__(
             n_components,
@@ -242,6 +249,7 @@ class BernoulliMixture(_DiscreteMixture):
             weights_prior=weights_prior,
             semi_supervised=semi_supervised,
             assignment=assignment,
+            accelerate=accelerate,
         )
         self.binarize = binarize
 
@@ -345,6 +353,7 @@ class CategoricalMixture(_DiscreteMixture):
         weights_prior=1.0,
         semi_supervised=False,
         assignment="soft",
+        accelerate=None,
     ):
         super().__init__(
             n_components,
@@ -359,6 +368,7 @@ class CategoricalMixture(_DiscreteMixture):
             weights_prior=weights_prior,
             semi_supervised=semi_supervised,
             assignment=assignment,
+            accelerate=accelerate,
         )
         self.n_categories = n_categories
 
