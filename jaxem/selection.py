@@ -366,7 +366,8 @@ def select_states(
     ----------
     estimator : an unfitted (or fitted) jaxem HMM estimator
         The settings of every fit (``n_init``, ``n_iter``, ``tol``, ``random_state``,
-        ...); its ``n_components`` (and ``covariance_type``) are replaced.
+        ``accelerate``, ...); its ``n_components`` (and ``covariance_type``) are
+        replaced.
     X : array-like of shape (n_samples, n_features)
         All sequences concatenated, as the estimator's ``fit``.
     lengths : array-like of int, optional
