@@ -382,6 +382,7 @@ _AT_START, _AT_MIDDLE, _AT_EXTRAPOLATED = 0, 1, 2
 #: Factor by which the step-length cap grows when a step reaches it, and shrinks when a
 #: step that reached it is refused (the SQUAREM package's ``mstep``).
 _STEP_GROWTH = 4.0
+_MIN_GROWTH = 1.25
 
 
 def check_accelerate(accelerate) -> None:
@@ -414,9 +415,14 @@ class Squarem(NamedTuple):
 
     ``phase``: where this iteration's E-step is in the cycle (θ0, θ1 or θ');
     ``start``: θ0 of the cycle; ``fallback``: θ2 = M(θ1), taken when the
-    extrapolated point is refused; ``step_max``: the cap on the step length
-    ``s = -α``, which starts at 1 and grows (shrinks) by 4 when a step at the cap
-    is taken (refused), as in the SQUAREM package.
+    extrapolated point is refused; ``step``: the step length ``s = -α`` of the
+    last extrapolation; ``step_max``: the cap on ``s``, which starts at 1 and grows
+    by ``growth`` when a step at the cap is taken, as in the SQUAREM package
+    (``mstep = 4``). A refused step sets the cap to ``step / growth`` (at least 1)
+    and slows the regrowth (``growth`` to its square root, at least 1.25): with the
+    package's rule (the cap divided by 4 after a refusal at the cap only) an HMM's
+    cap went back and forth between 4 and 16 and every other extrapolation was
+    refused, each a wasted E-step.
     """
 
     phase: jax.Array
@@ -424,6 +430,7 @@ class Squarem(NamedTuple):
     fallback: Any
     step_max: jax.Array
     step: jax.Array
+    growth: jax.Array
 
 
 def _squarem_start(params, dtype) -> Squarem:
@@ -434,6 +441,7 @@ def _squarem_start(params, dtype) -> Squarem:
         fallback=params,
         step_max=jnp.ones((n_restarts,), dtype),
         step=jnp.ones((n_restarts,), dtype),
+        growth=jnp.full((n_restarts,), _STEP_GROWTH, dtype),
     )
 
 
@@ -506,8 +514,13 @@ def squarem_update(model, before: LoopState, after: LoopState, iteration, max_it
     )
     # The step cap: up after a step at the cap was taken, down after one was refused.
     at_cap = accelerator.step >= accelerator.step_max
-    step_max = jnp.where(taken & at_cap, accelerator.step_max * _STEP_GROWTH, accelerator.step_max)
-    step_max = jnp.where(refused & at_cap, jnp.maximum(step_max / _STEP_GROWTH, 1), step_max)
+    growth = accelerator.growth
+    step_max = jnp.where(taken & at_cap, accelerator.step_max * growth, accelerator.step_max)
+    # A refused length caps the next ones below it, and slows the cap's regrowth
+    # (4, 2, 1.41, ...): a cap that grows back to a refused length refuses every
+    # other cycle (each refusal wastes an E-step).
+    step_max = jnp.where(refused, jnp.maximum(accelerator.step / growth, 1), step_max)
+    growth = jnp.where(refused, jnp.maximum(jnp.sqrt(growth), _MIN_GROWTH), growth)
     going = state.status == RUNNING
     # From θ1 (E-step done) and θ2 = M(θ1): the extrapolated point.
     extrapolate = jax.vmap(functools.partial(squarem_point, model))
@@ -528,6 +541,7 @@ def squarem_update(model, before: LoopState, after: LoopState, iteration, max_it
             ),
             step_max=step_max,
             step=jnp.where(to_point, step, accelerator.step),
+            growth=growth,
         ),
     )
 

@@ -160,12 +160,14 @@ def select(
     max_iter: int = 100,
     init_params: str = "kmeans",
     random_state=None,
+    accelerate=None,
 ) -> Selection:
     """Fit Gaussian mixtures of every component count and covariance type; pick one.
 
     Equivalent to fitting ``GaussianMixture(n_components=K, covariance_type=c,
     n_init=n_init, tol=tol, reg_covar=reg_covar, max_iter=max_iter,
-    init_params=init_params, random_state=random_state)`` for every ``K`` and ``c``
+    init_params=init_params, random_state=random_state, accelerate=accelerate)`` for
+    every ``K`` and ``c``
     and scoring it on ``X``, but all counts of one covariance type, their restarts
     and their final E-steps run in one compiled program (:func:`jaxem.engine.fit_sweep`).
 
@@ -183,11 +185,12 @@ def select(
         responsibilities (Biernacki, Celeux and Govaert 2000, in BIC's lower-is-better
         sign): it penalises overlapping components. R's mclust reports the negatives
         (higher is better) and uses the hard assignments' ``log r`` for ICL.
-    n_init, tol, reg_covar, max_iter, init_params, random_state
-        As :class:`jaxem.GaussianMixture`. Every model draws its restarts from the
-        same key, so with an int ``random_state`` (or a ``RandomState``, from which
-        one seed is drawn) each row is what that model's own fit with that seed
-        gives.
+    n_init, tol, reg_covar, max_iter, init_params, random_state, accelerate
+        As :class:`jaxem.GaussianMixture` (``accelerate='squarem'``: SQUAREM in every
+        restart of every model, the same table up to the tolerance's error). Every
+        model draws its restarts from the same key, so with an int ``random_state``
+        (or a ``RandomState``, from which one seed is drawn) each row is what that
+        model's own fit with that seed gives.
 
     Returns
     -------
@@ -234,6 +237,7 @@ def select(
         n_init=n_init,
         init_params=init_params,
         random_state=random_state,
+        accelerate=accelerate,
     )
     template._validate_params()  # scikit-learn's messages for the shared parameters
     with _validation.precision(_validation.input_precision(X)):
@@ -266,6 +270,7 @@ def _select(X_in, template, counts, types, criterion) -> Selection:
             max_iter=int(template.max_iter),
             tol=tol,
             outputs=("log_prob", "entropy"),
+            accelerate=template.accelerate,
         )
         for index, n_components in enumerate(counts):
             fit = jax.tree.map(lambda leaf, i=index: leaf[i], sweep.fits)
@@ -361,7 +366,8 @@ def select_states(
     ----------
     estimator : an unfitted (or fitted) jaxem HMM estimator
         The settings of every fit (``n_init``, ``n_iter``, ``tol``, ``random_state``,
-        ...); its ``n_components`` (and ``covariance_type``) are replaced.
+        ``accelerate``, ...); its ``n_components`` (and ``covariance_type``) are
+        replaced.
     X : array-like of shape (n_samples, n_features)
         All sequences concatenated, as the estimator's ``fit``.
     lengths : array-like of int, optional

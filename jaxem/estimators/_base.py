@@ -40,7 +40,14 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from jaxem import engine
 from jaxem.estimators import _array_api, _persist, _validation
 
-__all__ = ["EMEstimator", "component_bucket", "in_input_precision", "in_fitted_precision"]
+__all__ = [
+    "ACCELERATE_CONSTRAINT",
+    "ACCELERATE_PARAMETER",
+    "EMEstimator",
+    "component_bucket",
+    "in_input_precision",
+    "in_fitted_precision",
+]
 
 #: Below this many (padded rows x padded components), component counts are padded to
 #: a bucket: compiling dominates the fit, so programs are shared across counts.
@@ -50,6 +57,12 @@ _SMALL_PROBLEM = 1 << 20
 MESH_CONSTRAINT = [None, Interval(Integral, 1, None, closed="left"), jax.sharding.Mesh]
 #: scikit-learn parameter constraint of the ``accelerate`` parameter (see :func:`jaxem.fit`).
 ACCELERATE_CONSTRAINT = [None, StrOptions({"squarem"})]
+#: Its documentation (numpydoc, indented as a class's Parameters entries).
+ACCELERATE_PARAMETER = """accelerate : None or 'squarem', default=None
+        jaxem extension: None runs plain EM; 'squarem' runs SQUAREM (Varadhan and
+        Roland 2008) in every restart: far fewer E-steps where EM crawls (overlapping
+        components), and the log-likelihood never decreases (see :func:`jaxem.fit`).
+        ``n_iter_`` then counts E-steps. Not with ``assignment='stochastic'``."""
 #: A feature whose mean exceeds this many standard deviations is centred before fitting.
 _FAR_FROM_ORIGIN = 10.0
 

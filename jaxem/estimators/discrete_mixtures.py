@@ -20,7 +20,12 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from jaxem import engine
 from jaxem.estimators import _validation
-from jaxem.estimators._base import EMEstimator, in_fitted_precision
+from jaxem.estimators._base import (
+    ACCELERATE_CONSTRAINT,
+    ACCELERATE_PARAMETER,
+    EMEstimator,
+    in_fitted_precision,
+)
 from jaxem.estimators._mixture import (
     ASSIGNMENT_CONSTRAINT,
     PRIOR_CONSTRAINTS,
@@ -48,6 +53,7 @@ _COMMON_CONSTRAINTS: dict = {
     "verbose_interval": [Interval(Integral, 1, None, closed="left")],
     **PRIOR_CONSTRAINTS,
     "assignment": ASSIGNMENT_CONSTRAINT,
+    "accelerate": ACCELERATE_CONSTRAINT,
 }
 
 _COMMON_PARAMETERS = (
@@ -79,6 +85,8 @@ default='kmeans'
         each mode).
     """
     + PRIOR_PARAMETERS
+    + "\n    "
+    + ACCELERATE_PARAMETER
 )
 
 _COMMON_ATTRIBUTES = """weights_ : ndarray of shape (n_components,)
@@ -116,6 +124,7 @@ class _DiscreteMixture(MixtureEstimator):
         weights_prior=1.0,
         semi_supervised=False,
         assignment="soft",
+        accelerate=None,
     ):
         self.n_components = n_components
         self.tol = tol
@@ -129,6 +138,7 @@ class _DiscreteMixture(MixtureEstimator):
         self.weights_prior = weights_prior
         self.semi_supervised = semi_supervised
         self.assignment = assignment
+        self.accelerate = accelerate
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -308,6 +318,7 @@ class BernoulliMixture(_MissingEntries):
         semi_supervised=False,
         assignment="soft",
         missing="error",
+        accelerate=None,
     ):
         super().__init__(
             n_components,
@@ -322,6 +333,7 @@ class BernoulliMixture(_MissingEntries):
             weights_prior=weights_prior,
             semi_supervised=semi_supervised,
             assignment=assignment,
+            accelerate=accelerate,
         )
         self.binarize = binarize
         self.missing = missing
@@ -435,6 +447,7 @@ class CategoricalMixture(_MissingEntries):
         semi_supervised=False,
         assignment="soft",
         missing="error",
+        accelerate=None,
     ):
         super().__init__(
             n_components,
@@ -449,6 +462,7 @@ class CategoricalMixture(_MissingEntries):
             weights_prior=weights_prior,
             semi_supervised=semi_supervised,
             assignment=assignment,
+            accelerate=accelerate,
         )
         self.n_categories = n_categories
         self.missing = missing

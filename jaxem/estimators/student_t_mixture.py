@@ -12,7 +12,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from jaxem.estimators._base import MESH_CONSTRAINT
+from jaxem.estimators._base import ACCELERATE_CONSTRAINT, ACCELERATE_PARAMETER, MESH_CONSTRAINT
 from jaxem.estimators._mixture import ASSIGNMENT_CONSTRAINT, PRIOR_CONSTRAINTS, MixtureEstimator
 from jaxem.families.gaussian import COVARIANCE_TYPES
 from jaxem.families.student_t import StudentT, student_t
@@ -22,7 +22,7 @@ __all__ = ["StudentTMixture"]
 
 
 class StudentTMixture(MixtureEstimator):
-    """Mixture of multivariate Student-t distributions, fitted by batched EM.
+    __doc__ = f"""Mixture of multivariate Student-t distributions, fitted by batched EM.
 
     The interface of :class:`jaxem.GaussianMixture` (same parameters where they
     apply, methods and attributes), plus per-component degrees of freedom.
@@ -31,7 +31,7 @@ class StudentTMixture(MixtureEstimator):
     ----------
     n_components : int, default=1
         The number of mixture components.
-    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
+    covariance_type : {{'full', 'tied', 'diag', 'spherical'}}, default='full'
         Layout of the scale matrices, as GaussianMixture's covariances.
     tol : float, default=1e-3
         EM stops when the change of the mean per-sample log-likelihood is below
@@ -42,7 +42,7 @@ class StudentTMixture(MixtureEstimator):
         EM iterations per initialisation. 0 returns the initial parameters.
     n_init : int, default=1
         Number of initialisations, run as batched restarts; the best is kept.
-    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, \
+    init_params : {{'kmeans', 'k-means++', 'random', 'random_from_data'}}, \
 default='kmeans'
         Initial responsibilities, as in GaussianMixture.
     dof : float, default=5.0
@@ -66,8 +66,9 @@ default='kmeans'
         :class:`jaxem.GaussianMixture`).
     semi_supervised : bool, default=False
         jaxem extension: if True, ``fit(X, y)`` uses ``y`` as labels (-1 unlabelled).
-    assignment : {'soft', 'hard', 'stochastic'}, default='soft'
+    assignment : {{'soft', 'hard', 'stochastic'}}, default='soft'
         EM, classification EM or stochastic EM, as in :class:`jaxem.GaussianMixture`.
+    {ACCELERATE_PARAMETER}
 
     Attributes
     ----------
@@ -134,6 +135,7 @@ default='kmeans'
         "mesh": MESH_CONSTRAINT,
         **PRIOR_CONSTRAINTS,
         "assignment": ASSIGNMENT_CONSTRAINT,
+        "accelerate": ACCELERATE_CONSTRAINT,
     }
 
     def __init__(
@@ -158,6 +160,7 @@ default='kmeans'
         weights_prior=1.0,
         semi_supervised=False,
         assignment="soft",
+        accelerate=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -178,6 +181,7 @@ default='kmeans'
         self.weights_prior = weights_prior
         self.semi_supervised = semi_supervised
         self.assignment = assignment
+        self.accelerate = accelerate
 
     def _family(self) -> StudentT:
         return student_t(

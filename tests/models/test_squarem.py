@@ -154,6 +154,7 @@ def test_safeguard_refuses_a_worse_extrapolated_point_and_keeps_a_better_one(x64
         fallback=params(2.0),  # θ2
         step_max=jnp.full((2,), 4.0),
         step=jnp.full((2,), 4.0),
+        growth=jnp.full((2,), 4.0),
     )
     before = start._replace(
         params=params(1.0),
@@ -178,8 +179,17 @@ def test_safeguard_refuses_a_worse_extrapolated_point_and_keeps_a_better_one(x64
     # The refused E-step neither converges nor stops the restart.
     np.testing.assert_array_equal(state.status, [_iterate.RUNNING, _iterate.RUNNING])
     np.testing.assert_array_equal(state.accelerator.phase, [0, 0])
-    # The step cap shrinks after a refused step at the cap, grows after a taken one.
+    # The step cap shrinks after a refused step at the cap, grows after a taken one;
+    # a refusal slows the cap's regrowth.
     np.testing.assert_array_equal(state.accelerator.step_max, [1.0, 16.0])
+    np.testing.assert_array_equal(state.accelerator.growth, [2.0, 4.0])
+    # A refused step below the cap caps the next ones at that step / growth.
+    below = before._replace(
+        accelerator=accelerator._replace(step=jnp.full((2,), 12.0), step_max=jnp.full((2,), 16.0))
+    )
+    state = _iterate.squarem_update(model, below, after, 5, 100)
+    np.testing.assert_array_equal(state.accelerator.step_max, [3.0, 16.0])
+    np.testing.assert_array_equal(state.accelerator.growth, [2.0, 4.0])
 
 
 def _fit_both(model, data, n_restarts=2):
