@@ -240,6 +240,13 @@ class Family(Protocol):
         """dtype the data is stored in on the device (integer symbols stay integers)."""
         return compute_dtype
 
+    def component_width(self, x: Array) -> int:
+        """Per-row, per-component size of the E-step's largest intermediate for rows
+        ``x``; a mixture multiplies it by its number of components to size the
+        engine's chunks. Default: 1 (the ``(n, K)`` log-densities)."""
+        del x
+        return 1
+
     def seeding_points(self, x: Array) -> Array:
         """Floating ``(n, P)`` points that distance-based seeding (k-means++, Lloyd)
         works on. Default: the features."""

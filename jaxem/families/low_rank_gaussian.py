@@ -171,6 +171,12 @@ class LowRankGaussian(Family):
         """Not used (the log-densities and statistics are overridden): the rows."""
         return x
 
+    def component_width(self, x) -> int:
+        """The statistics hold ``(n, K, D)`` offsets: chunks sized by ``K`` alone
+        peaked at 7 GB for 20,000 rows at ``D = 256``, ``K = 32`` and ran out of
+        24 GB at 200,000."""
+        return int(x.shape[-1])
+
     def log_base_measure(self, x):
         return jnp.full(x.shape[:1], -0.5 * x.shape[-1] * ops.LOG_2PI, x.dtype)
 

@@ -419,7 +419,7 @@ class Mixture(Model):
         return self.family.n_parameters(self.n_components, n_features) + self.n_components - 1
 
     def row_width(self, x) -> int:
-        return self.max_components
+        return self.max_components * self.family.component_width(_rows(x))
 
     # -- derived quantities ------------------------------------------------------------------
     def log_joint(self, params: MixtureParams, x):

@@ -200,6 +200,15 @@ def test_one_component_is_factor_analysis(x64):
     )
 
 
+def test_chunks_are_sized_by_the_offsets_the_statistics_hold():
+    # (n, K, D) offsets: at D = 256 and K = 32, chunks sized by K alone ran out of memory.
+    model = jaxem.mixture(jaxem.low_rank_gaussian(16), 32)
+    x = np.zeros((200_000, 256), np.float32)
+    assert model.row_width(x) == 32 * 256
+    rows = jaxem.engine.default_chunk_size(len(x), 1, model.row_width(x))
+    assert rows * 32 * 256 <= 1 << 21
+
+
 @pytest.mark.parametrize(
     "rank, error, match",
     [
