@@ -241,6 +241,10 @@ class StudentT(Family):
                 "Drop or impute the missing values."
             )
 
+    def component_width(self, x) -> int:
+        """As the Gaussian's exact forms (the same ``(n, K, D)`` offsets)."""
+        return self.gaussian.component_width(x)
+
     def features(self, x):
         return self.gaussian.features(x)
 

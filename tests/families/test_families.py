@@ -609,3 +609,43 @@ def test_map_m_step_rescues_a_singular_covariance_as_hmmlearn(x64):
     scatter = np.cov(np.asarray(x).T, bias=True)
     expected = np.linalg.inv(scatter + 1e-3 * np.eye(2))  # init_covar: hmmlearn's min_covar
     np.testing.assert_allclose(family.precisions(params)[0], expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "family, budget, min_rows",
+    [
+        # (n, K, D) offsets of the exact forms (what the estimators use) and of the
+        # elementwise missing-data forms; 16M elements (64 MB in float32) per array.
+        (jaxem.gaussian("diag", exact=True), 32 * 256, 256),
+        (jaxem.gaussian("full", exact=True), 32 * 256, 256),
+        (jaxem.gaussian("spherical", missing=True), 32 * 256, 256),
+        (jaxem.student_t("diag"), 32 * 256, 256),
+        # a D x D conditional precision per row and component: 2M elements per row
+        (jaxem.gaussian("full", missing=True), 32 * 256 * 256, 1),
+        # the (n, P) features every component shares, P = D(D+3)/2
+        (jaxem.gaussian("full"), 256 * 259 // 2, 256),
+    ],
+    ids=["diag-exact", "full-exact", "spherical-missing", "student-t", "full-missing", "full"],
+)
+def test_gaussian_chunks_are_sized_by_the_largest_e_step_temporary(family, budget, min_rows):
+    # Sized by K alone, a 'diag' mixture at D = 256, K = 32 held 6 GB of offsets per chunk.
+    model = jaxem.mixture(family, 32)
+    x = np.zeros((200_000, 256), np.float32)
+    rows = jaxem.engine.default_chunk_size(len(x), 1, model.row_width(x))
+    assert rows >= min_rows  # row blocks large enough for the products
+    assert rows * budget <= 1 << 24
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_gaussian_chunks_at_small_d_are_sized_by_the_components(covariance_type):
+    # Below D = 8 nothing changes: the (n, K) log-densities set the chunks, as before,
+    # except for the D x D conditional precisions of missing full and tied (from D = 3).
+    families = [jaxem.gaussian(covariance_type), jaxem.gaussian(covariance_type, exact=True)]
+    missing = jaxem.gaussian(covariance_type, missing=True)
+    if covariance_type in ("diag", "spherical"):
+        families.append(missing)
+    else:
+        assert jaxem.mixture(missing, 5).row_width(np.zeros((10, 2))) == 5
+        assert jaxem.mixture(missing, 5).row_width(np.zeros((10, 7))) == 5 * 49 // 8
+    for family in families:
+        assert jaxem.mixture(family, 5).row_width(np.zeros((10, 7))) == 5
