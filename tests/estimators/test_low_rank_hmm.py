@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 import jaxem
+from tests.estimators.test_persistence import _rewrite
 from tests.references import forward_backward, mfa_m_step
 
 K, D, Q = 2, 3, 1
@@ -163,6 +164,14 @@ def test_save_and_load_round_trip(data, tmp_path):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(model, name))
     assert loaded.score(data, LENGTHS) == model.score(data, LENGTHS)
     np.testing.assert_array_equal(loaded.predict(data, LENGTHS), model.predict(data, LENGTHS))
+
+    def widen(metadata, arrays):  # loadings of rank 2 in a rank-1 model
+        arrays["attributes/loadings_"] = np.ones((K, D, 2))
+        metadata["attributes"]["loadings_"]["shape"] = [K, D, 2]
+
+    _rewrite(path, widen)
+    with pytest.raises(ValueError, match=r"loadings_ has shape \(2, 3, 2\).*need \(2, 3, 1\)"):
+        jaxem.GaussianHMM.load(path)
 
 
 @pytest.mark.parametrize(
