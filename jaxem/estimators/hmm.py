@@ -957,9 +957,8 @@ class GaussianHMM(_BaseHMM):
     def _low_rank_covariances(self):
         """``W Wᵀ + Ψ`` ``(K, D, D)`` from ``loadings_`` and ``noise_variances_`` (both
         or neither must be set: AttributeError when neither is, as an unset attribute)."""
+        # A _covars_ left by a fit of another type (then set_params) is not used.
         found = [name for name in ("loadings_", "noise_variances_") if name in vars(self)]
-        if "_covars_" in vars(self) and not found:
-            raise ValueError(_LOW_RANK_COVARS)
         if not found:
             raise AttributeError("'GaussianHMM' object has no attribute 'covars_'")
         if len(found) == 1:

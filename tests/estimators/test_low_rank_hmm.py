@@ -154,6 +154,15 @@ def test_params_without_c_keep_loadings_and_noise_fixed(data):
     assert np.all(np.diff(history) >= -1e-10 * np.abs(history).max())
 
 
+def test_refit_after_another_covariance_type(data):
+    model = jaxem.GaussianHMM(K, covariance_type="diag", n_iter=2, random_state=0)
+    model.fit(data, LENGTHS).set_params(covariance_type="lowrank", covariance_rank=Q)
+    model.fit(data, LENGTHS)
+    assert model.loadings_.shape == (K, D, Q) and "_covars_" not in vars(model)
+    model.set_params(covariance_type="full", covariance_rank=None).fit(data, LENGTHS)
+    assert model.covars_.shape == (K, D, D) and "loadings_" not in vars(model)
+
+
 def test_save_and_load_round_trip(data, tmp_path):
     model = _model(n_iter=5).fit(data, LENGTHS)
     path = tmp_path / "lowrank_hmm.npz"
