@@ -179,3 +179,43 @@ def random_seed(random_state) -> int:
 def random_key(random_state) -> jax.Array:
     """A JAX PRNG key derived deterministically from ``random_state``."""
     return jax.random.key(random_seed(random_state))
+
+
+#: The jaxem extension's covariance type of GaussianMixture and GaussianHMM: ``W Wᵀ + Ψ``
+#: of rank ``covariance_rank`` plus diagonal (mixtures of factor analysers).
+LOW_RANK = "lowrank"
+
+
+def check_low_rank_options(covariance_type, covariance_rank, missing="error") -> bool:
+    """Whether ``covariance_type`` is ``'lowrank'``, after checking that
+    ``covariance_rank`` comes with it (an int >= 1) and only with it, and that
+    ``missing='em'`` does not (the low-rank family has no missing-data E-step).
+
+    Raises
+    ------
+    ValueError
+        Naming the option to change.
+    """
+    if covariance_type != LOW_RANK:
+        if covariance_rank is not None:
+            raise ValueError(
+                f"covariance_rank={covariance_rank!r} is only for "
+                f"covariance_type='lowrank', not {covariance_type!r}. Set "
+                "covariance_rank=None, or covariance_type='lowrank'."
+            )
+        return False
+    if covariance_rank is None:
+        raise ValueError(
+            "covariance_type='lowrank' needs covariance_rank, the rank q of the "
+            "loadings (1 <= q < n_features), e.g. covariance_rank=16."
+        )
+    if not isinstance(covariance_rank, (int, np.integer)) or isinstance(covariance_rank, bool):
+        raise ValueError(f"covariance_rank must be an int >= 1, got {covariance_rank!r}.")
+    if covariance_rank < 1:
+        raise ValueError(f"covariance_rank must be an int >= 1, got {covariance_rank!r}.")
+    if missing == "em":
+        raise ValueError(
+            "missing='em' is not available with covariance_type='lowrank'. Use "
+            "another covariance_type or impute the missing entries first."
+        )
+    return True

@@ -31,14 +31,12 @@ from jaxem.estimators._mixture import (
     MixtureEstimator,
 )
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian, GaussianParams, gaussian
-from jaxem.families.low_rank_gaussian import LowRankGaussian, check_rank, low_rank_gaussian
+from jaxem.families.low_rank_gaussian import LowRankGaussian, low_rank_gaussian
 from jaxem.models.mixture import MixtureParams
 
 __all__ = ["GaussianMixture"]
 
-#: The jaxem extension's covariance type: ``W Wᵀ + Ψ`` of rank ``covariance_rank`` plus
-#: diagonal (mixtures of factor analysers).
-LOW_RANK = "lowrank"
+LOW_RANK = _validation.LOW_RANK
 
 #: What a ``prior`` dict may set (the rest is mclust's default).
 _PRIOR_KEYS = ("shrinkage", "mean", "degrees_of_freedom", "scale")
@@ -488,25 +486,9 @@ default='kmeans'
 
     def _family(self) -> Gaussian | LowRankGaussian:
         """The component family: everything about the covariance layout lives there."""
-        if not self._low_rank():
-            if self.covariance_rank is not None:
-                raise ValueError(
-                    f"covariance_rank={self.covariance_rank!r} is only for "
-                    f"covariance_type='lowrank', not {self.covariance_type!r}. Set "
-                    "covariance_rank=None, or covariance_type='lowrank'."
-                )
-        else:
-            if self.covariance_rank is None:
-                raise ValueError(
-                    "covariance_type='lowrank' needs covariance_rank, the rank q of the "
-                    "loadings (1 <= q < n_features), e.g. covariance_rank=16."
-                )
-            check_rank(self.covariance_rank)
-            if self.missing == "em":
-                raise ValueError(
-                    "missing='em' is not available with covariance_type='lowrank'. Use "
-                    "another covariance_type or impute the missing entries first."
-                )
+        if _validation.check_low_rank_options(
+            self.covariance_type, self.covariance_rank, self.missing
+        ):
             return low_rank_gaussian(int(self.covariance_rank), reg_covar=float(self.reg_covar))
         # The exact forms: scikit-learn's digits on offset data and narrow components.
         return gaussian(

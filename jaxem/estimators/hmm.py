@@ -57,6 +57,12 @@ from jaxem.estimators._mixture import _row_log_prior
 from jaxem.families.categorical import Categorical
 from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian
 from jaxem.families.gaussian_mixture import GMM, hmmlearn_covariance_prior
+from jaxem.families.low_rank_gaussian import (
+    LowRankGaussian,
+    LowRankGaussianParams,
+    check_rank,
+    low_rank_gaussian,
+)
 from jaxem.families.multinomial import Multinomial
 from jaxem.families.poisson import Poisson
 from jaxem.models.hmm import HMM, HMMParams, pad_sequences
@@ -75,6 +81,12 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 IMPLEMENTATIONS = ("log", "scaling", "scan", "associative", "blocked")
+
+_LOW_RANK_COVARS = (
+    "covars_ cannot be set for covariance_type='lowrank': it is W Wᵀ + Ψ, formed from "
+    "loadings_ (n_components, n_features, covariance_rank) and noise_variances_ "
+    "(n_components, n_features). Set those two, with 'c' out of init_params."
+)
 DECODER_ALGORITHMS = ("viterbi", "map")
 
 
@@ -327,6 +339,7 @@ class _BaseHMM(EMEstimator):
         """
         self._refuse_online_acceleration()
         self._check_hyperparameters()
+        self._check_online_support()
         validate_parameter_constraints(
             {"step_decay": [Interval(Real, 0.0, 1.0, closed="right")]},
             {"step_decay": self.step_decay},
@@ -386,6 +399,9 @@ class _BaseHMM(EMEstimator):
         self.n_iter_ = int(online_next.n_steps)
         self.best_restart_ = best
         return self
+
+    def _check_online_support(self):
+        """Raise ``ValueError`` where :meth:`partial_fit` cannot run (none by default)."""
 
     def _log_initialisation_notices(self, X):
         """hmmlearn's ``_init`` notices, same messages, same order, through ``logging``.
@@ -504,11 +520,17 @@ class _BaseHMM(EMEstimator):
         if any(user(letter, name) for letter, name in letters.items()):
             mine = self._emission_params(model.family, dtype)
             values = list(emissions)
-            for index, (letter, name) in enumerate(letters.items()):
+            for letter, name in letters.items():
                 if user(letter, name):
-                    values[index] = broadcast(mine[index], values[index])
+                    for index in self._emission_fields()[letter]:
+                        values[index] = broadcast(mine[index], values[index])
             emissions = type(emissions)(*values)
         return HMMParams(startprob, transmat, emissions)
+
+    def _emission_fields(self) -> dict:
+        """Emission parameter letter -> indices of the family's parameter fields it
+        sets (by default the letters' order: one field each)."""
+        return {letter: (index,) for index, letter in enumerate(self._emission_letters)}
 
     def _set_params(self, family, params):
         self.startprob_ = np.asarray(params.startprob, np.float64)
@@ -730,15 +752,30 @@ class GaussianHMM(_BaseHMM):
     ----------
     n_components : int
         Number of states.
-    covariance_type : {"diag", "spherical", "full", "tied"}
+    covariance_type : {"diag", "spherical", "full", "tied", "lowrank"}
+        hmmlearn's four types; jaxem extension: ``"lowrank"`` gives each state a
+        covariance ``W_k W_kᵀ + Ψ_k`` with loadings ``W_k`` of ``covariance_rank``
+        columns and ``Ψ_k`` diagonal (hidden Markov factor analysers: ``O(D q)``
+        per state and step instead of ``O(D²)``). Its M-step is Ghahramani and
+        Hinton's (maximum likelihood, ``min_covar`` added to every ``Ψ_k``): the
+        means, covariance priors and ``missing='em'`` are refused with it, and
+        ``covars_prior``, ``covars_weight`` must keep their defaults (not applied).
+        The letter ``c`` covers ``loadings_`` and ``noise_variances_``: to start
+        from your own, set both (``covars_`` cannot be set; it is formed from
+        them) and leave ``c`` out of ``init_params``; leaving ``c`` out of
+        ``params`` keeps them fixed. :meth:`partial_fit` is not available with it.
+    covariance_rank : int or None, default=None
+        jaxem extension: the rank ``q`` of ``"lowrank"`` covariances, ``1 <= q <
+        n_features``; required with ``"lowrank"``, refused with any other type.
     min_covar : float
-        Added to the diagonal of the data covariance that initialises ``covars_``.
+        Added to the diagonal of the data covariance that initialises ``covars_``
+        (``"lowrank"``: added to every noise variance at every M-step).
     startprob_prior, transmat_prior : float or array
         Dirichlet concentrations of the start / transition probabilities.
     means_prior, means_weight : float or array
-        Normal prior on the means.
+        Normal prior on the means (``means_weight`` must be 0 with ``"lowrank"``).
     covars_prior, covars_weight : float or array
-        Prior on the covariances (hmmlearn's MAP M-step).
+        Prior on the covariances (hmmlearn's MAP M-step; not with ``"lowrank"``).
     algorithm : {"viterbi", "map"}
         Decoder of ``decode`` and ``predict``.
     random_state : int, RandomState or None
@@ -803,8 +840,19 @@ class GaussianHMM(_BaseHMM):
     transmat_ : (n_components, n_components)
     means_ : (n_components, n_features)
     covars_ : (n_components, n_features, n_features), full matrices as hmmlearn returns
+        (``"lowrank"``: ``W Wᵀ + Ψ``, formed from the two attributes below on access)
+    loadings_ : (n_components, n_features, covariance_rank)
+        ``"lowrank"`` only: the loadings ``W_k`` (up to a rotation of the latent space).
+    noise_variances_ : (n_components, n_features)
+        ``"lowrank"`` only: the diagonals of ``Ψ_k``.
     n_features : int
     monitor_ : :class:`ConvergenceMonitor`
+
+    Notes
+    -----
+    ``aic`` and ``bic`` count ``D q - q (q - 1) / 2`` free scalars for each state's
+    ``"lowrank"`` loadings (they are defined up to a rotation of the latent space)
+    and ``D`` for its noise variances, as ``GaussianMixture``'s ``"lowrank"``.
 
     Examples
     --------
@@ -817,6 +865,16 @@ class GaussianHMM(_BaseHMM):
     array([0., 6.])
     >>> model.predict(X[:3], [3]).shape
     (3,)
+
+    Low-rank covariances (jaxem extension), rank 1 in three features:
+
+    >>> z = rng.normal(size=(200, 1))
+    >>> X = np.where(np.arange(200)[:, None] < 100, -5, 5) + z * [1, 2, 3]
+    >>> X = X + 0.1 * rng.normal(size=X.shape)
+    >>> model = jaxem.GaussianHMM(2, covariance_type="lowrank", covariance_rank=1,
+    ...                           n_iter=20, random_state=0).fit(X)
+    >>> model.loadings_.shape, model.noise_variances_.shape, model.covars_.shape
+    ((2, 3, 1), (2, 3), (2, 3, 3))
     """
 
     _emission_letters = {"m": "means_", "c": "covars_"}
@@ -846,6 +904,7 @@ class GaussianHMM(_BaseHMM):
         assignment="soft",
         accelerate=None,
         missing="error",
+        covariance_rank=None,
     ):
         super().__init__(
             n_components=n_components,
@@ -866,6 +925,7 @@ class GaussianHMM(_BaseHMM):
             accelerate=accelerate,
         )
         self.covariance_type = covariance_type
+        self.covariance_rank = covariance_rank
         self.min_covar = min_covar
         self.means_prior = means_prior
         self.means_weight = means_weight
@@ -876,6 +936,8 @@ class GaussianHMM(_BaseHMM):
     @property
     def covars_(self):
         """Covariances as full matrices ``(n_components, n_features, n_features)``."""
+        if self._low_rank():
+            return self._low_rank_covariances()
         # Spherical variances do not carry n_features: it comes from means_ (hmmlearn's
         # fill_covars takes it from the model).
         n_features = np.shape(self.means_)[1] if hasattr(self, "means_") else None
@@ -884,8 +946,43 @@ class GaussianHMM(_BaseHMM):
     @covars_.setter
     def covars_(self, covars):
         """Covariances in hmmlearn's per-type layout: (K,) spherical, (K, D) diag,
-        (D, D) tied, (K, D, D) full."""
+        (D, D) tied, (K, D, D) full; refused for 'lowrank'."""
+        if self._low_rank():
+            raise ValueError(_LOW_RANK_COVARS)
         self._covars_ = np.array(covars, dtype=np.float64, copy=True)
+
+    def _low_rank(self) -> bool:
+        return self.covariance_type == _validation.LOW_RANK
+
+    def _low_rank_covariances(self):
+        """``W Wᵀ + Ψ`` ``(K, D, D)`` from ``loadings_`` and ``noise_variances_`` (both
+        or neither must be set: AttributeError when neither is, as an unset attribute)."""
+        # A _covars_ left by a fit of another type (then set_params) is not used.
+        found = [name for name in ("loadings_", "noise_variances_") if name in vars(self)]
+        if not found:
+            raise AttributeError("'GaussianHMM' object has no attribute 'covars_'")
+        if len(found) == 1:
+            raise ValueError(
+                f"Only {found[0]} is set: a 'lowrank' GaussianHMM starts from both "
+                "loadings_ and noise_variances_ (or neither, with 'c' in init_params)."
+            )
+        loadings, noise = self._checked_low_rank_attributes()
+        return LowRankGaussian.covariances(LowRankGaussianParams(None, loadings, noise))
+
+    def _checked_low_rank_attributes(self):
+        """``loadings_`` and ``noise_variances_`` as float64, their shapes and values
+        checked."""
+        n, q = int(self.n_components), int(self.covariance_rank)
+        loadings = np.asarray(self.loadings_, np.float64)
+        noise = np.asarray(self.noise_variances_, np.float64)
+        d = getattr(self, "n_features", None) or loadings.shape[1]
+        if loadings.shape != (n, d, q):
+            raise ValueError(f"loadings_ must have shape {(n, d, q)}, got {loadings.shape}.")
+        if noise.shape != (n, d):
+            raise ValueError(f"noise_variances_ must have shape {(n, d)}, got {noise.shape}.")
+        if not (np.all(np.isfinite(loadings)) and np.all(noise > 0) and np.all(np.isfinite(noise))):
+            raise ValueError("loadings_ must be finite and noise_variances_ finite and positive.")
+        return loadings, noise
 
     def _check_X(self, X, reset):
         missing = self._accepts_missing()
@@ -915,9 +1012,14 @@ class GaussianHMM(_BaseHMM):
         return Gaussian(covariance_type=self.covariance_type)
 
     def _family(self):
+        if _validation.check_low_rank_options(
+            self.covariance_type, self.covariance_rank, self.missing
+        ):
+            return self._low_rank_family()
         if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(
-                f"covariance_type must be one of {COVARIANCE_TYPES}, got {self.covariance_type!r}."
+                f"covariance_type must be one of {(*COVARIANCE_TYPES, _validation.LOW_RANK)}, "
+                f"got {self.covariance_type!r}."
             )
         return Gaussian(
             covariance_type=self.covariance_type,
@@ -932,6 +1034,37 @@ class GaussianHMM(_BaseHMM):
             missing=self._accepts_missing(),
         )
 
+    def _low_rank_family(self):
+        """The low-rank family, after refusing what its M-step does not do."""
+        n_features = getattr(self, "n_features", None)
+        check_rank(int(self.covariance_rank), n_features)
+        defaults = {"means_weight": 0, "covars_prior": 1e-2, "covars_weight": 1}
+        changed = [
+            name
+            for name, value in defaults.items()
+            if not np.all(np.asarray(getattr(self, name)) == value)
+        ]
+        if changed:
+            raise ValueError(
+                f"{', '.join(changed)} (priors) are not available with "
+                "covariance_type='lowrank', whose M-step is maximum likelihood with "
+                f"min_covar added to the noise variances. Leave them at {defaults}."
+            )
+        return low_rank_gaussian(int(self.covariance_rank), reg_covar=float(self.min_covar))
+
+    def _emission_fields(self):
+        if self._low_rank():  # c: the loadings and the noise variances
+            return {"m": (0,), "c": (1, 2)}
+        return super()._emission_fields()
+
+    def _check_online_support(self):
+        if self._low_rank():
+            raise ValueError(
+                "partial_fit (online EM) does not support covariance_type='lowrank': its "
+                "statistics are about the E-step's parameters. Use fit, or another "
+                "covariance_type."
+            )
+
     def _emission_params(self, family, dtype):
         n = self.n_components
         d = getattr(self, "n_features", None) or np.shape(self.means_)[1]
@@ -940,6 +1073,13 @@ class GaussianHMM(_BaseHMM):
         if means.shape != (n, d):
             raise ValueError(f"means_ must have shape ({n}, n_features), got {means.shape}.")
         means = means - self._offset(d)  # the fit works on centred rows
+        if self._low_rank():
+            if hasattr(self, "covars_"):  # both set (or the property raises)
+                loadings, noise = self._checked_low_rank_attributes()
+            else:
+                loadings = np.zeros((n, d, int(self.covariance_rank)))
+                noise = np.ones((n, d))
+            return family.from_layout(dtype, means=means, loadings=loadings, noise_variances=noise)
         if hasattr(self, "_covars_"):
             # hmmlearn's layout for the type (or its tiled spherical one), checked.
             covars = family.compact_covariances(self._covars_, n, d, name="covars_")
@@ -949,11 +1089,24 @@ class GaussianHMM(_BaseHMM):
 
     def _set_emission_attributes(self, family, emissions):
         self.means_ = np.asarray(emissions.means, np.float64) + self._offset(self.n_features)
+        if self._low_rank():
+            self.__dict__.pop("_covars_", None)
+            self.loadings_ = np.asarray(emissions.loadings, np.float64)
+            self.noise_variances_ = np.asarray(emissions.noise_variances, np.float64)
+            return
+        for name in ("loadings_", "noise_variances_"):
+            self.__dict__.pop(name, None)
         self._covars_ = np.asarray(family.covariances(emissions), np.float64)
+
+    def _layout_shape(self, attribute, n_components, n_features):
+        """Shape of ``loadings_``, for loading saved estimators."""
+        return (n_components, n_features, int(self.covariance_rank))
 
     def _n_fit_scalars_per_emission(self):
         n = int(self.n_components)
         d = getattr(self, "n_features", None) or np.shape(self.means_)[1]
+        if self._low_rank():  # loadings up to a rotation, and noise (the family's count)
+            return {"m": n * d, "c": self._low_rank_family().n_parameters(n, d) - n * d}
         covars = {
             "spherical": n,
             "diag": n * d,

@@ -17,6 +17,7 @@ import pytest
 
 import jaxem
 from jaxem import engine
+from tests.references import forward_backward
 
 N_STATES, N_SYMBOLS, N_FEATURES = 3, 4, 2
 LENGTHS = [30, 20]
@@ -64,24 +65,6 @@ def _log_emission_table(x, family_name, table):
     return out
 
 
-def _forward_backward(log_start, log_trans, log_b):
-    """Log-space forward-backward of one sequence: ``(log p, γ (T, K), Σ ξ (K, K))``."""
-    n_steps = log_b.shape[0]
-    alpha = np.zeros_like(log_b)
-    beta = np.zeros_like(log_b)
-    alpha[0] = log_start + log_b[0]
-    for t in range(1, n_steps):
-        alpha[t] = np.logaddexp.reduce(alpha[t - 1][:, None] + log_trans, axis=0) + log_b[t]
-    for t in range(n_steps - 2, -1, -1):
-        beta[t] = np.logaddexp.reduce(log_trans + log_b[t + 1] + beta[t + 1], axis=1)
-    log_p = np.logaddexp.reduce(alpha[-1])
-    gamma = np.exp(alpha + beta - log_p)
-    xi = np.zeros((N_STATES, N_STATES))
-    for t in range(n_steps - 1):
-        xi += np.exp(alpha[t][:, None] + log_trans + log_b[t + 1] + beta[t + 1] - log_p)
-    return log_p, gamma, xi
-
-
 def _family(family_name):
     if family_name == "categorical":
         return jaxem.categorical(N_SYMBOLS, missing=True)
@@ -123,7 +106,7 @@ def test_one_baum_welch_step_equals_numpy_forward_backward_with_masking(family_n
     starts = np.cumsum([0] + LENGTHS)
     total, gammas, xi_sum, first = 0.0, [], np.zeros((N_STATES, N_STATES)), 0
     for a, b in zip(starts[:-1], starts[1:]):
-        log_p, gamma, xi = _forward_backward(np.log(startprob), np.log(transmat), log_b[a:b])
+        log_p, gamma, xi = forward_backward(np.log(startprob), np.log(transmat), log_b[a:b])
         total += log_p
         gammas.append(gamma)
         xi_sum += xi
@@ -300,7 +283,7 @@ def test_categorical_hmm_with_gaps_one_step_equals_numpy(x64):
     starts = np.cumsum([0] + LENGTHS)
     first, xi_sum, gammas = 0.0, 0.0, []
     for a, b in zip(starts[:-1], starts[1:]):
-        _, gamma, xi = _forward_backward(np.log(startprob), np.log(transmat), log_b[a:b])
+        _, gamma, xi = forward_backward(np.log(startprob), np.log(transmat), log_b[a:b])
         first, xi_sum = first + gamma[0], xi_sum + xi
         gammas.append(gamma)
     gamma = np.concatenate(gammas)

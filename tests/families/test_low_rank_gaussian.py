@@ -13,6 +13,7 @@ from sklearn.decomposition import FactorAnalysis
 
 import jaxem
 from jaxem.families import log_densities
+from tests.references import mfa_m_step
 
 K, D, Q = 3, 5, 2
 
@@ -66,10 +67,9 @@ def test_float32_log_densities_are_accurate_to_float32(x64):
 
 
 def _naive_em_step(x, log_weights, means, loadings, noise, reg, isotropic):
-    """One EM step of a mixture of factor analysers, Ghahramani and Hinton's equations
-    with dense D x D covariances and z̃ = [z, 1] (joint update of W and μ)."""
-    n, d = x.shape
-    q = loadings.shape[-1]
+    """One EM step of a mixture of factor analysers: dense densities, then
+    :func:`tests.references.mfa_m_step`."""
+    n = x.shape[0]
     log_joint = (
         np.stack(
             [
@@ -85,31 +85,13 @@ def _naive_em_step(x, log_weights, means, loadings, noise, reg, isotropic):
     top = log_joint.max(1, keepdims=True)
     log_norm = top[:, 0] + np.log(np.exp(log_joint - top).sum(1))
     resp = np.exp(log_joint - log_norm[:, None])
-    new_means, new_loadings, new_noise = [], [], []
-    for k in range(K):
-        w, mu, psi = loadings[k], means[k], noise[k]
-        beta = w.T @ np.linalg.inv(w @ w.T + np.diag(psi))  # (q, D)
-        ez = (x - mu) @ beta.T  # (n, q)
-        ezz = np.eye(q) - beta @ w  # Cov[z | x]
-        r = resp[:, k]
-        ez1 = np.concatenate([ez, np.ones((n, 1))], 1)
-        second = (r[:, None] * ez1).T @ ez1
-        second[:q, :q] += r.sum() * ezz
-        cross = (r[:, None] * x).T @ ez1  # Σ r x E[z̃]ᵀ
-        tilde = cross @ np.linalg.inv(second)
-        scatter = np.sum(r[:, None] * x * x, 0) - np.sum(tilde * cross, 1)
-        psi_new = scatter / r.sum()
-        if isotropic:
-            psi_new = np.full(d, psi_new.mean())
-        new_loadings.append(tilde[:, :q])
-        new_means.append(tilde[:, q])
-        new_noise.append(psi_new + reg)
+    new_means, new_loadings, new_noise = mfa_m_step(x, resp, means, loadings, noise, reg, isotropic)
     counts = resp.sum(0)
     return (
         np.log(counts / n),
-        np.stack(new_means),
-        np.stack(new_loadings),
-        np.stack(new_noise),
+        new_means,
+        new_loadings,
+        new_noise,
         log_norm.mean(),
     )
 
