@@ -26,6 +26,7 @@ import statistics
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -202,6 +203,32 @@ def timed_runs(fn: Callable[[], Any], repeats: int = 1) -> tuple[float, list[flo
         times.append(time.perf_counter() - t0)
         LAST_OTHERS_CPU.append(others_cpu_share(snap, _cpu_snapshot()))
     return statistics.median(times), times, out
+
+
+def seconds_per_iteration(
+    fit: Callable[[int], Any], iters: int, iters_short: int, repeats: int = 1, compiles=True
+) -> tuple[float, float, Any, list[float]]:
+    """``(first call s, s per iteration, model, others' CPU shares)`` of ``fit(n_iter)``.
+
+    The time per iteration is the difference of the median fit times with ``iters`` and
+    ``iters_short`` iterations over the difference of the counts, so initialisation,
+    the final E-step and attribute computation cancel. ``compiles`` (jaxem): each
+    length is fitted once untimed first, and the first call (compile + fit) is
+    reported; False (peers): no warm-up, the first call is the first timed fit.
+    Warnings are silenced (a fixed iteration count never converges).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if compiles:
+            first, _, _ = timed_runs(lambda: fit(iters))
+        long_s, times, model = timed_runs(lambda: fit(iters), repeats=repeats)
+        first = first if compiles else times[0]
+        others = list(LAST_OTHERS_CPU)
+        if compiles:
+            fit(iters_short)  # warm-up of the short fit
+        short_s, _, _ = timed_runs(lambda: fit(iters_short), repeats=repeats)
+        others += LAST_OTHERS_CPU
+    return first, (long_s - short_s) / (iters - iters_short), model, others
 
 
 def first_call_seconds(fn: Callable[[], Any]) -> tuple[float, Any]:

@@ -27,11 +27,10 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
-import warnings
 
 import numpy as np
 
-from benchmarks._harness import LAST_OTHERS_CPU, timed_runs
+from benchmarks._harness import seconds_per_iteration
 
 
 def make_data(n_sequences: int, length: int, d: int, k: int, q: int, seed: int = 0):
@@ -57,20 +56,10 @@ def make_data(n_sequences: int, length: int, d: int, k: int, q: int, seed: int =
 
 def _time_side(make, x_train, lengths, x_test, iters, iters_short, repeats, compiles=True):
     """``(first call s, s per iteration, final train log-lik, held-out score, others' CPU)``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if compiles:
-            first, _, _ = timed_runs(lambda: make(iters).fit(x_train, lengths))
-        long_s, times, model = timed_runs(lambda: make(iters).fit(x_train, lengths), repeats)
-        first = first if compiles else times[0]
-        others = list(LAST_OTHERS_CPU)
-        if compiles:
-            make(iters_short).fit(x_train, lengths)  # warm-up of the short fit
-        short_s, _, _ = timed_runs(lambda: make(iters_short).fit(x_train, lengths), repeats)
-        others += LAST_OTHERS_CPU
-    per_iter = (long_s - short_s) / (iters - iters_short)
-    final = float(model.monitor_.history[-1])
-    return first, per_iter, final, float(model.score(x_test)), others
+    first, per_iter, model, others = seconds_per_iteration(
+        lambda it: make(it).fit(x_train, lengths), iters, iters_short, repeats, compiles
+    )
+    return first, per_iter, float(model.monitor_.history[-1]), float(model.score(x_test)), others
 
 
 def main() -> None:

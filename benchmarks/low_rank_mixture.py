@@ -33,11 +33,10 @@ from __future__ import annotations
 
 import argparse
 import platform
-import warnings
 
 import numpy as np
 
-from benchmarks._harness import LAST_OTHERS_CPU, timed_runs
+from benchmarks._harness import seconds_per_iteration
 
 
 def make_data(n: int, d: int, k: int, q: int, seed: int = 0):
@@ -62,21 +61,10 @@ def flops_lowrank_iter(n: int, k: int, d: int, q: int) -> float:
 
 
 def _time_side(make, x_train, x_test, iters, iters_short, repeats, compiles=True):
-    """``(first call s, s per iteration, held-out score, n_iter, others' CPU shares)``.
-
-    ``compiles`` False (scikit-learn): no warm-up fits, the first call is a timed one."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ConvergenceWarning: tol=0 never converges
-        if compiles:
-            first, _, _ = timed_runs(lambda: make(iters).fit(x_train))
-        long_s, times, model = timed_runs(lambda: make(iters).fit(x_train), repeats=repeats)
-        first = first if compiles else times[0]
-        others = list(LAST_OTHERS_CPU)
-        if compiles:
-            make(iters_short).fit(x_train)  # warm-up of the short fit
-        short_s, _, _ = timed_runs(lambda: make(iters_short).fit(x_train), repeats=repeats)
-        others += LAST_OTHERS_CPU
-    per_iter = (long_s - short_s) / (iters - iters_short)
+    """``(first call s, s per iteration, held-out score, n_iter, others' CPU shares)``."""
+    first, per_iter, model, others = seconds_per_iteration(
+        lambda it: make(it).fit(x_train), iters, iters_short, repeats, compiles
+    )
     return first, per_iter, float(model.score(x_test)), int(model.n_iter_), others
 
 
