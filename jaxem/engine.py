@@ -443,14 +443,18 @@ def _program(function=None, *, static=(), compiler_options=None):
     if function is None:
         return functools.partial(_program, static=static, compiler_options=compiler_options)
     compiler_options = {**_COMPILER_OPTIONS, **(compiler_options or {})}
-    jitted = jax.jit(
-        function, static_argnames=("model",) + tuple(static), compiler_options=compiler_options
-    )
-    _JITTED.append(jitted)
+    static_argnames = ("model",) + tuple(static)
+    jitted = jax.jit(function, static_argnames=static_argnames, compiler_options=compiler_options)
+    # Inside a caller's trace the program is part of the caller's, which JAX compiles
+    # with the caller's options (a nested jit may not carry its own).
+    nested = jax.jit(function, static_argnames=static_argnames)
+    _JITTED.extend((jitted, nested))
     name = function.__name__.strip("_")
 
     @functools.wraps(function)
     def run(model, *arrays, **statics):
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(arrays)):
+            return nested(model, *arrays, **statics)
         result = _program_store.call(
             name, jitted, function, model, arrays, statics, compiler_options
         )
