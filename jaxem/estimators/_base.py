@@ -143,10 +143,15 @@ class EMEstimator(BaseEstimator):
         raise NotImplementedError
 
     # -- fitting --------------------------------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self._accepts_missing()
+        return tags
+
     def _accepts_missing(self) -> bool:
-        """Whether NaN marks missing entries (opted in by a parameter); default False:
-        scikit-learn's "Input contains NaN"."""
-        return False
+        """Whether NaN marks missing entries: ``missing='em'`` on the estimators that
+        have that parameter; otherwise scikit-learn's "Input contains NaN"."""
+        return getattr(self, "missing", "error") == "em"
 
     def _validate_fit_input(self, X, ensure_min_samples: int = 1):
         """``(X, dtype, offset)``: scikit-learn's validation, the precision, the centre."""

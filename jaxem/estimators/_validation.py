@@ -29,6 +29,8 @@ import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from jaxem.families.low_rank_gaussian import check_rank
+
 __all__ = [
     "FLOAT_DTYPES",
     "x64_enabled",
@@ -195,6 +197,8 @@ def check_low_rank_options(covariance_type, covariance_rank, missing="error") ->
     ------
     ValueError
         Naming the option to change.
+    TypeError
+        If ``covariance_rank`` is not an int.
     """
     if covariance_type != LOW_RANK:
         if covariance_rank is not None:
@@ -209,10 +213,7 @@ def check_low_rank_options(covariance_type, covariance_rank, missing="error") ->
             "covariance_type='lowrank' needs covariance_rank, the rank q of the "
             "loadings (1 <= q < n_features), e.g. covariance_rank=16."
         )
-    if not isinstance(covariance_rank, (int, np.integer)) or isinstance(covariance_rank, bool):
-        raise ValueError(f"covariance_rank must be an int >= 1, got {covariance_rank!r}.")
-    if covariance_rank < 1:
-        raise ValueError(f"covariance_rank must be an int >= 1, got {covariance_rank!r}.")
+    check_rank(covariance_rank, name="covariance_rank")
     if missing == "em":
         raise ValueError(
             "missing='em' is not available with covariance_type='lowrank'. Use "

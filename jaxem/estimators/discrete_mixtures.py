@@ -164,14 +164,6 @@ class _MissingEntries(_DiscreteMixture):
         "missing": [StrOptions({"error", "em"})],
     }
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = self.missing == "em"
-        return tags
-
-    def _accepts_missing(self) -> bool:
-        return self.missing == "em"
-
     def _fill(self, resp) -> np.ndarray:
         """``(n, D)`` values for missing entries from the posteriors ``resp``."""
         raise NotImplementedError

@@ -323,14 +323,6 @@ default='kmeans'
         self.missing = missing
         self.accelerate = accelerate
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = self.missing == "em"
-        return tags
-
-    def _accepts_missing(self) -> bool:
-        return self.missing == "em"
-
     # -- fitting ---------------------------------------------------------------------------
     @in_input_precision
     @_fit_context(prefer_skip_nested_validation=True)

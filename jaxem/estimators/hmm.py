@@ -451,15 +451,6 @@ class _BaseHMM(EMEstimator):
         if getattr(self, "missing", "error") not in ("error", "em"):
             raise ValueError(f"missing must be 'error' or 'em', got {self.missing!r}.")
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = self._accepts_missing()
-        return tags
-
-    def _accepts_missing(self) -> bool:
-        """Whether NaN marks missing entries: ``missing='em'`` on the HMMs that have it."""
-        return getattr(self, "missing", "error") == "em"
-
     def _dtype(self, X):
         source = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64
         return _validation.compute_dtype(source)

@@ -451,13 +451,14 @@ class LowRankGaussian(Family):
         return LowRankGaussianInitStats(moments, a.sketch + b.sketch + update)
 
 
-def check_rank(rank, n_features: int | None = None) -> None:
+def check_rank(rank, n_features: int | None = None, *, name: str = "The covariance rank") -> None:
     """Raise ``TypeError`` / ``ValueError`` unless ``rank`` is an int with
-    ``1 <= rank < n_features``."""
+    ``1 <= rank < n_features``; ``name`` is what the messages call it (an estimator
+    names its parameter)."""
     if not isinstance(rank, (int, np.integer)) or isinstance(rank, bool):
-        raise TypeError(f"The covariance rank must be an int, got {rank!r}.")
+        raise TypeError(f"{name} must be an int >= 1, got {rank!r}.")
     if rank < 1:
-        raise ValueError(f"The covariance rank must be >= 1, got {rank}.")
+        raise ValueError(f"{name} must be an int >= 1, got {rank!r}.")
     if n_features is not None and rank >= n_features:
         raise ValueError(
             f"The covariance rank q={rank} must be < n_features={n_features}: at q >= D "

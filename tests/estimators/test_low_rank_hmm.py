@@ -188,7 +188,6 @@ def test_save_and_load_round_trip(data, tmp_path):
     [
         ({"covariance_rank": None}, "needs covariance_rank"),
         ({"covariance_rank": 0}, "covariance_rank must be an int >= 1"),
-        ({"covariance_rank": 1.5}, "covariance_rank must be an int >= 1"),
         ({"covariance_rank": D}, "must be < n_features=3"),
         ({"covariance_type": "full"}, "only for covariance_type='lowrank'"),
         ({"missing": "em"}, "missing='em' is not available"),
@@ -201,6 +200,11 @@ def test_save_and_load_round_trip(data, tmp_path):
 def test_bad_options_are_refused(data, options, match):
     with pytest.raises(ValueError, match=match):
         _model(**options).fit(data, LENGTHS)
+
+
+def test_a_rank_that_is_no_int_is_a_type_error(data):
+    with pytest.raises(TypeError, match="covariance_rank must be an int >= 1, got 1.5"):
+        _model(covariance_rank=1.5).fit(data, LENGTHS)
 
 
 def test_bad_starting_values_are_refused(data):
