@@ -202,8 +202,11 @@ def _solve_by_gmres(transpose, cotangent, tol, max_steps):
     return v, residual <= 2 * tol, jnp.asarray(max_steps, jnp.int32), residual
 
 
-#: The backward pass cuts the forward's chunks into this many.
-_BACKWARD_CHUNK_DIVISOR = 4
+#: The backward passes cut the forward's chunks into this many. On
+#: benchmarks/gradients.py (N=100k, D=K=16, full, float64) the implicit gradient's XLA
+#: memory was 728 / 646 / 599 MB at 4 / 8 / 16 against the fit's 462 MB; 8 keeps it
+#: within 1.5x the fit with chunks of at least an eighth of the fit's.
+_BACKWARD_CHUNK_DIVISOR = 8
 #: Krylov vectors kept between GMRES restarts (each a copy of the parameters). 100: on
 #: benchmarks/gradients.py (N=100k, D=K=16, full, float64) restarting every 30 steps
 #: cost about a third more products than every 100 (gradient 2.75x -> 2.34x the fit);
@@ -218,6 +221,11 @@ class _Adjoint(NamedTuple):
     solver: str
     tol: float
     max_iter: int
+
+
+def _backward_chunk(chunk_size: int) -> int:
+    """Rows per chunk of a program that is differentiated in reverse mode."""
+    return max(1, -(-chunk_size // _BACKWARD_CHUNK_DIVISOR))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
@@ -235,11 +243,10 @@ def _fixed_point_backward(model, chunk_size, adjoint, residuals, cotangent):
     fitted, status, x, weights, hyper = residuals
     # A vector-Jacobian product keeps several arrays of a chunk's E-step alive where the
     # forward keeps one or two: smaller chunks keep the backward's peak near the fit's.
-    backward_chunk = max(1, -(-chunk_size // _BACKWARD_CHUNK_DIVISOR))
     data = _FloatLeaves.of(x)
 
     def step(params, float_leaves, weights, hyper):
-        chunks = _chunks(data.merge(float_leaves), weights, backward_chunk)
+        chunks = _chunks(data.merge(float_leaves), weights, _backward_chunk(chunk_size))
         return em_step(model, params, chunks, hyper)[0]
 
     float_x = data.floats()
@@ -262,6 +269,36 @@ def _fixed_point_backward(model, chunk_size, adjoint, residuals, cotangent):
 
 
 _fixed_point.defvjp(_fixed_point_forward, _fixed_point_backward)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _log_likelihood_sum(model, chunk_size, params, x, weights, hyper):
+    """The weighted log-likelihood sum at ``params``, over chunks of ``chunk_size``
+    rows; its reverse pass runs over backward-sized chunks (below)."""
+    return em_step(model, params, _chunks(x, weights, chunk_size), hyper)[1]
+
+
+def _log_likelihood_sum_forward(model, chunk_size, params, x, weights, hyper):
+    value = _log_likelihood_sum(model, chunk_size, params, x, weights, hyper)
+    return value, (params, x, weights, hyper)
+
+
+def _log_likelihood_sum_backward(model, chunk_size, residuals, cotangent):
+    # Reverse mode keeps several arrays of a chunk's E-step alive: forward-sized chunks
+    # took 210 MB more than the adjoint at N=100k, D=K=16, full covariances.
+    params, x, weights, hyper = residuals
+    data = _FloatLeaves.of(x)
+
+    def value(params, float_leaves, weights, hyper):
+        chunks = _chunks(data.merge(float_leaves), weights, _backward_chunk(chunk_size))
+        return em_step(model, params, chunks, hyper)[1]
+
+    _, transpose = jax.vjp(value, params, data.floats(), weights, hyper)
+    params_bar, x_float_bar, weights_bar, hyper_bar = transpose(cotangent)
+    return params_bar, data.merge(x_float_bar, _zeros_like_cotangent), weights_bar, hyper_bar
+
+
+_log_likelihood_sum.defvjp(_log_likelihood_sum_forward, _log_likelihood_sum_backward)
 
 
 def fit_differentiable(
@@ -415,7 +452,7 @@ def fit_differentiable(
 
         params, _ = jax.lax.scan(one_step, start, None, length=int(max_iter))
         n_iter = jnp.asarray(max_iter, jnp.int32)
-    _, log_likelihood_sum = em_step(model, params, chunks, hyper)
+    log_likelihood_sum = _log_likelihood_sum(model, chunk_size, params, x, weights, hyper)
     return DifferentiableFit(
         params,
         log_likelihood_sum / jnp.sum(chunks.weights),
