@@ -1,6 +1,7 @@
 """Packed HMM rows (several sequences per row, ``starts`` / mask code 2) against the
 same sequences run one by one: inference, the model's E-step and ``pack_sequences``."""
 
+import dataclasses
 import itertools
 
 import jax
@@ -9,7 +10,10 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
+import jaxem
+from jaxem.families.gaussian import GaussianParams
 from jaxem.models import hmm_inference
+from jaxem.models.hmm import HMMParams
 from tests.references import forward_backward as reference_forward_backward
 
 LENGTHS = (5, 1, 7, 3)  # packed into one row of ROW_LENGTH steps, padding at the end
@@ -160,3 +164,151 @@ def test_sample_path_draws_each_packed_sequence_from_its_own_posterior(x64):
     )  # codes enumerate (z0, z1, z2, z3) in the same order
     # 20,000 draws: the standard error of each frequency is below 0.0036.
     np.testing.assert_allclose(empirical, exact, rtol=0, atol=0.02)
+
+
+# ------------------------------------------------------------------- model and packing
+
+
+def _gaussian_hmm_case(assignment, seed=3):
+    """A diagonal Gaussian HMM, its parameters and ``X`` cut into ``LENGTHS``."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(sum(LENGTHS), 2)) + 2.0 * rng.integers(0, N_STATES, sum(LENGTHS))[:, None]
+    model = jaxem.hmm(jaxem.gaussian("diag"), N_STATES, assignment=assignment)
+    transmat = rng.dirichlet(np.ones(N_STATES), size=N_STATES)
+    transmat[0, 1] = 0.0  # a forbidden transition, which no drawn path may take
+    transmat /= transmat.sum(1, keepdims=True)
+    params = HMMParams(
+        jnp.asarray(rng.dirichlet(np.ones(N_STATES))),
+        jnp.asarray(transmat),
+        GaussianParams(jnp.asarray(x[:N_STATES] + 0.3), jnp.ones((N_STATES, 2))),
+    )
+    return model, params, x
+
+
+def _e_step(model, params, observations, mask, keys=None):
+    data = (jnp.asarray(observations), jnp.asarray(mask))
+    weights = jnp.ones(mask.shape[0])
+    stats, log_likelihood = model.e_step_with_keys(
+        keys, params, data, weights, model.hyper(jnp.float64)
+    )
+    return jax.tree.map(np.asarray, stats), float(log_likelihood)
+
+
+@pytest.mark.parametrize("assignment", ["soft", "hard"])
+def test_model_statistics_packed_equal_padded(x64, assignment):
+    model, params, x = _gaussian_hmm_case(assignment)
+    padded = jaxem.pad_sequences(x, LENGTHS)
+    observations, mask, _ = jaxem.pack_sequences(x, LENGTHS)
+    assert mask.shape[0] < len(LENGTHS) and np.any(mask == 2)  # really packed
+    padded_stats, padded_ll = _e_step(model, params, *padded)
+    packed_stats, packed_ll = _e_step(model, params, observations, mask)
+    np.testing.assert_allclose(packed_ll, padded_ll, rtol=1e-12)
+    for packed, reference in zip(jax.tree.leaves(packed_stats), jax.tree.leaves(padded_stats)):
+        np.testing.assert_allclose(packed, reference, rtol=1e-10, atol=1e-10)
+    # One start per sequence, one pair per step inside a sequence.
+    np.testing.assert_allclose(packed_stats.initial.sum(), len(LENGTHS), rtol=1e-12)
+    np.testing.assert_allclose(
+        packed_stats.transitions.sum(), sum(LENGTHS) - len(LENGTHS), rtol=1e-12
+    )
+
+
+def test_model_stochastic_statistics_of_packed_rows(x64):
+    model, params, x = _gaussian_hmm_case("stochastic")
+    observations, mask, _ = jaxem.pack_sequences(x, LENGTHS)
+    keys = jax.random.split(jax.random.key(0), mask.shape[0])
+    stats, _ = _e_step(model, params, observations, mask, keys)
+    # Drawn paths: integer counts, one start per sequence, pairs only inside them,
+    # and never the forbidden transition 0 -> 1.
+    for counts in (stats.initial, stats.transitions, stats.counts):
+        np.testing.assert_array_equal(counts, np.round(counts))
+    assert stats.initial.sum() == len(LENGTHS)
+    assert stats.transitions.sum() == sum(LENGTHS) - len(LENGTHS)
+    assert stats.counts.sum() == sum(LENGTHS)
+    assert stats.transitions[0, 1] == 0
+    # Without keys the E-step is the expectation: Baum-Welch's statistics.
+    soft, _ = _e_step(dataclasses.replace(model, assignment="soft"), params, observations, mask)
+    expected, _ = _e_step(model, params, observations, mask)
+    for leaf, reference in zip(jax.tree.leaves(expected), jax.tree.leaves(soft)):
+        np.testing.assert_allclose(leaf, reference, rtol=1e-12)
+
+
+def test_model_log_prob_and_decode_of_packed_rows(x64):
+    model, params, x = _gaussian_hmm_case("soft")
+    padded_obs, padded_mask = jaxem.pad_sequences(x, LENGTHS)
+    observations, mask, (rows, cols) = jaxem.pack_sequences(x, LENGTHS)
+    np.testing.assert_allclose(
+        float(model.log_prob(params, (observations, mask)).sum()),
+        float(model.log_prob(params, (padded_obs, padded_mask)).sum()),
+        rtol=1e-12,
+    )
+    packed_states, packed_best = model.decode(params, observations, mask)
+    padded_states, padded_best = model.decode(params, padded_obs, padded_mask)
+    np.testing.assert_array_equal(
+        np.asarray(packed_states)[rows, cols], np.asarray(padded_states)[padded_mask > 0]
+    )
+    np.testing.assert_allclose(float(packed_best.sum()), float(padded_best.sum()), rtol=1e-12)
+    posterior = model.posteriors(params, observations, mask)
+    padded_posterior = model.posteriors(params, padded_obs, padded_mask)
+    np.testing.assert_allclose(
+        np.asarray(posterior.smoothed)[rows, cols],
+        np.asarray(padded_posterior.smoothed)[padded_mask > 0],
+        atol=1e-12,
+    )
+
+
+def test_model_init_weighs_packed_starts_as_steps(x64):
+    # Code 2 marks a start; init must weigh that step as 1, not 2.
+    model, _, x = _gaussian_hmm_case("soft")
+    observations, mask, _ = jaxem.pack_sequences(x, LENGTHS)
+    key = jax.random.key(0)
+    as_ones = jaxem.engine.initialise(
+        model, (jnp.asarray(observations), jnp.asarray(np.minimum(mask, 1))), key=key
+    )
+    packed = jaxem.engine.initialise(model, (jnp.asarray(observations), jnp.asarray(mask)), key=key)
+    for leaf, reference in zip(
+        jax.tree.leaves(packed.emissions), jax.tree.leaves(as_ones.emissions)
+    ):
+        np.testing.assert_allclose(np.asarray(leaf), np.asarray(reference), rtol=1e-12)
+
+
+def test_pack_sequences_layout():
+    x = np.arange(16.0)[:, None] * np.ones((1, 2))
+    observations, mask, (rows, cols) = jaxem.pack_sequences(x, LENGTHS)
+    # 4 x 7 padded slots would be 28 for 16 steps: packed into 2 rows of 8.
+    assert observations.shape == (2, 8, 2) and mask.shape == (2, 8)
+    np.testing.assert_array_equal(observations[rows, cols], x)
+    assert (mask > 0).sum() == 16 and (mask == 2).sum() == 2
+    # Every sequence is contiguous in one row, starting with 1 (row head) or 2.
+    begins = np.cumsum(LENGTHS) - np.asarray(LENGTHS)
+    for begin, length in zip(begins, LENGTHS):
+        row = rows[begin : begin + length]
+        col = cols[begin : begin + length]
+        assert np.all(row == row[0]) and np.array_equal(col, col[0] + np.arange(length))
+        assert mask[row[0], col[0]] == (1 if col[0] == 0 else 2)
+        assert np.all(mask[row[0], col[1:]] == 1)
+    # Little padding to waste: rows stay sequences, in the input's order.
+    observations, mask, (rows, cols) = jaxem.pack_sequences(np.zeros((100_000, 1)), [1000] * 100)
+    assert observations.shape == (100, 1000, 1) and mask.max() == 1
+    np.testing.assert_array_equal(rows, np.repeat(np.arange(100), 1000))
+    # The issue's case: one row of 10,500.
+    observations, mask, _ = jaxem.pack_sequences(np.zeros((10_500, 1)), [10_000] + [1] * 500)
+    assert observations.shape == (1, 10_500, 1) and (mask == 2).sum() == 500
+    # A given row length is kept.
+    observations, mask, _ = jaxem.pack_sequences(x, LENGTHS, max_length=10)
+    assert mask.shape == (2, 10) and mask.dtype == np.float64
+    assert jaxem.pack_sequences(x.astype(np.float32), LENGTHS)[1].dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("lengths", "max_length", "message"),
+    [
+        ([5, 1, 7, 2], None, "sum to 15"),
+        ([5, 0, 7, 4], None, "positive"),
+        ([5.5, 10.5], None, "integers"),
+        ([], None, "non-empty"),
+        (LENGTHS, 6, "shorter than the longest"),
+    ],
+)
+def test_pack_sequences_refuses_bad_input(lengths, max_length, message):
+    with pytest.raises(ValueError, match=message):
+        jaxem.pack_sequences(np.zeros((16, 2)), lengths, max_length=max_length)
