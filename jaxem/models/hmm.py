@@ -162,7 +162,7 @@ class HMM(Model):
         log-probability of those paths (the classification log-likelihood, which
         never decreases). ``"stochastic"``: the counts of a path drawn from the
         posterior by forward-filtering backward-sampling
-        (:func:`~jaxem.models.hmm_inference.sample_path`), one key per sequence from
+        (:func:`~jaxem.models.hmm_inference.sample_path`), one key per row from
         the engine; every restart runs ``max_iter`` iterations and the result is the
         M-step of the statistics averaged over their second half (see
         :meth:`jaxem.contract.Model.stochastic`).
@@ -180,12 +180,13 @@ class HMM(Model):
 
     Convergence follows hmmlearn's ``ConvergenceMonitor``: a restart stops when the
     log-likelihood *increase* is below ``tol`` (a decrease also stops it). The engine
-    tracks the mean log-likelihood per unit of sequence weight, so to reproduce
+    tracks the mean log-likelihood per unit of row weight, so to reproduce
     hmmlearn's ``tol`` on the total log-likelihood pass ``tol / total_weight``
-    (``tol / n_sequences`` without weights), as :class:`jaxem.GaussianHMM` does.
+    (``tol / n_rows`` without weights; a packed row's log-likelihood is the sum of
+    its sequences'), as :class:`jaxem.GaussianHMM` does.
 
-    The engine sizes its chunks of sequences by :meth:`row_width` (``T_max ×
-    n_states`` per sequence), so one E-step's memory stays bounded.
+    The engine sizes its chunks of rows by :meth:`row_width` (``T_max × n_states``
+    per row), so one E-step's memory stays bounded.
 
     Examples
     --------
@@ -255,7 +256,7 @@ class HMM(Model):
         return self.assignment == "stochastic"
 
     def e_step_with_keys(self, keys, params: HMMParams, data, weights, hyper):
-        """The E-step; with ``keys`` (one per sequence) and ``assignment="stochastic"``,
+        """The E-step; with ``keys`` (one per row) and ``assignment="stochastic"``,
         the counts of one path per sequence drawn from the posterior."""
         if self.assignment == "hard":
             log_emission, valid, starts, frames = self._log_emissions(params, *_unpacked(data))
@@ -411,7 +412,7 @@ class HMM(Model):
         return self._posteriors(params, data)[0].log_likelihood
 
     def row_width(self, data) -> int:
-        """A sequence's E-step work: ``T_max × n_states`` (sizes the engine's chunks)."""
+        """A row's E-step work: ``T_max × n_states`` (sizes the engine's chunks)."""
         return data[0].shape[1] * self.n_states
 
     def padded_rows(self, n_rows: int) -> int:
