@@ -102,6 +102,29 @@ def test_packed_row_equals_sequences_one_by_one(x64, name):
     np.testing.assert_allclose(np.exp(log_gamma), smoothed[mask], rtol=0, atol=1e-10)
 
 
+def test_packed_row_in_float32_is_accurate_to_float32():
+    # The default algorithm in float32 against the float64 references.
+    rng = np.random.default_rng(4)
+    log_initial, log_transition, log_emission = random_parameters(rng)
+    mask, starts, segments = packed_row()
+    post = hmm_inference.scaled_forward_backward(
+        *(jnp.asarray(a, jnp.float32) for a in (log_initial, log_transition, log_emission)),
+        jnp.asarray(mask),
+        starts=jnp.asarray(starts),
+    )
+    assert post.smoothed.dtype == jnp.float32
+    total, counts = 0.0, np.zeros((N_STATES, N_STATES))
+    for segment in segments:
+        log_p, gamma, xi = reference_forward_backward(
+            log_initial, log_transition, log_emission[segment]
+        )
+        total += log_p
+        counts += xi
+        np.testing.assert_allclose(np.asarray(post.smoothed)[segment], gamma, atol=2e-6)
+    np.testing.assert_allclose(float(post.log_likelihood), total, rtol=2e-6)
+    np.testing.assert_allclose(np.asarray(post.transition_counts), counts, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", sorted(DECODERS))
 def test_packed_viterbi_equals_sequences_one_by_one(x64, name):
     rng = np.random.default_rng(1)
