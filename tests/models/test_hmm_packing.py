@@ -322,6 +322,19 @@ def test_pack_sequences_layout():
     assert jaxem.pack_sequences(x.astype(np.float32), LENGTHS)[1].dtype == np.float32
 
 
+def test_pack_sequences_random_lengths():
+    rng = np.random.default_rng(5)
+    for lengths in (rng.integers(1, 40, 200), np.r_[300, rng.integers(1, 5, 300)]):
+        x = np.arange(lengths.sum(), dtype=np.float64)
+        observations, mask, (rows, cols) = jaxem.pack_sequences(x, lengths)
+        np.testing.assert_array_equal(observations[rows, cols], x)
+        # No two samples share a slot, padding is zero, and one start per sequence.
+        assert len(set(zip(rows.tolist(), cols.tolist()))) == len(x)
+        assert (mask > 0).sum() == len(x) and np.all(observations[mask == 0] == 0)
+        assert (mask == 2).sum() + mask.shape[0] == len(lengths)
+        assert mask.size <= 1.125 * lengths.sum()
+
+
 @pytest.mark.parametrize(
     ("lengths", "max_length", "message"),
     [
