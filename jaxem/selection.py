@@ -483,9 +483,8 @@ def _state_record(model, X, lengths, n_sequences, covariance_type):
     finals = np.asarray(summary.log_likelihood, np.float64)
     best = finals[model.best_restart_]
     ok = (np.asarray(summary.status) != engine.NON_FINITE) & np.isfinite(finals)
-    # The engine monitors the mean per row of packed sequences, against tol / n_rows.
-    n_rows = getattr(model, "_n_fit_rows", n_sequences)
-    margin = max(float(model.tol) / n_rows, 1e-9 * abs(best))
+    # The engine monitors the mean per sequence, against tol / n_sequences.
+    margin = max(float(model.tol) / n_sequences, 1e-9 * abs(best))
     reached = int(np.sum(ok & (finals >= best - margin)))
     return (model.n_components, covariance_type, bic, aic, np.nan, log_likelihood,
             n_parameters, reached, int(model.n_init),

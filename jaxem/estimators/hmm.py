@@ -28,8 +28,8 @@ Convergence is hmmlearn's: stop when the increase of the total log-likelihood
 (summed over sequences) is below ``tol``. Sequences are packed several to a row
 (:func:`jaxem.pack_sequences`), so very unequal lengths cost about their total
 number of steps; a packed row's log-likelihood is the sum of its sequences'. The
-engine tracks the mean per row, so the estimators hand it ``tol / n_rows`` (and
-``restarts_.log_likelihood`` is per row).
+engine tracks the mean per row, so the estimators hand it ``tol / n_rows``;
+``restarts_`` reports the mean per sequence, as without packing.
 
 Like hmmlearn, ``fit`` reports through :mod:`logging` (logger
 ``jaxem.estimators.hmm``, hmmlearn's messages) when ``init_params`` overwrites an
@@ -241,7 +241,6 @@ class _BaseHMM(EMEstimator):
         observations, mask, index = self._sequence_rows(X, lengths, dtype)
         # The engine's mean is per row: a packed row's log-likelihood sums its sequences'.
         n_rows = mask.shape[0]
-        self._n_fit_rows = n_rows
         model = self._model(self.params)
         self._log_initialisation_notices(X)
         data = (jnp.asarray(observations, self._obs_dtype(dtype)), jnp.asarray(mask))
@@ -281,6 +280,12 @@ class _BaseHMM(EMEstimator):
         self._set_params(model.family, result.params)
         trace = np.asarray(result.restarts.trace[result.best_restart], np.float64)
         history = trace[: result.n_iter] * n_rows
+        # restarts_ keeps its unit whatever the packing: the mean per sequence.
+        n_sequences = int(np.count_nonzero(mask[:, 0]) + np.count_nonzero(mask == 2))
+        self.restarts_ = self.restarts_._replace(
+            log_likelihood=self.restarts_.log_likelihood * (n_rows / n_sequences),
+            trace=self.restarts_.trace * (n_rows / n_sequences),
+        )
         # A monitor assigned before the fit (hmmlearn's tests assign their own
         # subclass of hmmlearn's) receives the history; otherwise a new one.
         monitor = vars(self).get("monitor_")
