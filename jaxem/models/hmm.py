@@ -657,11 +657,14 @@ def pack_sequences(X, lengths=None, *, max_length: int | None = None, dtype=None
     distribution: a packed row's posteriors, paths and statistics are exactly those of
     its independent sequences, and its log-likelihood their sum.
 
-    The row length ``L`` is the smallest tried (from the longest sequence up, in steps
-    of about 1/16, up to the total) whose ``rows × L`` slots are at most 1.125 times
-    the total number of steps (else the one with the fewest slots), then cut to the
-    longest packed row. So ``100 × 1,000`` steps stay 100 rows of 1,000, and
-    ``1 × 10,000 + 500 × 1`` becomes one row of 10,500.
+    A row's steps run one after another, so rows are kept at most 1/8 longer than
+    the longest sequence: the row length ``L`` is the smallest tried (from the longest
+    sequence up to 9/8 of it, in steps of about 1/64) whose ``rows × L`` slots are at
+    most 1.125 times the total number of steps, else the one with the fewest slots;
+    rows are then cut to the longest packed one. So ``100 × 1,000`` steps stay 100
+    rows of 1,000, ``1 × 10,000 + 500 × 1`` becomes one row of 10,500, and
+    ``[40, 25, 33]`` stays three rows of 40 (one row of 98 would save 18 % of the
+    slots for a path 2.5 times as long).
 
     Parameters
     ----------
@@ -712,18 +715,21 @@ def pack_sequences(X, lengths=None, *, max_length: int | None = None, dtype=None
     return _fill_rows(X, lengths, layout, dtype)
 
 
-#: pack_sequences accepts a row length whose slots exceed the steps by at most this.
+#: pack_sequences accepts a row length whose slots exceed the steps by at most this,
+#: and tries rows up to this factor longer than the longest sequence (a row's steps
+#: are sequential: on a CPU its time grows with its length more than with its rows).
 _PACKING_SLACK = 1.125
 
 
 def _packed_layout(lengths, longest):
-    """The layout of the first row length (from ``longest`` up by about 1/16) whose
-    slots are within ``_PACKING_SLACK`` of the total, else the fewest slots; rows cut
-    to the longest packed one."""
+    """The layout of the first row length (from ``longest`` up by about 1/64, to
+    ``_PACKING_SLACK`` times it) whose slots are within ``_PACKING_SLACK`` of the
+    total, else the fewest slots; rows cut to the longest packed one."""
     total = int(lengths.sum())
     n_sequences = lengths.shape[0]
     if n_sequences * longest <= _PACKING_SLACK * total:  # padding wastes little: keep it
         return np.arange(n_sequences), np.zeros(n_sequences, np.int64), n_sequences, longest
+    limit = min(total, int(np.ceil(_PACKING_SLACK * longest)))
     best = None
     candidate = longest
     while True:
@@ -732,9 +738,9 @@ def _packed_layout(lengths, longest):
         layout = (rows, offsets, n_rows, used)
         if best is None or n_rows * used < best[2] * best[3]:
             best = layout
-        if n_rows * used <= _PACKING_SLACK * total or candidate >= total:
+        if n_rows * used <= _PACKING_SLACK * total or candidate >= limit:
             return best
-        candidate = min(total, candidate + max(1, -(-longest // 16)))
+        candidate = min(limit, candidate + max(1, -(-longest // 64)))
 
 
 def _first_fit_decreasing(lengths, capacity):
