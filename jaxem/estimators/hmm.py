@@ -25,8 +25,11 @@ hmmlearn's. On a 2-core CPU a diagonal GaussianHMM ran no faster in float32
 (``benchmarks/RESULTS.md``); float32 is meant for accelerators.
 
 Convergence is hmmlearn's: stop when the increase of the total log-likelihood
-(summed over sequences) is below ``tol``. The engine tracks the mean per sequence,
-so the estimators hand it ``tol / n_sequences``.
+(summed over sequences) is below ``tol``. Sequences are packed several to a row
+(:func:`jaxem.pack_sequences`), so very unequal lengths cost about their total
+number of steps; a packed row's log-likelihood is the sum of its sequences'. The
+engine tracks the mean per row, so the estimators hand it ``tol / n_rows``;
+``restarts_`` reports the mean per sequence, as without packing.
 
 Like hmmlearn, ``fit`` reports through :mod:`logging` (logger
 ``jaxem.estimators.hmm``, hmmlearn's messages) when ``init_params`` overwrites an
@@ -65,7 +68,7 @@ from jaxem.families.low_rank_gaussian import (
 )
 from jaxem.families.multinomial import Multinomial
 from jaxem.families.poisson import Poisson
-from jaxem.models.hmm import HMM, HMMParams, pad_sequences
+from jaxem.models.hmm import HMM, HMMParams, pack_sequences, pad_sequences
 
 __all__ = [
     "GaussianHMM",
@@ -125,8 +128,12 @@ class _BaseHMM(EMEstimator):
 
     On the estimators' base for the engine call and the restarts' bookkeeping
     (``restarts_``, ``best_restart_``); the input is sequences, so validation and
-    padding are hmmlearn's (``X``, ``lengths``) and :func:`jaxem.pad_sequences`.
+    packing are hmmlearn's (``X``, ``lengths``) and :func:`jaxem.pack_sequences`.
     """
+
+    #: Pack sequences several to a row (False: one per row, padded; private, for the
+    #: tests that compare both).
+    _pack_sequences = True
 
     #: hmmlearn letter -> attribute name, for the emission parameters.
     _emission_letters: dict = {}
@@ -231,12 +238,13 @@ class _BaseHMM(EMEstimator):
         _validation.check_n_samples(X.shape[0], int(self.n_components))
         dtype = self._dtype(X)
         self._fit_offset = self._data_offset(X)
-        observations, mask = pad_sequences(self._centred_rows(X), lengths, dtype=dtype)
-        n_sequences = mask.shape[0]
+        observations, mask, index = self._sequence_rows(X, lengths, dtype)
+        # The engine's mean is per row: a packed row's log-likelihood sums its sequences'.
+        n_rows = mask.shape[0]
         model = self._model(self.params)
         self._log_initialisation_notices(X)
         data = (jnp.asarray(observations, self._obs_dtype(dtype)), jnp.asarray(mask))
-        data += self._known_steps(y, state_prior, lengths, X.shape[0], dtype)
+        data += self._known_steps(y, state_prior, index, mask.shape, X.shape[0], dtype)
         hyper = model.hyper(dtype)
         n_init = int(self.n_init)
         key = _validation.random_key(self.random_state)
@@ -250,7 +258,7 @@ class _BaseHMM(EMEstimator):
                 key=fit_key,
                 n_restarts=n_init,
                 max_iter=int(self.n_iter),
-                tol=float(self.tol) / n_sequences,
+                tol=float(self.tol) / n_rows,
                 init_params=initial,
                 hyper=hyper,
             )
@@ -271,7 +279,13 @@ class _BaseHMM(EMEstimator):
             result = fit_with(dataclasses.replace(model, algorithm="scan"))
         self._set_params(model.family, result.params)
         trace = np.asarray(result.restarts.trace[result.best_restart], np.float64)
-        history = trace[: result.n_iter] * n_sequences
+        history = trace[: result.n_iter] * n_rows
+        # restarts_ keeps its unit whatever the packing: the mean per sequence.
+        n_sequences = int(np.count_nonzero(mask[:, 0]) + np.count_nonzero(mask == 2))
+        self.restarts_ = self.restarts_._replace(
+            log_likelihood=self.restarts_.log_likelihood * (n_rows / n_sequences),
+            trace=self.restarts_.trace * (n_rows / n_sequences),
+        )
         # A monitor assigned before the fit (hmmlearn's tests assign their own
         # subclass of hmmlearn's) receives the history; otherwise a new one.
         monitor = vars(self).get("monitor_")
@@ -354,6 +368,8 @@ class _BaseHMM(EMEstimator):
             _validation.check_n_samples(X.shape[0], int(self.n_components))
             self._fit_offset = self._data_offset(X)
         dtype = self._dtype(X)
+        # Online EM keeps one sequence per row: its running statistics and step sizes
+        # are per sequence.
         observations, mask = pad_sequences(self._centred_rows(X), lengths, dtype=dtype)
         data = (jnp.asarray(observations, self._obs_dtype(dtype)), jnp.asarray(mask))
         if state is not None:
@@ -581,25 +597,38 @@ class _BaseHMM(EMEstimator):
         return -2 * log_likelihood + n_parameters * math.log(len(X))
 
     # -- inference --------------------------------------------------------------------------------
-    def _known_steps(self, y, state_prior, lengths, n_samples, dtype) -> tuple:
-        """``(log_prior,)``, the padded ``(S, T_max, K)`` log prior over the states from
-        ``y`` or ``state_prior`` (the data's third leaf), or ``()`` without either."""
+    def _sequence_rows(self, X, lengths, dtype):
+        """``(observations, mask, index)`` of the centred ``X``: sequences packed
+        (:func:`jaxem.pack_sequences`) or, with ``_pack_sequences`` off, padded one per
+        row; ``values[index]`` is per sample in the input's order."""
+        if self._pack_sequences:
+            return pack_sequences(self._centred_rows(X), lengths, dtype=dtype)
+        observations, mask = pad_sequences(self._centred_rows(X), lengths, dtype=dtype)
+        return observations, mask, np.nonzero(mask > 0)
+
+    def _known_steps(self, y, state_prior, index, shape, n_samples, dtype) -> tuple:
+        """``(log_prior,)``, the ``(rows, L, K)`` log prior over the states from ``y`` or
+        ``state_prior`` placed as the observations (``index``, ``shape`` ``(rows, L)``;
+        the data's third leaf), or ``()`` without either."""
         log_prior = _row_log_prior(
             y, state_prior, n_samples, int(self.n_components), prior_name="state_prior"
         )
         if log_prior is None:
             return ()
-        return (jnp.asarray(pad_sequences(log_prior, lengths)[0], dtype),)
+        rows = np.zeros(tuple(shape) + log_prior.shape[1:], log_prior.dtype)
+        rows[index] = log_prior
+        return (jnp.asarray(rows, dtype),)
 
     def _fitted_model_data(self, X, lengths, y=None, state_prior=None):
-        """``(model, params, data, valid)`` for evaluating the fitted HMM on ``X``."""
+        """``(model, params, data, index)`` for evaluating the fitted HMM on ``X``;
+        ``values[index]`` is per sample in the input's order."""
         _validation.check_fitted(
             self, ["startprob_", "transmat_", *self._emission_letters.values()]
         )
         self._check_shapes()
         X = self._check_X(X, reset=False)
         dtype = self._dtype(X)
-        observations, mask = pad_sequences(self._centred_rows(X), lengths, dtype=dtype)
+        observations, mask, index = self._sequence_rows(X, lengths, dtype)
         model = self._model("")
         params = HMMParams(
             jnp.asarray(self.startprob_, dtype),
@@ -608,9 +637,9 @@ class _BaseHMM(EMEstimator):
         )
         obs = jnp.asarray(observations, self._obs_dtype(dtype))
         data = (obs, jnp.asarray(mask)) + self._known_steps(
-            y, state_prior, lengths, X.shape[0], dtype
+            y, state_prior, index, mask.shape, X.shape[0], dtype
         )
-        return model, params, data, mask > 0
+        return model, params, data, index
 
     def _evaluate_sequences(self, model, params, data, output):
         """:func:`jaxem.engine.evaluate` of ``"posterior"`` or ``"log_prob"``.
@@ -631,10 +660,10 @@ class _BaseHMM(EMEstimator):
         """Total log-likelihood and the posteriors ``(n_samples, n_components)`` of the
         states; ``y`` and ``state_prior`` (jaxem extension): states known at some
         samples, as in :meth:`fit`."""
-        model, params, data, valid = self._fitted_model_data(X, lengths, y, state_prior)
+        model, params, data, index = self._fitted_model_data(X, lengths, y, state_prior)
         posterior = self._evaluate_sequences(model, params, data, "posterior")
         log_likelihood = float(np.sum(np.asarray(posterior.log_likelihood, np.float64)))
-        return log_likelihood, np.asarray(posterior.smoothed, np.float64)[valid]
+        return log_likelihood, np.asarray(posterior.smoothed, np.float64)[index]
 
     @in_input_precision
     def score(self, X, lengths=None):
@@ -665,9 +694,9 @@ class _BaseHMM(EMEstimator):
         if algorithm == "map":
             _, posteriors = self.score_samples(X, lengths, y=y, state_prior=state_prior)
             return float(posteriors.max(axis=1).sum()), posteriors.argmax(axis=1)
-        model, params, data, valid = self._fitted_model_data(X, lengths, y, state_prior)
+        model, params, data, index = self._fitted_model_data(X, lengths, y, state_prior)
         states, log_prob = engine.evaluate(model, params, data, "viterbi")
-        return float(np.sum(np.asarray(log_prob, np.float64))), np.asarray(states)[valid]
+        return float(np.sum(np.asarray(log_prob, np.float64))), np.asarray(states)[index]
 
     @in_input_precision
     def predict(self, X, lengths=None, *, y=None, state_prior=None):

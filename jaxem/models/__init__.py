@@ -7,6 +7,7 @@ from jaxem.models.hmm import (
     HMMStats,
     hmm,
     known_states,
+    pack_sequences,
     pad_sequences,
 )
 from jaxem.models.kmeans import KMeansModel, KMeansParams, KMeansStats, kmeans
@@ -48,6 +49,7 @@ __all__ = [
     "HMMParams",
     "HMMStats",
     "hmm",
+    "pack_sequences",
     "pad_sequences",
     "known_states",
     "KMeansModel",

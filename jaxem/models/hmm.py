@@ -1,11 +1,18 @@
 """Hidden Markov models over any component family, fitted by Baum-Welch.
 
-The data unit is a sequence. Data is the pytree ``(observations, mask)`` with
-``observations`` of shape ``(S, T_max, ...)`` and ``mask`` ``(S, T_max)`` (1 on valid
-steps, 0 on the padding that ends shorter sequences; see :func:`pad_sequences`), or
+The data unit is a row of sequences. Data is the pytree ``(observations, mask)``
+with ``observations`` of shape ``(S, T_max, ...)`` and ``mask`` ``(S, T_max)``: 1 on
+valid steps, 0 on the padding that ends a row, and 2 on the first step of a sequence
+packed after another in the same row (see :func:`pad_sequences`, one sequence per row,
+and :func:`pack_sequences`, several sequences per row with little padding). Or
 ``(observations, mask, log_prior)`` with per-step log prior weights over the states
 ``(S, T_max, K)`` (states known at some steps; see :class:`HMM`).
-The engine chunks over sequences and sample weights are per sequence.
+The engine chunks over rows and sample weights are per row.
+
+A sequence boundary inside a row is exactly a transition matrix whose rows all equal
+the start distribution, so a packed row's posteriors, Viterbi paths and statistics are
+those of its independent sequences, and its log-likelihood is their sum
+(:mod:`jaxem.models.hmm_inference`).
 
 The E-step computes the emission log-densities of a whole chunk at once (the
 family's ``log_densities``), runs forward-backward (:mod:`jaxem.models.hmm_inference`)
@@ -42,6 +49,7 @@ __all__ = [
     "HMMHyper",
     "hmm",
     "pad_sequences",
+    "pack_sequences",
     "known_states",
     "ALGORITHMS",
     "INIT_TRANSITIONS",
@@ -154,7 +162,7 @@ class HMM(Model):
         log-probability of those paths (the classification log-likelihood, which
         never decreases). ``"stochastic"``: the counts of a path drawn from the
         posterior by forward-filtering backward-sampling
-        (:func:`~jaxem.models.hmm_inference.sample_path`), one key per sequence from
+        (:func:`~jaxem.models.hmm_inference.sample_path`), one key per row from
         the engine; every restart runs ``max_iter`` iterations and the result is the
         M-step of the statistics averaged over their second half (see
         :meth:`jaxem.contract.Model.stochastic`).
@@ -172,12 +180,13 @@ class HMM(Model):
 
     Convergence follows hmmlearn's ``ConvergenceMonitor``: a restart stops when the
     log-likelihood *increase* is below ``tol`` (a decrease also stops it). The engine
-    tracks the mean log-likelihood per unit of sequence weight, so to reproduce
+    tracks the mean log-likelihood per unit of row weight, so to reproduce
     hmmlearn's ``tol`` on the total log-likelihood pass ``tol / total_weight``
-    (``tol / n_sequences`` without weights), as :class:`jaxem.GaussianHMM` does.
+    (``tol / n_rows`` without weights; a packed row's log-likelihood is the sum of
+    its sequences'), as :class:`jaxem.GaussianHMM` does.
 
-    The engine sizes its chunks of sequences by :meth:`row_width` (``T_max ×
-    n_states`` per sequence), so one E-step's memory stays bounded.
+    The engine sizes its chunks of rows by :meth:`row_width` (``T_max × n_states``
+    per row), so one E-step's memory stays bounded.
 
     Examples
     --------
@@ -247,28 +256,34 @@ class HMM(Model):
         return self.assignment == "stochastic"
 
     def e_step_with_keys(self, keys, params: HMMParams, data, weights, hyper):
-        """The E-step; with ``keys`` (one per sequence) and ``assignment="stochastic"``,
+        """The E-step; with ``keys`` (one per row) and ``assignment="stochastic"``,
         the counts of one path per sequence drawn from the posterior."""
         if self.assignment == "hard":
-            log_emission, valid, frames = self._log_emissions(params, *_unpacked(data))
-            paths, log_likelihood = jax.vmap(self._decoder(), in_axes=(None, None, 0, 0))(
-                _log(params.startprob), _log(params.transmat), log_emission, valid
+            log_emission, valid, starts, frames = self._log_emissions(params, *_unpacked(data))
+            paths, log_likelihood = jax.vmap(self._decoder(), in_axes=(None, None, 0, 0, 0))(
+                _log(params.startprob), _log(params.transmat), log_emission, valid, starts
             )
         else:
-            posterior, frames, valid = self._posteriors(params, data)
+            posterior, frames, valid, starts = self._posteriors(params, data)
             log_likelihood = posterior.log_likelihood
         if self.assignment == "soft" or (keys is None and self.assignment == "stochastic"):
             smoothed, transition_counts = posterior.smoothed, posterior.transition_counts
         else:
             if self.assignment == "stochastic":
-                paths = jax.vmap(hmm_inference.sample_path, in_axes=(0, None, 0, 0))(
-                    keys, _log(params.transmat), posterior.log_alpha, valid
+                paths = jax.vmap(hmm_inference.sample_path, in_axes=(0, None, 0, 0, 0))(
+                    keys, _log(params.transmat), posterior.log_alpha, valid, starts
                 )
             smoothed = jax.nn.one_hot(paths, self.n_states, dtype=params.transmat.dtype)
             smoothed = smoothed * valid[..., None]
-            # Pairs (t, t + 1) of valid steps: padding trails, so step t + 1 decides.
-            transition_counts = jnp.einsum("sti,stj->sij", smoothed[:, :-1], smoothed[:, 1:])
+            # Pairs (t, t + 1) inside a sequence: padding trails, so step t + 1 decides,
+            # and a pair across a packed boundary is no transition.
+            inside = (valid[:, 1:] & ~starts[:, 1:])[..., None]
+            transition_counts = jnp.einsum(
+                "sti,stj->sij", smoothed[:, :-1], jnp.where(inside, smoothed[:, 1:], 0)
+            )
         n_sequences, n_steps = valid.shape
+        # Every sequence's first step: step 0 of a row and the packed starts.
+        first = starts | (jnp.arange(n_steps) == 0)
         # where() keeps zero-weight sequences (even NaN garbage) out of the sums.
         used = weights > 0
         smoothed = jnp.where(used[:, None, None], smoothed, 0) * weights[:, None, None]
@@ -279,7 +294,7 @@ class HMM(Model):
         gamma = jnp.where(keep[:, None], smoothed.reshape(n_sequences * n_steps, -1), 0)
         frames = jnp.where(keep.reshape((-1,) + (1,) * (frames.ndim - 1)), frames, 0)
         stats = HMMStats(
-            initial=smoothed[:, 0].sum(0),
+            initial=jnp.einsum("st,stk->k", first.astype(smoothed.dtype), smoothed),
             transitions=jnp.einsum("s,sij->ij", weights, transition_counts),
             counts=gamma.sum(0),
             emission_stats=self.family.statistics(params.emissions, frames, gamma),
@@ -371,7 +386,7 @@ class HMM(Model):
             obs.reshape((n_chunks, chunk_size * n_steps) + obs.shape[3:]).astype(
                 self.family.data_dtype(dtype)
             ),
-            (mask * chunks.weights[..., None]).reshape(n_chunks, -1).astype(dtype),
+            ((mask > 0) * chunks.weights[..., None]).reshape(n_chunks, -1).astype(dtype),
         )
         transition_key, emission_key = jax.random.split(key)
         if self.init_transitions == "uniform":
@@ -392,11 +407,12 @@ class HMM(Model):
         return HMMParams(startprob, transmat, emissions)
 
     def log_prob(self, params: HMMParams, data):
-        """Per-sequence log-likelihood ``log p(x_seq)``, shape ``(S,)``."""
+        """Per-row log-likelihood ``log p(x_row)``, shape ``(S,)`` (a packed row's is the
+        sum of its sequences')."""
         return self._posteriors(params, data)[0].log_likelihood
 
     def row_width(self, data) -> int:
-        """A sequence's E-step work: ``T_max × n_states`` (sizes the engine's chunks)."""
+        """A row's E-step work: ``T_max × n_states`` (sizes the engine's chunks)."""
         return data[0].shape[1] * self.n_states
 
     def padded_rows(self, n_rows: int) -> int:
@@ -436,11 +452,12 @@ class HMM(Model):
         return self._posteriors(params, data)[0]
 
     def decode(self, params: HMMParams, observations, mask=None, log_prior=None):
-        """Viterbi paths ``(S, T)`` (0 on padding) and their log-probabilities ``(S,)``;
-        ``log_prior`` ``(S, T, K)``: states known at some steps."""
-        log_emission, valid, _ = self._log_emissions(params, observations, mask, log_prior)
-        return jax.vmap(self._decoder(), in_axes=(None, None, 0, 0))(
-            _log(params.startprob), _log(params.transmat), log_emission, valid
+        """Viterbi paths ``(S, T)`` (0 on padding) and their log-probabilities ``(S,)``
+        (a packed row's is the sum of its sequences' best paths'); ``log_prior``
+        ``(S, T, K)``: states known at some steps."""
+        log_emission, valid, starts, _ = self._log_emissions(params, observations, mask, log_prior)
+        return jax.vmap(self._decoder(), in_axes=(None, None, 0, 0, 0))(
+            _log(params.startprob), _log(params.transmat), log_emission, valid, starts
         )
 
     def sample(self, key, params: HMMParams, n_steps: int):
@@ -467,8 +484,10 @@ class HMM(Model):
         n_sequences, n_steps = observations.shape[:2]
         if mask is None:
             valid = jnp.ones((n_sequences, n_steps), bool)
+            starts = jnp.zeros((n_sequences, n_steps), bool)
         else:
-            valid = mask > 0
+            # Mask codes: 0 padding, 1 a step, 2 the first step of a packed sequence.
+            valid, starts = mask > 0, mask > 1
         frames = observations.reshape((n_sequences * n_steps,) + observations.shape[2:])
         frame_valid = valid.reshape(-1)
         # Padding frames may hold anything: zero them so 0 · NaN cannot leak.
@@ -480,24 +499,25 @@ class HMM(Model):
         log_emission = log_emission.astype(dtype).reshape(n_sequences, n_steps, self.n_states)
         if log_prior is not None:  # states known at some steps; padding may hold anything
             log_emission = log_emission + jnp.where(valid[..., None], log_prior.astype(dtype), 0)
-        return log_emission, valid, frames
+        return log_emission, valid, starts, frames
 
     def _posteriors(self, params, data):
-        log_emission, valid, frames = self._log_emissions(params, *_unpacked(data))
+        log_emission, valid, starts, frames = self._log_emissions(params, *_unpacked(data))
         smoother = {
             "scaled": hmm_inference.scaled_forward_backward,
             "scan": hmm_inference.forward_backward,
             "associative": hmm_inference.parallel_forward_backward,
             "blocked": hmm_inference.blocked_forward_backward,
         }[self.algorithm]
-        posterior = jax.vmap(smoother, in_axes=(None, None, 0, 0))(
-            _log(params.startprob), _log(params.transmat), log_emission, valid
-        )
+        log_initial, log_transition = _log(params.startprob), _log(params.transmat)
+        posterior = jax.vmap(
+            lambda log_e, ok, new: smoother(log_initial, log_transition, log_e, ok, starts=new)
+        )(log_emission, valid, starts)
         if self.fail_on_underflow:
             underflow = jnp.any(valid & (log_emission.max(-1) < _LOG_SMALLEST_FLOAT64), axis=1)
             log_likelihood = jnp.where(underflow, -jnp.inf, posterior.log_likelihood)
             posterior = posterior._replace(log_likelihood=log_likelihood)
-        return posterior, frames, valid
+        return posterior, frames, valid, starts
 
 
 def _unpacked(data):
@@ -601,6 +621,11 @@ def pad_sequences(X, lengths=None, *, max_length: int | None = None, dtype=None)
     observations : numpy array (S, T_max, ...), zeros on padding
     mask : numpy array (S, T_max), 1 on valid steps and 0 on padding
 
+    See Also
+    --------
+    pack_sequences : Several sequences per row, so very unequal lengths cost about
+        their total instead of ``S × T_max`` steps of work and memory.
+
     Examples
     --------
     >>> import numpy as np
@@ -613,6 +638,138 @@ def pad_sequences(X, lengths=None, *, max_length: int | None = None, dtype=None)
     array([[1., 1., 1.],
            [1., 1., 0.]])
     """
+    X, lengths = _checked_sequences(X, lengths)
+    row_length = _row_length(lengths, max_length)
+    n_sequences = lengths.shape[0]
+    layout = (np.arange(n_sequences), np.zeros(n_sequences, np.int64), n_sequences, row_length)
+    observations, mask, _ = _fill_rows(X, lengths, layout, dtype)
+    return observations, mask
+
+
+def pack_sequences(X, lengths=None, *, max_length: int | None = None, dtype=None):
+    """Pack concatenated sequences several to a row, with little padding.
+
+    Padding every sequence to the longest (:func:`pad_sequences`) costs ``S × T_max``
+    steps of work and memory: one sequence of 10,000 steps and 500 of one step become
+    5 M steps for 10,500 real ones. Here sequences share rows instead, back to back
+    (first-fit decreasing), and the mask marks where each packed sequence starts (code
+    2), which the HMM reads as a transition whose rows all equal the start
+    distribution: a packed row's posteriors, paths and statistics are exactly those of
+    its independent sequences, and its log-likelihood their sum.
+
+    A row's steps run one after another, so rows are kept at most 1/8 longer than
+    the longest sequence: the row length ``L`` is the smallest tried (from the longest
+    sequence up to 9/8 of it, in steps of about 1/64) whose ``rows × L`` slots are at
+    most 1.125 times the total number of steps, else the one with the fewest slots;
+    rows are then cut to the longest packed one. So ``100 × 1,000`` steps stay 100
+    rows of 1,000, ``1 × 10,000 + 500 × 1`` becomes one row of 10,500, and
+    ``[40, 25, 33]`` stays three rows of 40 (one row of 98 would save 18 % of the
+    slots for a path 2.5 times as long).
+
+    Parameters
+    ----------
+    X : array (n_samples, ...)
+        All sequences concatenated along the first axis.
+    lengths : sequence of int, optional
+        Length of every sequence; ``None`` is one sequence of all rows. They must be
+        positive integers summing to ``len(X)``.
+    max_length : int, optional
+        The row length ``L`` (at least the longest sequence); default chosen as above.
+        Reusing one value across calls reuses compiled programs.
+    dtype : float dtype of the mask; default ``X``'s if floating, else float32.
+
+    Returns
+    -------
+    observations : numpy array (R, L, ...), zeros on padding
+    mask : numpy array (R, L): 0 on padding, 1 on a step, 2 on the first step of a
+        sequence packed after another in its row
+    index : pair ``(rows, cols)`` of int64 arrays of length ``n_samples``, every input
+        sample's place: ``per_step[rows, cols]`` is in the input's order.
+
+    Raises
+    ------
+    ValueError
+        As :func:`pad_sequences`: for lengths that are not positive integers summing
+        to ``len(X)``, or a ``max_length`` below the longest sequence.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import jaxem
+    >>> X = np.arange(6.0)[:, None]
+    >>> obs, mask, (rows, cols) = jaxem.pack_sequences(X, [4, 1, 1])
+    >>> obs[:, :, 0]
+    array([[0., 1., 2., 3., 4., 5.]])
+    >>> mask
+    array([[1., 1., 1., 1., 2., 2.]])
+    >>> np.array_equal(obs[rows, cols], X)
+    True
+    """
+    X, lengths = _checked_sequences(X, lengths)
+    longest = int(lengths.max())
+    if max_length is not None:
+        row_length = _row_length(lengths, max_length)
+        layout = _first_fit_decreasing(lengths, row_length)
+    else:
+        layout = _packed_layout(lengths, longest)
+    return _fill_rows(X, lengths, layout, dtype)
+
+
+#: pack_sequences accepts a row length whose slots exceed the steps by at most this,
+#: and tries rows up to this factor longer than the longest sequence (a row's steps
+#: are sequential: on a CPU its time grows with its length more than with its rows).
+_PACKING_SLACK = 1.125
+
+
+def _packed_layout(lengths, longest):
+    """The layout of the first row length (from ``longest`` up by about 1/64, to
+    ``_PACKING_SLACK`` times it) whose slots are within ``_PACKING_SLACK`` of the
+    total, else the fewest slots; rows cut to the longest packed one."""
+    total = int(lengths.sum())
+    n_sequences = lengths.shape[0]
+    if n_sequences * longest <= _PACKING_SLACK * total:  # padding wastes little: keep it
+        return np.arange(n_sequences), np.zeros(n_sequences, np.int64), n_sequences, longest
+    limit = min(total, int(np.ceil(_PACKING_SLACK * longest)))
+    best = None
+    candidate = longest
+    while True:
+        rows, offsets, n_rows, _ = _first_fit_decreasing(lengths, candidate)
+        used = int((offsets + lengths).max())
+        layout = (rows, offsets, n_rows, used)
+        if best is None or n_rows * used < best[2] * best[3]:
+            best = layout
+        if n_rows * used <= _PACKING_SLACK * total or candidate >= limit:
+            return best
+        candidate = min(limit, candidate + max(1, -(-longest // 64)))
+
+
+def _first_fit_decreasing(lengths, capacity):
+    """``(rows, offsets, n_rows, capacity)``: sequences placed longest first, each in
+    the first row with room (a max-tree over the rows' free space, O(S log S))."""
+    n_sequences = lengths.shape[0]
+    size = 1 << max(0, (n_sequences - 1).bit_length())
+    free = [0] * size + [capacity] * n_sequences + [0] * (size - n_sequences)
+    for node in range(size - 1, 0, -1):
+        free[node] = max(free[2 * node], free[2 * node + 1])
+    rows = np.empty(n_sequences, np.int64)
+    offsets = np.empty(n_sequences, np.int64)
+    for sequence in np.argsort(-lengths, kind="stable"):
+        length = int(lengths[sequence])
+        node = 1
+        while node < size:
+            node = 2 * node if free[2 * node] >= length else 2 * node + 1
+        rows[sequence] = node - size
+        offsets[sequence] = capacity - free[node]
+        free[node] -= length
+        node //= 2
+        while node:
+            free[node] = max(free[2 * node], free[2 * node + 1])
+            node //= 2
+    return rows, offsets, int(rows.max()) + 1, capacity
+
+
+def _checked_sequences(X, lengths):
+    """``(X, lengths)`` as arrays, with hmmlearn's checks on ``lengths``."""
     X = np.asarray(X)
     if X.ndim == 0:
         raise ValueError("X must have at least one dimension (n_samples, ...), got a scalar.")
@@ -638,20 +795,34 @@ def pad_sequences(X, lengths=None, *, max_length: int | None = None, dtype=None)
             f"lengths sum to {int(lengths.sum())} but X has {n_samples} samples; "
             "lengths must sum to len(X)."
         )
+    return X, lengths
+
+
+def _row_length(lengths, max_length):
+    """``max_length``, checked against the longest sequence (default the longest)."""
     longest = int(lengths.max())
     if max_length is None:
-        max_length = longest
-    elif max_length < longest:
+        return longest
+    if max_length < longest:
         raise ValueError(
             f"max_length={max_length} is shorter than the longest sequence ({longest})."
         )
+    return int(max_length)
+
+
+def _fill_rows(X, lengths, layout, dtype):
+    """``(observations, mask, (rows, cols))`` of the sequences placed by ``layout``
+    ``(row of each sequence, its offset in the row, n_rows, row_length)``."""
+    rows_of, offsets, n_rows, row_length = layout
     if dtype is None:
         dtype = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float32
-    n_sequences = lengths.shape[0]
-    observations = np.zeros((n_sequences, max_length) + X.shape[1:], X.dtype)
-    mask = np.zeros((n_sequences, max_length), dtype)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    for index, (start, length) in enumerate(zip(starts, lengths)):
-        observations[index, :length] = X[start : start + length]
-        mask[index, :length] = 1
-    return observations, mask
+    begins = np.cumsum(lengths) - lengths
+    rows = np.repeat(rows_of, lengths)
+    cols = np.repeat(offsets - begins, lengths) + np.arange(X.shape[0])
+    observations = np.zeros((n_rows, row_length) + X.shape[1:], X.dtype)
+    observations[rows, cols] = X
+    mask = np.zeros((n_rows, row_length), dtype)
+    mask[rows, cols] = 1
+    packed = offsets > 0  # a sequence after another in its row
+    mask[rows_of[packed], offsets[packed]] = 2
+    return observations, mask, (rows, cols)

@@ -8,6 +8,19 @@ Every function here handles a single sequence and is pure, so callers ``jax.jit`
 - ``log_emission`` ``(T, K)``: ``log p(x_t | z_t = k)``;
 - ``mask`` ``(T,)`` bool or ``None``: ``True`` on valid steps. Padding may only trail
   the valid steps, so a length-``L`` sequence padded to ``T`` has ``mask[:L]`` true.
+- ``starts`` ``(T,)`` bool or ``None``: ``True`` on the first step of a sequence packed
+  after another in the same row (see :func:`jaxem.pack_sequences`); step 0 always
+  starts one.
+
+Packing: a sequence boundary inside a row is exactly a transition matrix whose rows
+all equal the start distribution (``A' = 1 πᵀ``: the next state does not depend on
+the previous one). Every function here uses ``A'`` at the steps where ``starts`` is
+true, so a packed row gives, exactly, the posteriors and Viterbi paths of its
+independent sequences, the sum of their log-likelihoods (and of their best paths'
+log-probabilities), and transition counts over the pairs inside sequences only.
+``log_alpha`` and ``log_beta`` are then the messages of the row as one chain with
+``A'`` at its boundaries (``log_alpha + log_beta`` is still the row's
+log-likelihood plus the log posterior).
 
 ``-inf`` entries (impossible starts or transitions) are allowed. Padded steps act as
 identity transitions with a zero log-emission, so they leave every valid-step result
@@ -88,8 +101,12 @@ class HMMPosterior(NamedTuple):
 # --------------------------------------------------------------------------- helpers
 
 
-def _prepare(log_initial, log_transition, log_emission, mask):
-    """Cast to one float dtype, check shapes and neutralise padded emissions."""
+def _prepare(log_initial, log_transition, log_emission, mask, starts=None):
+    """Cast to one float dtype, check shapes and neutralise padded emissions.
+
+    Returns ``starts`` as a ``(T,)`` bool array, true only on valid steps after the
+    first (step 0 starts a sequence whatever it says).
+    """
     dtype = jnp.result_type(log_initial, log_transition, log_emission)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
@@ -116,7 +133,18 @@ def _prepare(log_initial, log_transition, log_emission, mask):
     # Padded emissions may hold garbage (even NaN) from padded data; zero them so
     # they cannot leak into any branch of a `where`.
     log_emission = jnp.where(mask[:, None], log_emission, 0.0)
-    return log_initial, log_transition, log_emission, mask
+    return log_initial, log_transition, log_emission, mask, _starts(starts, mask)
+
+
+def _starts(starts, mask):
+    """``(T,)`` bool: sequence starts after step 0, on valid steps only."""
+    n_steps = mask.shape[0]
+    if starts is None:
+        return jnp.zeros(n_steps, bool)
+    starts = jnp.asarray(starts, bool)
+    if starts.shape != (n_steps,):
+        raise ValueError(f"starts must be ({n_steps},), got {starts.shape}")
+    return starts & mask & (jnp.arange(n_steps) > 0)
 
 
 def _finite_or_zero(x):
@@ -171,7 +199,9 @@ def _split_matmul(left, right):
 
 
 @jax.jit
-def forward_backward(log_initial, log_transition, log_emission, mask=None) -> HMMPosterior:
+def forward_backward(
+    log_initial, log_transition, log_emission, mask=None, starts=None
+) -> HMMPosterior:
     """Forward-backward smoothing with sequential ``jax.lax.scan`` passes.
 
     Messages are renormalised at every step and the log-normalisers are accumulated
@@ -188,6 +218,9 @@ def forward_backward(log_initial, log_transition, log_emission, mask=None) -> HM
         ``(T, K)`` emission log-likelihoods ``log p(x_t | z_t = k)``.
     mask : Array, optional
         ``(T,)`` bool, ``True`` on valid steps; padding may only trail the valid steps.
+    starts : Array, optional
+        ``(T,)`` bool, ``True`` on the first step of every sequence packed after
+        another in the row (see the module's docstring); ``None``: one sequence.
 
     Returns
     -------
@@ -224,9 +257,18 @@ def forward_backward(log_initial, log_transition, log_emission, mask=None) -> HM
     -2.1754
     >>> print(post_padded.smoothed[3:].sum())
     0.0
+
+    Two sequences packed in one row (the second starts at step 3) give the sum of
+    their log-likelihoods:
+
+    >>> packed = jnp.concatenate([log_emission, log_emission])
+    >>> starts = jnp.arange(6) == 3
+    >>> post_packed = forward_backward(log_initial, log_transition, packed, starts=starts)
+    >>> print(round(float(post_packed.log_likelihood), 4))
+    -4.3508
     """
-    log_initial, log_transition, log_emission, mask = _prepare(
-        log_initial, log_transition, log_emission, mask
+    log_initial, log_transition, log_emission, mask, starts = _prepare(
+        log_initial, log_transition, log_emission, mask, starts
     )
     n_states = log_initial.shape[0]
     dtype = log_initial.dtype
@@ -235,23 +277,31 @@ def forward_backward(log_initial, log_transition, log_emission, mask=None) -> HM
     log_c0 = jnp.where(mask[0], log_c0, 0.0)
 
     def forward_step(alpha_hat, inputs):
-        log_e, valid = inputs
+        log_e, valid, start = inputs
         predicted = jax.nn.logsumexp(alpha_hat[:, None] + log_transition, axis=0)
+        # A new sequence forgets the previous one: alpha_hat sums to one, so the
+        # boundary's transition 1 πᵀ predicts π.
+        predicted = jnp.where(start, log_initial, predicted)
         new_hat, log_c = _normalize(predicted + log_e)
         # A padded step is an identity transition: keep the message, add nothing.
         new_hat = jnp.where(valid, new_hat, alpha_hat)
         log_c = jnp.where(valid, log_c, 0.0)
         return new_hat, (new_hat, log_c)
 
-    _, (alpha_rest, log_c_rest) = lax.scan(forward_step, alpha0_hat, (log_emission[1:], mask[1:]))
+    _, (alpha_rest, log_c_rest) = lax.scan(
+        forward_step, alpha0_hat, (log_emission[1:], mask[1:], starts[1:])
+    )
     log_alpha_hat = jnp.concatenate([alpha0_hat[None], alpha_rest])
     log_c = jnp.concatenate([log_c0[None], log_c_rest])
     log_likelihood = jnp.sum(log_c)
     log_alpha = log_alpha_hat + jnp.cumsum(log_c)[:, None]
 
     def backward_step(beta_hat_next, inputs):
-        log_e_next, valid_next = inputs
+        log_e_next, valid_next, start_next = inputs
         log_b = jax.nn.logsumexp(log_transition + log_e_next + beta_hat_next, axis=1)
+        # Before a boundary (transition 1 πᵀ) beta is the same for every state.
+        log_b_start = jax.nn.logsumexp(log_initial + log_e_next + beta_hat_next)
+        log_b = jnp.where(start_next, jnp.broadcast_to(log_b_start, log_b.shape), log_b)
         beta_hat, log_d = _normalize(log_b)
         # Before a padded step (or at the last valid one) beta is log 1 = 0.
         beta_hat = jnp.where(valid_next, beta_hat, 0.0)
@@ -260,7 +310,7 @@ def forward_backward(log_initial, log_transition, log_emission, mask=None) -> HM
 
     beta_last = jnp.zeros(n_states, dtype)
     _, (beta_rest, log_d_rest) = lax.scan(
-        backward_step, beta_last, (log_emission[1:], mask[1:]), reverse=True
+        backward_step, beta_last, (log_emission[1:], mask[1:], starts[1:]), reverse=True
     )
     log_beta_hat = jnp.concatenate([beta_rest, beta_last[None]])
     log_d = jnp.concatenate([log_d_rest, jnp.zeros((1,), dtype)])
@@ -276,7 +326,8 @@ def forward_backward(log_initial, log_transition, log_emission, mask=None) -> HM
         - _finite_or_zero(log_c[1:])[:, None]
         - _finite_or_zero(log_gamma_norm[1:])[:, None]
     )
-    log_right = jnp.where(mask[1:, None], log_right, -jnp.inf)
+    # Pairs across a boundary are no transitions of A.
+    log_right = jnp.where((mask[1:] & ~starts[1:])[:, None], log_right, -jnp.inf)
     counts = _pair_counts(log_alpha_hat[:-1], log_transition, log_right)
     return HMMPosterior(log_likelihood, log_alpha, log_beta, smoothed, counts)
 
@@ -309,7 +360,9 @@ def _pair_counts(log_left, log_transition, log_right):
 
 
 @jax.jit
-def viterbi(log_initial, log_transition, log_emission, mask=None) -> tuple[Array, Array]:
+def viterbi(
+    log_initial, log_transition, log_emission, mask=None, starts=None
+) -> tuple[Array, Array]:
     """Most probable state path, by a max-product ``scan`` and a backtracking ``scan``.
 
     Parameters
@@ -322,6 +375,9 @@ def viterbi(log_initial, log_transition, log_emission, mask=None) -> tuple[Array
         ``(T, K)`` emission log-likelihoods ``log p(x_t | z_t = k)``.
     mask : Array, optional
         ``(T,)`` bool, ``True`` on valid steps; padding may only trail the valid steps.
+    starts : Array, optional
+        ``(T,)`` bool, ``True`` on the first step of every sequence packed after
+        another in the row (see the module's docstring); ``None``: one sequence.
 
     Returns
     -------
@@ -345,8 +401,8 @@ def viterbi(log_initial, log_transition, log_emission, mask=None) -> tuple[Array
     >>> print(states, round(float(log_prob), 4))
     [0 1 1] -2.6231
     """
-    log_initial, log_transition, log_emission, mask = _prepare(
-        log_initial, log_transition, log_emission, mask
+    log_initial, log_transition, log_emission, mask, starts = _prepare(
+        log_initial, log_transition, log_emission, mask, starts
     )
     n_states = log_initial.shape[0]
     identity = jnp.arange(n_states, dtype=jnp.int32)
@@ -357,8 +413,10 @@ def viterbi(log_initial, log_transition, log_emission, mask=None) -> tuple[Array
     shift0 = jnp.where(mask[0], shift0, 0.0)
 
     def forward_step(delta_hat, inputs):
-        log_e, valid = inputs
-        scores = delta_hat[:, None] + log_transition
+        log_e, valid, start = inputs
+        # At a boundary every from-state moves by log π: the best one points back.
+        step_transition = jnp.where(start, log_initial[None, :], log_transition)
+        scores = delta_hat[:, None] + step_transition
         pointers = jnp.argmax(scores, axis=0).astype(jnp.int32)
         new = jnp.max(scores, axis=0) + log_e
         shift = _finite_or_zero(jnp.max(new))
@@ -368,7 +426,7 @@ def viterbi(log_initial, log_transition, log_emission, mask=None) -> tuple[Array
         return new_hat, (pointers, shift)
 
     delta_last, (pointers, shifts) = lax.scan(
-        forward_step, delta0 - shift0, (log_emission[1:], mask[1:])
+        forward_step, delta0 - shift0, (log_emission[1:], mask[1:], starts[1:])
     )
     log_prob = shift0 + jnp.sum(shifts) + jnp.max(delta_last)
     log_prob = jnp.where(mask[0], log_prob, 0.0)
@@ -383,7 +441,7 @@ def viterbi(log_initial, log_transition, log_emission, mask=None) -> tuple[Array
     return jnp.where(mask, states, 0), log_prob
 
 
-def sample_path(key, log_transition, log_alpha, mask=None) -> Array:
+def sample_path(key, log_transition, log_alpha, mask=None, starts=None) -> Array:
     """A state path drawn from ``p(z_{1:L} | x_{1:L})`` by backward sampling on the
     forward messages (forward-filtering backward-sampling).
 
@@ -397,6 +455,9 @@ def sample_path(key, log_transition, log_alpha, mask=None) -> Array:
         last valid one; only their normalisation per step is used).
     mask : Array, optional
         ``(T,)`` bool, ``True`` on valid steps; padding may only trail the valid steps.
+    starts : Array, optional
+        ``(T,)`` bool, ``True`` on the first step of every sequence packed after
+        another in the row (see the module's docstring); ``None``: one sequence.
 
     Returns
     -------
@@ -415,18 +476,22 @@ def sample_path(key, log_transition, log_alpha, mask=None) -> Array:
     """
     n_steps = log_alpha.shape[0]
     mask = jnp.ones(n_steps, bool) if mask is None else jnp.asarray(mask, bool)
+    starts = _starts(starts, mask)
     keys = jax.random.split(key, n_steps)
     # Padded steps repeat the last valid message: the last step's draw is z_L's.
     last = jax.random.categorical(keys[-1], log_alpha[-1]).astype(jnp.int32)
 
     def step(state_next, inputs):
-        step_key, log_alpha_t, valid_next = inputs
-        drawn = jax.random.categorical(step_key, log_alpha_t + log_transition[:, state_next])
+        step_key, log_alpha_t, valid_next, start_next = inputs
+        # The last step of a sequence packed before another is drawn from its
+        # filtered message alone (the boundary's transition does not depend on it).
+        log_move = jnp.where(start_next, 0.0, log_transition[:, state_next])
+        drawn = jax.random.categorical(step_key, log_alpha_t + log_move)
         # Before a padded step the path stays put (an identity transition).
         state = jnp.where(valid_next, drawn.astype(jnp.int32), state_next)
         return state, state
 
-    _, rest = lax.scan(step, last, (keys[:-1], log_alpha[:-1], mask[1:]), reverse=True)
+    _, rest = lax.scan(step, last, (keys[:-1], log_alpha[:-1], mask[1:], starts[1:]), reverse=True)
     return jnp.where(mask, jnp.concatenate([rest, last[None]]), 0)
 
 
@@ -454,7 +519,7 @@ def _safe_log(x):
     return jnp.where(x > 0, jnp.log(_positive_or_one(x)), -jnp.inf)
 
 
-def _scaled_forward(initial, transition, emission, mask):
+def _scaled_forward(initial, transition, emission, mask, starts):
     """Forward messages ``alpha_hat_t ∝ p(x_{1:t}, z_t)`` in probability space, each
     row summing to 1 (padded steps repeat the last valid row).
 
@@ -466,18 +531,20 @@ def _scaled_forward(initial, transition, emission, mask):
     first = first / _positive_or_one(jnp.sum(first))
 
     def step(alpha, inputs):
-        emission_t, valid = inputs
-        joint = jnp.sum(alpha[:, None] * transition, axis=0) * emission_t
+        emission_t, valid, start = inputs
+        # alpha sums to one, so a boundary's transition 1 πᵀ predicts π.
+        predicted = jnp.where(start, initial, jnp.sum(alpha[:, None] * transition, axis=0))
+        joint = predicted * emission_t
         new = joint / _positive_or_one(jnp.sum(joint))
         # A padded step is an identity transition: keep the message.
         new = jnp.where(valid, new, alpha)
         return new, new
 
-    _, rest = lax.scan(step, first, (emission[1:], mask[1:]))
+    _, rest = lax.scan(step, first, (emission[1:], mask[1:], starts[1:]))
     return jnp.concatenate([first[None], rest])
 
 
-def _scaled_backward(transition, emission, mask):
+def _scaled_backward(initial, transition, emission, mask, starts):
     """``g_t ∝ p(x_t | z_t) beta_t(z_t)`` for ``t >= 1`` in probability space, each row
     summing to 1; ``beta_{t-1} ∝ A g_t`` follows with one product over time.
 
@@ -488,20 +555,25 @@ def _scaled_backward(transition, emission, mask):
     transposed = transition.T
 
     def step(g_next, inputs):
-        emission_t, valid_next = inputs
+        emission_t, valid_next, start_next = inputs
         beta = jnp.sum(g_next[:, None] * transposed, axis=0)
+        # Before a boundary (transition 1 πᵀ) beta is π·g for every state.
+        beta = jnp.where(start_next, jnp.sum(initial * g_next), beta)
         # Before a padded step (and at the last valid one) beta is 1.
         joint = jnp.where(valid_next, beta, ones) * emission_t
         new = joint / _positive_or_one(jnp.sum(joint))
         return new, new
 
     valid_next = jnp.concatenate([mask[2:], jnp.zeros((1,), bool)])[: mask.shape[0] - 1]
-    _, g = lax.scan(step, ones, (emission[1:], valid_next), reverse=True)
+    start_next = jnp.concatenate([starts[2:], jnp.zeros((1,), bool)])[: mask.shape[0] - 1]
+    _, g = lax.scan(step, ones, (emission[1:], valid_next, start_next), reverse=True)
     return g
 
 
 @jax.jit
-def scaled_forward_backward(log_initial, log_transition, log_emission, mask=None) -> HMMPosterior:
+def scaled_forward_backward(
+    log_initial, log_transition, log_emission, mask=None, starts=None
+) -> HMMPosterior:
     """Forward-backward smoothing in probability space with per-step scaling.
 
     The recursions multiply probabilities, as hmmlearn's ``"scaling"`` implementation
@@ -524,6 +596,9 @@ def scaled_forward_backward(log_initial, log_transition, log_emission, mask=None
         ``(T, K)`` emission log-likelihoods ``log p(x_t | z_t = k)``.
     mask : Array, optional
         ``(T,)`` bool, ``True`` on valid steps; padding may only trail the valid steps.
+    starts : Array, optional
+        ``(T,)`` bool, ``True`` on the first step of every sequence packed after
+        another in the row (see the module's docstring); ``None``: one sequence.
 
     Returns
     -------
@@ -576,21 +651,25 @@ def scaled_forward_backward(log_initial, log_transition, log_emission, mask=None
      [0.21 0.79]
      [0.07 0.93]]
     """
-    log_initial, log_transition, log_emission, mask = _prepare(
-        log_initial, log_transition, log_emission, mask
+    log_initial, log_transition, log_emission, mask, starts = _prepare(
+        log_initial, log_transition, log_emission, mask, starts
     )
     transition = jnp.exp(log_transition)
     initial = jnp.exp(log_initial)
     emission, shift = _scaled_emissions(log_emission)
-    alpha_hat = _scaled_forward(initial, transition, emission, mask)
-    g = _scaled_backward(transition, emission, mask)
+    alpha_hat = _scaled_forward(initial, transition, emission, mask, starts)
+    g = _scaled_backward(initial, transition, emission, mask, starts)
 
     # The sequential parts are done; the rest are products over all steps at once.
     matmul = functools.partial(jnp.matmul, precision=lax.Precision.HIGHEST)
     predicted = matmul(alpha_hat[:-1], transition)  # (alpha_hat_t A), t = 0..T-2
-    # beta_t ∝ A g_{t+1}, and 1 before a padded step and at the last step.
+    # At a boundary the transition is 1 πᵀ: alpha_hat sums to one, so it predicts π.
+    predicted = jnp.where(starts[1:, None], initial, predicted)
+    # beta_t ∝ A g_{t+1} (π·g_{t+1} before a boundary), and 1 before a padded step
+    # and at the last step.
+    beta_next = jnp.where(starts[1:, None], matmul(g, initial)[:, None], matmul(g, transition.T))
     beta_hat = jnp.concatenate(
-        [jnp.where(mask[1:, None], matmul(g, transition.T), 1.0), jnp.ones_like(initial)[None]]
+        [jnp.where(mask[1:, None], beta_next, 1.0), jnp.ones_like(initial)[None]]
     )
 
     # alpha_t = alpha_hat_t prod_{s <= t} c_s exp(shift_s): c_t is the mass the step
@@ -626,6 +705,7 @@ def scaled_forward_backward(log_initial, log_transition, log_emission, mask=None
     # at most 1 / tiny even then.
     tiny = jnp.finfo(predicted.dtype).tiny
     ratio = jnp.where(predicted > 0, smoothed[1:] / jnp.maximum(predicted, tiny), 0.0)
+    ratio = jnp.where(starts[1:, None], 0.0, ratio)  # boundary pairs are no transitions
     low, high, cap = _split_matmul(alpha_hat[:-1], ratio)
     counts = transition * low + (transition * high) * cap
 
@@ -710,10 +790,12 @@ def _semiring_combine(product):
     return combine
 
 
-def _step_matrices(log_transition, log_emission, mask):
-    """``E_t[i, j] = log A[i, j] + log p(x_t | j)`` for ``t >= 1``; identity if padded."""
+def _step_matrices(log_initial, log_transition, log_emission, mask, starts):
+    """``E_t[i, j] = log A[i, j] + log p(x_t | j)`` for ``t >= 1``; identity if padded,
+    ``log π_j + log p(x_t | j)`` for every ``i`` at a sequence start."""
     n_states = log_transition.shape[0]
-    steps = log_transition + log_emission[1:, None, :]
+    step_transition = jnp.where(starts[1:, None, None], log_initial[None, None, :], log_transition)
+    steps = step_transition + log_emission[1:, None, :]
     log_eye = _log_eye(n_states, log_transition.dtype)
     return jnp.where(mask[1:, None, None], steps, log_eye)
 
@@ -731,15 +813,18 @@ def _prefix_rows(elements, product):
     return prefix[..., 0, :], scale
 
 
-def _forward_elements(log_initial, log_transition, log_emission, mask):
+def _forward_elements(log_initial, log_transition, log_emission, mask, starts):
     """``[a_1, E_2, ..., E_T]`` with ``a_1`` broadcast to every row."""
     n_states = log_initial.shape[0]
     first = jnp.broadcast_to(log_initial + log_emission[0], (1, n_states, n_states))
-    return jnp.concatenate([first, _step_matrices(log_transition, log_emission, mask)])
+    steps = _step_matrices(log_initial, log_transition, log_emission, mask, starts)
+    return jnp.concatenate([first, steps])
 
 
 @jax.jit
-def parallel_forward_backward(log_initial, log_transition, log_emission, mask=None) -> HMMPosterior:
+def parallel_forward_backward(
+    log_initial, log_transition, log_emission, mask=None, starts=None
+) -> HMMPosterior:
     """Forward-backward smoothing in ``O(log T)`` depth with ``associative_scan``.
 
     Forward messages are prefix products and backward messages suffix products of the
@@ -759,6 +844,9 @@ def parallel_forward_backward(log_initial, log_transition, log_emission, mask=No
         ``(T, K)`` emission log-likelihoods ``log p(x_t | z_t = k)``.
     mask : Array, optional
         ``(T,)`` bool, ``True`` on valid steps; padding may only trail the valid steps.
+    starts : Array, optional
+        ``(T,)`` bool, ``True`` on the first step of every sequence packed after
+        another in the row (see the module's docstring); ``None``: one sequence.
 
     Returns
     -------
@@ -789,13 +877,13 @@ def parallel_forward_backward(log_initial, log_transition, log_emission, mask=No
     [[0.254 0.822]
      [0.028 0.896]]
     """
-    log_initial, log_transition, log_emission, mask = _prepare(
-        log_initial, log_transition, log_emission, mask
+    log_initial, log_transition, log_emission, mask, starts = _prepare(
+        log_initial, log_transition, log_emission, mask, starts
     )
     n_states = log_initial.shape[0]
     dtype = log_initial.dtype
 
-    forward = _forward_elements(log_initial, log_transition, log_emission, mask)
+    forward = _forward_elements(log_initial, log_transition, log_emission, mask, starts)
     # beta_t = E_{t+1} ... E_T 1. Transposing turns this suffix product into the prefix
     # product J E_T^T ... E_{t+1}^T over reversed time (J = all-ones, log J = 0), whose
     # rows are all beta_t: one scan then handles both directions.
@@ -815,13 +903,17 @@ def parallel_forward_backward(log_initial, log_transition, log_emission, mask=No
 
     smoothed = _smoothed(log_alpha_hat, log_beta_hat, mask)
     pairs = _pair_posterior(log_alpha_hat[:-1], log_transition, log_emission[1:] + log_beta_hat[1:])
-    # Padding only trails, so the pair (t, t + 1) is valid exactly when t + 1 is.
-    counts = jnp.sum(jnp.where(mask[1:, None, None], pairs, 0.0), axis=0)
+    # Padding only trails, so the pair (t, t + 1) is valid exactly when t + 1 is; a
+    # pair across a boundary is no transition of A.
+    inside = mask[1:] & ~starts[1:]
+    counts = jnp.sum(jnp.where(inside[:, None, None], pairs, 0.0), axis=0)
     return HMMPosterior(log_likelihood, log_alpha, log_beta, smoothed, counts)
 
 
 @jax.jit
-def parallel_viterbi(log_initial, log_transition, log_emission, mask=None) -> tuple[Array, Array]:
+def parallel_viterbi(
+    log_initial, log_transition, log_emission, mask=None, starts=None
+) -> tuple[Array, Array]:
     """Most probable state path in ``O(log T)`` depth.
 
     Max-messages are prefix products in the max-plus semiring; back-pointers then
@@ -840,6 +932,9 @@ def parallel_viterbi(log_initial, log_transition, log_emission, mask=None) -> tu
         ``(T, K)`` emission log-likelihoods ``log p(x_t | z_t = k)``.
     mask : Array, optional
         ``(T,)`` bool, ``True`` on valid steps; padding may only trail the valid steps.
+    starts : Array, optional
+        ``(T,)`` bool, ``True`` on the first step of every sequence packed after
+        another in the row (see the module's docstring); ``None``: one sequence.
 
     Returns
     -------
@@ -860,13 +955,13 @@ def parallel_viterbi(log_initial, log_transition, log_emission, mask=None) -> tu
     >>> print(states, round(float(log_prob), 4))
     [0 1 1] -2.6231
     """
-    log_initial, log_transition, log_emission, mask = _prepare(
-        log_initial, log_transition, log_emission, mask
+    log_initial, log_transition, log_emission, mask, starts = _prepare(
+        log_initial, log_transition, log_emission, mask, starts
     )
     n_states = log_initial.shape[0]
     identity = jnp.arange(n_states, dtype=jnp.int32)
 
-    forward = _forward_elements(log_initial, log_transition, log_emission, mask)
+    forward = _forward_elements(log_initial, log_transition, log_emission, mask, starts)
     delta_rows, delta_scale = _prefix_rows(forward, _max_plus_matmul)
     log_prob = jnp.max(delta_rows[-1]) + delta_scale[-1]
     log_prob = jnp.where(mask[0], log_prob, 0.0)
@@ -874,6 +969,9 @@ def parallel_viterbi(log_initial, log_transition, log_emission, mask=None) -> tu
     # pointers[t, j]: best state at t given state j at t + 1; identity into padding.
     scores = delta_rows[:-1, :, None] + log_transition
     pointers = jnp.argmax(scores, axis=1).astype(jnp.int32)
+    # At a boundary every to-state points back to the previous sequence's best end.
+    best_end = jnp.argmax(delta_rows[:-1], axis=1).astype(jnp.int32)
+    pointers = jnp.where(starts[1:, None], best_end[:, None], pointers)
     pointers = jnp.where(mask[1:, None], pointers, identity)
     last_state = jnp.argmax(delta_rows[-1]).astype(jnp.int32)
     # The last map is constant, so the suffix composition at t is the whole path's z_t.
@@ -902,10 +1000,11 @@ def _default_block_size(n_moves):
 _LAG = 10.0
 
 
-def _block_products(transition, log_emission, valid):
+def _block_products(initial, transition, log_emission, valid, start):
     """Directions of the products ``P_b = M_{first} ... M_{last}`` of every block.
 
-    ``M_t = A diag(p(x_t | .))``; padded steps are the identity. Inputs are in step
+    ``M_t = A diag(p(x_t | .))`` (``1 πᵀ diag(p(x_t | .))`` at a sequence start);
+    padded steps are the identity. Inputs are in step
     layout ``(L, B, ...)``. Returns ``(P_hat, R)`` with ``P_b[i, j] ∝ P_hat[i, j]
     exp(R[i])``: each live row of ``P_hat`` has maximum 1 and ``R`` ``(B, K)`` holds the
     rows' relative log-scales (messages only need the direction, so the common scale
@@ -929,14 +1028,20 @@ def _block_products(transition, log_emission, valid):
     # goes to its offset. Rows thus start each step with maximum in [e^-_LAG, 1].
     def step(carry, inputs):
         x, offset = carry
-        b, ok = inputs
+        b, ok, new_sequence = inputs
         row_max = jnp.max(x, axis=-1)
         top = jnp.max(row_max, axis=-1, keepdims=True)
         top = jnp.where(top > 0, top, 1.0)
         lagging = (row_max < top * np.exp(-_LAG)) & (row_max > 0)
         divisor = jnp.where(lagging, row_max, top)
         # Rescale before the emissions, which may be as small as e^floor.
-        new = (jnp.matmul(x, transition) * (1.0 / divisor)[..., None]) * b[:, None, :]
+        # X 1 πᵀ at a boundary: every row's mass moves to π.
+        moved = jnp.where(
+            new_sequence[:, None, None],
+            jnp.sum(x, axis=-1, keepdims=True) * initial,
+            jnp.matmul(x, transition),
+        )
+        new = (moved * (1.0 / divisor)[..., None]) * b[:, None, :]
         lag = jnp.where(lagging, jnp.log(jnp.where(lagging, row_max / top, 1.0)), 0.0)
         lag = jnp.where(row_max > 0, lag, -jnp.inf)
         new_carry = (
@@ -947,7 +1052,7 @@ def _block_products(transition, log_emission, valid):
 
     eye = jnp.broadcast_to(jnp.eye(n_states, dtype=dtype), (n_blocks, n_states, n_states))
     init = (eye, jnp.zeros((n_blocks, n_states), dtype))
-    (x, offset), _ = lax.scan(step, init, (scaled, valid), unroll=4)
+    (x, offset), _ = lax.scan(step, init, (scaled, valid, start), unroll=4)
     row_max = jnp.max(x, axis=-1)
     live = row_max > 0
     safe_max = jnp.where(live, row_max, 1.0)
@@ -969,7 +1074,7 @@ def _lse0(log_p):
 
 @functools.partial(jax.jit, static_argnames=("block_size",))
 def blocked_forward_backward(
-    log_initial, log_transition, log_emission, mask=None, block_size=None
+    log_initial, log_transition, log_emission, mask=None, block_size=None, starts=None
 ) -> HMMPosterior:
     """Forward-backward smoothing in blocks: about ``5 sqrt(T)`` sequential steps.
 
@@ -1008,6 +1113,9 @@ def blocked_forward_backward(
     block_size : int, optional
         Steps per block ``L`` (static: each value compiles anew). Default
         ``round(sqrt(T - 1))``, the measured optimum.
+    starts : Array, optional
+        ``(T,)`` bool, ``True`` on the first step of every sequence packed after
+        another in the row (see the module's docstring); ``None``: one sequence.
 
     Returns
     -------
@@ -1077,8 +1185,8 @@ def blocked_forward_backward(
     [[0.254 0.822]
      [0.028 0.896]]
     """
-    log_initial, log_transition, log_emission, mask = _prepare(
-        log_initial, log_transition, log_emission, mask
+    log_initial, log_transition, log_emission, mask, starts = _prepare(
+        log_initial, log_transition, log_emission, mask, starts
     )
     n_steps, n_states = log_emission.shape
     dtype = log_initial.dtype
@@ -1091,12 +1199,15 @@ def blocked_forward_backward(
     padding = n_blocks * length - n_moves
 
     transition = jnp.exp(log_transition)
+    initial = jnp.exp(log_initial)
     # Step layout (L, B, ...): entry [l, b] is step s = 1 + b L + l (M_s maps t = s - 1
     # to s), so the scans over in-block steps read and write whole slices.
     log_e = jnp.pad(log_emission[1:], ((0, padding), (0, 0)))
     valid = jnp.pad(mask[1:], (0, padding))
-    log_e, valid = (
-        jnp.swapaxes(x.reshape((n_blocks, length) + x.shape[1:]), 0, 1) for x in (log_e, valid)
+    start = jnp.pad(starts[1:], (0, padding))
+    log_e, valid, start = (
+        jnp.swapaxes(x.reshape((n_blocks, length) + x.shape[1:]), 0, 1)
+        for x in (log_e, valid, start)
     )
 
     def to_time(x):
@@ -1104,7 +1215,7 @@ def blocked_forward_backward(
         return jnp.swapaxes(x, 0, 1).reshape((n_blocks * length,) + x.shape[2:])
 
     # (1) Direction of every block's product of step matrices, all blocks at once.
-    p_hat, offset = _block_products(transition, log_e, valid)
+    p_hat, offset = _block_products(initial, transition, log_e, valid, start)
 
     # (2) Directions of the messages at block boundaries, sequentially over blocks.
     # Unlike the in-block normalisers, the first one is kept on an all-padding sequence
@@ -1129,27 +1240,42 @@ def blocked_forward_backward(
 
     # (3) Messages inside every block, in log space, all blocks at once.
     def inside_forward(hat, inputs):
-        e, ok = inputs
+        e, ok, new_sequence = inputs
         weights = jnp.exp(hat)
-        pred = weights @ transition
+        # A boundary's transition 1 πᵀ predicts π times the message's mass.
+        pred = jnp.where(
+            new_sequence[:, None],
+            jnp.sum(weights, axis=-1, keepdims=True) * initial,
+            weights @ transition,
+        )
         new_hat, norm = _max_normalize(jnp.log(pred) + e)
         new_hat = jnp.where(ok[:, None], new_hat, hat)
         norm = jnp.where(ok, norm, 0.0)
         return new_hat, (new_hat, norm, weights, pred)
 
-    _, (alpha_hat, alpha_norm, weights, pred) = lax.scan(inside_forward, in_hat, (log_e, valid))
+    _, (alpha_hat, alpha_norm, weights, pred) = lax.scan(
+        inside_forward, in_hat, (log_e, valid, start)
+    )
 
     def inside_backward(hat, inputs):
-        e, ok = inputs
+        e, ok, new_sequence = inputs
         weights, top = _max_normalize(hat + e)
-        new_hat, norm = _max_normalize(jnp.log(jnp.exp(weights) @ transition.T))
+        # Before a boundary (transition 1 πᵀ) beta is π·(e β) for every state.
+        moved = jnp.where(
+            new_sequence[:, None],
+            (jnp.exp(weights) @ initial)[:, None],
+            jnp.exp(weights) @ transition.T,
+        )
+        new_hat, norm = _max_normalize(jnp.log(moved))
         new_hat = jnp.where(ok[:, None], new_hat, hat)
         norm = jnp.where(ok, _finite_or_zero(top) + norm, 0.0)
         norm = jnp.where(jnp.isfinite(top), norm, -jnp.inf)
         return new_hat, (new_hat, norm)
 
     # beta_hat[l, b] is the message at time s - 1 = b L + l.
-    _, (beta_hat, beta_norm) = lax.scan(inside_backward, out_hat, (log_e, valid), reverse=True)
+    _, (beta_hat, beta_norm) = lax.scan(
+        inside_backward, out_hat, (log_e, valid, start), reverse=True
+    )
 
     # Scales chain the exact in-block normalisers: block b starts where block b - 1
     # ended, in total mass p(x_{1:t}) (forward) and in sum_k alpha_t beta_t (backward).
@@ -1191,6 +1317,7 @@ def blocked_forward_backward(
     # ratio finite (at most 1 / tiny) even then.
     tiny = jnp.finfo(dtype).tiny
     ratio = jnp.where(pred > 0, gamma / jnp.maximum(pred, tiny), 0.0)
+    ratio = jnp.where(start[..., None], 0.0, ratio)  # boundary pairs are no transitions
     flat_steps = (n_blocks * length, n_states)
     low, high, cap = _split_matmul(weights.reshape(flat_steps), ratio.reshape(flat_steps))
     counts = transition * low + (transition * high) * cap
