@@ -699,9 +699,11 @@ def pack_sequences(X, lengths=None, *, max_length: int | None = None, dtype=None
     >>> X = np.arange(6.0)[:, None]
     >>> obs, mask, (rows, cols) = jaxem.pack_sequences(X, [4, 1, 1])
     >>> obs[:, :, 0]
-    array([[0., 1., 2., 3., 4., 5.]])
+    array([[0., 1., 2., 3.],
+           [4., 5., 0., 0.]])
     >>> mask
-    array([[1., 1., 1., 1., 2., 2.]])
+    array([[1., 1., 1., 1.],
+           [1., 2., 0., 0.]])
     >>> np.array_equal(obs[rows, cols], X)
     True
     """
