@@ -501,7 +501,9 @@ class Gaussian(Family):
     def _raw_scatter(self, resp, x, weight, mean):
         """``Σ r x xᵀ - N m mᵀ`` from one ``respᵀ features`` product (``exact=False``)."""
         n_features = x.shape[1]
-        second = resp.T @ self.features(x)[:, :-n_features]
+        # Slicing the product, not the features: a sliced copy of the (n, P) features
+        # costs more than the product's D extra columns.
+        second = (resp.T @ self.features(x))[:, :-n_features]
         if self.covariance_type in ("full", "tied"):
             second = ops.unvech(second, n_features)
         elif self.covariance_type == "spherical":
