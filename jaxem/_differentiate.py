@@ -288,7 +288,9 @@ _fixed_point.defvjp(_fixed_point_forward, _fixed_point_backward)
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def _log_likelihood_sum(model, chunk_size, backward_rows, params, x, weights, hyper):
     """The weighted log-likelihood sum at ``params``, over chunks of ``chunk_size``
-    rows; its reverse pass runs over chunks of ``backward_rows`` (below)."""
+    rows; its reverse pass runs over chunks of ``backward_rows`` (below). For the
+    implicit gradient, which has no forward mode anyway: the unrolled one computes it
+    in plain JAX over its backward chunks, so that ``jax.jvp`` goes through."""
     return em_step(model, params, _chunks(x, weights, chunk_size), hyper)[1]
 
 
@@ -363,8 +365,9 @@ def fit_differentiable(
         ``"unrolled"`` runs exactly ``max_iter`` steps from the kept restart's start.
     init_params : initial parameters (one set, or a leading axis of
         ``n_restarts``) instead of ``model.init``.
-    adjoint : ``"implicit"`` (default; memory independent of the iterations) or
-        ``"unrolled"`` (the gradient of ``max_iter`` steps; memory grows with them).
+    adjoint : ``"implicit"`` (default; memory independent of the iterations; reverse
+        mode only: ``jax.jvp`` raises) or ``"unrolled"`` (the gradient of ``max_iter``
+        steps; memory grows with them; forward mode too).
     adjoint_tol, adjoint_max_iter : the adjoint solve's relative tolerance (default
         ``sqrt(eps)`` of the dtype: 1.5e-8 in float64, 3.5e-4 in float32) and its cap on
         vector-Jacobian products of one EM step. When it does not reach them,
@@ -469,10 +472,14 @@ def fit_differentiable(
 
         params, _ = jax.lax.scan(one_step, start, None, length=int(max_iter))
         n_iter = jnp.asarray(max_iter, jnp.int32)
-    backward_rows = _backward_chunk(chunk_size, repeated=adjoint == "implicit")
-    log_likelihood_sum = _log_likelihood_sum(
-        model, chunk_size, backward_rows, params, x, weights, hyper
-    )
+    if adjoint == "implicit":
+        backward_rows = _backward_chunk(chunk_size, repeated=True)
+        log_likelihood_sum = _log_likelihood_sum(
+            model, chunk_size, backward_rows, params, x, weights, hyper
+        )
+    else:
+        backward_chunks = _chunks(x, weights, _backward_chunk(chunk_size))
+        log_likelihood_sum = em_step(model, params, backward_chunks, hyper)[1]
     return DifferentiableFit(
         params,
         log_likelihood_sum / jnp.sum(chunks.weights),

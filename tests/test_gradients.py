@@ -206,6 +206,28 @@ def test_implicit_and_unrolled_gradients_agree_at_convergence():
     assert np.abs(early - implicit[0]).max() > 1e-3 * np.abs(implicit[0]).max()
 
 
+def test_unrolled_fit_has_a_forward_mode():
+    """``jax.jvp`` goes through ``adjoint="unrolled"`` (plain JAX) and gives the
+    directional derivative that reverse mode gives; the implicit gradient has only a
+    reverse mode (a custom VJP), and says so."""
+    x, weights = _two_clusters()
+    model = jaxem.mixture(jaxem.gaussian("full"), 2)
+    start = _start(model, x, 0, max_iter=3)
+
+    def loss(x, adjoint="unrolled"):
+        fit = jaxem.fit_differentiable(
+            model, x, weights=weights, init_params=start, adjoint=adjoint, max_iter=20
+        )
+        return jnp.sum(fit.params.components.means**2) + fit.log_likelihood
+
+    direction = np.random.RandomState(1).randn(*x.shape)
+    _, forward = jax.jit(lambda x, t: jax.jvp(loss, (x,), (t,)))(x, direction)
+    reverse = jnp.vdot(jax.jit(jax.grad(loss))(x), direction)
+    np.testing.assert_allclose(forward, reverse, rtol=1e-9)
+    with pytest.raises(TypeError, match="custom_vjp"):
+        jax.jvp(lambda x: loss(x, "implicit"), (x,), (direction,))
+
+
 def test_gradients_compose_with_jit_and_vmap_and_compile_once(count_compiles):
     """Per data set and per restart under ``vmap``; equal to one-by-one gradients; a
     second call with new values compiles nothing."""
