@@ -259,6 +259,18 @@ def aot_compile(
     return compiled, time.perf_counter() - t0
 
 
+def program_bytes(compiled: Any) -> int:
+    """The memory a compiled program can reach, by XLA's buffer assignment: arguments +
+    outputs + temporaries, less what outputs alias (no timing, no run needed)."""
+    analysis = compiled.memory_analysis()
+    return int(
+        analysis.argument_size_in_bytes
+        + analysis.output_size_in_bytes
+        + analysis.temp_size_in_bytes
+        - analysis.alias_size_in_bytes
+    )
+
+
 def matmul_ceiling(n: int = 4096, dtype: Any = None, repeats: int = 5) -> float:
     """GFLOP/s of an ``n x n @ n x n`` matmul through ``jax.jit`` (median of ``repeats``).
 

@@ -39,16 +39,6 @@ def _data(n, d, k, seed=0):
     return centres[labels] + noise
 
 
-def _memory(compiled) -> int:
-    analysis = compiled.memory_analysis()
-    return int(
-        analysis.argument_size_in_bytes
-        + analysis.output_size_in_bytes
-        + analysis.temp_size_in_bytes
-        - analysis.alias_size_in_bytes
-    )
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
@@ -122,8 +112,9 @@ def main(argv=None) -> None:
                 lambda run=run: jax.block_until_ready(run()), args.repeats
             )
             rss = _harness.peak_rss_delta(lambda run=run: jax.block_until_ready(run()))
-            figures[name] = (seconds, _memory(compiled), rss.peak_delta_bytes)
-            rows.append((name, compile_s, seconds, _memory(compiled), rss.peak_delta_bytes))
+            memory = _harness.program_bytes(compiled)
+            figures[name] = (seconds, memory, rss.peak_delta_bytes)
+            rows.append((name, compile_s, seconds, memory, rss.peak_delta_bytes))
 
         growth = []
         implicit_value = float(loss(x, "implicit", args.max_iter))
@@ -131,7 +122,7 @@ def main(argv=None) -> None:
         if not args.implicit_only:
             for steps in (max(1, n_iter // 4), max(1, n_iter // 2)):
                 compiled, _ = gradient("unrolled", steps)
-                growth.append((steps, _memory(compiled)))
+                growth.append((steps, _harness.program_bytes(compiled)))
             growth.append((n_iter, figures["unrolled gradient"][1]))
             unrolled_value = float(loss(x, "unrolled", n_iter))
 

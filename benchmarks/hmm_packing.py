@@ -58,13 +58,7 @@ def _e_step_bytes(model, params, data) -> int:
         data,
         weights,
     )
-    analysis = compiled.memory_analysis()
-    return int(
-        analysis.argument_size_in_bytes
-        + analysis.output_size_in_bytes
-        + analysis.temp_size_in_bytes
-        - analysis.alias_size_in_bytes
-    )
+    return _harness.program_bytes(compiled)
 
 
 def main(argv=None) -> None:
