@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--restarts", type=int, default=8)
+    parser.add_argument("--restarts", type=int, default=8, help="0: skip the restarts")
     parser.add_argument("--no-gensim", action="store_true")
     args = parser.parse_args()
     if args.small:
@@ -204,6 +204,8 @@ def main() -> None:
         )
 
     # -- batched restarts -------------------------------------------------------------------
+    if args.restarts < 1:
+        return
     print()
     data = X_train.astype(np.float32)
     results = {}

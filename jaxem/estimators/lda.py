@@ -96,7 +96,8 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
     so does jaxem); negative values raise ``ValueError``. Documents with no words are
     allowed and change nothing. Sparse input is read as CSR and never densified:
     documents become padded (word ids, counts) rows of width the largest number of
-    distinct words in a document (rounded up to a power of two).
+    distinct words in a document (rounded up to one of four steps per power of
+    two: 8, 10, 12, 14, 16, 20, ...).
 
     Examples
     --------
