@@ -19,6 +19,7 @@ documents' starting ``γ`` per slice of documents; jaxem draws them as with
 from __future__ import annotations
 
 from numbers import Integral, Real
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +32,7 @@ from jaxem import engine
 from jaxem.estimators import _validation
 from jaxem.estimators._base import EMEstimator
 from jaxem.models.lda import (
+    Documents,
     LDAParams,
     LDAStats,
     dirichlet_expectation,
@@ -97,7 +99,9 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
     allowed and change nothing. Sparse input is read as CSR and never densified:
     documents become padded (word ids, counts) rows of width the largest number of
     distinct words in a document (rounded up to one of four steps per power of
-    two: 8, 10, 12, 14, 16, 20, ...).
+    two: 8, 10, 12, 14, 16, 20, ...), sorted by length so that chunks of similar
+    documents are swept at a narrower width (results come back in ``X``'s order;
+    sums over documents change only by rounding).
 
     Examples
     --------
@@ -196,16 +200,16 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         return X
 
     def _documents(self, X, dtype, random_init, padded=None):
-        """Padded bags of words; with ``random_init`` each document's starting ``γ``
-        drawn from ``random_state_`` as scikit-learn draws it. ``padded``: ``X``'s
-        documents already padded (a fit pads each batch once, not once per pass)."""
+        """Padded bags of words (sorted by length, see :class:`_Corpus`); with
+        ``random_init`` each document's starting ``γ`` drawn from ``random_state_`` as
+        scikit-learn draws it. ``padded``: ``X``'s :class:`_Corpus` already built (a
+        fit pads each batch once, not once per pass)."""
         start = None
         if random_init:
             size = (X.shape[0], self.components_.shape[0])
             start = self.random_state_.gamma(_INIT_SHAPE, _INIT_SCALE, size).astype(dtype)
-        if padded is None:
-            return documents_from_counts(X, dtype, start)
-        return padded._replace(doc_topic_start=start)
+        corpus = _Corpus.of(X, dtype) if padded is None else padded
+        return corpus.documents_from(start)
 
     def _hyper(self, dtype):
         return self._model().hyper(dtype)
@@ -292,9 +296,9 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         # them once; each pass only draws new starting γ.
         if self.learning_method == "online":
             batches = list(gen_batches(n_samples, self.batch_size))
-            padded = [documents_from_counts(X[batch], dtype) for batch in batches]
+            padded = [_Corpus.of(X[batch], dtype) for batch in batches]
         else:
-            padded = documents_from_counts(X, dtype)
+            padded = _Corpus.of(X, dtype)
         whole = None if self.learning_method == "online" else padded
         for i in range(self.max_iter):
             if self.learning_method == "online":
@@ -306,7 +310,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
                 params = self._batch_step(X, params, running, dtype, padded=padded)
             if self.evaluate_every > 0 and (i + 1) % self.evaluate_every == 0:
                 if whole is None:
-                    whole = documents_from_counts(X, dtype)
+                    whole = _Corpus.of(X, dtype)
                 perplexity = self._perplexities(X, params, dtype, whole)
                 if self.verbose:
                     print(
@@ -381,17 +385,16 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
     ):
         """Per-document ``output`` (``"doc_topic"`` or ``"log_prob"``) of every restart
         in ``params`` (default: the fitted topics, one restart); ``padded``: ``X``'s
-        documents already padded."""
+        :class:`_Corpus` already built."""
         fitted = params is None
         if fitted:
             dtype = _validation.compute_dtype(self.components_.dtype)
             params = LDAParams(jnp.asarray(self.components_[None], dtype))
-        if padded is None:
-            docs = documents_from_counts(X, dtype, start)
-        else:
-            docs = padded._replace(doc_topic_start=start)
+        corpus = _Corpus.of(X, dtype) if padded is None else padded
+        docs = corpus.documents_from(start)
         hyper = self._hyper(dtype) if hyper is None else hyper
         values = engine.evaluate(self._model(), params, docs, output, restarts=True, hyper=hyper)
+        values = corpus.in_rows_order(np.asarray(values))
         return values[0] if fitted else values
 
     def _train_bounds(self, X, params, dtype, padded=None):
@@ -513,6 +516,35 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
 
 
 _NAME = LatentDirichletAllocation.__name__
+
+
+class _Corpus(NamedTuple):
+    """A count matrix's documents as padded bags of words, sorted by their number of
+    distinct words, so that chunks of similar documents are swept at a narrower width
+    than the corpus's widest (see :func:`jaxem.models.lda.width_classes`). Sums over
+    documents (the statistics, the bound) do not depend on the order but for
+    rounding; per-document outputs are put back in ``X``'s row order.
+    """
+
+    documents: Documents  # without starting γ
+    order: np.ndarray  # documents' row i is X's row order[i]
+
+    @classmethod
+    def of(cls, X, dtype) -> _Corpus:
+        docs = documents_from_counts(X, dtype)
+        order = np.argsort(np.count_nonzero(docs.counts, axis=1), kind="stable")
+        return cls(Documents(docs.word_ids[order], docs.counts[order]), order)
+
+    def documents_from(self, start) -> Documents:
+        """The documents with their starting ``γ`` (given in ``X``'s row order)."""
+        start = None if start is None else np.asarray(start)[self.order]
+        return self.documents._replace(doc_topic_start=start)
+
+    def in_rows_order(self, values):
+        """Per-document ``values`` ``(restarts, n, ...)`` back in ``X``'s row order."""
+        restored = np.empty_like(values)
+        restored[:, self.order] = values
+        return restored
 
 
 def _where_running(running, new, old):

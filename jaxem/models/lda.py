@@ -13,8 +13,12 @@ runs the fixed point (scikit-learn's ``_update_doc_distribution``)::
 
 to its own tolerance (mean absolute change of ``γ_d`` below ``mean_change_tol``,
 at most ``max_doc_update_iter`` sweeps), batched over the documents of a chunk in
-one ``lax.while_loop``; a document that has converged is frozen by a mask while
-the others go on. The statistics are the expected word-topic counts
+``lax.while_loop`` loops; a document that has converged is frozen by a mask while
+the others go on, and once at most a quarter of a chunk's documents are still
+active they move to a working set a quarter the size. A chunk is first swept at
+the narrowest of three widths that holds its words (:func:`width_classes`): the
+estimator sorts documents by length, so most chunks need far fewer slots than the
+corpus's widest document. The statistics are the expected word-topic counts
 ``Σ_d n_dw φ_dwk`` ``(K, V)``, sums over documents, so chunking, restarts,
 padding (weight 0) and online EM apply unchanged. The M-step is
 ``λ = η + statistics`` (batch); online VB (Hoffman, Blei and Bach 2010) mixes
@@ -50,6 +54,7 @@ __all__ = [
     "LDAHyper",
     "documents_from_counts",
     "document_width",
+    "width_classes",
     "dirichlet_expectation",
     "topic_bound",
     "lda",
@@ -186,10 +191,10 @@ class LDA(Model):
         )
 
     def row_width(self, x) -> int:
-        """One sweep over a document touches ``K × L`` entries, and a chunk sweeps until
-        its slowest document converges: counting four sweeps' worth keeps chunks small
-        (tens to hundreds of documents), so one slow document holds few others."""
-        return 4 * self.n_topics * int(x.word_ids.shape[-1])
+        """A document's gathered ``exp(E[log β])`` holds ``K × L`` entries. Chunks of
+        about 2M of them (256 documents of the benchmark's corpus) feed the working
+        sets of :meth:`_sweeps`; chunks of 1,024 made a float32 fit 2.6x slower."""
+        return self.n_topics * int(x.word_ids.shape[-1])
 
     def n_parameters(self, n_features: int) -> int:
         return self.n_topics * (int(n_features) - 1)
@@ -205,32 +210,79 @@ class LDA(Model):
 
     # -- the E-step -----------------------------------------------------------------------
     @staticmethod
-    def _gather(params: LDAParams, x: Documents):
+    def _log_word_topic(params: LDAParams):
+        """``E[log β]`` transposed, ``(V, K)``: computed once per E-step, outside the
+        per-chunk branches of :func:`_by_width` (inside them XLA would recompute it
+        for every chunk)."""
+        return dirichlet_expectation(params.topic_word).T
+
+    @staticmethod
+    def _gather(log_word_topic, x: Documents):
         """``E[log β]`` at each document's words, ``(n, K, L)``: words last, the layout
         in which XLA:CPU runs the sweep's two batched products and the bound's
         logsumexp 3-10x faster than in the gather's own ``(n, L, K)``."""
-        log_topic_word = dirichlet_expectation(params.topic_word)  # (K, V)
-        return jnp.swapaxes(log_topic_word.T[x.word_ids], 1, 2)
+        return jnp.swapaxes(log_word_topic[x.word_ids], 1, 2)
 
-    def _sweeps(self, log_gathered, x: Documents, weights, hyper):
-        """Every document's ``γ`` at the fixed point, the gathered
-        ``exp(E[log β])`` ``(n, K, L)`` and the final ``exp(E[log θ])``."""
+    def _sweeps(self, x: Documents, log_word_topic, weights, hyper):
+        """Every document's ``γ`` at the fixed point and its ``exp(E[log θ])``
+        ``(n, K)`` each.
+
+        Documents converge after very different numbers of sweeps (after the first
+        pass on the benchmark's corpus a median of 32, a chunk's slowest 85-100), and a
+        converged document is only masked. So the chunk sweeps at the narrowest width
+        of :func:`width_classes` that holds it until at most a quarter of its
+        documents are still active; those move, at the documents' full width, to a
+        working set a quarter the size, and so on (:func:`_working_sets`; static
+        sizes, each its own loop)."""
         counts = x.counts
         dtype = counts.dtype
         n_docs = counts.shape[0]
-        # exp after the gather: one gather serves the sweeps and the bound.
-        gathered = jnp.exp(log_gathered)
         if x.doc_topic_start is None:
             start = jnp.ones((n_docs, self.n_topics), dtype)
         else:  # padding rows arrive as zeros: any positive start will do for them
             start = x.doc_topic_start.astype(dtype)
             usable = (weights > 0) & jnp.all(start > 0, axis=-1)
             start = jnp.where(usable[:, None], start, jnp.ones((), dtype))
-        eps = jnp.finfo(dtype).eps
+        first = _Sweep(
+            jnp.asarray(0, jnp.int32), start, jnp.exp(dirichlet_expectation(start)), weights > 0
+        )
+        sizes = _working_sets(n_docs)
+        smaller = sizes[1:] + (0,)
+
+        def narrow_sweeps(x: Documents, log_word_topic, state: _Sweep):
+            gathered = jnp.exp(self._gather(log_word_topic, x))
+            return self._sweep_while(state, gathered, x.counts, hyper, smaller[0])
+
+        state = _by_width(narrow_sweeps, x, log_word_topic, first)
+        doc_topic, exp_doc_topic = state.doc_topic, state.exp_doc_topic
+        rows = jnp.arange(n_docs)
+        for size, next_size in zip(sizes[1:], smaller[1:]):
+            # Active documents first (a stable sort keeps the rows distinct).
+            pick = jnp.argsort(~state.active, stable=True)[:size]
+            rows = rows[pick]
+            state = _Sweep(
+                state.iteration,
+                state.doc_topic[pick],
+                state.exp_doc_topic[pick],
+                state.active[pick],
+            )
+            work = Documents(x.word_ids[rows], counts[rows])
+            gathered = jnp.exp(self._gather(log_word_topic, work))
+            state = self._sweep_while(state, gathered, work.counts, hyper, next_size)
+            doc_topic = doc_topic.at[rows].set(state.doc_topic)
+            exp_doc_topic = exp_doc_topic.at[rows].set(state.exp_doc_topic)
+        return doc_topic, exp_doc_topic
+
+    @staticmethod
+    def _sweep_while(state: _Sweep, gathered, counts, hyper, smaller: int) -> _Sweep:
+        """Sweep ``state``'s documents until at most ``smaller`` are active (or the
+        sweep cap)."""
+        eps = jnp.finfo(counts.dtype).eps
         alpha = hyper.doc_topic_prior
 
         def cond(state: _Sweep):
-            return (state.iteration < hyper.max_doc_update_iter) & jnp.any(state.active)
+            more = jnp.sum(state.active) > smaller
+            return (state.iteration < hyper.max_doc_update_iter) & more
 
         def body(state: _Sweep):
             norm_phi = jnp.einsum("nk,nkl->nl", state.exp_doc_topic, gathered) + eps
@@ -246,14 +298,7 @@ class LDA(Model):
                 state.active & (change >= hyper.mean_change_tol),
             )
 
-        first = _Sweep(
-            jnp.asarray(0, jnp.int32),
-            start,
-            jnp.exp(dirichlet_expectation(start)),
-            weights > 0,
-        )
-        final = jax.lax.while_loop(cond, body, first)
-        return final.doc_topic, final.exp_doc_topic, gathered
+        return jax.lax.while_loop(cond, body, state)
 
     def _document_bound(self, log_gathered, x: Documents, doc_topic, hyper):
         """Each document's part of the variational bound, ``(n,)``."""
@@ -264,23 +309,30 @@ class LDA(Model):
         return words + _dirichlet_bound(alpha, doc_topic, log_doc_topic, self.n_topics)
 
     def e_step(self, params: LDAParams, x: Documents, weights, hyper):
-        log_gathered = self._gather(params, x)
-        doc_topic, exp_doc_topic, gathered = self._sweeps(log_gathered, x, weights, hyper)
+        log_word_topic = self._log_word_topic(params)
+        doc_topic, exp_doc_topic = self._sweeps(x, log_word_topic, weights, hyper)
+        per_word, bound = _by_width(
+            self._statistics, x, log_word_topic, doc_topic, exp_doc_topic, weights, hyper
+        )
+        # Σ_d n_dw exp(E log θ_dk) / norm_φ_dw times exp(E log β_kw): the expected
+        # counts Σ_d n_dw φ_dwk.
+        stats = LDAStats((per_word * jnp.exp(log_word_topic)).T)
+        log_likelihood = jnp.sum(jnp.where(weights > 0, weights * bound, 0.0))
+        return stats, log_likelihood
+
+    def _statistics(self, x: Documents, log_word_topic, doc_topic, exp_doc_topic, weights, hyper):
+        """At one width: ``Σ_d n_dw exp(E log θ_dk) / norm_φ_dw`` scattered onto the
+        vocabulary ``(V, K)``, and each document's bound ``(n,)``."""
+        log_gathered = self._gather(log_word_topic, x)
         eps = jnp.finfo(x.counts.dtype).eps
-        norm_phi = jnp.einsum("nk,nkl->nl", exp_doc_topic, gathered) + eps
+        norm_phi = jnp.einsum("nk,nkl->nl", exp_doc_topic, jnp.exp(log_gathered)) + eps
         used = weights[:, None] > 0
         ratio = jnp.where(used, weights[:, None] * x.counts / norm_phi, 0.0)  # (n, L)
         exp_doc = jnp.where(used, exp_doc_topic, 0.0)
-        # Σ_d n_dw exp(E log θ_dk) / norm_φ_dw, scattered onto the vocabulary, then
-        # times exp(E log β_kw): the expected counts Σ_d n_dw φ_dwk.
         contributions = ratio[:, :, None] * exp_doc[:, None, :]  # (n, L, K)
         per_word = jnp.zeros((self.n_words, self.n_topics), contributions.dtype)
         per_word = per_word.at[x.word_ids.reshape(-1)].add(contributions.reshape(-1, self.n_topics))
-        exp_topic_word = jnp.exp(dirichlet_expectation(params.topic_word))
-        stats = LDAStats(per_word.T * exp_topic_word)
-        bound = self._document_bound(log_gathered, x, doc_topic, hyper)
-        log_likelihood = jnp.sum(jnp.where(weights > 0, weights * bound, 0.0))
-        return stats, log_likelihood
+        return per_word, self._document_bound(log_gathered, x, doc_topic, hyper)
 
     def m_step(self, stats: LDAStats, params, hyper) -> LDAParams:
         del params
@@ -292,16 +344,19 @@ class LDA(Model):
         (scikit-learn's ``_unnormalized_transform``)."""
         hyper = self.hyper(x.counts.dtype) if hyper is None else hyper
         weights = jnp.ones(x.counts.shape[:1], x.counts.dtype)
-        return self._sweeps(self._gather(params, x), x, weights, hyper)[0]
+        return self._sweeps(x, self._log_word_topic(params), weights, hyper)[0]
 
     def log_prob(self, params: LDAParams, x: Documents, hyper=None):
         """Each document's part of the variational bound at its fitted ``γ`` ``(n,)``
         (a lower bound on its log-likelihood, less the topics' term)."""
         hyper = self.hyper(x.counts.dtype) if hyper is None else hyper
         weights = jnp.ones(x.counts.shape[:1], x.counts.dtype)
-        log_gathered = self._gather(params, x)
-        doc_topic = self._sweeps(log_gathered, x, weights, hyper)[0]
-        return self._document_bound(log_gathered, x, doc_topic, hyper)
+        log_word_topic = self._log_word_topic(params)
+        doc_topic = self._sweeps(x, log_word_topic, weights, hyper)[0]
+        return _by_width(self._bound, x, log_word_topic, doc_topic, hyper)
+
+    def _bound(self, x: Documents, log_word_topic, doc_topic, hyper):
+        return self._document_bound(self._gather(log_word_topic, x), x, doc_topic, hyper)
 
 
 def document_width(n_nonzero: int) -> int:
@@ -316,6 +371,81 @@ def document_width(n_nonzero: int) -> int:
     n_nonzero = max(int(n_nonzero), 8)
     step = 1 << max((n_nonzero - 1).bit_length() - 3, 0)  # a quarter of the octave
     return -(-n_nonzero // step) * step
+
+
+#: Each smaller working set of the sweeps is this many times smaller, down to
+#: :data:`_SMALLEST_WORKING_SET` documents. Every working set and every width of
+#: :func:`width_classes` is more code to compile: one E-step program of 1,024
+#: documents (K = 50, L = 160) compiles in 4.3 s against 1.2 s with one loop.
+_SHRINK = 4
+_SMALLEST_WORKING_SET = 16
+#: Chunks of fewer documents are swept in one working set at one width.
+_MANY_DOCUMENTS = _SHRINK * _SMALLEST_WORKING_SET
+
+
+def _working_sets(n_docs: int) -> tuple[int, ...]:
+    """Sizes of the working sets the sweeps compact to: ``n_docs``, then each
+    :data:`_SHRINK` times smaller, down to :data:`_SMALLEST_WORKING_SET`.
+
+    >>> _working_sets(256), _working_sets(20)
+    ((256, 64, 16), (20,))
+    """
+    sizes = [int(n_docs)]
+    while sizes[-1] // _SHRINK >= _SMALLEST_WORKING_SET:
+        sizes.append(sizes[-1] // _SHRINK)
+    return tuple(sizes)
+
+
+#: Narrower widths a chunk may be swept at, besides the documents' own, each two
+#: steps of :func:`document_width` below the previous (a factor of about 0.7).
+_NARROWER_WIDTHS = 2
+_WIDTH_STEPS = 2
+
+
+def width_classes(width: int) -> tuple[int, ...]:
+    """The widths a chunk of documents padded to ``width`` is swept at, widest first:
+    ``width`` and up to two narrower ones, each two steps of :func:`document_width`
+    below the previous (at least 8).
+
+    >>> width_classes(160), width_classes(12), width_classes(8)
+    ((160, 112, 80), (12, 8), (8,))
+    """
+    steps = [int(width)]
+    n_words = int(width) - 1
+    while n_words >= 8:
+        narrower = document_width(n_words)
+        if narrower < steps[-1]:
+            steps.append(narrower)
+        n_words = min(n_words, narrower) - 1
+    return tuple(steps[::_WIDTH_STEPS][: _NARROWER_WIDTHS + 1])
+
+
+def _by_width(step, x: Documents, *args):
+    """``step(x, *args)`` on ``x``'s slots cut to the narrowest of
+    :func:`width_classes` that holds every word of the chunk.
+
+    A chunk's sweeps cost its padded width: documents of a corpus are padded to
+    its widest, while a chunk of typical ones (or, sorted by length, of similar
+    ones) needs far fewer slots. The branch is picked per chunk from the counts
+    alone (not batched over restarts, so ``lax.switch`` runs one branch). Chunks of
+    fewer than :data:`_MANY_DOCUMENTS` documents take one width: their sweeps cost
+    less than compiling more loops."""
+    classes = width_classes(x.counts.shape[-1])
+    if len(classes) == 1 or x.counts.shape[0] < _MANY_DOCUMENTS:
+        return step(x, *args)
+    slots = jnp.arange(1, x.counts.shape[-1] + 1)
+    extent = jnp.max(jnp.where(x.counts != 0, slots, 0))
+    # Branch i is the i-th widest class; take the narrowest class holding ``extent``.
+    index = sum((extent <= narrower).astype(jnp.int32) for narrower in classes[1:])
+
+    def cut(width):
+        def branch(x, *args):
+            narrow = x._replace(word_ids=x.word_ids[:, :width], counts=x.counts[:, :width])
+            return step(narrow, *args)
+
+        return branch
+
+    return jax.lax.switch(index, [cut(width) for width in classes], x, *args)
 
 
 def documents_from_counts(X, dtype, doc_topic_start=None, width=None) -> Documents:

@@ -16,7 +16,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import jaxem
 from jaxem import engine
-from jaxem.models.lda import documents_from_counts, topic_bound
+from jaxem.models.lda import _working_sets, documents_from_counts, topic_bound, width_classes
 
 N_DOCS, N_WORDS, N_TOPICS = 40, 25, 4
 
@@ -116,6 +116,43 @@ def test_statistics_are_additive_over_chunks_and_padding_changes_nothing(x64):
     for other in (padded, with_empty):
         np.testing.assert_allclose(other[0].topic_word, whole[0].topic_word, rtol=1e-12)
         np.testing.assert_allclose(other[1], whole[1], rtol=1e-12)
+
+
+def test_narrow_widths_and_smaller_working_sets_match_the_reference(x64):
+    """Chunks of 64 length-sorted documents of very different lengths: short chunks
+    are swept at a narrower width than the corpus's widest document, and the
+    documents still active move to a smaller working set; every output is still the
+    document-by-document reference's."""
+    rng = np.random.RandomState(3)
+    topics = rng.dirichlet(np.full(N_WORDS, 0.2), size=N_TOPICS)
+    mixes = rng.dirichlet(np.full(N_TOPICS, 0.3), size=192)
+    lengths = rng.choice([4, 12, 80], size=192)
+    X = np.stack([rng.multinomial(n, mix @ topics) for n, mix in zip(lengths, mixes)])
+    X = X[np.argsort(np.count_nonzero(X, axis=1), kind="stable")]
+    docs = documents_from_counts(X, np.float64)
+    classes = width_classes(docs.counts.shape[1])
+    chunk_extents = [np.count_nonzero(X[i : i + 64], axis=1).max() for i in (0, 64, 128)]
+    assert len(classes) == 3 and chunk_extents[0] <= classes[-1] < chunk_extents[-1]
+    assert _working_sets(64) == (64, 16)
+    model = jaxem.lda(N_TOPICS, N_WORDS)
+    params = jaxem.LDAParams(jnp.asarray(_start()))
+    stats, log_likelihood = engine.statistics(model, params, docs, chunk_size=64)
+    gamma, ref_stats, ref_terms = _reference_e_step(_start(), X, 1 / N_TOPICS, 1e-3, 100)
+    np.testing.assert_allclose(stats.topic_word, ref_stats, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(float(log_likelihood), ref_terms.sum(), rtol=1e-10)
+    outputs = engine.evaluate(model, params, docs, ("doc_topic", "log_prob"), chunk_size=64)
+    np.testing.assert_allclose(outputs[0], gamma, rtol=1e-10)
+    np.testing.assert_allclose(outputs[1], ref_terms, rtol=1e-10)
+
+
+def test_outputs_come_back_in_the_rows_order():
+    """The estimator sorts documents by length inside; transform and the bound do not
+    depend on the order of X's rows."""
+    X = _corpus()
+    lda = jaxem.LatentDirichletAllocation(N_TOPICS, max_iter=2, random_state=0).fit(X)
+    order = np.random.RandomState(0).permutation(N_DOCS)
+    np.testing.assert_allclose(lda.transform(X[order]), lda.transform(X)[order], rtol=1e-12)
+    np.testing.assert_allclose(lda.score(X[order]), lda.score(X), rtol=1e-12)
 
 
 def test_batch_bound_never_decreases(x64):
