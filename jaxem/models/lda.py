@@ -246,14 +246,14 @@ class LDA(Model):
         first = _Sweep(
             jnp.asarray(0, jnp.int32), start, jnp.exp(dirichlet_expectation(start)), weights > 0
         )
-        sizes = _working_sets(n_docs)
+        sizes = _working_sets(n_docs) if _compacts(x, self.n_topics) else (n_docs,)
         smaller = sizes[1:] + (0,)
 
         def narrow_sweeps(x: Documents, log_word_topic, state: _Sweep):
             gathered = jnp.exp(self._gather(log_word_topic, x))
             return self._sweep_while(state, gathered, x.counts, hyper, smaller[0])
 
-        state = _by_width(narrow_sweeps, x, log_word_topic, first)
+        state = _by_width(narrow_sweeps, x, self.n_topics, log_word_topic, first)
         doc_topic, exp_doc_topic = state.doc_topic, state.exp_doc_topic
         rows = jnp.arange(n_docs)
         for size, next_size in zip(sizes[1:], smaller[1:]):
@@ -312,7 +312,14 @@ class LDA(Model):
         log_word_topic = self._log_word_topic(params)
         doc_topic, exp_doc_topic = self._sweeps(x, log_word_topic, weights, hyper)
         per_word, bound = _by_width(
-            self._statistics, x, log_word_topic, doc_topic, exp_doc_topic, weights, hyper
+            self._statistics,
+            x,
+            self.n_topics,
+            log_word_topic,
+            doc_topic,
+            exp_doc_topic,
+            weights,
+            hyper,
         )
         # Σ_d n_dw exp(E log θ_dk) / norm_φ_dw times exp(E log β_kw): the expected
         # counts Σ_d n_dw φ_dwk.
@@ -353,7 +360,7 @@ class LDA(Model):
         weights = jnp.ones(x.counts.shape[:1], x.counts.dtype)
         log_word_topic = self._log_word_topic(params)
         doc_topic = self._sweeps(x, log_word_topic, weights, hyper)[0]
-        return _by_width(self._bound, x, log_word_topic, doc_topic, hyper)
+        return _by_width(self._bound, x, self.n_topics, log_word_topic, doc_topic, hyper)
 
     def _bound(self, x: Documents, log_word_topic, doc_topic, hyper):
         return self._document_bound(self._gather(log_word_topic, x), x, doc_topic, hyper)
@@ -379,8 +386,18 @@ def document_width(n_nonzero: int) -> int:
 #: documents (K = 50, L = 160) compiles in 4.3 s against 1.2 s with one loop.
 _SHRINK = 4
 _SMALLEST_WORKING_SET = 16
-#: Chunks of fewer documents are swept in one working set at one width.
+#: Chunks of fewer documents, or of documents of fewer ``K × L`` gathered entries,
+#: are swept in one working set at one width: their sweeps cost less than
+#: compiling more code (a corpus padded to 1,024 rows took 10.3 s to its first fit
+#: with working sets and widths, 4.2 s without).
 _MANY_DOCUMENTS = _SHRINK * _SMALLEST_WORKING_SET
+_LARGE_DOCUMENTS = 1024
+
+
+def _compacts(x: Documents, n_topics: int) -> bool:
+    """Whether the sweeps over chunk ``x`` use working sets and narrower widths."""
+    n_docs, width = x.counts.shape
+    return n_docs >= _MANY_DOCUMENTS and n_topics * width >= _LARGE_DOCUMENTS
 
 
 def _working_sets(n_docs: int) -> tuple[int, ...]:
@@ -420,18 +437,17 @@ def width_classes(width: int) -> tuple[int, ...]:
     return tuple(steps[::_WIDTH_STEPS][: _NARROWER_WIDTHS + 1])
 
 
-def _by_width(step, x: Documents, *args):
+def _by_width(step, x: Documents, n_topics: int, *args):
     """``step(x, *args)`` on ``x``'s slots cut to the narrowest of
     :func:`width_classes` that holds every word of the chunk.
 
     A chunk's sweeps cost its padded width: documents of a corpus are padded to
     its widest, while a chunk of typical ones (or, sorted by length, of similar
     ones) needs far fewer slots. The branch is picked per chunk from the counts
-    alone (not batched over restarts, so ``lax.switch`` runs one branch). Chunks of
-    fewer than :data:`_MANY_DOCUMENTS` documents take one width: their sweeps cost
-    less than compiling more loops."""
+    alone (not batched over restarts, so ``lax.switch`` runs one branch). Small
+    chunks take one width (:func:`_compacts`)."""
     classes = width_classes(x.counts.shape[-1])
-    if len(classes) == 1 or x.counts.shape[0] < _MANY_DOCUMENTS:
+    if len(classes) == 1 or not _compacts(x, n_topics):
         return step(x, *args)
     slots = jnp.arange(1, x.counts.shape[-1] + 1)
     extent = jnp.max(jnp.where(x.counts != 0, slots, 0))
