@@ -230,9 +230,9 @@ class LDA(Model):
         """Every document's ``γ`` at the fixed point and its ``exp(E[log θ])``
         ``(n, K)`` each.
 
-        Documents converge after very different numbers of sweeps (after the first
-        pass on the benchmark's corpus a median of 32, a chunk's slowest 85-100), and a
-        converged document is only masked. So the chunk sweeps at the narrowest width
+        Documents converge after very different numbers of sweeps (on the benchmark's
+        corpus after one to four passes a median of 38 to 31, a chunk's slowest 80-100),
+        and a converged document is only masked. So the chunk sweeps at the narrowest width
         of :func:`width_classes` that holds it until at most a quarter of its
         documents are still active; those move, at the documents' full width, to a
         working set a quarter the size, and so on (:func:`_working_sets`; static
