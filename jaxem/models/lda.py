@@ -18,7 +18,9 @@ the others go on, and once at most a quarter of a chunk's documents are still
 active they move to a working set a quarter the size. A chunk is first swept at
 the narrowest of three widths that holds its words (:func:`width_classes`): the
 estimator sorts documents by length, so most chunks need far fewer slots than the
-corpus's widest document. The statistics are the expected word-topic counts
+corpus's widest document. Under batched restarts every (restart, document) pair
+is a row of the same sweeps (a ``custom_vmap`` rule), so the working sets compact
+across restarts. The statistics are the expected word-topic counts
 ``Σ_d n_dw φ_dwk`` ``(K, V)``, sums over documents, so chunking, restarts,
 padding (weight 0) and online EM apply unchanged. The M-step is
 ``λ = η + statistics`` (batch); online VB (Hoffman, Blei and Bach 2010) mixes
@@ -221,46 +223,88 @@ class LDA(Model):
 
     @staticmethod
     def _gather(log_word_topic, x: Documents):
-        """``E[log β]`` at each document's words, ``(n, K, L)``: words last, the layout
+        """``E[log β]`` at each document's words, ``(n, K, L)`` (``(R, n, K, L)`` for
+        ``R`` restarts' ``(R, V, K)``): words last, the layout
         in which XLA:CPU runs the sweep's two batched products and the bound's
         logsumexp 3-10x faster than in the gather's own ``(n, L, K)``."""
-        return jnp.swapaxes(log_word_topic[x.word_ids], 1, 2)
+        return jnp.swapaxes(log_word_topic[..., x.word_ids, :], -1, -2)
 
     def _sweeps(self, x: Documents, log_word_topic, weights, hyper):
         """Every document's ``γ`` at the fixed point and its ``exp(E[log θ])``
-        ``(n, K)`` each.
+        ``(n, K)`` each (see :meth:`_sweep_restarts`).
+
+        Batched over restarts (``log_word_topic`` alone batched, as the engine batches
+        an E-step), every (restart, document) pair becomes a row of one set of sweeps:
+        the working sets then compact across restarts and a chunk of ``n / R``
+        documents per restart (the engine's chunks shrink with ``R``) still fills
+        them, where ``vmap`` would run each restart's loops in lockstep, each
+        sweep as long as the slowest restart's."""
+
+        @jax.custom_batching.custom_vmap
+        def sweeps(x, log_word_topic, weights, hyper):
+            doc_topic, exp_doc_topic = self._sweep_restarts(x, log_word_topic[None], weights, hyper)
+            return doc_topic[0], exp_doc_topic[0]
+
+        @sweeps.def_vmap
+        def over_restarts(axis_size, in_batched, x, log_word_topic, weights, hyper):
+            del axis_size
+            x_batched, topics_batched, *others = in_batched
+            if topics_batched and not any(jax.tree.leaves((x_batched, others))):
+                return self._sweep_restarts(x, log_word_topic, weights, hyper), (True, True)
+            in_axes = jax.tree.map(lambda batched: 0 if batched else None, tuple(in_batched))
+            return jax.vmap(sweeps.fun, in_axes=in_axes)(x, log_word_topic, weights, hyper), (
+                True,
+                True,
+            )
+
+        return sweeps(x, log_word_topic, weights, hyper)
+
+    def _sweep_restarts(self, x: Documents, log_word_topic, weights, hyper):
+        """``γ`` and ``exp(E[log θ])`` ``(R, n, K)`` of every document under each of
+        the ``R`` restarts' ``log_word_topic`` ``(R, V, K)``.
 
         Documents converge after very different numbers of sweeps (on the benchmark's
         corpus after one to four passes a median of 38 to 31, a chunk's slowest 80-100),
-        and a converged document is only masked. So the chunk sweeps at the narrowest width
-        of :func:`width_classes` that holds it until at most a quarter of its
-        documents are still active; those move, at the documents' full width, to a
-        working set a quarter the size, and so on (:func:`_working_sets`; static
+        and a converged document is only masked. So the ``R × n`` rows sweep at the
+        narrowest width of :func:`width_classes` that holds the chunk until at most a
+        quarter of them are still active; those move, at the documents' full width, to
+        a working set a quarter the size, and so on (:func:`_working_sets`; static
         sizes, each its own loop)."""
         counts = x.counts
         dtype = counts.dtype
+        n_restarts = log_word_topic.shape[0]
         n_docs = counts.shape[0]
+        n_rows = n_restarts * n_docs
         if x.doc_topic_start is None:
             start = jnp.ones((n_docs, self.n_topics), dtype)
         else:  # padding rows arrive as zeros: any positive start will do for them
             start = x.doc_topic_start.astype(dtype)
             usable = (weights > 0) & jnp.all(start > 0, axis=-1)
             start = jnp.where(usable[:, None], start, jnp.ones((), dtype))
+        # Row r * n + d is document d under restart r.
+        start = jnp.tile(start, (n_restarts, 1))
         first = _Sweep(
-            jnp.asarray(0, jnp.int32), start, jnp.exp(dirichlet_expectation(start)), weights > 0
+            jnp.asarray(0, jnp.int32),
+            start,
+            jnp.exp(dirichlet_expectation(start)),
+            jnp.tile(weights > 0, n_restarts),
         )
-        sizes = _working_sets(n_docs) if _compacts(x, self.n_topics) else (n_docs,)
+        compacts = _compacts(n_rows, x.counts.shape[-1], self.n_topics)
+        sizes = _working_sets(n_rows) if compacts else (n_rows,)
         smaller = sizes[1:] + (0,)
 
         def narrow_sweeps(x: Documents, log_word_topic, state: _Sweep):
-            gathered = jnp.exp(self._gather(log_word_topic, x))
-            return self._sweep_while(state, gathered, x.counts, hyper, smaller[0])
+            gathered = self._gather(log_word_topic, x)  # (R, n, K, L)
+            gathered = jnp.exp(gathered.reshape((n_rows,) + gathered.shape[2:]))
+            return self._sweep_while(
+                state, gathered, jnp.tile(x.counts, (n_restarts, 1)), hyper, smaller[0]
+            )
 
-        state = _by_width(narrow_sweeps, x, self.n_topics, log_word_topic, first)
+        state = _by_width(narrow_sweeps, x, compacts, log_word_topic, first)
         doc_topic, exp_doc_topic = state.doc_topic, state.exp_doc_topic
-        rows = jnp.arange(n_docs)
+        rows = jnp.arange(n_rows)
         for size, next_size in zip(sizes[1:], smaller[1:]):
-            # Active documents first (a stable sort keeps the rows distinct).
+            # Active rows first (a stable sort keeps the rows distinct).
             pick = jnp.argsort(~state.active, stable=True)[:size]
             rows = rows[pick]
             state = _Sweep(
@@ -269,12 +313,14 @@ class LDA(Model):
                 state.exp_doc_topic[pick],
                 state.active[pick],
             )
-            work = Documents(x.word_ids[rows], counts[rows])
-            gathered = jnp.exp(self._gather(log_word_topic, work))
+            restart, doc = jnp.divmod(rows, n_docs)
+            work = Documents(x.word_ids[doc], counts[doc])
+            gathered = jnp.exp(jnp.swapaxes(log_word_topic[restart[:, None], work.word_ids], 1, 2))
             state = self._sweep_while(state, gathered, work.counts, hyper, next_size)
             doc_topic = doc_topic.at[rows].set(state.doc_topic)
             exp_doc_topic = exp_doc_topic.at[rows].set(state.exp_doc_topic)
-        return doc_topic, exp_doc_topic
+        shape = (n_restarts, n_docs, self.n_topics)
+        return doc_topic.reshape(shape), exp_doc_topic.reshape(shape)
 
     @staticmethod
     def _sweep_while(state: _Sweep, gathered, counts, hyper, smaller: int) -> _Sweep:
@@ -317,7 +363,7 @@ class LDA(Model):
         per_word, bound = _by_width(
             self._statistics,
             x,
-            self.n_topics,
+            _compacts(*x.counts.shape, self.n_topics),
             log_word_topic,
             doc_topic,
             exp_doc_topic,
@@ -363,7 +409,8 @@ class LDA(Model):
         weights = jnp.ones(x.counts.shape[:1], x.counts.dtype)
         log_word_topic = self._log_word_topic(params)
         doc_topic = self._sweeps(x, log_word_topic, weights, hyper)[0]
-        return _by_width(self._bound, x, self.n_topics, log_word_topic, doc_topic, hyper)
+        narrows = _compacts(*x.counts.shape, self.n_topics)
+        return _by_width(self._bound, x, narrows, log_word_topic, doc_topic, hyper)
 
     def _bound(self, x: Documents, log_word_topic, doc_topic, hyper):
         return self._document_bound(self._gather(log_word_topic, x), x, doc_topic, hyper)
@@ -397,10 +444,10 @@ _MANY_DOCUMENTS = _SHRINK * _SMALLEST_WORKING_SET
 _LARGE_DOCUMENTS = 1024
 
 
-def _compacts(x: Documents, n_topics: int) -> bool:
-    """Whether the sweeps over chunk ``x`` use working sets and narrower widths."""
-    n_docs, width = x.counts.shape
-    return n_docs >= _MANY_DOCUMENTS and n_topics * width >= _LARGE_DOCUMENTS
+def _compacts(n_rows: int, width: int, n_topics: int) -> bool:
+    """Whether sweeps over ``n_rows`` documents of ``width`` slots use working sets
+    and narrower widths."""
+    return n_rows >= _MANY_DOCUMENTS and n_topics * width >= _LARGE_DOCUMENTS
 
 
 def _working_sets(n_docs: int) -> tuple[int, ...]:
@@ -440,7 +487,7 @@ def width_classes(width: int) -> tuple[int, ...]:
     return tuple(steps[::_WIDTH_STEPS][: _NARROWER_WIDTHS + 1])
 
 
-def _by_width(step, x: Documents, n_topics: int, *args):
+def _by_width(step, x: Documents, narrows: bool, *args):
     """``step(x, *args)`` on ``x``'s slots cut to the narrowest of
     :func:`width_classes` that holds every word of the chunk.
 
@@ -448,9 +495,9 @@ def _by_width(step, x: Documents, n_topics: int, *args):
     its widest, while a chunk of typical ones (or, sorted by length, of similar
     ones) needs far fewer slots. The branch is picked per chunk from the counts
     alone (not batched over restarts, so ``lax.switch`` runs one branch). Small
-    chunks take one width (:func:`_compacts`)."""
+    chunks take one width (``narrows`` false, see :func:`_compacts`)."""
     classes = width_classes(x.counts.shape[-1])
-    if len(classes) == 1 or not _compacts(x, n_topics):
+    if len(classes) == 1 or not narrows:
         return step(x, *args)
     slots = jnp.arange(1, x.counts.shape[-1] + 1)
     extent = jnp.max(jnp.where(x.counts != 0, slots, 0))

@@ -150,6 +150,52 @@ def test_narrow_widths_and_smaller_working_sets_match_the_reference(x64, monkeyp
     np.testing.assert_allclose(outputs[1], ref_terms, rtol=1e-10)
 
 
+def test_restarts_sweep_as_rows_of_one_working_set(x64, monkeypatch):
+    """Batched over restarts, each (restart, document) pair is a row of one set of
+    sweeps: chunks of 32 documents under 3 restarts fill working sets of 96 and 24
+    rows. Every restart's statistics and outputs are still its own reference's; vmapped
+    over data sets too (the generic batching rule)."""
+    monkeypatch.setattr(sys.modules["jaxem.models.lda"], "_LARGE_DOCUMENTS", 0)
+    rng = np.random.RandomState(4)
+    topics = rng.dirichlet(np.full(N_WORDS, 0.2), size=N_TOPICS)
+    mixes = rng.dirichlet(np.full(N_TOPICS, 0.3), size=64)
+    lengths = rng.choice([4, 12, 80], size=64)
+    X = np.stack([rng.multinomial(n, mix @ topics) for n, mix in zip(lengths, mixes)])
+    docs = documents_from_counts(X, np.float64)
+    assert _working_sets(3 * 32) == (96, 24)
+    starts = [_start(seed) for seed in (1, 2, 3)]
+    model = jaxem.lda(N_TOPICS, N_WORDS)
+    swept = []
+    sweep_restarts = type(model)._sweep_restarts
+
+    def spy(self, x, log_word_topic, *args):
+        swept.append(log_word_topic.shape[0])
+        return sweep_restarts(self, x, log_word_topic, *args)
+
+    monkeypatch.setattr(type(model), "_sweep_restarts", spy)
+    params = jaxem.LDAParams(jnp.asarray(np.stack(starts)))
+    stats, log_likelihood = engine.statistics(model, params, docs, chunk_size=32, restarts=True)
+    outputs = engine.evaluate(
+        model, params, docs, ("doc_topic", "log_prob"), chunk_size=32, restarts=True
+    )
+    assert 3 in swept  # all restarts swept together
+    for restart, start in enumerate(starts):
+        gamma, ref_stats, ref_terms = _reference_e_step(start, X, 1 / N_TOPICS, 1e-3, 100)
+        np.testing.assert_allclose(stats.topic_word[restart], ref_stats, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(float(log_likelihood[restart]), ref_terms.sum(), rtol=1e-10)
+        np.testing.assert_allclose(outputs[0][restart], gamma, rtol=1e-10)
+        np.testing.assert_allclose(outputs[1][restart], ref_terms, rtol=1e-10)
+    halves = jax.tree.map(lambda leaf: leaf.reshape((2, 32) + leaf.shape[1:]), docs)
+    one = jaxem.LDAParams(params.topic_word[0])
+    per_half = jax.vmap(model.doc_topic, in_axes=(None, 0))(one, halves)
+    both = jax.vmap(model.doc_topic, in_axes=(0, 0))(jaxem.LDAParams(params.topic_word[:2]), halves)
+    gamma = _reference_e_step(starts[0], X, 1 / N_TOPICS, 1e-3, 100)[0]
+    np.testing.assert_allclose(per_half.reshape(64, N_TOPICS), gamma, rtol=1e-10)
+    np.testing.assert_allclose(both[0], gamma[:32], rtol=1e-10)
+    second = _reference_e_step(starts[1], X[32:], 1 / N_TOPICS, 1e-3, 100)[0]
+    np.testing.assert_allclose(both[1], second, rtol=1e-10)
+
+
 def test_outputs_come_back_in_the_rows_order():
     """The estimator sorts documents by length inside; transform and the bound do not
     depend on the order of X's rows."""
