@@ -1600,24 +1600,68 @@ def _statistics_program(model, params, x, weights, hyper, *, chunk_size, restart
     )
 
 
+def _statistics_sharded_body(model, params, x, weights, hyper, *, chunk_size, restarts, mesh):
+    """:func:`_statistics_program` with the rows split over ``mesh``'s row axis: each
+    device sums its own chunks, the sums merged by one collective."""
+    row_spec = jax.sharding.PartitionSpec(ROWS)
+    replicated = jax.sharding.PartitionSpec()
+
+    def local(params, x, weights, hyper):
+        with _iterate.rows_sharded(ROWS):
+            return _statistics_program.__wrapped__(
+                model, params, x, weights, hyper, chunk_size=chunk_size, restarts=restarts
+            )
+
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(
+            jax.tree.map(lambda _: replicated, params),
+            jax.tree.map(lambda _: row_spec, x),
+            row_spec,
+            jax.tree.map(lambda _: replicated, hyper),
+        ),
+        out_specs=replicated,
+        check_vma=False,
+    )(params, x, weights, hyper)
+
+
+_sharded_statistics_program = jax.jit(
+    _statistics_sharded_body,
+    static_argnames=("model", "chunk_size", "restarts", "mesh"),
+    compiler_options=_COMPILER_OPTIONS,
+)
+
+
 def statistics(
-    model, params, x, *, weights=None, hyper=None, chunk_size=None, restarts: bool = False
+    model,
+    params,
+    x,
+    *,
+    weights=None,
+    hyper=None,
+    chunk_size=None,
+    restarts: bool = False,
+    mesh=None,
 ):
     """The E-step of one set of ``params`` over all of ``x``: ``(stats, log_likelihood)``,
     both sums over rows weighted by ``weights`` (not rescaled), chunk by chunk.
     With ``restarts``, ``params`` have a leading restart axis and so do the results:
-    every restart's E-step in one pass, each chunk read once."""
+    every restart's E-step in one pass, each chunk read once. ``mesh`` (as
+    :func:`fit`'s, rows only) splits the rows over devices, each summing its own."""
     n_restarts = jax.tree.leaves(params)[0].shape[0] if restarts else 1
-    prepared = _prepare(model, x, weights, hyper, n_restarts, chunk_size)
-    return _statistics_program(
-        model,
-        params,
-        prepared.x,
-        prepared.weights,
-        prepared.hyper,
-        chunk_size=prepared.chunk_size,
-        restarts=bool(restarts),
-    )
+    mesh = resolve_mesh(mesh, x)
+    if mesh is not None and RESTARTS in mesh.axis_names:
+        raise ValueError(
+            f"statistics splits rows only; build the mesh with a {ROWS!r} axis alone, "
+            f"e.g. jax.make_mesh((n,), ({ROWS!r},))."
+        )
+    prepared = _prepare(model, x, weights, hyper, n_restarts, chunk_size, mesh)
+    arrays = (params, prepared.x, prepared.weights, prepared.hyper)
+    statics = dict(chunk_size=prepared.chunk_size, restarts=bool(restarts))
+    if mesh is None:
+        return _statistics_program(model, *arrays, **statics)
+    return _sharded_statistics_program(model, *arrays, **statics, mesh=mesh)
 
 
 @_program(static=("n_samples",))

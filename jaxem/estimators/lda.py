@@ -13,7 +13,9 @@ each document's starting ``γ`` likewise), so a float64 fit equals scikit-learn'
 with ``n_jobs=1`` up to rounding. ``n_jobs`` is accepted and has no effect: jaxem's
 E-step is one vectorised program (scikit-learn with ``n_jobs > 1`` draws the
 documents' starting ``γ`` per slice of documents; jaxem draws them as with
-``n_jobs=1``).
+``n_jobs=1``). ``mesh`` splits a batch fit's documents over devices instead (on a
+CPU, several host devices: ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
+set before JAX starts).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from sklearn.utils.validation import check_is_fitted, check_non_negative, valida
 
 from jaxem import engine
 from jaxem.estimators import _validation
-from jaxem.estimators._base import EMEstimator
+from jaxem.estimators._base import MESH_CONSTRAINT, EMEstimator
 from jaxem.models.lda import (
     Documents,
     LDAParams,
@@ -71,12 +73,21 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         Corpus size assumed by :meth:`partial_fit`.
     perp_tol, mean_change_tol, max_doc_update_iter : as scikit-learn's.
     n_jobs : int, default=None
-        Accepted for compatibility; no effect (the E-step is one vectorised program).
+        Accepted for compatibility; no effect (the E-step is one vectorised program;
+        see ``mesh``).
     verbose : int, default=0
     random_state : int, RandomState instance or None, default=None
     n_init : int, default=1
         Restarts, each from its own initial topics, run together; the one with the
         lowest training perplexity is kept. Restart 0 is scikit-learn's fit.
+    mesh : None, int or jax.sharding.Mesh, default=None
+        jaxem extension: devices to split the documents of a batch fit's E-steps
+        over (see :func:`jaxem.fit`; rows only), each device sweeping its share and
+        the statistics summed across them; the fit is the one-device fit up to
+        rounding. On a CPU JAX sees one device unless
+        ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` is set before it
+        starts. Online learning (``learning_method="online"``, :meth:`partial_fit`)
+        runs on one device and refuses a mesh of several.
 
     Attributes
     ----------
@@ -131,6 +142,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         "verbose": ["verbose"],
         "random_state": ["random_state"],
         "n_init": [Interval(Integral, 1, None, closed="left")],
+        "mesh": MESH_CONSTRAINT,
     }
     _precision_attribute = "components_"
 
@@ -154,6 +166,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         verbose=0,
         random_state=None,
         n_init=1,
+        mesh=None,
     ):
         self.n_components = n_components
         self.doc_topic_prior = doc_topic_prior
@@ -172,6 +185,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self.verbose = verbose
         self.random_state = random_state
         self.n_init = n_init
+        self.mesh = mesh
 
     # -- the model and its inputs -----------------------------------------------------------
     def _build_model(self, n_components, max_components):
@@ -237,10 +251,10 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self.components_ = draws[0]
         return LDAParams(jnp.asarray(np.stack(draws)))
 
-    def _batch_step(self, X, params, running, dtype, padded=None):
+    def _batch_step(self, X, params, running, dtype, padded=None, mesh=None):
         docs = self._documents(X, dtype, random_init=True, padded=padded)
         stats, _ = engine.statistics(
-            self._model(), params, docs, hyper=self._hyper(dtype), restarts=True
+            self._model(), params, docs, hyper=self._hyper(dtype), restarts=True, mesh=mesh
         )
         new = LDAParams(self.topic_word_prior_ + stats.topic_word)
         self.n_batch_iter_ += 1
@@ -284,9 +298,22 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         with _validation.precision(X.dtype):
             return self._fit(X)
 
+    def _batch_mesh(self, online: bool):
+        """The mesh a batch fit's E-steps run on (None: one device); online learning
+        refuses one of several devices."""
+        mesh = engine.resolve_mesh(self.mesh)
+        if mesh is not None and online:
+            raise ValueError(
+                "mesh splits the documents of batch learning only; online learning "
+                "(learning_method='online', partial_fit) runs on one device: use "
+                "learning_method='batch' or mesh=None."
+            )
+        return mesh
+
     def _fit(self, X):
         n_samples, n_features = X.shape
         dtype = _validation.compute_dtype(X.dtype)
+        mesh = self._batch_mesh(online=self.learning_method == "online")
         params = self._init_latent_vars(n_features, X.dtype)
         n_restarts = int(self.n_init)
         running = np.ones(n_restarts, bool)
@@ -298,7 +325,8 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
             batches = list(gen_batches(n_samples, self.batch_size))
             padded = [_Corpus.of(X[batch], dtype) for batch in batches]
         else:
-            padded = _Corpus.of(X, dtype)
+            n_shards = 1 if mesh is None else int(dict(mesh.shape).get(engine.ROWS, 1))
+            padded = _Corpus.of(X, dtype, n_shards)
         whole = None if self.learning_method == "online" else padded
         for i in range(self.max_iter):
             if self.learning_method == "online":
@@ -307,7 +335,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
                         X[batch], params, running, dtype, n_samples, padded=docs
                     )
             else:
-                params = self._batch_step(X, params, running, dtype, padded=padded)
+                params = self._batch_step(X, params, running, dtype, padded=padded, mesh=mesh)
             if self.evaluate_every > 0 and (i + 1) % self.evaluate_every == 0:
                 if whole is None:
                     whole = _Corpus.of(X, dtype)
@@ -358,6 +386,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         """
         first_time = not hasattr(self, "components_")
         X = self._check_non_neg_array(X, reset_n_features=first_time, whom=f"{_NAME}.partial_fit")
+        self._batch_mesh(online=True)
         n_samples, n_features = X.shape
         with _validation.precision(X.dtype):
             dtype = _validation.compute_dtype(X.dtype)
@@ -530,9 +559,14 @@ class _Corpus(NamedTuple):
     order: np.ndarray  # documents' row i is X's row order[i]
 
     @classmethod
-    def of(cls, X, dtype) -> _Corpus:
+    def of(cls, X, dtype, n_shards: int = 1) -> _Corpus:
+        """``X``'s documents sorted by length; for ``n_shards`` devices, each taking
+        a contiguous block of rows, dealt in turn so that every block holds short and
+        long ones alike (each block sorted)."""
         docs = documents_from_counts(X, dtype)
         order = np.argsort(np.count_nonzero(docs.counts, axis=1), kind="stable")
+        if n_shards > 1:
+            order = np.concatenate([order[shard::n_shards] for shard in range(n_shards)])
         return cls(Documents(docs.word_ids[order], docs.counts[order]), order)
 
     def documents_from(self, start) -> Documents:

@@ -119,6 +119,14 @@ def main(out):
     hmm_one.fit(frames, lengths)
     hmm_four.fit(frames, lengths)
     estimator_results["GaussianHMM"] = relative_difference(hmm_four.means_, hmm_one.means_)
+    # LDA: every batch E-step's documents split over the devices (engine.statistics).
+    counts = np.random.RandomState(0).poisson(0.3, (300, 200)).astype(np.float64)
+    settings = dict(n_components=8, max_iter=3, random_state=0, n_init=2)
+    lda_one = jaxem.LatentDirichletAllocation(**settings).fit(counts)
+    lda_four = jaxem.LatentDirichletAllocation(**settings, mesh=4).fit(counts)
+    estimator_results["LatentDirichletAllocation"] = relative_difference(
+        lda_four.components_, lda_one.components_
+    )
     report["estimators"] = estimator_results
     errors = {}
     for label, mesh in {
@@ -130,6 +138,10 @@ def main(out):
             jaxem.fit(*data_sets()["gmm"], mesh=mesh, **fit_settings())
         except (ValueError, TypeError) as error:
             errors[label] = f"{type(error).__name__}: {error}"
+    try:
+        jaxem.LatentDirichletAllocation(8, learning_method="online", mesh=4).fit(counts)
+    except ValueError as error:
+        errors["online LDA"] = f"{type(error).__name__}: {error}"
     report["errors"] = errors
     with open(out, "w") as file:
         json.dump(report, file, indent=1)
