@@ -20,11 +20,18 @@ Run from the repository root::
 
     python -m benchmarks.lda             # the full corpus
     python -m benchmarks.lda --small     # 2,000 + 500 documents, 1,000 words, 10 topics
+    python -m benchmarks.lda --devices 2 --restarts 0   # + batch with mesh=2
+
+``--devices N`` adds jaxem's batch rows with every E-step's documents split over N
+devices (``mesh=N``); on a CPU the script first makes N host devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count=N``, before JAX starts), so
+jaxem uses as many cores as scikit-learn's ``n_jobs=-1``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
@@ -83,7 +90,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--restarts", type=int, default=8, help="0: skip the restarts")
     parser.add_argument("--no-gensim", action="store_true")
+    parser.add_argument("--devices", type=int, default=1, help="also batch with mesh=N")
     args = parser.parse_args()
+    if args.devices > 1:
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "")
+            + f" --xla_force_host_platform_device_count={args.devices}"
+        )
     if args.small:
         n_train, n_test, n_words, n_topics = 2_000, 500, 1_000, 10
     else:
@@ -107,7 +120,7 @@ def main() -> None:
     print(
         f"documents {n_train} (+{n_test} held out), words {n_words}, topics {n_topics}, "
         f"tokens {int(X_train.sum())}, passes {args.passes}, online batch {args.batch_size}; "
-        f"jax {jax.__version__}, scikit-learn {sklearn.__version__}"
+        f"jax {jax.__version__} ({jax.device_count()} devices), scikit-learn {sklearn.__version__}"
         + (f", gensim {gensim.__version__}" if gensim else "")
         + f", {platform.processor() or platform.machine()}"
     )
@@ -136,18 +149,24 @@ def main() -> None:
         )
         print(f"  {rows[-1]}", flush=True)
 
+    meshes = [None] if args.devices < 2 else [None, args.devices]
     for method in ("batch", "online"):
-        for dtype in (np.float64, np.float32):
+        for dtype, mesh in [(d, m) for d in (np.float64, np.float32) for m in meshes]:
+            if mesh is not None and method == "online":
+                continue  # online learning runs on one device
             data = X_train.astype(dtype)
 
-            def fit(data=data, method=method):
-                return jaxem.LatentDirichletAllocation(learning_method=method, **common).fit(data)
+            def fit(data=data, method=method, mesh=mesh):
+                return jaxem.LatentDirichletAllocation(
+                    learning_method=method, mesh=mesh, **common
+                ).fit(data)
 
             start = time.perf_counter()
             fit()
             first = time.perf_counter() - start
             seconds, _, model = timed_runs(fit)
-            record(f"jaxem {np.dtype(dtype).name}", method, seconds, first, model.components_)
+            side = f"jaxem {np.dtype(dtype).name}" + ("" if mesh is None else f" mesh={mesh}")
+            record(side, method, seconds, first, model.components_)
 
         def sklearn_fit(method=method):
             return SklearnLDA(learning_method=method, n_jobs=-1, **common).fit(X_train)
