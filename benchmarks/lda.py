@@ -20,9 +20,9 @@ Run from the repository root::
 
     python -m benchmarks.lda             # the full corpus
     python -m benchmarks.lda --small     # 2,000 + 500 documents, 1,000 words, 10 topics
-    python -m benchmarks.lda --devices 2 --restarts 0   # + batch with mesh=2
+    python -m benchmarks.lda --devices 2 --restarts 0   # + rows with mesh=2
 
-``--devices N`` adds jaxem's batch rows with every E-step's documents split over N
+``--devices N`` adds jaxem's rows with every E-step's documents split over N
 devices (``mesh=N``); on a CPU the script first makes N host devices
 (``XLA_FLAGS=--xla_force_host_platform_device_count=N``, before JAX starts), so
 jaxem uses as many cores as scikit-learn's ``n_jobs=-1``.
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--restarts", type=int, default=8, help="0: skip the restarts")
     parser.add_argument("--no-gensim", action="store_true")
-    parser.add_argument("--devices", type=int, default=1, help="also batch with mesh=N")
+    parser.add_argument("--devices", type=int, default=1, help="also rows with mesh=N")
     args = parser.parse_args()
     if args.devices > 1:
         os.environ["XLA_FLAGS"] = (
@@ -152,8 +152,6 @@ def main() -> None:
     meshes = [None] if args.devices < 2 else [None, args.devices]
     for method in ("batch", "online"):
         for dtype, mesh in [(d, m) for d in (np.float64, np.float32) for m in meshes]:
-            if mesh is not None and method == "online":
-                continue  # online learning runs on one device
             data = X_train.astype(dtype)
 
             def fit(data=data, method=method, mesh=mesh):

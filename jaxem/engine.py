@@ -592,7 +592,43 @@ def _online_step_program(
 ):
     chunks = _iterate.make_chunks(x, weights, chunk_size)
     stats, log_likelihood_sum = _iterate.batched_statistics(model, params, chunks, hyper)
-    batch_weight = jnp.sum(weights)
+    return _online_update(
+        model,
+        params,
+        running,
+        stats,
+        log_likelihood_sum,
+        jnp.sum(weights),
+        hyper,
+        step,
+        represented,
+    )
+
+
+def _online_step_sharded_body(
+    model, params, running, x, weights, hyper, step, represented, *, chunk_size, mesh
+):
+    """:func:`_online_step_program` with the batch's rows split over ``mesh``."""
+    stats, log_likelihood_sum = _statistics_sharded_body(
+        model, params, x, weights, hyper, chunk_size=chunk_size, restarts=True, mesh=mesh
+    )
+    return _online_update(
+        model,
+        params,
+        running,
+        stats,
+        log_likelihood_sum,
+        jnp.sum(weights),
+        hyper,
+        step,
+        represented,
+    )
+
+
+def _online_update(
+    model, params, running, stats, log_likelihood_sum, batch_weight, hyper, step, represented
+):
+    """The stepwise M-step of every restart from the batch's summed statistics."""
     # Per-row statistics of the batch (times the rows it stands for), so batches of
     # any size mix alike.
     stats = jax.vmap(model.scale_stats, in_axes=(0, None))(stats, represented / batch_weight)
@@ -634,6 +670,7 @@ def online_step(
     weights=None,
     hyper=None,
     chunk_size=None,
+    mesh=None,
 ):
     """One step of stepwise EM (Cappé and Moulines 2009) for every restart on a batch.
 
@@ -662,6 +699,7 @@ def online_step(
     rows_represented : None (per-row statistics) or the number of rows the batch
         stands for (its per-row statistics are multiplied by it).
     weights, hyper, chunk_size : as :func:`fit`.
+    mesh : as :func:`statistics`: the batch's rows split over devices.
 
     Returns
     -------
@@ -677,21 +715,26 @@ def online_step(
         raise ValueError(f"step_offset must be positive, got {step_offset!r}.")
     params = init_params if state is None else state.params
     n_restarts = jax.tree.leaves(params)[0].shape[0]
-    prepared = _prepare(model, x, weights, hyper, n_restarts, chunk_size)
+    mesh = _rows_mesh(mesh, x, "online_step")
+    prepared = _prepare(model, x, weights, hyper, n_restarts, chunk_size, mesh)
     n_steps = 0 if state is None else state.n_steps
     step = 1.0 if state is None else (n_steps + float(step_offset)) ** -float(step_decay)
     represented = 1.0 if rows_represented is None else float(rows_represented)
-    params, stats, log_likelihood = _online_step_program(
-        model,
+    weights = prepared.weights
+    arrays = (
         params,
         None if state is None else state.stats,
         prepared.x,
-        prepared.weights * (np.sum(prepared.weights > 0) / np.sum(prepared.weights)),
+        weights * (np.sum(weights > 0) / np.sum(weights)),
         prepared.hyper,
         np.asarray(step, prepared.dtype),
         np.asarray(represented, prepared.dtype),
-        chunk_size=prepared.chunk_size,
     )
+    if mesh is None:
+        program = _online_step_program
+    else:
+        program = functools.partial(_sharded_online_step_program, mesh=mesh)
+    params, stats, log_likelihood = program(model, *arrays, chunk_size=prepared.chunk_size)
     return OnlineState(params, stats, n_steps + 1), np.asarray(log_likelihood)
 
 
@@ -1626,6 +1669,24 @@ def _statistics_sharded_body(model, params, x, weights, hyper, *, chunk_size, re
     )(params, x, weights, hyper)
 
 
+_sharded_online_step_program = jax.jit(
+    _online_step_sharded_body,
+    static_argnames=("model", "chunk_size", "mesh"),
+    compiler_options=_COMPILER_OPTIONS,
+)
+
+
+def _rows_mesh(mesh, x, what: str):
+    """:func:`resolve_mesh` for entry points that split rows only."""
+    mesh = resolve_mesh(mesh, x)
+    if mesh is not None and RESTARTS in mesh.axis_names:
+        raise ValueError(
+            f"{what} splits rows only; build the mesh with a {ROWS!r} axis alone, "
+            f"e.g. jax.make_mesh((n,), ({ROWS!r},))."
+        )
+    return mesh
+
+
 _sharded_statistics_program = jax.jit(
     _statistics_sharded_body,
     static_argnames=("model", "chunk_size", "restarts", "mesh"),
@@ -1650,12 +1711,7 @@ def statistics(
     every restart's E-step in one pass, each chunk read once. ``mesh`` (as
     :func:`fit`'s, rows only) splits the rows over devices, each summing its own."""
     n_restarts = jax.tree.leaves(params)[0].shape[0] if restarts else 1
-    mesh = resolve_mesh(mesh, x)
-    if mesh is not None and RESTARTS in mesh.axis_names:
-        raise ValueError(
-            f"statistics splits rows only; build the mesh with a {ROWS!r} axis alone, "
-            f"e.g. jax.make_mesh((n,), ({ROWS!r},))."
-        )
+    mesh = _rows_mesh(mesh, x, "statistics")
     prepared = _prepare(model, x, weights, hyper, n_restarts, chunk_size, mesh)
     arrays = (params, prepared.x, prepared.weights, prepared.hyper)
     statics = dict(chunk_size=prepared.chunk_size, restarts=bool(restarts))

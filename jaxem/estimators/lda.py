@@ -13,9 +13,9 @@ each document's starting ``γ`` likewise), so a float64 fit equals scikit-learn'
 with ``n_jobs=1`` up to rounding. ``n_jobs`` is accepted and has no effect: jaxem's
 E-step is one vectorised program (scikit-learn with ``n_jobs > 1`` draws the
 documents' starting ``γ`` per slice of documents; jaxem draws them as with
-``n_jobs=1``). ``mesh`` splits a batch fit's documents over devices instead (on a
-CPU, several host devices: ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
-set before JAX starts).
+``n_jobs=1``). ``mesh`` splits the documents of every E-step over devices instead
+(on a CPU, several host devices:
+``XLA_FLAGS=--xla_force_host_platform_device_count=N`` set before JAX starts).
 """
 
 from __future__ import annotations
@@ -81,13 +81,12 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         Restarts, each from its own initial topics, run together; the one with the
         lowest training perplexity is kept. Restart 0 is scikit-learn's fit.
     mesh : None, int or jax.sharding.Mesh, default=None
-        jaxem extension: devices to split the documents of a batch fit's E-steps
-        over (see :func:`jaxem.fit`; rows only), each device sweeping its share and
-        the statistics summed across them; the fit is the one-device fit up to
-        rounding. On a CPU JAX sees one device unless
+        jaxem extension: devices to split the documents of every training E-step
+        (batch or online mini-batch) over (see :func:`jaxem.fit`; rows only), each
+        device sweeping its share and the statistics summed across them; the fit is
+        the one-device fit up to rounding. On a CPU JAX sees one device unless
         ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` is set before it
-        starts. Online learning (``learning_method="online"``, :meth:`partial_fit`)
-        runs on one device and refuses a mesh of several.
+        starts. ``transform``, ``score`` and ``perplexity`` run on one device.
 
     Attributes
     ----------
@@ -260,7 +259,9 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self.n_batch_iter_ += 1
         return _where_running(running, new, params)
 
-    def _online_step(self, X, params, running, dtype, total_samples, padded=None):
+    def _online_step(self, X, params, running, dtype, total_samples, padded=None, mesh=None):
+        if padded is None:
+            padded = _Corpus.of(X, dtype, _row_shards(mesh))
         docs = self._documents(X, dtype, random_init=True, padded=padded)
         hyper = self._hyper(dtype)
         # λ = η + s: the running statistics s are the topics less the prior.
@@ -276,6 +277,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
             step_offset=float(self.learning_offset) + 1.0,
             rows_represented=float(total_samples),
             hyper=hyper,
+            mesh=mesh,
         )
         self.n_batch_iter_ += 1
         return _where_running(running, state.params, params)
@@ -298,22 +300,10 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         with _validation.precision(X.dtype):
             return self._fit(X)
 
-    def _batch_mesh(self, online: bool):
-        """The mesh a batch fit's E-steps run on (None: one device); online learning
-        refuses one of several devices."""
-        mesh = engine.resolve_mesh(self.mesh)
-        if mesh is not None and online:
-            raise ValueError(
-                "mesh splits the documents of batch learning only; online learning "
-                "(learning_method='online', partial_fit) runs on one device: use "
-                "learning_method='batch' or mesh=None."
-            )
-        return mesh
-
     def _fit(self, X):
         n_samples, n_features = X.shape
         dtype = _validation.compute_dtype(X.dtype)
-        mesh = self._batch_mesh(online=self.learning_method == "online")
+        mesh = engine.resolve_mesh(self.mesh)
         params = self._init_latent_vars(n_features, X.dtype)
         n_restarts = int(self.n_init)
         running = np.ones(n_restarts, bool)
@@ -323,16 +313,15 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         # them once; each pass only draws new starting γ.
         if self.learning_method == "online":
             batches = list(gen_batches(n_samples, self.batch_size))
-            padded = [_Corpus.of(X[batch], dtype) for batch in batches]
+            padded = [_Corpus.of(X[batch], dtype, _row_shards(mesh)) for batch in batches]
         else:
-            n_shards = 1 if mesh is None else int(dict(mesh.shape).get(engine.ROWS, 1))
-            padded = _Corpus.of(X, dtype, n_shards)
+            padded = _Corpus.of(X, dtype, _row_shards(mesh))
         whole = None if self.learning_method == "online" else padded
         for i in range(self.max_iter):
             if self.learning_method == "online":
                 for batch, docs in zip(batches, padded):
                     params = self._online_step(
-                        X[batch], params, running, dtype, n_samples, padded=docs
+                        X[batch], params, running, dtype, n_samples, padded=docs, mesh=mesh
                     )
             else:
                 params = self._batch_step(X, params, running, dtype, padded=padded, mesh=mesh)
@@ -386,7 +375,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         """
         first_time = not hasattr(self, "components_")
         X = self._check_non_neg_array(X, reset_n_features=first_time, whom=f"{_NAME}.partial_fit")
-        self._batch_mesh(online=True)
+        mesh = engine.resolve_mesh(self.mesh)
         n_samples, n_features = X.shape
         with _validation.precision(X.dtype):
             dtype = _validation.compute_dtype(X.dtype)
@@ -402,7 +391,9 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
                 params = LDAParams(jnp.asarray(self.components_[None], dtype))
             running = np.ones(1, bool)
             for batch in gen_batches(n_samples, self.batch_size):
-                params = self._online_step(X[batch], params, running, dtype, self.total_samples)
+                params = self._online_step(
+                    X[batch], params, running, dtype, self.total_samples, mesh=mesh
+                )
             self._set_components(params, 0)
             self.components_ = self.components_.astype(X.dtype, copy=False)
             self.exp_dirichlet_component_ = self.exp_dirichlet_component_.astype(X.dtype)
@@ -579,6 +570,11 @@ class _Corpus(NamedTuple):
         restored = np.empty_like(values)
         restored[:, self.order] = values
         return restored
+
+
+def _row_shards(mesh) -> int:
+    """How many blocks of rows ``mesh`` splits the documents into."""
+    return 1 if mesh is None else int(dict(mesh.shape).get(engine.ROWS, 1))
 
 
 def _where_running(running, new, old):

@@ -95,7 +95,13 @@ def test_a_device_count_and_a_sharded_array_select_the_mesh(report):
 
 
 @pytest.mark.parametrize(
-    "estimator", ["GaussianMixture", "GaussianHMM", "LatentDirichletAllocation"]
+    "estimator",
+    [
+        "GaussianMixture",
+        "GaussianHMM",
+        "LatentDirichletAllocation",
+        "LatentDirichletAllocation online",
+    ],
 )
 def test_estimators_take_a_mesh(report, estimator):
     assert report["estimators"][estimator] < TOLERANCE
@@ -106,7 +112,6 @@ def test_bad_meshes_are_refused_with_the_fix(report):
     assert errors["too many devices"].startswith("ValueError: mesh=5 asks for 5 devices")
     assert "must be named 'rows'" in errors["bad axis"] and "jax.make_mesh" in errors["bad axis"]
     assert errors["not a mesh"].startswith("TypeError: mesh must be None, a device count")
-    assert "batch learning only" in errors["online LDA"] and "mesh=None" in errors["online LDA"]
 
 
 def _free_port():
