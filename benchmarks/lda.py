@@ -20,12 +20,12 @@ Run from the repository root::
 
     python -m benchmarks.lda             # the full corpus
     python -m benchmarks.lda --small     # 2,000 + 500 documents, 1,000 words, 10 topics
-    python -m benchmarks.lda --devices 2 --restarts 0   # + rows with mesh=2
+    python -m benchmarks.lda --devices 2 --no-gensim   # + rows with mesh=2
 
 ``--devices N`` adds jaxem's rows with every E-step's documents split over N
-devices (``mesh=N``); on a CPU the script first makes N host devices
-(``XLA_FLAGS=--xla_force_host_platform_device_count=N``, before JAX starts), so
-jaxem uses as many cores as scikit-learn's ``n_jobs=-1``.
+devices (``mesh=N``) and runs the restarts with ``mesh=N``; on a CPU the script
+first makes N host devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``,
+before JAX starts), so jaxem uses as many cores as scikit-learn's ``n_jobs=-1``.
 """
 
 from __future__ import annotations
@@ -229,7 +229,9 @@ def main() -> None:
     for n_init in (1, args.restarts):
 
         def fit(n_init=n_init):
-            return jaxem.LatentDirichletAllocation(n_init=n_init, **common).fit(data)
+            return jaxem.LatentDirichletAllocation(n_init=n_init, mesh=meshes[-1], **common).fit(
+                data
+            )
 
         fit()  # compile
         seconds, _, model = timed_runs(fit)
@@ -237,7 +239,8 @@ def main() -> None:
     single_s, single = results[1]
     many_s, many = results[args.restarts]
     print(
-        f"restarts (batch, float32): {args.restarts} restarts {many_s:.2f} s, 1 restart "
+        f"restarts (batch, float32, mesh={meshes[-1]}): {args.restarts} restarts "
+        f"{many_s:.2f} s, 1 restart "
         f"{single_s:.2f} s, ratio {many_s / single_s:.2f}x; held-out perplexity of the kept "
         f"restart ({many.best_restart_}) "
         f"{held_out_perplexity(many.components_, X_test, n_topics):.2f}, of 1 restart "
