@@ -277,6 +277,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
             step_offset=float(self.learning_offset) + 1.0,
             rows_represented=float(total_samples),
             hyper=hyper,
+            chunk_size=None if mesh is None else _SHARDED_ONLINE_CHUNK,
             mesh=mesh,
         )
         self.n_batch_iter_ += 1
@@ -570,6 +571,14 @@ class _Corpus(NamedTuple):
         restored = np.empty_like(values)
         restored[:, self.order] = values
         return restored
+
+
+#: Documents per chunk of an online step split over devices. Measured on 2 host
+#: devices of a 2-core CPU (8 steps, K = 50, V = 5,000, float32): steps of 1,024,
+#: 2,048 and 4,096 documents took 0.39, 0.63 and 1.17 s in chunks of 64 against
+#: 0.63, 0.91 and 1.39 s in the default 256 (one device: the same either way; batch
+#: passes over 16,384 documents: the same either way). Why was not found.
+_SHARDED_ONLINE_CHUNK = 64
 
 
 def _row_shards(mesh) -> int:
