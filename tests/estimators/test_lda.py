@@ -150,6 +150,19 @@ def test_narrow_widths_and_smaller_working_sets_match_the_reference(x64, monkeyp
     np.testing.assert_allclose(outputs[1], ref_terms, rtol=1e-10)
 
 
+def test_statistics_and_online_steps_refuse_a_restarts_mesh():
+    """The documents' E-step splits rows only; a mesh with a restarts axis is refused
+    with the fix (a one-device mesh is enough to check it)."""
+    docs = documents_from_counts(_corpus(), np.float64)
+    model = jaxem.lda(N_TOPICS, N_WORDS)
+    params = jaxem.LDAParams(jnp.asarray(_start()[None]))
+    mesh = jax.make_mesh((1,), ("restarts",))
+    with pytest.raises(ValueError, match="statistics splits rows only.*jax.make_mesh"):
+        engine.statistics(model, params, docs, restarts=True, mesh=mesh)
+    with pytest.raises(ValueError, match="online_step splits rows only"):
+        engine.online_step(model, None, docs, init_params=params, mesh=mesh)
+
+
 def test_restarts_sweep_as_rows_of_one_working_set(x64, monkeypatch):
     """Batched over restarts, each (restart, document) pair is a row of one set of
     sweeps: chunks of 32 documents under 3 restarts fill working sets of 96 and 24
