@@ -588,47 +588,16 @@ def _select_program(model, state):
 # -- online (stepwise) EM ---------------------------------------------------------------------
 @_program(static=("chunk_size",))
 def _online_step_program(
-    model, params, running, x, weights, hyper, step, represented, *, chunk_size
+    model, params, running, x, weights, hyper, step, represented, *, chunk_size, mesh=None
 ):
-    chunks = _iterate.make_chunks(x, weights, chunk_size)
-    stats, log_likelihood_sum = _iterate.batched_statistics(model, params, chunks, hyper)
-    return _online_update(
-        model,
-        params,
-        running,
-        stats,
-        log_likelihood_sum,
-        jnp.sum(weights),
-        hyper,
-        step,
-        represented,
-    )
-
-
-def _online_step_sharded_body(
-    model, params, running, x, weights, hyper, step, represented, *, chunk_size, mesh
-):
-    """:func:`_online_step_program` with the batch's rows split over ``mesh``."""
-    stats, log_likelihood_sum = _statistics_sharded_body(
-        model, params, x, weights, hyper, chunk_size=chunk_size, restarts=True, mesh=mesh
-    )
-    return _online_update(
-        model,
-        params,
-        running,
-        stats,
-        log_likelihood_sum,
-        jnp.sum(weights),
-        hyper,
-        step,
-        represented,
-    )
-
-
-def _online_update(
-    model, params, running, stats, log_likelihood_sum, batch_weight, hyper, step, represented
-):
-    """The stepwise M-step of every restart from the batch's summed statistics."""
+    if mesh is None:
+        chunks = _iterate.make_chunks(x, weights, chunk_size)
+        stats, log_likelihood_sum = _iterate.batched_statistics(model, params, chunks, hyper)
+    else:  # the batch's rows split over the mesh (:data:`_sharded_online_step_program`)
+        stats, log_likelihood_sum = _statistics_sharded_body(
+            model, params, x, weights, hyper, chunk_size=chunk_size, restarts=True, mesh=mesh
+        )
+    batch_weight = jnp.sum(weights)
     # Per-row statistics of the batch (times the rows it stands for), so batches of
     # any size mix alike.
     stats = jax.vmap(model.scale_stats, in_axes=(0, None))(stats, represented / batch_weight)
@@ -1670,7 +1639,7 @@ def _statistics_sharded_body(model, params, x, weights, hyper, *, chunk_size, re
 
 
 _sharded_online_step_program = jax.jit(
-    _online_step_sharded_body,
+    _online_step_program.__wrapped__,
     static_argnames=("model", "chunk_size", "mesh"),
     compiler_options=_COMPILER_OPTIONS,
 )

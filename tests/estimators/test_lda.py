@@ -33,6 +33,16 @@ def _corpus(seed=0):
     return X
 
 
+def _mixed_lengths(seed, n_docs):
+    """Documents of 4, 12 or 80 tokens: their sweeps converge after very different
+    numbers of sweeps, so the working sets' tails are reached."""
+    rng = np.random.RandomState(seed)
+    topics = rng.dirichlet(np.full(N_WORDS, 0.2), size=N_TOPICS)
+    mixes = rng.dirichlet(np.full(N_TOPICS, 0.3), size=n_docs)
+    lengths = rng.choice([4, 12, 80], size=n_docs)
+    return np.stack([rng.multinomial(n, mix @ topics) for n, mix in zip(lengths, mixes)])
+
+
 # -- a naive numpy reference: scikit-learn's algorithm, document by document -----------------
 def _dirichlet_expectation(alpha):
     return psi(alpha) - psi(alpha.sum(axis=-1, keepdims=True))
@@ -128,11 +138,7 @@ def test_narrow_widths_and_smaller_working_sets_match_the_reference(x64, monkeyp
     plain path by default: the test lowers the threshold; its shapes are its own, so
     no program traced under the default is reused.)"""
     monkeypatch.setattr(sys.modules["jaxem.models.lda"], "_LARGE_DOCUMENTS", 0)
-    rng = np.random.RandomState(3)
-    topics = rng.dirichlet(np.full(N_WORDS, 0.2), size=N_TOPICS)
-    mixes = rng.dirichlet(np.full(N_TOPICS, 0.3), size=192)
-    lengths = rng.choice([4, 12, 80], size=192)
-    X = np.stack([rng.multinomial(n, mix @ topics) for n, mix in zip(lengths, mixes)])
+    X = _mixed_lengths(3, 192)
     X = X[np.argsort(np.count_nonzero(X, axis=1), kind="stable")]
     docs = documents_from_counts(X, np.float64)
     classes = width_classes(docs.counts.shape[1])
@@ -169,11 +175,7 @@ def test_restarts_sweep_as_rows_of_one_working_set(x64, monkeypatch):
     rows. Every restart's statistics and outputs are still its own reference's; vmapped
     over data sets too (the generic batching rule)."""
     monkeypatch.setattr(sys.modules["jaxem.models.lda"], "_LARGE_DOCUMENTS", 0)
-    rng = np.random.RandomState(4)
-    topics = rng.dirichlet(np.full(N_WORDS, 0.2), size=N_TOPICS)
-    mixes = rng.dirichlet(np.full(N_TOPICS, 0.3), size=64)
-    lengths = rng.choice([4, 12, 80], size=64)
-    X = np.stack([rng.multinomial(n, mix @ topics) for n, mix in zip(lengths, mixes)])
+    X = _mixed_lengths(4, 64)
     docs = documents_from_counts(X, np.float64)
     assert _working_sets(3 * 32) == (96, 24)
     starts = [_start(seed) for seed in (1, 2, 3)]
