@@ -250,7 +250,7 @@ class LDA(Model):
             del axis_size
             x_batched, topics_batched, *others = in_batched
             if topics_batched and not any(jax.tree.leaves((x_batched, others))):
-                return self._sweep_restarts(x, log_word_topic, weights, hyper), (True, True)
+                return self._sweep_restart_groups(x, log_word_topic, weights, hyper), (True, True)
             in_axes = jax.tree.map(lambda batched: 0 if batched else None, tuple(in_batched))
             return jax.vmap(sweeps.fun, in_axes=in_axes)(x, log_word_topic, weights, hyper), (
                 True,
@@ -258,6 +258,26 @@ class LDA(Model):
             )
 
         return sweeps(x, log_word_topic, weights, hyper)
+
+    def _sweep_restart_groups(self, x: Documents, log_word_topic, weights, hyper):
+        """:meth:`_sweep_restarts` of ``R`` restarts in turn by groups of as many as
+        fill one working set (:func:`_restarts_per_set`): a chunk of many documents
+        (its per-chunk work on ``(V, K)`` statistics then paid fewer times per pass)
+        is swept in sets of the size one restart's chunk has, whose loops run at the
+        speed of the caches that hold them."""
+        n_restarts = log_word_topic.shape[0]
+        per_set = _restarts_per_set(x.counts.shape[0], self.row_width(x))
+        if per_set >= n_restarts:
+            return self._sweep_restarts(x, log_word_topic, weights, hyper)
+        n_sets = -(-n_restarts // per_set)
+        # Sets are whole: the last is filled with copies of the last restart's topics.
+        filler = jnp.repeat(log_word_topic[-1:], n_sets * per_set - n_restarts, axis=0)
+        grouped = jnp.concatenate([log_word_topic, filler]).reshape(
+            (n_sets, per_set) + log_word_topic.shape[1:]
+        )
+        swept = jax.lax.map(lambda topics: self._sweep_restarts(x, topics, weights, hyper), grouped)
+        shape = (n_sets * per_set,) + swept[0].shape[2:]
+        return tuple(values.reshape(shape)[:n_restarts] for values in swept)
 
     def _sweep_restarts(self, x: Documents, log_word_topic, weights, hyper):
         """``γ`` and ``exp(E[log θ])`` ``(R, n, K)`` of every document under each of
@@ -442,6 +462,21 @@ _SMALLEST_WORKING_SET = 16
 #: with working sets and widths, 4.2 s without).
 _MANY_DOCUMENTS = _SHRINK * _SMALLEST_WORKING_SET
 _LARGE_DOCUMENTS = 1024
+
+
+#: Elements of gathered ``exp(E[log β])`` (``row_width`` units) in one set of sweeps
+#: over restarts: the engine's chunk of one restart (``jaxem.engine._CHUNK_ELEMENTS``).
+_SET_ELEMENTS = 1 << 21
+
+
+def _restarts_per_set(n_docs: int, row_width: int) -> int:
+    """Restarts whose ``n_docs`` documents each fill one set of sweeps: as many
+    rows as one restart's chunk holds (at least one restart).
+
+    >>> _restarts_per_set(32, 6400), _restarts_per_set(256, 6400), _restarts_per_set(512, 6400)
+    (10, 1, 1)
+    """
+    return max(1, _SET_ELEMENTS // max(1, row_width) // n_docs)
 
 
 def _compacts(n_rows: int, width: int, n_topics: int) -> bool:

@@ -169,17 +169,26 @@ def test_statistics_and_online_steps_refuse_a_restarts_mesh():
         engine.online_step(model, None, docs, init_params=params, mesh=mesh)
 
 
-def test_restarts_sweep_as_rows_of_one_working_set(x64, monkeypatch):
+@pytest.mark.parametrize("per_set", [3, 2])
+def test_restarts_sweep_as_rows_of_one_working_set(x64, monkeypatch, request, per_set):
     """Batched over restarts, each (restart, document) pair is a row of one set of
     sweeps: chunks of 32 documents under 3 restarts fill working sets of 96 and 24
-    rows. Every restart's statistics and outputs are still its own reference's; vmapped
-    over data sets too (the generic batching rule)."""
-    monkeypatch.setattr(sys.modules["jaxem.models.lda"], "_LARGE_DOCUMENTS", 0)
+    rows. When fewer restarts fill a set (``per_set`` 2: sets of 2, the second
+    completed with a copy), the sets are swept in turn. Every restart's statistics
+    and outputs are still its own reference's; vmapped over data sets too (the
+    generic batching rule)."""
+    lda_module = sys.modules["jaxem.models.lda"]
+    monkeypatch.setattr(lda_module, "_LARGE_DOCUMENTS", 0)
     X = _mixed_lengths(4, 64)
     docs = documents_from_counts(X, np.float64)
     assert _working_sets(3 * 32) == (96, 24)
     starts = [_start(seed) for seed in (1, 2, 3)]
     model = jaxem.lda(N_TOPICS, N_WORDS)
+    if per_set < 3:  # a set of sweeps holds per_set restarts' chunks of 32 documents
+        monkeypatch.setattr(lda_module, "_SET_ELEMENTS", per_set * 32 * model.row_width(docs))
+        # Traced again under the patch, and not kept for later tests.
+        engine.release_compiled_programs()
+        request.addfinalizer(engine.release_compiled_programs)
     swept = []
     sweep_restarts = type(model)._sweep_restarts
 
@@ -193,13 +202,15 @@ def test_restarts_sweep_as_rows_of_one_working_set(x64, monkeypatch):
     outputs = engine.evaluate(
         model, params, docs, ("doc_topic", "log_prob"), chunk_size=32, restarts=True
     )
-    assert 3 in swept  # all restarts swept together
+    assert per_set in swept and not any(size > per_set for size in swept)
     for restart, start in enumerate(starts):
         gamma, ref_stats, ref_terms = _reference_e_step(start, X, 1 / N_TOPICS, 1e-3, 100)
         np.testing.assert_allclose(stats.topic_word[restart], ref_stats, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(float(log_likelihood[restart]), ref_terms.sum(), rtol=1e-10)
         np.testing.assert_allclose(outputs[0][restart], gamma, rtol=1e-10)
         np.testing.assert_allclose(outputs[1][restart], ref_terms, rtol=1e-10)
+    if per_set < 3:
+        return
     halves = jax.tree.map(lambda leaf: leaf.reshape((2, 32) + leaf.shape[1:]), docs)
     one = jaxem.LDAParams(params.topic_word[0])
     per_half = jax.vmap(model.doc_topic, in_axes=(None, 0))(one, halves)
@@ -209,6 +220,20 @@ def test_restarts_sweep_as_rows_of_one_working_set(x64, monkeypatch):
     np.testing.assert_allclose(both[0], gamma[:32], rtol=1e-10)
     second = _reference_e_step(starts[1], X[32:], 1 / N_TOPICS, 1e-3, 100)[0]
     np.testing.assert_allclose(both[1], second, rtol=1e-10)
+
+
+def test_restarts_share_one_restarts_chunk():
+    """A batch pass over up to 8 restarts reads chunks of one restart's size (the
+    model sweeps them set by set); beyond, chunks shrink so memory stays bounded."""
+    from jaxem.estimators.lda import _restarts_chunk_size
+
+    model = jaxem.lda(50, 5000)
+    docs = documents_from_counts(np.ones((4096, 120), np.float32), np.float32)
+    one = _restarts_chunk_size(model, docs, 1)
+    assert one == engine.default_chunk_size(4096, 1, model.row_width(docs)) == 256
+    assert _restarts_chunk_size(model, docs, 8) == one
+    half = engine.default_chunk_size(4096, 2, model.row_width(docs))
+    assert _restarts_chunk_size(model, docs, 16) == half < one
 
 
 def test_outputs_come_back_in_the_rows_order():
