@@ -369,6 +369,10 @@ def test_float32_is_as_accurate_as_scikit_learns_float32():
     theirs = error(theirs32.components_, theirs64.components_)
     assert error(ours32.components_, ours64.components_) <= 1.5 * theirs
     assert error(ours32.components_, theirs32.components_) < 2e-5
+    # The bound (score, perplexity) in float32 is float64's to float32 accuracy.
+    X32 = X.astype(np.float32)
+    assert abs(ours32.score(X32) / ours64.score(X) - 1) < 1e-6
+    assert abs(ours32.perplexity(X32) / ours64.perplexity(X) - 1) < 1e-6
 
 
 def test_second_fit_of_equal_shapes_compiles_nothing(count_compiles):
