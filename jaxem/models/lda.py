@@ -20,9 +20,11 @@ the narrowest of three widths that holds its words (:func:`width_classes`): the
 estimator sorts documents by length, so most chunks need far fewer slots than the
 corpus's widest document. Under batched restarts every (restart, document) pair
 is a row of the same sweeps (a ``custom_vmap`` rule), so the working sets compact
-across restarts. The statistics are the expected word-topic counts
-``Σ_d n_dw φ_dwk`` ``(K, V)``, sums over documents, so chunking, restarts,
-padding (weight 0) and online EM apply unchanged. The M-step is
+across restarts; when a chunk holds more rows than one set of sweeps should, the
+restarts are swept in turn, as many at a time as fill one set. The statistics
+are the expected word-topic counts ``Σ_d n_dw φ_dwk`` ``(K, V)``, sums over
+documents, so chunking, restarts, padding (weight 0) and online EM apply
+unchanged. The M-step is
 ``λ = η + statistics`` (batch); online VB (Hoffman, Blei and Bach 2010) mixes
 statistics with :func:`jaxem.engine.online_step`.
 
