@@ -229,10 +229,11 @@ class LDA(Model):
 
     @staticmethod
     def _gather(word_topic, x: Documents):
-        """A ``(V, K)`` table of the topics (``exp(E[log β])``) at each document's
-        words, ``(n, K, L)`` (``(R, n, K, L)`` for ``R`` restarts' ``(R, V, K)``):
-        words last, the layout in which XLA:CPU runs the sweep's two batched
-        products 3-10x faster than in the gather's own ``(n, L, K)``."""
+        """A ``(V, K)`` table of the topics (``E[log β]`` or its exp) at each
+        document's words, ``(n, K, L)`` (``(R, n, K, L)`` for ``R`` restarts'
+        ``(R, V, K)``): words last, the layout in which XLA:CPU runs the sweep's two
+        batched products and the bound's logsumexp 3-10x faster than in the
+        gather's own ``(n, L, K)``."""
         return jnp.swapaxes(word_topic[..., x.word_ids, :], -1, -2)
 
     def _sweeps(self, x: Documents, log_word_topic, weights, hyper):
@@ -378,18 +379,15 @@ class LDA(Model):
 
         return jax.lax.while_loop(cond, body, state)
 
-    def _document_bound(self, norm, x: Documents, doc_topic, hyper):
-        """Each document's part of the variational bound, ``(n,)``, from ``norm``
-        ``(n, L)``, ``Σ_k exp(E log θ_dk) exp(E log β_kw)`` at each slot (the sweeps'
-        normaliser, without its ``eps``): scikit-learn's ``logsumexp`` of the logs,
-        taken as the log of the sum that the sweeps already formed (no ``exp`` per
-        topic and slot). Each sum holds a term of at least ``θ_dk β_kw`` for the
-        document's largest topic, far above float32's smallest normal number for
-        any real corpus (about ``1e-30`` when a topic holds ``1e9`` tokens)."""
+    def _document_bound(self, log_gathered, x: Documents, doc_topic, hyper):
+        """Each document's part of the variational bound, ``(n,)``. A ``logsumexp``
+        of the logs, not the log of the sweeps' sums: with ``η = 1/K``, a word that
+        no topic drew (a held-out word unseen in training) has ``E[log β_kw]`` about
+        ``-K - log(topic size)`` in every topic, so every term ``θ_dk β_kw`` of its
+        slot underflows float32 from ``K`` of about 90."""
         log_doc_topic = dirichlet_expectation(doc_topic)
-        used = x.counts > 0
-        log_norm = jnp.log(jnp.where(used, norm, 1.0))
-        words = jnp.sum(jnp.where(used, x.counts * log_norm, 0.0), axis=-1)
+        log_norm = jax.nn.logsumexp(log_doc_topic[:, :, None] + log_gathered, axis=1)  # (n, L)
+        words = jnp.sum(jnp.where(x.counts > 0, x.counts * log_norm, 0.0), axis=-1)
         alpha = hyper.doc_topic_prior
         return words + _dirichlet_bound(alpha, doc_topic, log_doc_topic, self.n_topics)
 
@@ -415,15 +413,16 @@ class LDA(Model):
     def _statistics(self, x: Documents, log_word_topic, doc_topic, exp_doc_topic, weights, hyper):
         """At one width: ``Σ_d n_dw exp(E log θ_dk) / norm_φ_dw`` scattered onto the
         vocabulary ``(V, K)``, and each document's bound ``(n,)``."""
-        norm = jnp.einsum("nk,nkl->nl", exp_doc_topic, self._gather(jnp.exp(log_word_topic), x))
-        norm_phi = norm + jnp.finfo(x.counts.dtype).eps
+        log_gathered = self._gather(log_word_topic, x)
+        eps = jnp.finfo(x.counts.dtype).eps
+        norm_phi = jnp.einsum("nk,nkl->nl", exp_doc_topic, jnp.exp(log_gathered)) + eps
         used = weights[:, None] > 0
         ratio = jnp.where(used, weights[:, None] * x.counts / norm_phi, 0.0)  # (n, L)
         exp_doc = jnp.where(used, exp_doc_topic, 0.0)
         contributions = ratio[:, :, None] * exp_doc[:, None, :]  # (n, L, K)
         per_word = jnp.zeros((self.n_words, self.n_topics), contributions.dtype)
         per_word = per_word.at[x.word_ids.reshape(-1)].add(contributions.reshape(-1, self.n_topics))
-        return per_word, self._document_bound(norm, x, doc_topic, hyper)
+        return per_word, self._document_bound(log_gathered, x, doc_topic, hyper)
 
     def m_step(self, stats: LDAStats, params, hyper) -> LDAParams:
         del params
@@ -448,9 +447,7 @@ class LDA(Model):
         return _by_width(self._bound, x, narrows, log_word_topic, doc_topic, hyper)
 
     def _bound(self, x: Documents, log_word_topic, doc_topic, hyper):
-        exp_doc_topic = jnp.exp(dirichlet_expectation(doc_topic))
-        norm = jnp.einsum("nk,nkl->nl", exp_doc_topic, self._gather(jnp.exp(log_word_topic), x))
-        return self._document_bound(norm, x, doc_topic, hyper)
+        return self._document_bound(self._gather(log_word_topic, x), x, doc_topic, hyper)
 
 
 def document_width(n_nonzero: int) -> int:

@@ -375,6 +375,24 @@ def test_float32_is_as_accurate_as_scikit_learns_float32():
     assert abs(ours32.perplexity(X32) / ours64.perplexity(X) - 1) < 1e-6
 
 
+def test_float32_scores_words_unseen_in_training_with_many_topics():
+    """With 100 topics (η = 0.01) a word no training document holds has
+    ``θ_dk β_kw`` below float32's smallest number in every topic: the bound must
+    still be finite and float64's to float32 accuracy (its logsumexp works in logs)."""
+    rng = np.random.RandomState(0)
+    X = rng.poisson(1.0, size=(40, 30)).astype(np.float64)
+    X[:, -1] = 0  # the last word never appears in training
+    held_out = X[:5].copy()
+    held_out[:, -1] = 3
+    scores = []
+    for dtype in (np.float64, np.float32):
+        lda = jaxem.LatentDirichletAllocation(100, max_iter=2, random_state=0)
+        lda.fit(X.astype(dtype))
+        scores.append(lda.score(held_out.astype(dtype)))
+    assert np.isfinite(scores[1])
+    assert abs(scores[1] / scores[0] - 1) < 1e-5
+
+
 def test_second_fit_of_equal_shapes_compiles_nothing(count_compiles):
     first, second = _corpus(0), _corpus(3)
     jaxem.LatentDirichletAllocation(N_TOPICS, max_iter=2, random_state=0).fit_transform(first)
