@@ -245,7 +245,9 @@ class LDA(Model):
         the working sets then compact across restarts and a chunk of ``n / R``
         documents per restart (the engine's chunks shrink with ``R``) still fills
         them, where ``vmap`` would run each restart's loops in lockstep, each
-        sweep as long as the slowest restart's."""
+        sweep as long as the slowest restart's. A chunk too large for one set (the
+        estimator's, shared by up to 8 restarts) is swept in sets of restarts in
+        turn (:meth:`_sweep_restart_groups`)."""
 
         @jax.custom_batching.custom_vmap
         def sweeps(x, log_word_topic, weights, hyper):
