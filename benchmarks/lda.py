@@ -14,7 +14,8 @@ end, computed for every side by the same code (jaxem's ``perplexity`` of the sid
 topics ``λ``: scikit-learn's formula, the E-step started at ones) and, for
 scikit-learn, by scikit-learn itself. Then 8 batched restarts (``n_init=8``) against
 1: the time ratio and the held-out perplexity of the restart kept (lowest training
-perplexity) against restart 0's.
+perplexity) against restart 0's; then short-run restarts (``restart_passes=P``: all
+restarts run P passes, the best by its bound continues alone).
 
 Run from the repository root::
 
@@ -89,6 +90,13 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--restarts", type=int, default=8, help="0: skip the restarts")
+    parser.add_argument(
+        "--restart-passes",
+        type=int,
+        nargs="*",
+        default=[2, 3],
+        help="short-run restarts: also fit --restarts restarts with restart_passes=P",
+    )
     parser.add_argument("--no-gensim", action="store_true")
     parser.add_argument("--devices", type=int, default=1, help="also rows with mesh=N")
     args = parser.parse_args()
@@ -247,6 +255,20 @@ def main() -> None:
         f"{held_out_perplexity(single.components_, X_test, n_topics):.2f}; training "
         f"perplexities {np.round(many.restarts_perplexity_, 2).tolist()}"
     )
+    for passes in args.restart_passes:  # the programs of both restart counts are compiled
+
+        def short_fit(passes=passes):
+            return jaxem.LatentDirichletAllocation(
+                n_init=args.restarts, restart_passes=passes, mesh=meshes[-1], **common
+            ).fit(data)
+
+        short_s, _, short = timed_runs(short_fit)
+        print(
+            f"short-run restarts (restart_passes={passes}): {args.restarts} restarts "
+            f"{short_s:.2f} s, ratio {short_s / single_s:.2f}x 1 restart; held-out "
+            f"perplexity of the kept restart ({short.best_restart_}) "
+            f"{held_out_perplexity(short.components_, X_test, n_topics):.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -80,6 +80,17 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
     n_init : int, default=1
         Restarts, each from its own initial topics, run together; the one with the
         lowest training perplexity is kept. Restart 0 is scikit-learn's fit.
+    restart_passes : int or None, default=None
+        jaxem extension: short-run restarts (the "emEM" strategy of Biernacki, Celeux
+        and Govaert 2003). All ``n_init`` restarts run this many passes together; then
+        only the one with the highest variational bound continues, alone, for the
+        rest of ``max_iter``. The bound compared is the one the last shared pass
+        measures on the training documents anyway (its E-step, at the topics that
+        pass started from; summed over the mini-batches in online learning), so the
+        choice costs no extra pass; 2 or more makes it informed (after one pass it
+        compares the random initial topics). None: every restart runs every pass.
+        A fit of ``P`` passes then costs about ``restart_passes`` passes of
+        ``n_init`` restarts plus ``P - restart_passes`` passes of one.
     mesh : None, int or jax.sharding.Mesh, default=None
         jaxem extension: devices to split the documents of every training E-step
         (batch or online mini-batch) over (see :func:`jaxem.fit`; rows only), each
@@ -98,6 +109,11 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
     bound_ : float
         Final training perplexity.
     doc_topic_prior_, topic_word_prior_ : float
+    best_restart_ : int
+        The restart kept (0 with ``n_init=1``).
+    restarts_perplexity_ : ndarray of shape (n_init,)
+        Each restart's final training perplexity; NaN for the restarts dropped
+        after ``restart_passes``.
     random_state_ : RandomState
     n_features_in_ : int
     feature_names_in_ : ndarray of str, when fitted on a DataFrame with string column names
@@ -141,6 +157,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         "verbose": ["verbose"],
         "random_state": ["random_state"],
         "n_init": [Interval(Integral, 1, None, closed="left")],
+        "restart_passes": [None, Interval(Integral, 1, None, closed="left")],
         "mesh": MESH_CONSTRAINT,
     }
     _precision_attribute = "components_"
@@ -165,6 +182,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         verbose=0,
         random_state=None,
         n_init=1,
+        restart_passes=None,
         mesh=None,
     ):
         self.n_components = n_components
@@ -184,6 +202,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self.verbose = verbose
         self.random_state = random_state
         self.n_init = n_init
+        self.restart_passes = restart_passes
         self.mesh = mesh
 
     # -- the model and its inputs -----------------------------------------------------------
@@ -253,7 +272,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
     def _batch_step(self, X, params, running, dtype, padded=None, mesh=None):
         docs = self._documents(X, dtype, random_init=True, padded=padded)
         model = self._model()
-        stats, _ = engine.statistics(
+        stats, documents_bound = engine.statistics(
             model,
             params,
             docs,
@@ -264,7 +283,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         )
         new = LDAParams(self.topic_word_prior_ + stats.topic_word)
         self.n_batch_iter_ += 1
-        return _where_running(running, new, params)
+        return _where_running(running, new, params), documents_bound
 
     def _online_step(self, X, params, running, dtype, total_samples, padded=None, mesh=None):
         if padded is None:
@@ -275,7 +294,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         state = engine.OnlineState(
             params, LDAStats(params.topic_word - hyper.topic_word_prior), self.n_batch_iter_ - 1
         )
-        state, _ = engine.online_step(
+        state, mean_bound = engine.online_step(
             self._model(),
             state,
             docs,
@@ -288,7 +307,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
             mesh=mesh,
         )
         self.n_batch_iter_ += 1
-        return _where_running(running, state.params, params)
+        return _where_running(running, state.params, params), mean_bound * X.shape[0]
 
     def _set_components(self, params, restart):
         self.components_ = np.asarray(params.topic_word[restart])
@@ -325,14 +344,33 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         else:
             padded = _Corpus.of(X, dtype, _row_shards(mesh))
         whole = None if self.learning_method == "online" else padded
+        kept = np.arange(n_restarts)  # the restarts still in params, by their index
         for i in range(self.max_iter):
+            started_from = params
             if self.learning_method == "online":
+                documents_bound = 0.0
                 for batch, docs in zip(batches, padded):
-                    params = self._online_step(
+                    params, batch_bound = self._online_step(
                         X[batch], params, running, dtype, n_samples, padded=docs, mesh=mesh
                     )
+                    documents_bound = documents_bound + batch_bound
             else:
-                params = self._batch_step(X, params, running, dtype, padded=padded, mesh=mesh)
+                params, documents_bound = self._batch_step(
+                    X, params, running, dtype, padded=padded, mesh=mesh
+                )
+            if len(kept) > 1 and self.restart_passes == i + 1 and i + 1 < self.max_iter:
+                bound = np.asarray(documents_bound, np.float64) + self._topic_bounds(
+                    started_from, dtype
+                )
+                best = int(np.argmax(np.where(np.isfinite(bound), bound, -np.inf)))
+                if self.verbose:
+                    print(
+                        f"iteration: {i + 1}, restart {best} of {len(kept)} continues "
+                        f"(bound {bound[best]:.4f})"
+                    )
+                chosen = slice(best, best + 1)
+                params = LDAParams(params.topic_word[chosen])
+                kept, running, n_iter, last = (a[chosen] for a in (kept, running, n_iter, last))
             if self.evaluate_every > 0 and (i + 1) % self.evaluate_every == 0:
                 if whole is None:
                     whole = _Corpus.of(X, dtype)
@@ -368,8 +406,9 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self.exp_dirichlet_component_ = self.exp_dirichlet_component_.astype(X.dtype)
         self.n_iter_ = int(n_iter[best])
         self.bound_ = float(perplexity[best])
-        self.best_restart_ = best
-        self.restarts_perplexity_ = perplexity
+        self.best_restart_ = int(kept[best])
+        self.restarts_perplexity_ = np.full(n_restarts, np.nan)
+        self.restarts_perplexity_[kept] = perplexity
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -399,7 +438,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
                 params = LDAParams(jnp.asarray(self.components_[None], dtype))
             running = np.ones(1, bool)
             for batch in gen_batches(n_samples, self.batch_size):
-                params = self._online_step(
+                params, _ = self._online_step(
                     X[batch], params, running, dtype, self.total_samples, mesh=mesh
                 )
             self._set_components(params, 0)
@@ -443,9 +482,12 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         score = np.sum(np.asarray(document_terms, np.float64), axis=-1)
         if sub_sampling:
             score = score * (float(self.total_samples) / n_samples)
+        return score + self._topic_bounds(params, dtype)
+
+    def _topic_bounds(self, params, dtype):
+        """Each restart's topics' part of the bound, ``(R,)`` float64."""
         hyper = self._hyper(dtype)
-        topics = np.array([float(topic_bound(LDAParams(lam), hyper)) for lam in params.topic_word])
-        return score + topics
+        return np.array([float(topic_bound(LDAParams(lam), hyper)) for lam in params.topic_word])
 
     def _perplexity_of(self, bound, X, sub_sampling):
         word_count = float(X.sum())

@@ -346,6 +346,76 @@ def test_restarts_keep_restart_zero_and_pick_the_best():
     assert batch.bound_ <= single.bound_
 
 
+@pytest.mark.parametrize("method", ["batch", "online"])
+def test_short_run_restarts_continue_the_best_after_restart_passes(x64, method, monkeypatch):
+    """``restart_passes=2``: all restarts run two passes, then only the one with the
+    highest bound continues, alone, and ends where a fit running every restart to
+    the end leaves it; the bound compared is the one the second pass measured (its
+    documents' part and the topics' part at the topics it started from), so the
+    choice costs no extra pass."""
+    from jaxem.estimators.lda import LatentDirichletAllocation as LDA
+
+    X = _corpus()
+    options = dict(random_state=2, max_iter=4, n_init=4, learning_method=method, batch_size=16)
+    full = jaxem.LatentDirichletAllocation(N_TOPICS, **options).fit(X)
+    steps = []  # (topics the step started from, its documents' bound)
+    for name in ("statistics", "online_step"):
+        step = getattr(engine, name)
+
+        def recorded(model, params, *args, step=step, **kwargs):
+            given = params if params is not None else kwargs["init_params"]
+            given = given.params if isinstance(given, engine.OnlineState) else given
+            out = step(model, params, *args, **kwargs)
+            steps.append((given, np.asarray(out[1], np.float64)))
+            return out
+
+        monkeypatch.setattr(engine, name, recorded)
+    steps_per_pass = 1 if method == "batch" else -(-N_DOCS // 16)
+    sizes = [16] * (N_DOCS // 16) + [N_DOCS % 16]
+
+    short = jaxem.LatentDirichletAllocation(N_TOPICS, restart_passes=2, **options)
+    short.fit(X)
+    assert [len(p.topic_word) for p, _ in steps] == [4] * 2 * steps_per_pass + [1] * 2 * (
+        steps_per_pass
+    )
+    second_pass = steps[steps_per_pass : 2 * steps_per_pass]
+    if method == "batch":
+        documents = second_pass[0][1]
+    else:  # online steps report each mini-batch's mean
+        documents = sum(bound * size for (_, bound), size in zip(second_pass, sizes))
+    compared = documents + short._topic_bounds(second_pass[0][0], np.float64)
+    assert short.best_restart_ == int(np.argmax(compared))
+    assert short.best_restart_ != int(np.argmax(compared - documents))  # documents decide
+
+    favoured = (short.best_restart_ + 1) % 4  # the choice must follow the bound
+    topic_bounds = LDA._topic_bounds
+
+    def favour(self, params, dtype):
+        bounds = topic_bounds(self, params, dtype)
+        if len(bounds) > 1:
+            bounds[favoured] += 1e12
+        return bounds
+
+    monkeypatch.setattr(LDA, "_topic_bounds", favour)
+    short = jaxem.LatentDirichletAllocation(N_TOPICS, restart_passes=2, **options).fit(X)
+    assert short.best_restart_ == favoured
+    np.testing.assert_allclose(short.bound_, full.restarts_perplexity_[favoured], rtol=1e-8)
+    assert np.isnan(np.delete(short.restarts_perplexity_, favoured)).all()
+    assert short.restarts_perplexity_[favoured] == short.bound_
+
+
+def test_restart_passes_past_the_fit_or_with_one_restart_change_nothing():
+    X = _corpus()
+    options = dict(random_state=0, max_iter=3)
+    for n_init, restart_passes in ((4, 3), (4, 7), (1, 1)):
+        plain = jaxem.LatentDirichletAllocation(N_TOPICS, n_init=n_init, **options).fit(X)
+        short = jaxem.LatentDirichletAllocation(
+            N_TOPICS, n_init=n_init, restart_passes=restart_passes, **options
+        ).fit(X)
+        np.testing.assert_array_equal(short.components_, plain.components_)
+        np.testing.assert_array_equal(short.restarts_perplexity_, plain.restarts_perplexity_)
+
+
 def test_float32_is_as_accurate_as_scikit_learns_float32():
     """float32 input: float32 attributes, as close to the float64 fit as scikit-learn's
     float32 fit is to its float64 one (the per-document fixed point run tightly, so
