@@ -92,9 +92,27 @@ def _room_for_programs():
     yield
 
 
+def _xdist_worker() -> bool:
+    """Whether this process is one of pytest-xdist's workers (``-n N``)."""
+    return "PYTEST_XDIST_WORKER" in os.environ
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Under pytest-xdist (the README's ``-n 2``, files dealt out whole in collection
+    order, ``--dist loadfile --no-loadscope-reorder`` in pyproject), the peers' files
+    (tests/test_dropin.py, minutes of subprocess) go first, so that the worker that
+    waits for them starts at once and the other keeps the rest going."""
+    if _xdist_worker():
+        items.sort(key=lambda item: getattr(item, "originalname", None) != "test_peer_file_passes")
+
+
 def pytest_collection_finish(session):
     """Start the peers' test files (tests/test_dropin.py) in the background at once,
-    so they run beside the rest of the suite instead of after it."""
+    so they run beside the rest of the suite instead of after it. Under pytest-xdist
+    every worker collects every test, so a worker starts them only when it reaches
+    them (``peer_tree``); the other worker runs the rest meanwhile."""
+    if _xdist_worker():
+        return
     # The module is found through its items: pytest imports it as "test_dropin" or
     # "tests.test_dropin" depending on the import mode (looking up only the latter
     # started the peers when their tests were reached, 11 minutes late).

@@ -328,7 +328,7 @@ def run(tree: PeerTree, names: list[str], x64: bool, timeout: float) -> dict:
     -> pattern), ``collection_errors``, ``finished`` (False after a timeout), timings.
     """
     mode = "x64-on" if x64 else "x64-off"
-    env = dict(os.environ)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_XDIST")}
     env.pop("JAX_ENABLE_X64", None)
     if x64:
         env["JAX_ENABLE_X64"] = "1"
