@@ -179,7 +179,8 @@ def start_peer_runs(items) -> None:
     """Start the subprocesses (one per mode, in turn) in the background as soon as the
     session is collected (``tests/conftest.py`` calls this), so the peers' files run
     while the rest of the suite does; each ``test_peer_file_passes`` then waits for its
-    mode."""
+    mode. Under pytest-xdist the worker that gets this file starts them from
+    :func:`peer_tree` (its first test), and the other worker runs the rest."""
     selected = _selected_files(items)
     if not selected or _RUNS:
         return
