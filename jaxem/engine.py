@@ -272,6 +272,10 @@ def refuse_stochastic(model, what: str) -> None:
 
 
 def _initial_params(model, keys, chunks, hyper):
+    if keys.shape[0] == 1:
+        # One restart (estimators' default): unbatched, so its loops (k-means++, Lloyd)
+        # trace without vmap's batching rules, about 40 % faster.
+        return jax.tree.map(lambda leaf: leaf[None], model.init(keys[0], chunks, hyper))
     return jax.vmap(model.init, in_axes=(0, None, None))(keys, chunks, hyper)
 
 
@@ -1451,7 +1455,7 @@ def finish(model, traced: TracedFit) -> FitResult:
         params=params,
         log_likelihood=float(traced.log_likelihood),
         best_restart=int(traced.best_restart),
-        converged=bool(traced.status == CONVERGED),
+        converged=int(traced.status) == CONVERGED,  # on the host: no program for ==
         n_iter=int(traced.n_iter),
         restarts=restarts,
     )

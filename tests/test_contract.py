@@ -317,6 +317,21 @@ def test_batched_restarts_equal_single_runs(model_name, x64):
         assert int(batched.restarts.n_iter[r]) == single.n_iter
 
 
+def test_a_restart_initialised_alone_starts_where_it_starts_among_others(model_name, x64):
+    # One restart's initialisation runs without vmap (its loops trace faster so); it
+    # must still start where the same restart starts in a batch.
+    model, data = MODELS[model_name](), _data(model_name)
+    batched = _init(model, data, n_restarts=2)
+    for r in range(2):
+        alone = engine.initialise(model, data, key=jax.random.key(0), first_restart=r)
+        _assert_tree_close(
+            _as_users_see_them(model, jax.tree.map(lambda leaf, r=r: leaf[r], batched)),
+            _as_users_see_them(model, _single(alone)),
+            rtol=1e-9,
+            atol=1e-9,
+        )
+
+
 def test_chunked_equals_unchunked(model_name, x64):
     model, data = MODELS[model_name](), _data(model_name)
     init = _init(model, data, n_restarts=2)

@@ -58,7 +58,7 @@ from jaxem.estimators import _array_api, _validation
 from jaxem.estimators._base import EMEstimator, in_input_precision
 from jaxem.estimators._mixture import _row_log_prior
 from jaxem.families.categorical import Categorical
-from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian
+from jaxem.families.gaussian import COVARIANCE_TYPES, Gaussian, GaussianParams
 from jaxem.families.gaussian_mixture import GMM, hmmlearn_covariance_prior
 from jaxem.families.low_rank_gaussian import (
     LowRankGaussian,
@@ -278,7 +278,7 @@ class _BaseHMM(EMEstimator):
             # hmmlearn's log-space ones fit: so do the log-space ones here.
             result = fit_with(dataclasses.replace(model, algorithm="scan"))
         self._set_params(model.family, result.params)
-        trace = np.asarray(result.restarts.trace[result.best_restart], np.float64)
+        trace = np.asarray(result.restarts.trace, np.float64)[result.best_restart]
         history = trace[: result.n_iter] * n_rows
         # restarts_ keeps its unit whatever the packing: the mean per sequence.
         n_sequences = int(np.count_nonzero(mask[:, 0]) + np.count_nonzero(mask == 2))
@@ -1105,7 +1105,9 @@ class GaussianHMM(_BaseHMM):
             covars = family.compact_covariances(self._covars_, n, d, name="covars_")
         else:
             covars = family.unit_covariances(n, d)
-        return family.params_from_covariances(jnp.asarray(means, dtype), jnp.asarray(covars, dtype))
+        # On the host (numpy, float64): no small programs to compile per fit.
+        chol = family.cholesky_from_covariances(covars)
+        return GaussianParams(np.asarray(means, dtype), np.asarray(chol, dtype))
 
     def _set_emission_attributes(self, family, emissions):
         self.means_ = np.asarray(emissions.means, np.float64) + self._offset(self.n_features)
@@ -1116,7 +1118,8 @@ class GaussianHMM(_BaseHMM):
             return
         for name in ("loadings_", "noise_variances_"):
             self.__dict__.pop(name, None)
-        self._covars_ = np.asarray(family.covariances(emissions), np.float64)
+        layout = family.layout_from_cholesky(jax.device_get(emissions.precisions_cholesky))
+        self._covars_ = layout["covariances"]
 
     def _layout_shape(self, attribute, n_components, n_features):
         """Shape of ``loadings_``, for loading saved estimators."""

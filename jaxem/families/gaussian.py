@@ -1283,6 +1283,26 @@ class Gaussian(Family):
         flipped = precisions[..., ::-1, ::-1]
         return np.linalg.cholesky(flipped)[..., ::-1, ::-1]
 
+    def cholesky_from_covariances(self, covariances) -> np.ndarray:
+        """The precision factor in scikit-learn's layout from covariances in that
+        layout, as :meth:`params_from_covariances` but with numpy, float64, on the host
+        (no program to compile): ``U = L⁻ᵀ`` for the Cholesky factor ``L`` of ``Σ``
+        (full, tied), ``1/sqrt(Σ)`` (diag, spherical).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import jaxem
+        >>> covariances = np.array([[2.0, 1.0], [1.0, 2.0]])
+        >>> factor = jaxem.gaussian("tied").cholesky_from_covariances(covariances)
+        >>> np.allclose(factor @ factor.T, np.linalg.inv(covariances))
+        True
+        """
+        covariances = np.asarray(covariances, np.float64)
+        if not self._matrices:
+            return 1.0 / np.sqrt(covariances)
+        return np.swapaxes(np.linalg.inv(np.linalg.cholesky(covariances)), -1, -2)
+
     def sample_numpy(self, rng, means, covariances, counts) -> np.ndarray:
         """scikit-learn's ``GaussianMixture.sample`` draws with a numpy generator.
 
