@@ -438,24 +438,33 @@ def _fit_body(
 #: too. Ignored by other backends.
 _COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 #: XLA options of the programs of small problems (:func:`_sized`), which run in
-#: milliseconds and compile in seconds: XLA's cheapest backend optimisation and its
-#: older (LLVM IR, not MLIR) fusion emitters. XLA compile times on the 2-core CPU, a
-#: 3-state GaussianHMM on 1,000 observations, before -> after: initialisation
-#: 1.5-1.7 -> 0.4-0.55 s, fit loop (already at level 0) 0.5 -> 0.2-0.28 s, evaluation
-#: 0.26-0.28 -> 0.09-0.11 s. Not for large problems: the older emitters ran a full
-#: mixture's EM (N = 100,000, D = 16, K = 16, float32) 20 % slower.
-_SMALL_PROGRAM_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+#: milliseconds and compile in seconds: XLA's older (LLVM IR, not MLIR) fusion
+#: emitters, which compile faster and run small problems as fast. Compile times on
+#: the 2-core CPU, a 3-state GaussianHMM on 1,000 observations: evaluation 0.35 ->
+#: 0.19 s, fit loop 0.63 -> 0.26 s (with level 0 below, both). Not for large problems:
+#: the older emitters ran a full mixture's EM (N = 100,000, D = 16, K = 16, float32)
+#: 20 % slower.
+_SMALL_PROGRAM_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+#: Without a persistent compilation cache, where every process compiles its programs
+#: again, small problems also take XLA's cheapest backend optimisation: a Gaussian
+#: mixture's fit on iris (k-means init, 3 components, full) compiled and ran once in
+#: 0.85 s against 1.24 s, but ran 9.4 ms a fit against 3.7 ms once compiled.
+_UNCACHED_SMALL_PROGRAM_OPTIONS = {**_SMALL_PROGRAM_OPTIONS, "xla_backend_optimization_level": 0}
 #: Work (padded rows x row width x restarts) up to which a problem counts as small.
 _SMALL_WORK = 1 << 18
 
 
-def _program(function=None, *, static=(), compiler_options=None):
+def _program(function=None, *, static=(), compiler_options=None, variants=True):
     """``function(model, *arrays, **static)`` compiled once per model, static values and
     input shapes (``model`` is always static). When :func:`enable_compilation_cache` is
     on, the traced and lowered program is also kept on disk (:mod:`jaxem._program_store`),
-    so a new process neither traces nor lowers it again."""
+    so a new process neither traces nor lowers it again. With ``variants``, the
+    program's ``small`` and ``small_uncached`` attributes are the same program compiled
+    for small problems (:func:`_sized` picks)."""
     if function is None:
-        return functools.partial(_program, static=static, compiler_options=compiler_options)
+        return functools.partial(
+            _program, static=static, compiler_options=compiler_options, variants=variants
+        )
     compiler_options = {**_COMPILER_OPTIONS, **(compiler_options or {})}
     static_argnames = ("model",) + tuple(static)
     jitted = jax.jit(function, static_argnames=static_argnames, compiler_options=compiler_options)
@@ -476,12 +485,17 @@ def _program(function=None, *, static=(), compiler_options=None):
         return result
 
     run.jitted = jitted  # for inspecting the compiled program (tests)
-    if _SMALL_PROGRAM_OPTIONS.items() <= compiler_options.items():
-        run.small = run
-    else:  # the same program compiled for small problems; :func:`_sized` picks
-        run.small = _program(
-            function, static=static, compiler_options={**compiler_options, **_SMALL_PROGRAM_OPTIONS}
-        )
+    if variants:
+        for attribute, options in (
+            ("small", _SMALL_PROGRAM_OPTIONS),
+            ("small_uncached", _UNCACHED_SMALL_PROGRAM_OPTIONS),
+        ):
+            options = {**compiler_options, **options}
+            setattr(
+                run,
+                attribute,
+                _program(function, static=static, compiler_options=options, variants=False),
+            )
     return run
 
 
@@ -490,10 +504,19 @@ def _work(model, x, n_restarts: int) -> int:
     return jax.tree.leaves(x)[0].shape[0] * model.row_width(x) * int(n_restarts)
 
 
+def _persistent_cache_on() -> bool:
+    return (
+        jax.config.jax_enable_compilation_cache and jax.config.jax_compilation_cache_dir is not None
+    )
+
+
 def _sized(program, work: int):
     """``program``, or its variant compiled for small problems when ``work`` (padded
-    rows x row width x restarts) is at most :data:`_SMALL_WORK`."""
-    return program.small if work <= _SMALL_WORK else program
+    rows x row width x restarts) is at most :data:`_SMALL_WORK`: the one that compiles
+    cheapest where no persistent cache keeps it (:data:`_UNCACHED_SMALL_PROGRAM_OPTIONS`)."""
+    if work > _SMALL_WORK:
+        return program
+    return program.small if _persistent_cache_on() else program.small_uncached
 
 
 # -- bounding the compiled programs a process keeps ---------------------------------------------

@@ -1,5 +1,8 @@
 """The XLA options the engine compiles its programs with."""
 
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -26,46 +29,63 @@ def test_engine_programs_compile_without_ynnpack_fusions():
 
 
 def _options_seen(monkeypatch):
-    """The fusion-emitter option of every engine program called, by program name."""
+    """(program name, fusion emitters on, backend optimisation level) of every engine
+    program called."""
     seen = []
     call = engine._program_store.call
 
     def spy(name, jitted, function, model, arrays, statics, compiler_options):
-        seen.append((name, compiler_options.get("xla_cpu_use_fusion_emitters", True)))
+        emitters = compiler_options.get("xla_cpu_use_fusion_emitters", True)
+        seen.append((name, emitters, compiler_options.get("xla_backend_optimization_level")))
         return call(name, jitted, function, model, arrays, statics, compiler_options)
 
     monkeypatch.setattr(engine._program_store, "call", spy)
     return seen
 
 
-def test_small_problems_compile_with_the_cheap_options_and_large_ones_do_not(monkeypatch):
-    # Small problems compile with XLA's cheapest optimisation and older fusion
-    # emitters (compile time halved); large ones keep the defaults (the older emitters
-    # ran a full mixture's EM 20 % slower).
+PROGRAMS = ["fit_body", "init_program", "evaluate_program", "statistics_program", "sweep_body"]
+
+
+def _call_every_program(model, x):
+    key = jax.random.key(0)
+    params = jaxem.fit(model, x, key=key, n_restarts=2, max_iter=2).params
+    engine.initialise(model, x, key=key, n_restarts=2)
+    engine.evaluate(model, params, x, "log_prob")
+    engine.statistics(model, params, x)
+    engine.fit_sweep(model, x, {"n_active": np.array([1, 2])}, key=key, max_iter=1)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_small_problems_compile_with_the_cheap_options_and_large_ones_do_not(monkeypatch, cached):
+    # Small problems compile with XLA's older fusion emitters (faster to compile, as
+    # fast to run small problems), and without a persistent cache also at optimisation
+    # level 0 (cheapest to compile, 2.5x slower to run); large ones keep the defaults
+    # (the older emitters ran a full mixture's EM 20 % slower).
+    monkeypatch.setattr(engine, "_persistent_cache_on", lambda: cached)
     seen = _options_seen(monkeypatch)
     model = jaxem.mixture(jaxem.gaussian("diag"), 8)
     rng = np.random.default_rng(0)
-    small = rng.normal(size=(100, 2)).astype(np.float32)
-    key = jax.random.key(0)
-    params = jaxem.fit(model, small, key=key, n_restarts=2, max_iter=2).params
-    engine.initialise(model, small, key=key, n_restarts=2)
-    engine.evaluate(model, params, small, "log_prob")
-    engine.statistics(model, params, small)
-    engine.fit_sweep(model, small, {"n_active": np.array([1, 2])}, key=key, max_iter=1)
-    programs = ["fit_body", "init_program", "evaluate_program", "statistics_program", "sweep_body"]
-    assert [name for name, _ in seen] == programs
-    assert not any(emitters for _, emitters in seen)
+    _call_every_program(model, rng.normal(size=(100, 2)).astype(np.float32))
+    level = None if cached else 0
+    assert seen == [(name, False, level) for name in PROGRAMS]
 
     del seen[:]
     large = rng.normal(size=(40_000, 4)).astype(np.float32)
-    params = jaxem.fit(model, large, key=key, n_restarts=2, max_iter=1).params
-    engine.initialise(model, large, key=key, n_restarts=2)
-    engine.evaluate(model, params, large, "log_prob")
-    engine.statistics(model, params, large)
-    engine.fit_sweep(model, large, {"n_active": np.array([1, 2])}, key=key, max_iter=1)
-    assert [name for name, _ in seen] == programs
-    assert all(emitters for _, emitters in seen)
+    _call_every_program(model, large)
+    assert seen == [(name, True, None) for name in PROGRAMS]
     # Even one restart's evaluation of the large data is large.
     assert engine._work(model, engine._prepare(model, large, None, None, 1, None).x, 1) > (
         engine._SMALL_WORK
     )
+
+
+def test_the_persistent_cache_is_seen_on_only_with_a_folder(tmp_path):
+    # In a subprocess: a cache folder set in this process would stay JAX's for good.
+    script = (
+        "import jax; from jaxem import engine; on = [engine._persistent_cache_on()]; "
+        f"jax.config.update('jax_compilation_cache_dir', {str(tmp_path)!r}); "
+        "on.append(engine._persistent_cache_on()); print(on)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[False, True]"
