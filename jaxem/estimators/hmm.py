@@ -1106,7 +1106,7 @@ class GaussianHMM(_BaseHMM):
         else:
             covars = family.unit_covariances(n, d)
         # On the host (numpy, float64): no small programs to compile per fit.
-        chol = family.cholesky_from_covariances(covars)
+        chol = family.cholesky_from_covariances(covars, name="covars_")
         return GaussianParams(np.asarray(means, dtype), np.asarray(chol, dtype))
 
     def _set_emission_attributes(self, family, emissions):

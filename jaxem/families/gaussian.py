@@ -1283,11 +1283,18 @@ class Gaussian(Family):
         flipped = precisions[..., ::-1, ::-1]
         return np.linalg.cholesky(flipped)[..., ::-1, ::-1]
 
-    def cholesky_from_covariances(self, covariances) -> np.ndarray:
+    def cholesky_from_covariances(self, covariances, name: str = "covariances") -> np.ndarray:
         """The precision factor in scikit-learn's layout from covariances in that
         layout, as :meth:`params_from_covariances` but with numpy, float64, on the host
         (no program to compile): ``U = L⁻ᵀ`` for the Cholesky factor ``L`` of ``Σ``
         (full, tied), ``1/sqrt(Σ)`` (diag, spherical).
+
+        Raises
+        ------
+        ValueError
+            If a covariance is not symmetric positive-definite (full, tied) or a
+            variance not positive and finite (diag, spherical); ``name`` is the
+            attribute the message names.
 
         Examples
         --------
@@ -1297,10 +1304,30 @@ class Gaussian(Family):
         >>> factor = jaxem.gaussian("tied").cholesky_from_covariances(covariances)
         >>> np.allclose(factor @ factor.T, np.linalg.inv(covariances))
         True
+        >>> jaxem.gaussian("diag").cholesky_from_covariances([[1.0, -2.0]], "covars_")
+        Traceback (most recent call last):
+        ...
+        ValueError: 'diag' covars_ must be positive and finite; component 0 is not.
         """
         covariances = np.asarray(covariances, np.float64)
         if not self._matrices:
+            bad = ~(np.isfinite(covariances) & (covariances > 0))
+            if np.any(bad):
+                component = int(np.argwhere(bad)[0][0]) if bad.ndim else 0
+                raise ValueError(
+                    f"{self.covariance_type!r} {name} must be positive and finite; "
+                    f"component {component} is not."
+                )
             return 1.0 / np.sqrt(covariances)
+        matrices = covariances.reshape((-1,) + covariances.shape[-2:])
+        for component, matrix in enumerate(matrices):
+            symmetric = np.all(np.isfinite(matrix)) and np.allclose(matrix, matrix.T)
+            if not symmetric or np.any(np.linalg.eigvalsh(matrix) <= 0):
+                which = "the matrix" if covariances.ndim == 2 else f"component {component}"
+                raise ValueError(
+                    f"{self.covariance_type!r} {name} must be symmetric, positive-definite; "
+                    f"{which} is not."
+                )
         return np.swapaxes(np.linalg.inv(np.linalg.cholesky(covariances)), -1, -2)
 
     def sample_numpy(self, rng, means, covariances, counts) -> np.ndarray:

@@ -160,6 +160,25 @@ def test_other_bad_input():
             estimator.predict(np.zeros((3, 1), int))
 
 
+@pytest.mark.parametrize(
+    "covariance_type, covars, message",
+    [
+        ("full", [[[1.0, 2.0], [2.0, 1.0]]] * 2, "'full' covars_ must be symmetric, positive-def"),
+        ("full", [np.eye(2), [[1.0, 0.5], [0.0, 1.0]]], "positive-definite; component 1 is not"),
+        ("tied", [[1.0, 2.0], [2.0, 1.0]], "'tied' covars_ must be .* the matrix is not"),
+        ("diag", [[1.0, 1.0], [1.0, -1.0]], "'diag' covars_ must be positive and finite; comp"),
+        ("spherical", [1.0, np.nan], "positive and finite; component 1 is not"),
+    ],
+)
+def test_covariances_set_by_hand_are_checked(covariance_type, covars, message):
+    # Not a NaN score: a clear error naming the attribute and the component.
+    model = jaxem.GaussianHMM(2, covariance_type=covariance_type, random_state=0)
+    model.fit(_gaussian_X())
+    model.covars_ = np.asarray(covars)
+    with pytest.raises(ValueError, match=message):
+        model.score(_gaussian_X())
+
+
 # -- model selection: aic, bic --------------------------------------------------------------
 def _hmmlearn_twin(ours, ref):
     """``ref`` (an hmmlearn model) with every fitted parameter of ``ours``."""
