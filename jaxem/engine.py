@@ -439,9 +439,10 @@ def _fit_body(
 _COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 #: XLA options of the programs of small problems (:func:`_sized`), which run in
 #: milliseconds and compile in seconds: XLA's older (LLVM IR, not MLIR) fusion
-#: emitters, which compile faster and run small problems as fast. Compile times on
-#: the 2-core CPU, a 3-state GaussianHMM on 1,000 observations: evaluation 0.35 ->
-#: 0.19 s, fit loop 0.63 -> 0.26 s (with level 0 below, both). Not for large problems:
+#: emitters, which compile faster and run small problems as fast. XLA compile times
+#: on the 2-core CPU, a 3-state GaussianHMM on 1,000 observations, default emitters ->
+#: older ones: evaluation 0.35 -> 0.19 s; fit loop, both at level 0 (below), 0.63 ->
+#: 0.26 s. Not for large problems:
 #: the older emitters ran a full mixture's EM (N = 100,000, D = 16, K = 16, float32)
 #: 20 % slower.
 _SMALL_PROGRAM_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
