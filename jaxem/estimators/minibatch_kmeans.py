@@ -497,7 +497,7 @@ def _peek_key(random_state):
     that follow are the ones scikit-learn would make)."""
     _, words, position, *_ = random_state.get_state()
     seed = int(np.bitwise_xor.reduce(np.asarray(words, np.uint32))) ^ int(position)
-    return jax.random.key(seed & 0x7FFFFFFF)
+    return _validation.key_from_seed(seed & 0x7FFFFFFF)
 
 
 def _print_steps(records, n_steps):
