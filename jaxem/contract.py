@@ -28,6 +28,7 @@ __all__ = [
     "STATUS_MESSAGES",
     "Chunks",
     "Family",
+    "Seeding",
     "Model",
     "ASSIGNMENTS",
     "check_assignment",
@@ -252,6 +253,15 @@ class Family(Protocol):
         works on. Default: the features."""
         return self.features(x)
 
+    def seeding_key(self) -> Any:
+        """A hashable value, equal for two families exactly when their
+        :meth:`seeding_points` are the same function. Models that seed on those points
+        then share one compiled seeding program (see :meth:`Model.seeding`): a
+        Gaussian's points do not depend on its covariance type, so a sweep over
+        covariance types seeds with one program. Default: the family itself (equal
+        families only)."""
+        return self
+
     def params_from_rows(self, rows: Array, hyper) -> Any:
         """``K`` components, component ``k`` fitted to the single row ``rows[k]``.
 
@@ -332,6 +342,24 @@ class Family(Protocol):
         raise NotImplementedError(f"{type(self).__name__} has no from_layout.")
 
 
+class Seeding(Protocol):
+    """The part of a model's :meth:`Model.init` that does not depend on all of the
+    model, compiled by the engine as a program of its own, so that models with equal
+    seedings (a Gaussian mixture of each covariance type, with the k-means init) trace
+    and compile it once.
+
+    A seeding is a frozen dataclass: hashable and a static argument of compiled code,
+    like a model. Its compared fields must decide :meth:`seed` entirely; a field that
+    only serves the computation (the family whose ``seeding_points`` it calls) is
+    declared with ``compare=False`` and stands for the compared ``seeding_key``.
+    """
+
+    def seed(self, key: PRNGKey, chunks: Chunks, hyper) -> Any:
+        """One restart's seeds (a pytree of arrays) from the chunked data and the
+        model's ``hyper``; the engine vmaps this over restarts with the fit's keys."""
+        ...
+
+
 class Model(Protocol):
     """A latent-variable model run by :func:`jaxem.fit`.
 
@@ -376,6 +404,21 @@ class Model(Protocol):
         ...
 
     # -- optional, with defaults -------------------------------------------------------------
+    def seeding(self) -> Seeding | None:
+        """The data-dependent first part of :meth:`init` as a :class:`Seeding`, or None
+        (default): :meth:`init` then runs whole inside the fit's program. When not None,
+        ``init(key, chunks, hyper)`` must equal
+        ``init_from_seeds(seeding().seed(key, chunks, hyper), key, chunks, hyper)``, and
+        the engine's host-side fit runs the seeding as a program of its own, which equal
+        seedings share."""
+        return None
+
+    def init_from_seeds(self, seeds, key: PRNGKey, chunks: Chunks, hyper) -> Any:
+        """One restart's initial parameters from its seeds (:meth:`seeding`'s output).
+        Required when :meth:`seeding` is not None."""
+        del seeds, key, chunks, hyper
+        raise NotImplementedError(f"{type(self).__name__} has no seeding.")
+
     def padded_rows(self, n_rows: int) -> int:
         """Rows (data units) the engine pads ``n_rows`` to, so that data sets of nearby
         sizes share one compiled program; padding has weight 0."""

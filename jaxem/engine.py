@@ -271,12 +271,24 @@ def refuse_stochastic(model, what: str) -> None:
         )
 
 
-def _initial_params(model, keys, chunks, hyper):
-    if keys.shape[0] == 1:
+def _over_restarts(function, per_restart: tuple, *shared):
+    """``function(*per_restart[r], *shared)`` for every restart ``r`` (the leading axis
+    of each of ``per_restart``), stacked."""
+    if jax.tree.leaves(per_restart)[0].shape[0] == 1:
         # One restart (estimators' default): unbatched, so its loops (k-means++, Lloyd)
         # trace without vmap's batching rules, about 40 % faster.
-        return jax.tree.map(lambda leaf: leaf[None], model.init(keys[0], chunks, hyper))
-    return jax.vmap(model.init, in_axes=(0, None, None))(keys, chunks, hyper)
+        one = jax.tree.map(lambda leaf: leaf[0], per_restart)
+        return jax.tree.map(lambda leaf: leaf[None], function(*one, *shared))
+    in_axes = (0,) * len(per_restart) + (None,) * len(shared)
+    return jax.vmap(function, in_axes=in_axes)(*per_restart, *shared)
+
+
+def _initial_params(model, keys, chunks, hyper, seeds=None):
+    """Every restart's ``model.init``, or ``model.init_from_seeds`` of ``seeds``
+    (computed beforehand by :func:`_seed_program`) when given."""
+    if seeds is None:
+        return _over_restarts(model.init, (keys,), chunks, hyper)
+    return _over_restarts(model.init_from_seeds, (seeds, keys), chunks, hyper)
 
 
 #: Log-likelihoods within this many units of rounding (relative) of the highest count
@@ -326,6 +338,7 @@ def fit_traced(
     n_trace: int | None = None,
     first_restart=0,
     accelerate=None,
+    seeds=None,
 ) -> TracedFit:
     """Pure form of :func:`fit`, usable inside ``jax.jit``, ``jax.vmap`` and ``lax`` code.
 
@@ -350,6 +363,9 @@ def fit_traced(
         ``first_restart, ..., first_restart + n_restarts - 1`` of :func:`restart_keys`.
         A stochastic model's draws in the loop come from :func:`loop_keys`.
     accelerate : None or "squarem" (static); see :func:`fit`.
+    seeds : the restarts' seeds (:meth:`~jaxem.contract.Model.seeding`), with a leading
+        restart axis, computed beforehand with the same keys; None (default) seeds
+        here. Ignored with ``init_params``.
 
     Returns
     -------
@@ -383,7 +399,7 @@ def fit_traced(
     chunks = _iterate.make_chunks(x, weights, min(chunk_size, n_rows))
     if init_params is None:
         keys = restart_keys(key, n_restarts, first_restart)
-        init_params = _initial_params(model, keys, chunks, hyper)
+        init_params = _initial_params(model, keys, chunks, hyper, seeds)
     state = _iterate.run_em(
         model,
         init_params,
@@ -405,6 +421,7 @@ def _fit_body(
     key,
     hyper,
     init_params,
+    seeds,
     max_iter,
     tol,
     first_restart,
@@ -428,6 +445,7 @@ def _fit_body(
         n_trace=n_trace,
         first_restart=first_restart,
         accelerate=accelerate,
+        seeds=seeds,
     )
 
 
@@ -584,10 +602,38 @@ _fit_program = _program(_fit_body, static=_FIT_STATIC)
 
 
 @_program(static=("n_restarts", "chunk_size"))
-def _init_program(model, x, weights, key, hyper, first_restart, *, n_restarts, chunk_size):
+def _init_program(model, x, weights, key, hyper, seeds, first_restart, *, n_restarts, chunk_size):
     chunks = _iterate.make_chunks(x, _normalised_weights(weights), chunk_size)
     keys = restart_keys(key, n_restarts, first_restart)
-    return _initial_params(model, keys, chunks, hyper)
+    return _initial_params(model, keys, chunks, hyper, seeds)
+
+
+@_program(static=("n_restarts", "chunk_size"))
+def _seed_program(model, x, weights, key, hyper, first_restart, *, n_restarts, chunk_size):
+    """Every restart's ``model.seed``, ``model`` a :class:`~jaxem.contract.Seeding`: a
+    program of its own, which models with equal seedings share (a Gaussian mixture's
+    k-means init, whatever the covariance type)."""
+    chunks = _iterate.make_chunks(x, _normalised_weights(weights), chunk_size)
+    keys = restart_keys(key, n_restarts, first_restart)
+    return _over_restarts(model.seed, (keys,), chunks, hyper)
+
+
+def _host_seeds(model, prepared: _Prepared, key, first_restart, n_restarts: int):
+    """The restarts' seeds from :func:`_seed_program`, or None for a model without a
+    seeding (its init then runs whole in the caller's program)."""
+    seeding = model.seeding()
+    if seeding is None:
+        return None
+    return _sized(_seed_program, _work(model, prepared.x, n_restarts))(
+        seeding,
+        prepared.x,
+        prepared.weights,
+        key,
+        prepared.hyper,
+        _check_first_restart(first_restart),
+        n_restarts=int(n_restarts),
+        chunk_size=prepared.chunk_size,
+    )
 
 
 # -- data streamed from the host (jaxem._stream runs the loop) -------------------------------
@@ -1264,11 +1310,15 @@ def fit(
     prepared = _prepare(model, x, weights, hyper, n_restarts, chunk_size, mesh)
     if init_params is not None:
         init_params = _broadcast_restarts(init_params, model, prepared, int(n_restarts))
-    work = _work(model, prepared.x, n_restarts)
     if mesh is not None:
         program = functools.partial(_sharded_fit_program, mesh=mesh)
+        extra = ()
     else:
-        program = _sized(_fit_program, work)
+        program = _sized(_fit_program, _work(model, prepared.x, n_restarts))
+        seeds = None
+        if init_params is None:  # seeded in a program of its own, shared where it can be
+            seeds = _host_seeds(model, prepared, key, first_restart, n_restarts)
+        extra = (seeds,)
     traced = program(
         model,
         prepared.x,
@@ -1276,6 +1326,7 @@ def fit(
         key,
         prepared.hyper,
         init_params,
+        *extra,
         np.asarray(max_iter, np.int32),
         np.asarray(tol, prepared.dtype),
         _check_first_restart(first_restart),
@@ -1543,6 +1594,7 @@ def initialise(
         prepared.weights,
         key,
         prepared.hyper,
+        _host_seeds(model, prepared, key, first_restart, n_restarts),
         _check_first_restart(first_restart),
         n_restarts=int(n_restarts),
         chunk_size=prepared.chunk_size,

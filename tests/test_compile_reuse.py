@@ -57,6 +57,40 @@ def test_second_functional_fit_compiles_nothing(change, count_compiles):
     assert np.isfinite(second.log_likelihood)
 
 
+def test_covariance_types_share_one_seeding_program(count_compiles):
+    # The k-means init depends on the data, not on the covariance type: a sweep over
+    # covariance types compiles it once, then one fit program per type.
+    x = _data(200)
+    models = [jaxem.mixture(jaxem.gaussian(kind), 3) for kind in ("full", "tied", "diag")]
+    assert len({model.seeding() for model in models}) == 1
+    options = dict(key=jax.random.key(0), n_restarts=2, max_iter=5)
+    jaxem.fit(models[0], x, **options)
+    with count_compiles() as counter:
+        fits = [jaxem.fit(model, x, **options) for model in models[1:]]
+    assert counter.count == 2, f"{counter.count} programs for two covariance types"
+    assert all(np.isfinite(fit.log_likelihood) for fit in fits)
+
+
+@pytest.mark.parametrize("x64_on", [False, True])
+def test_estimator_keys_are_jax_keys_made_without_compiling(x64_on, count_compiles):
+    # Estimators build jax.random.key(seed) on the host: jax.random.key compiles two
+    # small programs in each new process.
+    from jaxem.estimators import _validation
+
+    seeds = [0, 1, 12345, 2**31 - 1]
+    jax.clear_caches()  # so that jax.random.key would compile here, were it used
+    with jax.enable_x64(x64_on):
+        with count_compiles() as counter:
+            keys = [_validation.key_from_seed(seed) for seed in seeds]
+            _validation.random_key(np.random.RandomState(0))
+        assert counter.count == 0
+        for seed, key in zip(seeds, keys):
+            assert jax.random.key_impl(key) == jax.random.key_impl(jax.random.key(seed))
+            np.testing.assert_array_equal(
+                jax.random.key_data(key), jax.random.key_data(jax.random.key(seed))
+            )
+
+
 def test_padded_components_fit_like_exact_ones(x64):
     """Masked components win no data: from the same start, a mixture padded to 8
     components follows the unpadded one exactly."""

@@ -332,6 +332,34 @@ def test_a_restart_initialised_alone_starts_where_it_starts_among_others(model_n
         )
 
 
+#: Models whose init starts with a seeding the engine compiles as a program of its own.
+SEEDED = sorted(name for name, make in MODELS.items() if make().seeding() is not None)
+
+
+@pytest.mark.parametrize("seeded_name", SEEDED)
+def test_seeding_in_its_own_program_starts_where_init_does(seeded_name, x64):
+    # The host-side fit seeds in a program of its own (shared by models with equal
+    # seedings) and starts from init_from_seeds; fit_traced runs model.init whole.
+    # Both must start at the same place.
+    model, data = MODELS[seeded_name](), _data(seeded_name)
+    prepared = engine._prepare(model, data, None, None, 2, None)
+    keys = engine.restart_keys(jax.random.key(0), 2)
+
+    def whole(x, weights, hyper):
+        chunks = engine._iterate.make_chunks(
+            x, engine._normalised_weights(weights), prepared.chunk_size
+        )
+        return jax.vmap(model.init, in_axes=(0, None, None))(keys, chunks, hyper)
+
+    expected = jax.jit(whole)(prepared.x, prepared.weights, prepared.hyper)
+    _assert_tree_close(
+        _as_users_see_them(model, expected),
+        _as_users_see_them(model, _init(model, data, n_restarts=2)),
+        rtol=1e-9,
+        atol=1e-9,
+    )
+
+
 def test_chunked_equals_unchunked(model_name, x64):
     model, data = MODELS[model_name](), _data(model_name)
     init = _init(model, data, n_restarts=2)

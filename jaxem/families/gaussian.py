@@ -980,6 +980,10 @@ class Gaussian(Family):
         x = x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
         return jnp.where(jnp.isnan(x), 0, x) if self.missing else x
 
+    def seeding_key(self):
+        """Seeding points depend on ``missing`` only, not on the covariance type."""
+        return ("gaussian rows", self.missing)
+
     def params_from_rows(self, rows, hyper) -> GaussianParams:
         """Components centred on ``rows`` (K, D) with covariance ``reg_covar · I``.
 

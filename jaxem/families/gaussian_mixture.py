@@ -295,6 +295,9 @@ class GMM(Family):
     def seeding_points(self, x):
         return self.gaussian.seeding_points(x)
 
+    def seeding_key(self):
+        return self.gaussian.seeding_key()
+
     def params_from_rows(self, rows, hyper: GMMHyper) -> GMMParams:
         """Component ``k``'s sub-components all at ``rows[k]`` (the Gaussian's one-point
         fit), equal weights. They start equal, so stay equal under EM: for a mixture

@@ -329,6 +329,9 @@ class StudentT(Family):
     def seeding_points(self, x):
         return self.gaussian.seeding_points(x)
 
+    def seeding_key(self):
+        return self.gaussian.seeding_key()
+
     def params_from_rows(self, rows, hyper: StudentTHyper) -> StudentTParams:
         """Components centred on ``rows`` with scale ``reg_covar · I`` and the initial
         degrees of freedom."""

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxem import _iterate, ops
-from jaxem.contract import Chunks, Family, Model, check_assignment
+from jaxem.contract import Chunks, Family, Model, Seeding, check_assignment
 from jaxem.families.gaussian import WishartPrior
 from jaxem.seeding import (
     kmeans_plusplus_chunked,
@@ -33,6 +33,7 @@ __all__ = [
     "MixtureStats",
     "MixtureHyper",
     "LabelledRows",
+    "MixtureSeeding",
     "mixture",
     "INIT_METHODS",
     "BayesianMixture",
@@ -314,6 +315,19 @@ class Mixture(Model):
         index = jnp.where(active, jnp.arange(self.max_components), 0)
         return self.family.take_components(components, index)
 
+    def seeding(self) -> MixtureSeeding | None:
+        """The data-driven part of the init (k-means++, Lloyd, rows drawn), which
+        depends on the family only through its seeding points; None for "random"."""
+        if self.init_method == "random":
+            return None
+        return MixtureSeeding(
+            self.family,
+            self.family.seeding_key(),
+            self.init_method,
+            self.max_components,
+            self.kmeans_max_iter,
+        )
+
     def init(self, key, chunks: Chunks, hyper) -> MixtureParams:
         """One restart's initial parameters (see ``init_method``).
 
@@ -323,47 +337,31 @@ class Mixture(Model):
         nearest centre, or random) times its prior ``q``, renormalised (``q`` alone
         where they disagree): a labelled row starts in its component.
         """
+        seeding = self.seeding()
+        seeds = None if seeding is None else seeding.seed(key, chunks, hyper)
+        return self.init_from_seeds(seeds, key, chunks, hyper)
+
+    def init_from_seeds(self, seeds, key, chunks: Chunks, hyper) -> MixtureParams:
+        """One restart's initial parameters from :class:`MixtureSeeding`'s seeds: seed
+        rows' one-point fits, or the M-step from one-hot responsibilities on the
+        nearest seed centre (random responsibilities for "random", ``seeds`` None)."""
         family, n_components = self.family, self.max_components
         active = self.active(hyper)
         dtype = chunks.weights.dtype
         labelled = isinstance(chunks.x, LabelledRows)
         rows = Chunks(_rows(chunks.x), chunks.weights)
-
-        def points(rows):  # what distance-based seeding works on, chunk by chunk
-            return family.seeding_points(rows).astype(dtype)
-
-        if self.init_method in ("k-means++", "random_from_data") and not labelled:
-            # Greedy k-means++ and Gumbel top-k draws pick rows one by one, so the first
-            # n_components of max_components picks are the n_components picks.
-            if self.init_method == "k-means++":
-                _, index = kmeans_plusplus_chunked(key, rows, n_components, points=points)
-            else:
-                index = random_rows(key, rows.weights, n_components)
+        if _seeds_are_rows(self.init_method, labelled):
             # One-hot responsibilities on the seed rows only, as scikit-learn.
-            index = jnp.where(active, index, index[0])
+            index = jnp.where(active, seeds, seeds[0])
             seed_rows = _iterate.take_rows(rows, index)
             return self._params_from_seed_rows(seed_rows, hyper, dtype)
 
-        if self.init_method != "random":
-            if self.init_method == "random_from_data":
-                index = random_rows(key, rows.weights, n_components)
-                seeds = points(_iterate.take_rows(rows, index))
-            else:
-                seeds, _ = kmeans_plusplus_chunked(key, rows, n_components, points=points)
-            if labelled:
-                seeds = self._labelled_seeds(seeds, chunks, points, active)
-            centers = jnp.where(active[:, None], seeds, seeds[0])
-            if self.init_method == "kmeans":
-                centers = lloyd(
-                    centers,
-                    Chunks(jax.vmap(points)(rows.x), rows.weights),
-                    max_iter=self.kmeans_max_iter,
-                    tol=hyper.kmeans_tol,
-                    n_active=hyper.n_active,
-                )
+        if seeds is not None:
+            centers = seeds
 
             def responsibilities(x_chunk, index):
-                labels, _ = nearest_centers(points(x_chunk), centers, active)
+                points = family.seeding_points(x_chunk).astype(dtype)
+                labels, _ = nearest_centers(points, centers, active)
                 return jax.nn.one_hot(labels, n_components, dtype=dtype)
 
         else:  # "random": uniform random responsibilities, normalised per row
@@ -388,22 +386,6 @@ class Mixture(Model):
         indexed = Chunks((chunks.x, chunks.weights, numbers), chunks.weights)
         stats = _iterate.chunked_sum(chunk_stats, indexed, partial(_combine, self.family))
         return self.m_step(stats, None, hyper)
-
-    def _labelled_seeds(self, seeds, chunks: Chunks, points, active):
-        """``seeds`` with those of components that have labelled rows replaced by their
-        rows' mean (in seeding points), each row weighted by how much its prior
-        exceeds the uniform one, ``max(q_nk - 1/K, 0)`` (0 for a row without
-        information)."""
-
-        def sums(x, weights):
-            prior = _row_prior(x.log_prior, active)
-            uniform = 1.0 / jnp.sum(active).astype(prior.dtype)
-            excess = jnp.where(active, jnp.maximum(prior - uniform, 0.0), 0.0) * weights[:, None]
-            return excess.sum(0), excess.T @ points(x.x)
-
-        mass, total = _iterate.chunked_sum(sums, chunks)
-        means = total / jnp.where(mass > 0, mass, 1.0)[:, None]
-        return jnp.where((mass > 0)[:, None], means, seeds)
 
     def _params_from_seed_rows(self, rows, hyper, dtype) -> MixtureParams:
         """Equal weights and the family's one-point fits to the seed rows."""
@@ -467,6 +449,84 @@ class Mixture(Model):
         label_key, draw_key = jax.random.split(key)
         labels = jax.random.categorical(label_key, params.log_weights, shape=(n_samples,))
         return self.family.sample(draw_key, params.components, labels), labels
+
+
+def _seeds_are_rows(init_method: str, labelled: bool) -> bool:
+    """Whether the seeds are row indices (one-hot responsibilities on those rows)
+    rather than centres (one-hot on each row's nearest centre)."""
+    return init_method in ("k-means++", "random_from_data") and not labelled
+
+
+@dataclasses.dataclass(frozen=True)
+class MixtureSeeding(Seeding):
+    """A mixture's seeding (see :meth:`Mixture.seeding`): ``n_components`` seed rows
+    (k-means++ or uniform draws, by index) or centres (k-means++ or drawn rows, then
+    Lloyd's iterations for "kmeans"; with :class:`LabelledRows`, the means of labelled
+    rows), in the family's seeding points.
+
+    ``family`` only provides :meth:`~jaxem.contract.Family.seeding_points` and is not
+    compared: ``points_key``, its ``seeding_key()``, stands for it, so mixtures of
+    Gaussians of every covariance type share this program.
+    """
+
+    family: Family = dataclasses.field(compare=False, repr=False)
+    points_key: Any
+    init_method: str
+    n_components: int
+    kmeans_max_iter: int
+
+    def seed(self, key, chunks: Chunks, hyper):
+        """Seed row indices ``(K,)`` or centres ``(K, P)`` of one restart; ``hyper``
+        is the mixture's (``kmeans_tol``, ``n_active``)."""
+        family, n_components = self.family, self.n_components
+        active = jnp.arange(n_components) < hyper.n_active
+        dtype = chunks.weights.dtype
+        labelled = isinstance(chunks.x, LabelledRows)
+        rows = Chunks(_rows(chunks.x), chunks.weights)
+
+        def points(rows):  # what distance-based seeding works on, chunk by chunk
+            return family.seeding_points(rows).astype(dtype)
+
+        if _seeds_are_rows(self.init_method, labelled):
+            # Greedy k-means++ and Gumbel top-k draws pick rows one by one, so the first
+            # n_components of max_components picks are the n_components picks.
+            if self.init_method == "k-means++":
+                return kmeans_plusplus_chunked(key, rows, n_components, points=points)[1]
+            return random_rows(key, rows.weights, n_components)
+        if self.init_method == "random_from_data":
+            index = random_rows(key, rows.weights, n_components)
+            seeds = points(_iterate.take_rows(rows, index))
+        else:
+            seeds, _ = kmeans_plusplus_chunked(key, rows, n_components, points=points)
+        if labelled:
+            seeds = self._labelled_seeds(seeds, chunks, points, active)
+        centers = jnp.where(active[:, None], seeds, seeds[0])
+        if self.init_method == "kmeans":
+            centers = lloyd(
+                centers,
+                Chunks(jax.vmap(points)(rows.x), rows.weights),
+                max_iter=self.kmeans_max_iter,
+                tol=hyper.kmeans_tol,
+                n_active=hyper.n_active,
+            )
+        return centers
+
+    @staticmethod
+    def _labelled_seeds(seeds, chunks: Chunks, points, active):
+        """``seeds`` with those of components that have labelled rows replaced by their
+        rows' mean (in seeding points), each row weighted by how much its prior
+        exceeds the uniform one, ``max(q_nk - 1/K, 0)`` (0 for a row without
+        information)."""
+
+        def sums(x, weights):
+            prior = _row_prior(x.log_prior, active)
+            uniform = 1.0 / jnp.sum(active).astype(prior.dtype)
+            excess = jnp.where(active, jnp.maximum(prior - uniform, 0.0), 0.0) * weights[:, None]
+            return excess.sum(0), excess.T @ points(x.x)
+
+        mass, total = _iterate.chunked_sum(sums, chunks)
+        means = total / jnp.where(mass > 0, mass, 1.0)[:, None]
+        return jnp.where((mass > 0)[:, None], means, seeds)
 
 
 def _row_prior(log_prior, active):
