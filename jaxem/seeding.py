@@ -548,7 +548,7 @@ class Lloyd(Model):
             )
 
     def hyper(self, dtype) -> LloydHyper:
-        return LloydHyper(jnp.asarray(self.n_clusters, jnp.int32))
+        return LloydHyper(np.asarray(self.n_clusters, np.int32))
 
     def active(self, hyper: LloydHyper):
         """``(max_clusters,)`` True for the clusters in use."""

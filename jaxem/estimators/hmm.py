@@ -243,7 +243,8 @@ class _BaseHMM(EMEstimator):
         n_rows = mask.shape[0]
         model = self._model(self.params)
         self._log_initialisation_notices(X)
-        data = (jnp.asarray(observations, self._obs_dtype(dtype)), jnp.asarray(mask))
+        # numpy, not jnp: an eager conversion compiles a small program in each process.
+        data = (np.asarray(observations, self._obs_dtype(dtype)), np.asarray(mask))
         data += self._known_steps(y, state_prior, index, mask.shape, X.shape[0], dtype)
         hyper = model.hyper(dtype)
         n_init = int(self.n_init)
@@ -371,7 +372,7 @@ class _BaseHMM(EMEstimator):
         # Online EM keeps one sequence per row: its running statistics and step sizes
         # are per sequence.
         observations, mask = pad_sequences(self._centred_rows(X), lengths, dtype=dtype)
-        data = (jnp.asarray(observations, self._obs_dtype(dtype)), jnp.asarray(mask))
+        data = (np.asarray(observations, self._obs_dtype(dtype)), np.asarray(mask))
         if state is not None:
             model, online, start = state.model, state.online, None
         else:
@@ -617,7 +618,7 @@ class _BaseHMM(EMEstimator):
             return ()
         rows = np.zeros(tuple(shape) + log_prior.shape[1:], log_prior.dtype)
         rows[index] = log_prior
-        return (jnp.asarray(rows, dtype),)
+        return (np.asarray(rows, dtype),)
 
     def _fitted_model_data(self, X, lengths, y=None, state_prior=None):
         """``(model, params, data, index)`` for evaluating the fitted HMM on ``X``;
@@ -631,12 +632,12 @@ class _BaseHMM(EMEstimator):
         observations, mask, index = self._sequence_rows(X, lengths, dtype)
         model = self._model("")
         params = HMMParams(
-            jnp.asarray(self.startprob_, dtype),
-            jnp.asarray(self.transmat_, dtype),
+            np.asarray(self.startprob_, dtype),
+            np.asarray(self.transmat_, dtype),
             self._emission_params(model.family, dtype),
         )
-        obs = jnp.asarray(observations, self._obs_dtype(dtype))
-        data = (obs, jnp.asarray(mask)) + self._known_steps(
+        obs = np.asarray(observations, self._obs_dtype(dtype))
+        data = (obs, np.asarray(mask)) + self._known_steps(
             y, state_prior, index, mask.shape, X.shape[0], dtype
         )
         return model, params, data, index
@@ -724,8 +725,8 @@ class _BaseHMM(EMEstimator):
         if currstate is not None:
             startprob = np.eye(self.n_components)[int(currstate)]
         params = HMMParams(
-            jnp.asarray(startprob, dtype),
-            jnp.asarray(self.transmat_, dtype),
+            np.asarray(startprob, dtype),
+            np.asarray(self.transmat_, dtype),
             self._emission_params(model.family, dtype),
         )
         key = _validation.random_key(self.random_state if random_state is None else random_state)

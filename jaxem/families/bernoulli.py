@@ -110,7 +110,7 @@ class Bernoulli(Family):
 
     # -- contract ---------------------------------------------------------------------------
     def hyper(self, dtype) -> BernoulliHyper:
-        return BernoulliHyper(jnp.asarray(self.alpha, dtype), jnp.asarray(self.beta, dtype))
+        return BernoulliHyper(np.asarray(self.alpha, dtype), np.asarray(self.beta, dtype))
 
     def check_data(self, x) -> None:
         """Raise ``ValueError`` unless ``x`` is 2-D, finite and holds only 0 and 1;

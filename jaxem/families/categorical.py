@@ -135,7 +135,7 @@ class Categorical(Family):
 
     # -- contract ---------------------------------------------------------------------------
     def hyper(self, dtype) -> CategoricalHyper:
-        prior = jnp.asarray(self.prior, dtype)
+        prior = np.asarray(self.prior, dtype)
         if prior.ndim == 2:  # hmmlearn's (K, n_symbols): the same for every column
             prior = prior[:, None, :]
         return CategoricalHyper(prior=prior)

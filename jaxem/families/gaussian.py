@@ -242,7 +242,7 @@ class Gaussian(Family):
         if self.map_prior:
             return GaussianPriorHyper(
                 *(
-                    jnp.asarray(value, dtype)
+                    np.asarray(value, dtype)
                     for value in (
                         self.reg_covar,
                         self.means_prior,
@@ -254,8 +254,8 @@ class Gaussian(Family):
                 )
             )
         return GaussianHyper(
-            reg_covar=jnp.asarray(self.reg_covar, dtype),
-            init_covar=jnp.asarray(self.init_covar, dtype),
+            reg_covar=np.asarray(self.reg_covar, dtype),
+            init_covar=np.asarray(self.init_covar, dtype),
         )
 
     def check_data(self, x) -> None:

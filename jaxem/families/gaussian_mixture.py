@@ -168,7 +168,7 @@ class GMM(Family):
 
     # -- contract ---------------------------------------------------------------------------
     def hyper(self, dtype) -> GMMHyper:
-        return GMMHyper(self.gaussian.hyper(dtype), jnp.asarray(self.weights_prior, dtype))
+        return GMMHyper(self.gaussian.hyper(dtype), np.asarray(self.weights_prior, dtype))
 
     def check_data(self, x) -> None:
         """Raise ``ValueError`` unless ``x`` is 2-D, real and finite (the Gaussian's)."""

@@ -149,7 +149,7 @@ class LowRankGaussian(Family):
 
     # -- contract ---------------------------------------------------------------------------
     def hyper(self, dtype) -> LowRankGaussianHyper:
-        return LowRankGaussianHyper(jnp.asarray(self.reg_covar, dtype))
+        return LowRankGaussianHyper(np.asarray(self.reg_covar, dtype))
 
     def check_data(self, x) -> None:
         """Raise ``ValueError`` unless ``x`` is 2-D, finite, with more features than

@@ -80,7 +80,7 @@ class Multinomial(Family):
 
     # -- contract ---------------------------------------------------------------------------
     def hyper(self, dtype) -> MultinomialHyper:
-        return MultinomialHyper(jnp.asarray(self.prior, dtype))
+        return MultinomialHyper(np.asarray(self.prior, dtype))
 
     def check_data(self, x) -> None:
         """Raise ``ValueError`` unless ``x`` is 2-D, finite, non-negative whole counts."""

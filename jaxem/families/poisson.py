@@ -16,6 +16,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxem import _iterate
 from jaxem.contract import Family
@@ -68,7 +69,7 @@ class Poisson(Family):
     # -- contract ---------------------------------------------------------------------------
     def hyper(self, dtype) -> PoissonHyper:
         return PoissonHyper(
-            jnp.asarray(self.rates_prior, dtype), jnp.asarray(self.rates_weight, dtype)
+            np.asarray(self.rates_prior, dtype), np.asarray(self.rates_weight, dtype)
         )
 
     def check_data(self, x) -> None:

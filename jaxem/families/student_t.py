@@ -222,9 +222,9 @@ class StudentT(Family):
     def hyper(self, dtype) -> StudentTHyper:
         return StudentTHyper(
             self.gaussian.hyper(dtype),
-            jnp.asarray(self.dof, dtype),
-            jnp.asarray(self.dof_min, dtype),
-            jnp.asarray(self.dof_max, dtype),
+            np.asarray(self.dof, dtype),
+            np.asarray(self.dof_min, dtype),
+            np.asarray(self.dof_max, dtype),
         )
 
     def check_data(self, x) -> None:

@@ -327,7 +327,7 @@ class VonMisesFisher(Family):
     def hyper(self, dtype) -> VonMisesFisherHyper:
         fixed = 0.0 if self.concentration is None else self.concentration
         return VonMisesFisherHyper(
-            jnp.asarray(self.max_concentration, dtype), jnp.asarray(fixed, dtype)
+            np.asarray(self.max_concentration, dtype), np.asarray(fixed, dtype)
         )
 
     def check_data(self, x) -> None:

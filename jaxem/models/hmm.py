@@ -243,8 +243,8 @@ class HMM(Model):
     def hyper(self, dtype) -> HMMHyper:
         return HMMHyper(
             family=self.family.hyper(dtype),
-            startprob_prior=jnp.asarray(self.startprob_prior, dtype),
-            transmat_prior=jnp.asarray(self.transmat_prior, dtype),
+            startprob_prior=np.asarray(self.startprob_prior, dtype),
+            transmat_prior=np.asarray(self.transmat_prior, dtype),
         )
 
     def e_step(self, params: HMMParams, data, weights, hyper):

@@ -32,6 +32,7 @@ from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.linalg import cho_solve, solve_triangular
 
 from jaxem import _iterate, ops
@@ -151,7 +152,7 @@ class LatentLinear(Model):
 
     # -- contract ---------------------------------------------------------------------------
     def hyper(self, dtype) -> LatentLinearHyper:
-        return LatentLinearHyper(jnp.asarray(self.noise_floor, dtype))
+        return LatentLinearHyper(np.asarray(self.noise_floor, dtype))
 
     def init(self, key, chunks: Chunks, hyper) -> LatentLinearParams:
         self.check_features(chunks.x.shape[-1])

@@ -192,10 +192,10 @@ class LDA(Model):
         alpha = default if self.doc_topic_prior is None else self.doc_topic_prior
         eta = default if self.topic_word_prior is None else self.topic_word_prior
         return LDAHyper(
-            doc_topic_prior=jnp.asarray(alpha, dtype),
-            topic_word_prior=jnp.asarray(eta, dtype),
-            mean_change_tol=jnp.asarray(self.mean_change_tol, dtype),
-            max_doc_update_iter=jnp.asarray(self.max_doc_update_iter, jnp.int32),
+            doc_topic_prior=np.asarray(alpha, dtype),
+            topic_word_prior=np.asarray(eta, dtype),
+            mean_change_tol=np.asarray(self.mean_change_tol, dtype),
+            max_doc_update_iter=np.asarray(self.max_doc_update_iter, np.int32),
         )
 
     def row_width(self, x) -> int:

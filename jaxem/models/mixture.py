@@ -203,9 +203,9 @@ class Mixture(Model):
     def hyper(self, dtype) -> MixtureHyper:
         return MixtureHyper(
             self.family.hyper(dtype),
-            jnp.asarray(1e-4, dtype),
-            jnp.asarray(self.n_components, jnp.int32),
-            jnp.asarray(self.weights_prior, dtype),
+            np.asarray(1e-4, dtype),
+            np.asarray(self.n_components, np.int32),
+            np.asarray(self.weights_prior, dtype),
         )
 
     def active(self, hyper: MixtureHyper):
@@ -684,7 +684,7 @@ class BayesianMixture(Mixture):
         base = super().hyper(dtype)
         prior = WishartPrior(
             *(
-                jnp.asarray(value, dtype)
+                np.asarray(value, dtype)
                 for value in (
                     self.mean_precision_prior,
                     self.mean_prior,
@@ -693,7 +693,7 @@ class BayesianMixture(Mixture):
                 )
             ),
         )
-        concentration = jnp.asarray(self.weight_concentration_prior, dtype)
+        concentration = np.asarray(self.weight_concentration_prior, dtype)
         return BayesianMixtureHyper(*base, concentration, prior)
 
     def e_step(self, params: BayesianMixtureParams, x, weights, hyper):

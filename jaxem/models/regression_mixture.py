@@ -33,6 +33,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxem import _iterate, ops
 from jaxem.contract import Chunks, Model
@@ -194,9 +195,9 @@ class RegressionMixtureModel(Model):
     # -- contract ---------------------------------------------------------------------------
     def hyper(self, dtype) -> RegressionMixtureHyper:
         return RegressionMixtureHyper(
-            reg=jnp.asarray(self.reg, dtype),
-            kmeans_tol=jnp.asarray(1e-4, dtype),
-            gate_reg=jnp.asarray(self.gate_reg, dtype),
+            reg=np.asarray(self.reg, dtype),
+            kmeans_tol=np.asarray(1e-4, dtype),
+            gate_reg=np.asarray(self.gate_reg, dtype),
         )
 
     def init(self, key, chunks: Chunks, hyper) -> RegressionMixtureParams:
