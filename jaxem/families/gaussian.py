@@ -161,6 +161,20 @@ class CovarianceView(NamedTuple):
     note: str = ""
 
 
+def _first_not_spd(matrices: np.ndarray) -> int | None:
+    """Index of the first of ``matrices`` ``(..., D, D)`` that is not finite, symmetric
+    (scikit-learn's tolerance: ``np.allclose``) and positive-definite; None if all are.
+    Host-side checks of matrices users give (precisions, covariances)."""
+    for index, matrix in enumerate(matrices.reshape((-1,) + matrices.shape[-2:])):
+        if not (
+            np.all(np.isfinite(matrix))
+            and np.allclose(matrix, matrix.T, rtol=1e-5, atol=1e-8)
+            and np.all(np.linalg.eigvalsh(matrix) > 0.0)
+        ):
+            return index
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Gaussian(Family):
     """Gaussian component family.
@@ -1249,12 +1263,8 @@ class Gaussian(Family):
             if np.any(precisions <= 0.0):
                 raise ValueError(f"'{kind} precision' should be positive")
             return precisions
-        for matrix in precisions.reshape((-1, n_features, n_features)):
-            if not (
-                np.allclose(matrix, matrix.T, rtol=1e-5, atol=1e-8)
-                and np.all(np.linalg.eigvalsh(matrix) > 0.0)
-            ):
-                raise ValueError(f"'{kind} precision' should be symmetric, positive-definite")
+        if _first_not_spd(precisions) is not None:
+            raise ValueError(f"'{kind} precision' should be symmetric, positive-definite")
         return precisions
 
     def cholesky_from_precisions(self, precisions) -> np.ndarray:
@@ -1323,15 +1333,13 @@ class Gaussian(Family):
                     f"component {component} is not."
                 )
             return 1.0 / np.sqrt(covariances)
-        matrices = covariances.reshape((-1,) + covariances.shape[-2:])
-        for component, matrix in enumerate(matrices):
-            symmetric = np.all(np.isfinite(matrix)) and np.allclose(matrix, matrix.T)
-            if not symmetric or np.any(np.linalg.eigvalsh(matrix) <= 0):
-                which = "the matrix" if covariances.ndim == 2 else f"component {component}"
-                raise ValueError(
-                    f"{self.covariance_type!r} {name} must be symmetric, positive-definite; "
-                    f"{which} is not."
-                )
+        component = _first_not_spd(covariances)
+        if component is not None:
+            which = "the matrix" if covariances.ndim == 2 else f"component {component}"
+            raise ValueError(
+                f"{self.covariance_type!r} {name} must be symmetric, positive-definite; "
+                f"{which} is not."
+            )
         return np.swapaxes(np.linalg.inv(np.linalg.cholesky(covariances)), -1, -2)
 
     def sample_numpy(self, rng, means, covariances, counts) -> np.ndarray:
