@@ -64,9 +64,15 @@ def test_covariance_types_share_one_seeding_program(count_compiles):
     models = [jaxem.mixture(jaxem.gaussian(kind), 3) for kind in ("full", "tied", "diag")]
     assert len({model.seeding() for model in models}) == 1
     options = dict(key=jax.random.key(0), n_restarts=2, max_iter=5)
+    prepared = engine._prepare(models[0], x, None, None, 2, None)
+    seeding = engine._sized(engine._seed_program, engine._work(models[0], prepared.x, 2))
+    seedings_before = seeding.jitted._cache_size()
     jaxem.fit(models[0], x, **options)
     with count_compiles() as counter:
         fits = [jaxem.fit(model, x, **options) for model in models[1:]]
+    # One seeding program for the three types (not none: the fits do seed apart) ...
+    assert seeding.jitted._cache_size() == seedings_before + 1
+    # ... and after the first type, only each type's own fit program compiles.
     assert counter.count == 2, f"{counter.count} programs for two covariance types"
     assert all(np.isfinite(fit.log_likelihood) for fit in fits)
 
