@@ -467,8 +467,19 @@ _SMALL_PROGRAM_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 #: Without a persistent compilation cache, where every process compiles its programs
 #: again, small problems also take XLA's cheapest backend optimisation: a Gaussian
 #: mixture's fit on iris (k-means init, 3 components, full) compiled and ran once in
-#: 0.85 s against 1.24 s, but ran 9.4 ms a fit against 3.7 ms once compiled.
-_UNCACHED_SMALL_PROGRAM_OPTIONS = {**_SMALL_PROGRAM_OPTIONS, "xla_backend_optimization_level": 0}
+#: 0.85 s against 1.24 s, but ran 9.4 ms a fit against 3.7 ms once compiled. At that
+#: level, one LLVM module instead of XLA's 32 parts for parallel codegen: the parts'
+#: fixed costs outweighed the parallelism (2-core CPU, fresh processes, medians of 5:
+#: XLA compile seconds of a BIC loop over K = 1..10 on Old Faithful 0.99 -> 0.77 s, a
+#: 3-state GaussianHMM fit + score 0.74 -> 0.63 s, iris fits + scores 0.62 -> 0.52 s;
+#: run times unchanged). Not at the default level, which compiled slower in one part
+#: (benchmarks/startup.py, cache on, first process: XLA compile seconds of the grid
+#: search 2.2 -> 2.6 s, the BIC loop 2.2 -> 2.6 s, the HMM fit 1.3 -> 1.7 s).
+_UNCACHED_SMALL_PROGRAM_OPTIONS = {
+    **_SMALL_PROGRAM_OPTIONS,
+    "xla_backend_optimization_level": 0,
+    "xla_cpu_parallel_codegen_split_count": 1,
+}
 #: Work (padded rows x row width x restarts) up to which a problem counts as small.
 _SMALL_WORK = 1 << 18
 

@@ -29,14 +29,16 @@ def test_engine_programs_compile_without_ynnpack_fusions():
 
 
 def _options_seen(monkeypatch):
-    """(program name, fusion emitters on, backend optimisation level) of every engine
-    program called."""
+    """(program name, fusion emitters on, parallel codegen parts, backend optimisation
+    level) of every engine program called."""
     seen = []
     call = engine._program_store.call
 
     def spy(name, jitted, function, model, arrays, statics, compiler_options):
         emitters = compiler_options.get("xla_cpu_use_fusion_emitters", True)
-        seen.append((name, emitters, compiler_options.get("xla_backend_optimization_level")))
+        split = compiler_options.get("xla_cpu_parallel_codegen_split_count")
+        level = compiler_options.get("xla_backend_optimization_level")
+        seen.append((name, emitters, split, level))
         return call(name, jitted, function, model, arrays, statics, compiler_options)
 
     monkeypatch.setattr(engine._program_store, "call", spy)
@@ -69,20 +71,20 @@ def _call_every_program(model, x):
 def test_small_problems_compile_with_the_cheap_options_and_large_ones_do_not(monkeypatch, cached):
     # Small problems compile with XLA's older fusion emitters (faster to compile, as
     # fast to run small problems), and without a persistent cache also at optimisation
-    # level 0 (cheapest to compile, 2.5x slower to run); large ones keep the defaults
-    # (the older emitters ran a full mixture's EM 20 % slower).
+    # level 0 as one LLVM module (cheapest to compile, 2.5x slower to run); large ones
+    # keep the defaults (the older emitters ran a full mixture's EM 20 % slower).
     monkeypatch.setattr(engine, "_persistent_cache_on", lambda: cached)
     seen = _options_seen(monkeypatch)
     model = jaxem.mixture(jaxem.gaussian("diag"), 8)
     rng = np.random.default_rng(0)
     _call_every_program(model, rng.normal(size=(100, 2)).astype(np.float32))
-    level = None if cached else 0
-    assert seen == [(name, False, level) for name in PROGRAMS]
+    split, level = (None, None) if cached else (1, 0)
+    assert seen == [(name, False, split, level) for name in PROGRAMS]
 
     del seen[:]
     large = rng.normal(size=(40_000, 4)).astype(np.float32)
     _call_every_program(model, large)
-    assert seen == [(name, True, None) for name in PROGRAMS]
+    assert seen == [(name, True, None, None) for name in PROGRAMS]
     # Even one restart's evaluation of the large data is large.
     assert engine._work(model, engine._prepare(model, large, None, None, 1, None).x, 1) > (
         engine._SMALL_WORK
