@@ -18,13 +18,14 @@ when interrupted.
 
 from __future__ import annotations
 
+import gc
 import sys
 
 from jaxem import _io
 from jaxem.cli.parsing import UsageError, build_parser
 from jaxem.cli.run import COMMANDS, FitError, setup_cache
 
-__all__ = ["main", "build_parser", "UsageError", "FitError"]
+__all__ = ["main", "console_main", "build_parser", "UsageError", "FitError"]
 
 #: Errors the user can fix: each is reported as one line, exit status 2.
 _USER_ERRORS = (UsageError, FitError, _io.DataError, _io.OutputError)
@@ -59,3 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jaxem: interrupted", file=sys.stderr)
         return 130
+
+
+def console_main(argv: list[str] | None = None) -> int:
+    """The ``jaxem`` script and ``python -m jaxem``: :func:`main` in a process of its own.
+
+    The command owns its process, so it first moves every object its imports made
+    (JAX, scikit-learn, SciPy: ~250,000) out of reach of Python's cyclic garbage
+    collector (:func:`gc.freeze`): the full collections that tracing triggers then
+    walk only the new objects instead of all of them (a second ``jaxem demo`` took
+    2.9-3.4 s with every full collection walking them all, 2.3-2.9 s without, 2-core
+    CPU). Library calls of :func:`main` leave the caller's collector alone.
+    """
+    gc.freeze()
+    return main(argv)
