@@ -10,6 +10,8 @@ loads it is a subprocess, never jaxem's own test session. It provides
   ``JAXEM_DROPIN_EXCLUDE`` are deselected, and logged with the pattern; so are,
   silently, the ids listed in ``JAXEM_DROPIN_DONE`` (run before a crash);
 - a check that the copied modules really hold jaxem's classes;
+- jaxem's programs for small problems as users get them by default (compiled with
+  the options for no persistent cache, although the harness shares one between runs);
 - a JSON-lines log, ``JAXEM_DROPIN_LOG``: each test's start, then its outcome, first
   error lines and time, written as it happens so that a crash of the interpreter
   (a segfault in XLA) still tells which test crashed.
@@ -25,6 +27,16 @@ import numpy as np
 import pytest
 
 import jaxem
+from jaxem import engine
+
+# The harness gives both runs one persistent compilation cache (JAX_COMPILATION_CACHE_DIR)
+# only so that the second run reuses the first one's compiles. jaxem's users have no
+# cache unless they opt in, and without one jaxem compiles small problems with its
+# cheapest options (engine._sized): these files test that default, and their first run
+# takes a third less time so (test_gaussian_mixture.py and test_gmm_hmm_new.py with
+# JAX's x64 flag off, one process on the 2-core CPU: 247 -> 155 s). Raises if the
+# function is renamed, rather than silently testing the other variant.
+pytest.MonkeyPatch().setattr(engine, "_persistent_cache_on", lambda: False)
 
 try:  # scikit-learn's own definitions, so that its environment variables work as there
     from sklearn.conftest import global_dtype, pytest_generate_tests  # noqa: F401
