@@ -1,5 +1,6 @@
 """Shared fixtures. x64 is switched on only inside the tests that ask for it."""
 
+import functools
 import os
 from pathlib import Path
 
@@ -28,6 +29,20 @@ def x64():
 def faithful():
     """Old Faithful eruptions as a float64 numpy array of shape (272, 2)."""
     return np.loadtxt(FAITHFUL, delimiter=",", skiprows=1)
+
+
+#: XLA options of the engine's programs for small problems where no persistent cache
+#: keeps them: the cheapest to compile. For the tests' own ``jax.jit`` programs
+#: (:func:`jit_small`), whose compiles at JAX's default options took a third of some
+#: modules' time (test_gradients.py).
+SMALL_PROGRAM_OPTIONS = {**engine._COMPILER_OPTIONS, **engine._UNCACHED_SMALL_PROGRAM_OPTIONS}
+
+
+def jit_small(function=None, **jit_kwargs):
+    """``jax.jit`` with :data:`SMALL_PROGRAM_OPTIONS`; also as a decorator factory."""
+    if function is None:
+        return functools.partial(jit_small, **jit_kwargs)
+    return jax.jit(function, compiler_options=SMALL_PROGRAM_OPTIONS, **jit_kwargs)
 
 
 def make_blobs(n_samples=300, n_features=2, n_clusters=3, seed=0, spread=4.0):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import jaxem
+from tests.conftest import jit_small
 
 pytestmark = pytest.mark.usefixtures("x64")
 
@@ -37,7 +38,9 @@ def _two_clusters(n=90, seed=0):
 def _start(model, x, seed, **options):
     """Fitted parameters to start from, in one compiled program (run op by op, the
     model's k-means initialisation alone takes about 10 s)."""
-    fit = jax.jit(lambda x: jaxem.fit_differentiable(model, x, key=jax.random.key(seed), **options))
+    fit = jit_small(
+        lambda x: jaxem.fit_differentiable(model, x, key=jax.random.key(seed), **options)
+    )
     return fit(x).params
 
 
@@ -86,8 +89,8 @@ def _largest(gradient, count):
 def _check_against_finite_differences(loss, arguments, which, step=1e-5, count=3):
     """``jax.grad(loss)`` (implicit) against central differences of ``loss`` run with
     ``_TIGHT`` fits, on the ``count`` largest entries of each argument in ``which``."""
-    gradients = jax.jit(jax.grad(lambda *a: loss(*a, **_CONVERGED), argnums=which))(*arguments)
-    tight = jax.jit(lambda *a: loss(*a, **_TIGHT))
+    gradients = jit_small(jax.grad(lambda *a: loss(*a, **_CONVERGED), argnums=which))(*arguments)
+    tight = jit_small(lambda *a: loss(*a, **_TIGHT))
     errors = {}
     for position, gradient in zip(which, gradients):
         for index in _largest(gradient, count):
@@ -193,7 +196,7 @@ def test_implicit_and_unrolled_gradients_agree_at_convergence():
 
     def gradient(adjoint, **options):
         function = functools.partial(loss, adjoint=adjoint, **options)
-        return jax.jit(jax.grad(function, argnums=(0, 1)))(x, weights)
+        return jit_small(jax.grad(function, argnums=(0, 1)))(x, weights)
 
     implicit = gradient("implicit", **_CONVERGED)
     unrolled = gradient("unrolled", max_iter=150)
@@ -221,8 +224,8 @@ def test_unrolled_fit_has_a_forward_mode():
         return jnp.sum(fit.params.components.means**2) + fit.log_likelihood
 
     direction = np.random.RandomState(1).randn(*x.shape)
-    _, forward = jax.jit(lambda x, t: jax.jvp(loss, (x,), (t,)))(x, direction)
-    reverse = jnp.vdot(jax.jit(jax.grad(loss))(x), direction)
+    _, forward = jit_small(lambda x, t: jax.jvp(loss, (x,), (t,)))(x, direction)
+    reverse = jnp.vdot(jit_small(jax.grad(loss))(x), direction)
     np.testing.assert_allclose(forward, reverse, rtol=1e-9)
     with pytest.raises(TypeError, match="custom_vjp"):
         jax.jvp(lambda x: loss(x, "implicit"), (x,), (direction,))
@@ -239,9 +242,9 @@ def test_gradients_compose_with_jit_and_vmap_and_compile_once(count_compiles):
         means = fit.params.components.means
         return jnp.sum((means[0] - means[1]) ** 2)
 
-    per_set = jax.jit(jax.vmap(jax.grad(mean_spread), in_axes=(0, None)))
+    per_set = jit_small(jax.vmap(jax.grad(mean_spread), in_axes=(0, None)))
     batched = per_set(sets, jax.random.key(0))
-    single = jax.jit(jax.grad(mean_spread))
+    single = jit_small(jax.grad(mean_spread))
     for one, x in zip(batched, sets):
         np.testing.assert_allclose(one, single(x, jax.random.key(0)), rtol=1e-9)
     with count_compiles() as counter:
@@ -251,7 +254,7 @@ def test_gradients_compose_with_jit_and_vmap_and_compile_once(count_compiles):
     assert np.all(np.isfinite(again))
 
     # Per restart: each start's own fixed point, differentiated in one program.
-    starts = jax.jit(
+    starts = jit_small(
         jax.vmap(lambda k: jaxem.fit_differentiable(model, sets[0], key=k, max_iter=0).params)
     )(jax.random.split(jax.random.key(3), 4))
 
@@ -259,7 +262,7 @@ def test_gradients_compose_with_jit_and_vmap_and_compile_once(count_compiles):
         fit = jaxem.fit_differentiable(model, x, init_params=start, tol=1e-10)
         return fit.log_likelihood
 
-    per_restart = jax.jit(jax.vmap(jax.grad(from_start, argnums=1), in_axes=(0, None)))(
+    per_restart = jit_small(jax.vmap(jax.grad(from_start, argnums=1), in_axes=(0, None)))(
         starts, sets[0]
     )
     assert per_restart.shape == (4,) + sets[0].shape
@@ -300,8 +303,8 @@ def test_implicit_gradient_memory_stays_near_the_fits():
         result = fit(x)
         return result.log_likelihood + jnp.sum(result.params.components.means**2)
 
-    forward = jax.jit(lambda x: fit(x).log_likelihood).lower(x).compile()
-    gradient = jax.jit(jax.grad(loss)).lower(x).compile()
+    forward = jit_small(lambda x: fit(x).log_likelihood).lower(x).compile()
+    gradient = jit_small(jax.grad(loss)).lower(x).compile()
     assert _program_bytes(gradient) <= 1.75 * _program_bytes(forward)
 
 
@@ -315,12 +318,12 @@ def test_failed_adjoint_solve_raises_instead_of_nan():
 
     failures = (jaxem.AdjointNotConverged, jax.errors.JaxRuntimeError)
     with pytest.raises(failures, match="adjoint solve did not converge within 1 steps"):
-        jax.jit(jax.grad(lambda x: loss(x, tol=1e-12, adjoint_max_iter=1, adjoint_tol=1e-14)))(x)
+        jit_small(jax.grad(lambda x: loss(x, tol=1e-12, adjoint_max_iter=1, adjoint_tol=1e-14)))(x)
     with pytest.raises(failures, match="adjoint solve did not converge within 1 steps"):
         options = dict(adjoint_solver="iteration", adjoint_max_iter=1, adjoint_tol=1e-14)
-        jax.jit(jax.grad(lambda x: loss(x, tol=1e-12, **options)))(x)
+        jit_small(jax.grad(lambda x: loss(x, tol=1e-12, **options)))(x)
     with pytest.raises(failures, match="the fit had not converged"):
-        jax.jit(jax.grad(lambda x: loss(x, tol=0.0, max_iter=3)))(x)
+        jit_small(jax.grad(lambda x: loss(x, tol=0.0, max_iter=3)))(x)
     # The forward pass alone never raises: the status says how the fit ended.
     fit = jaxem.fit_differentiable(model, x, init_params=start, tol=0.0, max_iter=3)
     assert int(fit.status) == int(jaxem.MAX_ITER)
@@ -354,7 +357,7 @@ def test_kmeans_gradient_is_that_of_fixed_assignments():
         )
         return fit.params.centers[:, 0], fit.params.centers
 
-    (grad_x, grad_w), centers = jax.jit(
+    (grad_x, grad_w), centers = jit_small(
         jax.jacrev(first_coordinates, argnums=(0, 1), has_aux=True)
     )(x, weights)
     labels = np.argmin(((x[:, None] - np.asarray(centers)[None]) ** 2).sum(-1), axis=1)

@@ -4,8 +4,6 @@ The reference is the all-rows algorithm in numpy (one cumulative sum over every 
 scikit-learn's greedy local trials) fed the same uniform draws, in float64.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +13,7 @@ from sklearn.cluster import kmeans_plusplus as sklearn_kmeans_plusplus
 from jaxem._iterate import make_chunks
 from jaxem.contract import Chunks
 from jaxem.seeding import kmeans_plusplus, kmeans_plusplus_chunked, random_rows
-from tests.conftest import make_blobs
+from tests.conftest import jit_small, make_blobs
 
 N_ROWS = 203
 X = make_blobs(n_samples=N_ROWS, n_features=3, n_clusters=5, seed=2, spread=3.0)[0]
@@ -45,7 +43,7 @@ def _reference(key, x, weights, n_clusters, n_trials):
     return np.array(indices)
 
 
-@functools.partial(jax.jit, static_argnames=("n_clusters", "n_trials", "chunk_size"))
+@jit_small(static_argnames=("n_clusters", "n_trials", "chunk_size"))
 def _seeds(keys, x, weights, *, n_clusters, n_trials=None, chunk_size=None):
     """k-means++ of every key: over the plain rows, or over chunks of ``chunk_size``."""
     if chunk_size is None:
@@ -96,7 +94,7 @@ def test_padding_is_never_chosen_whatever_it_holds(n_chunks):
     weights = np.concatenate([WEIGHTS, np.zeros(5)]).astype(np.float32)
     shape = (n_chunks, len(weights) // n_chunks)
     chunks = Chunks(jnp.asarray(padded.reshape(shape + (3,))), jnp.asarray(weights.reshape(shape)))
-    seed = jax.jit(jax.vmap(lambda key: kmeans_plusplus_chunked(key, chunks, 8)))
+    seed = jit_small(jax.vmap(lambda key: kmeans_plusplus_chunked(key, chunks, 8)))
     centers, indices = seed(_keys(200))
     assert np.all(weights[np.asarray(indices)] > 0)
     assert np.all(np.isfinite(centers))
@@ -172,7 +170,7 @@ def test_random_rows_do_not_depend_on_the_chunking(weighted):
 
 def test_weighted_random_rows_are_drawn_in_proportion_to_the_weight():
     weights = jnp.asarray(WEIGHTS, jnp.float32)
-    first = jax.jit(jax.vmap(lambda key: random_rows(key, weights, 1, weighted=True)[0]))
+    first = jit_small(jax.vmap(lambda key: random_rows(key, weights, 1, weighted=True)[0]))
     rows = np.asarray(first(_keys(20000)))
     frequencies = np.bincount(rows, minlength=N_ROWS) / rows.size
     np.testing.assert_allclose(frequencies, WEIGHTS / WEIGHTS.sum(), atol=0.003)
@@ -181,7 +179,7 @@ def test_weighted_random_rows_are_drawn_in_proportion_to_the_weight():
 def test_random_rows_over_chunks():
     chunks = make_chunks(jnp.asarray(X), jnp.asarray(WEIGHTS, jnp.float32), 16)
 
-    @functools.partial(jax.jit, static_argnums=1)
+    @jit_small(static_argnums=1)
     def draw(keys, n_rows):
         return jax.vmap(lambda key: random_rows(key, chunks.weights, n_rows))(keys)
 
