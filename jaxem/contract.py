@@ -373,6 +373,10 @@ class Model(Protocol):
     #: Methods ``f(params, x) -> arrays with a leading row axis`` that
     #: :func:`jaxem.engine.evaluate` may run chunk by chunk on fitted parameters.
     outputs: ClassVar[tuple[str, ...]] = ("log_prob",)
+    #: Methods ``f(params, hyper) -> arrays`` of the parameters alone (no data), such as
+    #: LDA's topics' part of its bound, that :func:`jaxem.engine.parameter_outputs`
+    #: runs for every restart in one program. Optional (default: none).
+    parameter_outputs: ClassVar[tuple[str, ...]] = ()
 
     # -- required --------------------------------------------------------------------------
     def hyper(self, dtype) -> Any:

@@ -1801,6 +1801,55 @@ def statistics(
     return _sharded_statistics_program(model, *arrays, **statics, mesh=mesh)
 
 
+@_program(static=("outputs",))
+def _parameter_program(model, params, hyper, *, outputs):
+    def run(one_params):
+        return tuple(getattr(model, name)(one_params, hyper) for name in outputs)
+
+    return jax.vmap(run)(params)
+
+
+def parameter_outputs(model, params, outputs, *, hyper=None):
+    """Outputs of the parameters alone (no data) for every restart, in one program.
+
+    Run on the host instead, op by op, each primitive compiles on its own in a new
+    process: LDA's topics' part of the bound compiled about 40 of them (1.1 s, against
+    0.1 s for this program, 100 topics x 30 words, the 2-core CPU).
+
+    Parameters
+    ----------
+    model : the model; ``outputs`` must be listed in its ``parameter_outputs``.
+    params : parameters with a leading restart axis.
+    outputs : a name or a tuple of names, each a method ``f(params, hyper)``.
+    hyper : numeric hyperparameters; default ``model.hyper`` in the parameters' dtype.
+
+    Returns
+    -------
+    The output (or a tuple of outputs, when ``outputs`` is a tuple), each with the
+    leading restart axis, as (writable) numpy arrays.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, jaxem
+    >>> topics = jaxem.LDAParams(jnp.ones((4, 2, 3)))  # 4 restarts, 2 topics, 3 words
+    >>> parameter_outputs(jaxem.lda(2, 3), topics, "exp_topic_word").shape
+    (4, 2, 3)
+    """
+    names = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+    unknown = [name for name in names if name not in model.parameter_outputs]
+    if unknown:
+        raise ValueError(
+            f"{type(model).__name__} has no parameter output {unknown[0]!r}; it has "
+            f"{model.parameter_outputs}."
+        )
+    if hyper is None:
+        hyper = model.hyper(jax.tree.leaves(params)[0].dtype)
+    size = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(params))
+    values = jax.device_get(_sized(_parameter_program, size)(model, params, hyper, outputs=names))
+    values = tuple(np.array(value) for value in values)  # writable, as numpy users expect
+    return values[0] if isinstance(outputs, str) else values
+
+
 @_program(static=("n_samples",))
 def _sample_program(model, key, params, *, n_samples):
     return model.sample(key, params, n_samples)

@@ -37,10 +37,8 @@ from jaxem.models.lda import (
     Documents,
     LDAParams,
     LDAStats,
-    dirichlet_expectation,
     documents_from_counts,
     lda,
-    topic_bound,
 )
 
 __all__ = ["LatentDirichletAllocation"]
@@ -310,8 +308,11 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         return _where_running(running, state.params, params), mean_bound * X.shape[0]
 
     def _set_components(self, params, restart):
-        self.components_ = np.asarray(params.topic_word[restart])
-        self.exp_dirichlet_component_ = _exp_dirichlet_expectation(self.components_)
+        # Indexed on the host: indexing the device array compiles a program per shape.
+        self.components_ = np.asarray(params.topic_word)[restart]
+        self.exp_dirichlet_component_ = engine.parameter_outputs(
+            self._model(), LDAParams(jnp.asarray(self.components_[None])), "exp_topic_word"
+        )[0]
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -486,8 +487,10 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
 
     def _topic_bounds(self, params, dtype):
         """Each restart's topics' part of the bound, ``(R,)`` float64."""
-        hyper = self._hyper(dtype)
-        return np.array([float(topic_bound(LDAParams(lam), hyper)) for lam in params.topic_word])
+        bounds = engine.parameter_outputs(
+            self._model(), params, "topic_bound", hyper=self._hyper(dtype)
+        )
+        return np.asarray(bounds, np.float64)
 
     def _perplexity_of(self, bound, X, sub_sampling):
         word_count = float(X.sum())
@@ -662,8 +665,3 @@ def _row_shards(mesh) -> int:
 def _where_running(running, new, old):
     keep = jnp.asarray(running)[:, None, None]
     return LDAParams(jnp.where(keep, new.topic_word, old.topic_word))
-
-
-def _exp_dirichlet_expectation(components):
-    """``exp(E[log β])`` of the topics, in their dtype."""
-    return np.asarray(jnp.exp(dirichlet_expectation(jnp.asarray(components))))

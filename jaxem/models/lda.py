@@ -185,6 +185,7 @@ class LDA(Model):
     max_doc_update_iter: int = dataclasses.field(default=100, compare=False)
 
     outputs: ClassVar[tuple[str, ...]] = ("log_prob", "doc_topic")
+    parameter_outputs: ClassVar[tuple[str, ...]] = ("topic_bound", "exp_topic_word")
 
     # -- hyperparameters and sizes ---------------------------------------------------------
     def hyper(self, dtype) -> LDAHyper:
@@ -429,6 +430,17 @@ class LDA(Model):
     def m_step(self, stats: LDAStats, params, hyper) -> LDAParams:
         del params
         return LDAParams(hyper.topic_word_prior + stats.topic_word)
+
+    # -- outputs of the topics alone --------------------------------------------------------
+    def topic_bound(self, params: LDAParams, hyper: LDAHyper):
+        """The topics' part of the variational bound (:func:`topic_bound`)."""
+        return topic_bound(params, hyper)
+
+    def exp_topic_word(self, params: LDAParams, hyper=None):
+        """``exp(E[log β])`` of the topics, ``(K, V)`` (scikit-learn's
+        ``exp_dirichlet_component_``)."""
+        del hyper
+        return jnp.exp(dirichlet_expectation(params.topic_word))
 
     # -- per-document outputs -------------------------------------------------------------
     def doc_topic(self, params: LDAParams, x: Documents, hyper=None):

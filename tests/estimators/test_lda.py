@@ -506,3 +506,37 @@ def test_vocabulary_change_between_partial_fits_raises():
 @parametrize_with_checks([jaxem.LatentDirichletAllocation(n_components=3, max_iter=5)])
 def test_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
+
+
+# -- the topics' outputs run as one engine program ----------------------------------------
+def test_parameter_outputs_are_the_topics_bound_and_expectation(x64):
+    rng = np.random.default_rng(0)
+    topics = jaxem.LDAParams(jnp.asarray(rng.gamma(100.0, 0.01, size=(3, 4, 6))))
+    model = jaxem.lda(4, 6, topic_word_prior=0.2)
+    hyper = model.hyper(np.float64)
+    bounds, expectation = engine.parameter_outputs(
+        model, topics, ("topic_bound", "exp_topic_word"), hyper=hyper
+    )
+    for r, lam in enumerate(np.asarray(topics.topic_word)):
+        np.testing.assert_allclose(expectation[r], np.exp(_dirichlet_expectation(lam)), rtol=1e-12)
+        np.testing.assert_allclose(
+            bounds[r], float(topic_bound(jaxem.LDAParams(jnp.asarray(lam)), hyper)), rtol=1e-12
+        )
+    with pytest.raises(ValueError, match="LDA has no parameter output 'doc_topic'"):
+        engine.parameter_outputs(model, topics, "doc_topic")
+
+
+def test_a_first_fit_compiles_programs_not_single_operations(count_compiles):
+    """The estimator's host code runs the topics' bound and ``exp(E[log β])`` through
+    the engine: op by op they compiled about 40 single primitives in a process's
+    first fit of a shape (52 compiles in all, 12 now)."""
+    X = np.random.RandomState(0).poisson(1.0, size=(37, 23)).astype(np.float64)
+    with count_compiles() as counter:
+        lda = jaxem.LatentDirichletAllocation(7, max_iter=2, random_state=0).fit(X)
+        lda.score(X)
+    assert counter.count <= 20, counter.count
+    np.testing.assert_allclose(
+        lda.exp_dirichlet_component_,
+        np.exp(_dirichlet_expectation(lda.components_)),
+        rtol=1e-12,
+    )
