@@ -38,7 +38,11 @@ def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("sharded") / "report.json"
     subprocess.run(
         [sys.executable, "-m", "tests.scale.sharded_checks", str(out)],
-        env=_environment(XLA_FLAGS="--xla_force_host_platform_device_count=4"),
+        # Level-0 code generation: the checks compare results and collectives (HLO),
+        # which it leaves as they are; the 8 tests reading this report took 93 -> 75 s.
+        env=_environment(
+            XLA_FLAGS="--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0"
+        ),
         cwd=ROOT,
         check=True,
         timeout=900,
