@@ -303,8 +303,9 @@ def test_implicit_gradient_memory_stays_near_the_fits():
         result = fit(x)
         return result.log_likelihood + jnp.sum(result.params.components.means**2)
 
-    forward = jit_small(lambda x: fit(x).log_likelihood).lower(x).compile()
-    gradient = jit_small(jax.grad(loss)).lower(x).compile()
+    # JAX's default options, as users compile: the memory measured is theirs.
+    forward = jax.jit(lambda x: fit(x).log_likelihood).lower(x).compile()
+    gradient = jax.jit(jax.grad(loss)).lower(x).compile()
     assert _program_bytes(gradient) <= 1.75 * _program_bytes(forward)
 
 
